@@ -1,0 +1,345 @@
+//! NIfTI-1 (`.nii`, `.nii.gz`) reading and geometry-preserving writing, on the `nifti` crate.
+
+use std::path::Path;
+
+use nifti::{NiftiHeader, NiftiObject, NiftiType, ReaderOptions};
+
+use crate::atomic::write_atomically;
+use crate::error::{IoError, Result};
+use crate::volume::{Volume, diagonal_affine};
+use crate::{AnyVolume, Dtype};
+
+const SUPPORTED: &str = "uint8, int16, int32, float32, float64";
+
+fn map_nifti_error(path: &Path, e: nifti::NiftiError) -> IoError {
+    use nifti::NiftiError as E;
+    match e {
+        E::InvalidFormat => IoError::BadMagic {
+            path: path.to_path_buf(),
+        },
+        E::IncompatibleLength(got, expected) => IoError::ShortData {
+            path: path.to_path_buf(),
+            got,
+            expected,
+        },
+        E::Io(io) => match io.kind() {
+            std::io::ErrorKind::UnexpectedEof => {
+                if crate::is_gz(path) {
+                    IoError::TruncatedGzip {
+                        path: path.to_path_buf(),
+                    }
+                } else {
+                    IoError::ShortData {
+                        path: path.to_path_buf(),
+                        got: 0,
+                        expected: 0,
+                    }
+                }
+            }
+            std::io::ErrorKind::InvalidInput | std::io::ErrorKind::InvalidData
+                if crate::is_gz(path) =>
+            {
+                IoError::BadGzip {
+                    path: path.to_path_buf(),
+                    detail: io.to_string(),
+                }
+            }
+            _ => IoError::os(path, io),
+        },
+        E::UnsupportedDataType(t) => IoError::UnsupportedDtype {
+            path: path.to_path_buf(),
+            dtype: format!("{t:?}"),
+            supported: SUPPORTED,
+        },
+        E::ReserveVolume(bytes, _) => IoError::invalid(
+            path,
+            format!("cannot allocate {bytes} bytes for the voxel data"),
+        ),
+        other => IoError::BadHeader {
+            path: path.to_path_buf(),
+            detail: other.to_string(),
+        },
+    }
+}
+
+/// Shape `[z, y, x]` from a header, accepting trailing singleton dims (`x,y,z,1`).
+fn volume_dims(path: &Path, header: &NiftiHeader) -> Result<[usize; 3]> {
+    let dims = header
+        .dim()
+        .map_err(|e| map_nifti_error(path, e))?
+        .iter()
+        .map(|&d| d as usize)
+        .collect::<Vec<_>>();
+    let extra_ok = dims.len() >= 3 && dims[3..].iter().all(|&d| d == 1);
+    if !extra_ok {
+        return Err(IoError::UnsupportedDims {
+            path: path.to_path_buf(),
+            dims,
+        });
+    }
+    Ok([dims[2], dims[1], dims[0]])
+}
+
+/// The affine exactly as nibabel's `Nifti1Header.get_best_affine()`: sform when
+/// `sform_code > 0`, else qform when `qform_code > 0`, else the pixdims on the diagonal.
+///
+/// Written here because the `nifti` crate only offers it behind its `nalgebra` feature.
+pub fn header_affine(h: &NiftiHeader) -> [[f64; 4]; 4] {
+    if h.sform_code > 0 {
+        let r = |row: [f32; 4]| row.map(f64::from);
+        return [r(h.srow_x), r(h.srow_y), r(h.srow_z), [0.0, 0.0, 0.0, 1.0]];
+    }
+    let pix = |i: usize| f64::from(h.pixdim[i]);
+    if h.qform_code > 0 {
+        let (b, c, d) = (
+            f64::from(h.quatern_b),
+            f64::from(h.quatern_c),
+            f64::from(h.quatern_d),
+        );
+        // nibabel: a = sqrt(1 - (b²+c²+d²)), clipped at 0 for rounding error.
+        let a = (1.0 - (b * b + c * c + d * d)).max(0.0).sqrt();
+        let rot = [
+            [
+                a * a + b * b - c * c - d * d,
+                2.0 * (b * c - a * d),
+                2.0 * (b * d + a * c),
+            ],
+            [
+                2.0 * (b * c + a * d),
+                a * a + c * c - b * b - d * d,
+                2.0 * (c * d - a * b),
+            ],
+            [
+                2.0 * (b * d - a * c),
+                2.0 * (c * d + a * b),
+                a * a + d * d - b * b - c * c,
+            ],
+        ];
+        let qfac = if h.pixdim[0] < 0.0 { -1.0 } else { 1.0 };
+        let zooms = [pix(1), pix(2), pix(3) * qfac];
+        let off = [
+            f64::from(h.quatern_x),
+            f64::from(h.quatern_y),
+            f64::from(h.quatern_z),
+        ];
+        let mut m = [[0.0; 4]; 4];
+        for i in 0..3 {
+            for j in 0..3 {
+                m[i][j] = rot[i][j] * zooms[j];
+            }
+            m[i][3] = off[i];
+        }
+        m[3][3] = 1.0;
+        return m;
+    }
+    diagonal_affine([pix(3).abs(), pix(2).abs(), pix(1).abs()])
+}
+
+fn decode<T: nifti::DataElement>(path: &Path, obj: nifti::InMemNiftiObject) -> Result<Vec<T>> {
+    obj.into_volume()
+        .into_nifti_typed_data::<T>()
+        .map_err(|e| map_nifti_error(path, e))
+}
+
+/// Reads a 3-D NIfTI-1 file (`.nii` or `.nii.gz`) with its stored voxel type.
+///
+/// `scl_slope`/`scl_inter` are applied: when they change the values (slope ∉ {0, 1} or
+/// inter ≠ 0) the result is `F32` (`F64` stays `F64`); otherwise the stored type is kept.
+/// Dimensions `(x, y, z, 1, …)` count as 3-D; any other 4-D or 2-D image is an error.
+///
+/// # Errors
+/// [`IoError::NotFound`], [`IoError::TruncatedGzip`], [`IoError::BadMagic`],
+/// [`IoError::ShortData`], [`IoError::UnsupportedDtype`], [`IoError::UnsupportedDims`], …
+/// each naming `path`.
+pub fn read_nifti(path: impl AsRef<Path>) -> Result<AnyVolume> {
+    let path = path.as_ref();
+    // Header first: reject 4-D and exotic types before reading a possibly huge payload.
+    let header = NiftiHeader::from_file(path).map_err(|e| map_nifti_error(path, e))?;
+    let dims = volume_dims(path, &header)?;
+    let dtype = header.data_type().map_err(|e| map_nifti_error(path, e))?;
+    if !matches!(
+        dtype,
+        NiftiType::Uint8
+            | NiftiType::Int16
+            | NiftiType::Int32
+            | NiftiType::Float32
+            | NiftiType::Float64
+    ) {
+        return Err(IoError::UnsupportedDtype {
+            path: path.to_path_buf(),
+            dtype: format!("{dtype:?}"),
+            supported: SUPPORTED,
+        });
+    }
+    let obj = ReaderOptions::new()
+        .read_file(path)
+        .map_err(|e| map_nifti_error(path, e))?;
+    let header = obj.header().clone();
+    let spacing = [
+        f64::from(header.pixdim[3]).abs(),
+        f64::from(header.pixdim[2]).abs(),
+        f64::from(header.pixdim[1]).abs(),
+    ];
+    let affine = header_affine(&header);
+    let (slope, inter) = (header.scl_slope, header.scl_inter);
+    let scaled = slope != 0.0 && (slope != 1.0 || inter != 0.0);
+    let boxed = Some(Box::new(header));
+    fn with_geometry<T>(
+        path: &Path,
+        data: Vec<T>,
+        dims: [usize; 3],
+        spacing: [f64; 3],
+        affine: [[f64; 4]; 4],
+        header: &Option<Box<NiftiHeader>>,
+    ) -> Result<Volume<T>> {
+        let mut v =
+            Volume::new(data, dims, spacing).map_err(|e| IoError::invalid(path, e.to_string()))?;
+        v.affine = affine;
+        v.header = header.clone();
+        Ok(v)
+    }
+    macro_rules! make {
+        ($d:expr) => {
+            with_geometry(path, $d, dims, spacing, affine, &boxed)
+        };
+    }
+    let (slope_f, inter_f) = (slope as f32, inter as f32);
+    let scale32 = |x: f32| x * slope_f + inter_f;
+    Ok(match dtype {
+        NiftiType::Uint8 => {
+            let d = decode::<u8>(path, obj)?;
+            if scaled {
+                AnyVolume::F32(make!(
+                    d.into_iter().map(|x| scale32(f32::from(x))).collect()
+                )?)
+            } else {
+                AnyVolume::U8(make!(d)?)
+            }
+        }
+        NiftiType::Int16 => {
+            let d = decode::<i16>(path, obj)?;
+            if scaled {
+                AnyVolume::F32(make!(
+                    d.into_iter().map(|x| scale32(f32::from(x))).collect()
+                )?)
+            } else {
+                AnyVolume::I16(make!(d)?)
+            }
+        }
+        NiftiType::Int32 => {
+            let d = decode::<i32>(path, obj)?;
+            if scaled {
+                AnyVolume::F32(make!(d.into_iter().map(|x| scale32(x as f32)).collect())?)
+            } else {
+                AnyVolume::I32(make!(d)?)
+            }
+        }
+        NiftiType::Float32 => {
+            let d = decode::<f32>(path, obj)?;
+            AnyVolume::F32(make!(if scaled {
+                d.into_iter().map(scale32).collect()
+            } else {
+                d
+            })?)
+        }
+        _ => {
+            let d = decode::<f64>(path, obj)?;
+            let (s, i) = (f64::from(slope), f64::from(inter));
+            AnyVolume::F64(make!(if scaled {
+                d.into_iter().map(|x| x * s + i).collect()
+            } else {
+                d
+            })?)
+        }
+    })
+}
+
+/// A header for `vol` when it has none of its own: sform (code 1, scanner) from the affine,
+/// pixdims from the spacing, millimetre units.
+fn fresh_header<T>(vol: &Volume<T>) -> NiftiHeader {
+    let a = &vol.affine;
+    let row = |r: usize| [a[r][0], a[r][1], a[r][2], a[r][3]].map(|v| v as f32);
+    NiftiHeader {
+        pixdim: [
+            1.0,
+            vol.spacing[2] as f32,
+            vol.spacing[1] as f32,
+            vol.spacing[0] as f32,
+            1.0,
+            1.0,
+            1.0,
+            1.0,
+        ],
+        sform_code: 1,
+        qform_code: 0,
+        srow_x: row(0),
+        srow_y: row(1),
+        srow_z: row(2),
+        xyzt_units: 2, // NIFTI_UNITS_MM
+        ..NiftiHeader::default()
+    }
+}
+
+/// Voxel types [`write_nifti`] can store: `u8` (masks), `i16` (CT), `f32` (probabilities).
+pub trait NiftiWritable: nifti::DataElement + bytemuck::Pod + Copy {}
+impl NiftiWritable for u8 {}
+impl NiftiWritable for i16 {}
+impl NiftiWritable for f32 {}
+
+/// Writes `vol` as NIfTI-1 (`.nii` or `.nii.gz`, chosen by the name) with its geometry.
+///
+/// When the volume carries the header it was read with, every geometry field of that header
+/// (qform/sform codes, quaternions, srows, pixdims, units) is written back unchanged, so the file
+/// overlays its source exactly; only the type, scaling (1, 0) and display range are reset. The
+/// file appears atomically: it is written under a temporary name in the same folder, then
+/// renamed.
+///
+/// # Errors
+/// [`IoError::UnknownFormat`] for other extensions; [`IoError::Os`] when the folder is not
+/// writable.
+pub fn write_nifti<T: NiftiWritable>(path: impl AsRef<Path>, vol: &Volume<T>) -> Result<()> {
+    let path = path.as_ref();
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+    let suffix = match name.as_deref() {
+        Some(n) if n.ends_with(".nii.gz") => ".nii.gz",
+        Some(n) if n.ends_with(".nii") => ".nii",
+        _ => {
+            return Err(IoError::UnknownFormat {
+                path: path.to_path_buf(),
+            });
+        }
+    };
+    let mut header = match &vol.header {
+        Some(h) => (**h).clone(),
+        None => fresh_header(vol),
+    };
+    header.cal_min = 0.0;
+    header.cal_max = 0.0;
+    let [nz, ny, nx] = vol.dims;
+    let view = ndarray::ArrayView3::from_shape((nz, ny, nx), &vol.data)
+        .map_err(|e| IoError::invalid(path, e.to_string()))?;
+    // The nifti writer takes the array in NIfTI axis order (x, y, z) and writes it Fortran
+    // order, i.e. x fastest: the reversed view makes that exactly our (z, y, x) C order.
+    let xyz = view.reversed_axes();
+    write_atomically(path, suffix, |tmp| {
+        nifti::writer::WriterOptions::new(tmp)
+            .reference_header(&header)
+            .write_nifti(&xyz)
+            .map_err(|e| match e {
+                nifti::NiftiError::Io(io) => IoError::os(path, io),
+                other => IoError::invalid(path, other.to_string()),
+            })
+    })
+}
+
+impl Dtype {
+    pub(crate) fn nifti_name(self) -> &'static str {
+        match self {
+            Dtype::U8 => "uint8",
+            Dtype::I16 => "int16",
+            Dtype::I32 => "int32",
+            Dtype::F32 => "float32",
+            Dtype::F64 => "float64",
+        }
+    }
+}
