@@ -1,0 +1,168 @@
+//! Model hyper-parameters, with the two presets the project uses.
+
+use burn::config::Config;
+
+/// Hyper-parameters of SegVol; every tensor shape in the model is derived from these.
+///
+/// Create with [`SegVolConfig::base`] (the released `BAAI/SegVol` weights) or
+/// [`SegVolConfig::tiny`] (the parity fixture in `shared/fixtures/segvol_tiny`), and check with
+/// [`SegVolConfig::validate`].
+#[derive(Config, Debug, PartialEq)]
+pub struct SegVolConfig {
+    /// Model grid `[D, H, W]` (32×256×256 for SegVol).
+    pub image_size: [usize; 3],
+    /// Patch size `[pd, ph, pw]` (4×16×16).
+    pub patch_size: [usize; 3],
+    /// Encoder width (768 for ViT-B).
+    pub hidden_size: usize,
+    /// Encoder MLP width (3072).
+    pub mlp_dim: usize,
+    /// Encoder blocks (12).
+    pub num_layers: usize,
+    /// Encoder attention heads (12).
+    pub num_heads: usize,
+    /// Two-way transformer layers in the mask decoder (2).
+    #[config(default = 2)]
+    pub decoder_depth: usize,
+    /// Decoder attention heads (8).
+    #[config(default = 8)]
+    pub decoder_heads: usize,
+    /// Decoder MLP width (2048 in SegVol).
+    #[config(default = 2048)]
+    pub decoder_mlp_dim: usize,
+    /// IoU head hidden width (256).
+    #[config(default = 256)]
+    pub iou_head_hidden: usize,
+    /// LayerNorm epsilon (PyTorch default).
+    #[config(default = 1e-5)]
+    pub layer_norm_eps: f64,
+}
+
+/// A configuration that cannot build a model.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// `hidden_size` is not a multiple of `num_heads` (MONAI's `ViT` check).
+    #[error("hidden_size {hidden} is not divisible by num_heads {heads}")]
+    HeadsDoNotDivide {
+        /// The width.
+        hidden: usize,
+        /// The heads.
+        heads: usize,
+    },
+    /// An image axis is not a multiple of the patch (MONAI's `PatchEmbeddingBlock` check).
+    #[error("image axis {axis} of size {size} is not divisible by patch size {patch}")]
+    PatchDoesNotDivide {
+        /// Axis 0 (D), 1 (H) or 2 (W).
+        axis: usize,
+        /// The image size on that axis.
+        size: usize,
+        /// The patch size on that axis.
+        patch: usize,
+    },
+    /// A size that must be positive is zero.
+    #[error("`{field}` must be positive")]
+    Zero {
+        /// The field.
+        field: &'static str,
+    },
+}
+
+impl SegVolConfig {
+    /// The released SegVol (`BAAI/SegVol` `config.json`: spatial 32×256×256, patch 4×16×16,
+    /// ViT-B 768/12 layers/12 heads/3072).
+    pub fn base() -> Self {
+        SegVolConfig::new([32, 256, 256], [4, 16, 16], 768, 3072, 12, 12)
+    }
+
+    /// The configuration of the parity fixture (SEGVOL.md §13): 32×64×64, patch 4×16×16,
+    /// hidden 96, MLP 384, 2 layers, 4 heads; decoder depth 2, 8 heads, MLP 256, IoU hidden 32.
+    pub fn tiny() -> Self {
+        SegVolConfig::new([32, 64, 64], [4, 16, 16], 96, 384, 2, 4)
+            .with_decoder_mlp_dim(256)
+            .with_iou_head_hidden(32)
+    }
+
+    /// Token grid `[D/pd, H/ph, W/pw]` (8×16×16 for base).
+    pub fn grid(&self) -> [usize; 3] {
+        [0, 1, 2].map(|i| self.image_size[i] / self.patch_size[i].max(1))
+    }
+
+    /// Number of image tokens (2048 for base).
+    pub fn num_tokens(&self) -> usize {
+        self.grid().iter().product()
+    }
+
+    /// Length of one flattened patch (`pd·ph·pw`, 1024).
+    pub fn patch_dim(&self) -> usize {
+        self.patch_size.iter().product()
+    }
+
+    /// Checks what MONAI checks before building, plus positivity.
+    ///
+    /// # Errors
+    /// The first [`ConfigError`] found.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for (field, v) in [
+            ("hidden_size", self.hidden_size),
+            ("mlp_dim", self.mlp_dim),
+            ("num_layers", self.num_layers),
+            ("num_heads", self.num_heads),
+            ("decoder_heads", self.decoder_heads),
+        ] {
+            if v == 0 {
+                return Err(ConfigError::Zero { field });
+            }
+        }
+        if self.hidden_size % self.num_heads != 0 {
+            return Err(ConfigError::HeadsDoNotDivide {
+                hidden: self.hidden_size,
+                heads: self.num_heads,
+            });
+        }
+        for axis in 0..3 {
+            let (size, patch) = (self.image_size[axis], self.patch_size[axis]);
+            if patch == 0 {
+                return Err(ConfigError::Zero {
+                    field: "patch_size",
+                });
+            }
+            if size == 0 || size % patch != 0 {
+                return Err(ConfigError::PatchDoesNotDivide { axis, size, patch });
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presets_have_the_documented_shapes() {
+        let b = SegVolConfig::base();
+        b.validate().unwrap();
+        assert_eq!(b.grid(), [8, 16, 16]);
+        assert_eq!(b.num_tokens(), 2048);
+        assert_eq!(b.patch_dim(), 1024);
+        let t = SegVolConfig::tiny();
+        t.validate().unwrap();
+        assert_eq!(t.grid(), [8, 4, 4]);
+        assert_eq!(t.num_tokens(), 128);
+    }
+
+    #[test]
+    fn bad_configs_are_rejected() {
+        let c = SegVolConfig::new([32, 256, 256], [4, 16, 16], 768, 3072, 12, 7);
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::HeadsDoNotDivide { .. })
+        ));
+        let c = SegVolConfig::new([30, 256, 256], [4, 16, 16], 768, 3072, 12, 12);
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::PatchDoesNotDivide { axis: 0, .. })
+        ));
+    }
+}

@@ -1,0 +1,7 @@
+#![doc = include_str!("../README.md")]
+#![deny(missing_docs)]
+
+mod config;
+pub mod image_encoder;
+
+pub use config::{ConfigError, SegVolConfig};
