@@ -27,6 +27,9 @@ pub struct SamplerConfig {
     pub spacing: Option<[f64; 3]>,
     /// Whether the map holds probabilities or logits.
     pub map: MapKind,
+    /// Threads for the probability scan: 0 = all cores, 1 = the calling thread only. Maps
+    /// under 2¹⁸ voxels always use one. The result never depends on it.
+    pub threads: usize,
 }
 
 impl Default for SamplerConfig {
@@ -37,6 +40,7 @@ impl Default for SamplerConfig {
             radius: 8.0,
             spacing: None,
             map: MapKind::Probabilities,
+            threads: 0,
         }
     }
 }
@@ -344,40 +348,179 @@ struct Ranked {
     idx: usize,
 }
 
+/// The K best (key, raster index) pairs seen so far, in a bounded max-heap.
+struct TopK {
+    heap: BinaryHeap<Ranked>,
+    k: usize,
+    /// Once full, a voxel must have a key strictly below this to enter (equal keys never
+    /// displace: the kept voxel has the smaller raster index).
+    bound: u32,
+}
+
+impl TopK {
+    fn new(k: usize) -> Self {
+        TopK {
+            heap: BinaryHeap::with_capacity(k + 1),
+            k,
+            bound: u32::MAX,
+        }
+    }
+
+    #[inline]
+    fn offer(&mut self, key_bits: u32, idx: usize) {
+        if self.heap.len() < self.k {
+            self.heap.push(Ranked { key_bits, idx });
+            if self.heap.len() == self.k {
+                self.bound = self.heap.peek().map_or(u32::MAX, |r| r.key_bits);
+            }
+        } else if key_bits < self.bound {
+            self.heap.pop();
+            self.heap.push(Ranked { key_bits, idx });
+            self.bound = self.heap.peek().map_or(u32::MAX, |r| r.key_bits);
+        }
+    }
+
+    fn into_rows(self) -> Vec<(f64, usize, f32)> {
+        let mut rows: Vec<Ranked> = self.heap.into_vec();
+        rows.sort_unstable();
+        rows.into_iter()
+            .map(|r| {
+                let key = f32::from_bits(r.key_bits);
+                (f64::from(key), r.idx, key)
+            })
+            .collect()
+    }
+}
+
+/// Chunk width of the branch-free prefilter.
+const LANES: usize = 256;
+/// `1.0f32.to_bits()`: a non-negative float is at most 1 exactly when its bits are at most
+/// this (and `-0.0`, bits `0x8000_0000`, is mapped to `+0.0` first).
+const ONE_BITS: u32 = 0x3f80_0000;
+
+/// Summary of one chunk of probabilities, computed with reductions only (no branches, no
+/// variable shifts) so the compiler vectorises it: the largest bit pattern (anything above
+/// [`ONE_BITS`] is NaN, negative or above 1), the smallest key `|p − 0.5|` as bits, and how many
+/// voxels lie in the band. The rare chunk that can change the top K is then walked voxel by
+/// voxel.
+#[inline(always)]
+fn chunk_summary(chunk: &[f32], lo: f32, hi: f32) -> (u32, u32, usize) {
+    let (mut max_bits, mut min_key, mut in_band) = (0u32, u32::MAX, 0u32);
+    for &v in chunk {
+        let b = v.to_bits();
+        let b = if b == 0x8000_0000 { 0 } else { b };
+        max_bits = max_bits.max(b);
+        min_key = min_key.min((v - 0.5).abs().to_bits());
+        in_band += u32::from(v > lo && v < hi);
+    }
+    (max_bits, min_key, in_band as usize)
+}
+
+/// One thread's share of the probability scan: `map` starts at raster index `base`.
+fn scan_probabilities(
+    map: &[f32],
+    base: usize,
+    lo: f32,
+    hi: f32,
+    k: usize,
+) -> Result<(Vec<(f64, usize, f32)>, usize), SamplerError> {
+    let mut top = TopK::new(k);
+    let mut n_candidates = 0usize;
+    for (ci, chunk) in map.chunks(LANES).enumerate() {
+        let start = base + ci * LANES;
+        let (max_bits, min_key, in_band) = chunk_summary(chunk, lo, hi);
+        if max_bits > ONE_BITS {
+            let j = chunk
+                .iter()
+                .position(|v| !(*v >= 0.0 && *v <= 1.0))
+                .unwrap_or(0);
+            let (index, value) = (start + j, chunk[j]);
+            return Err(if value.is_nan() {
+                SamplerError::NotANumber { index }
+            } else {
+                SamplerError::OutOfRange { index, value }
+            });
+        }
+        n_candidates += in_band;
+        if in_band == 0 || min_key >= top.bound {
+            continue; // nothing here can enter the top K
+        }
+        for (j, &v) in chunk.iter().enumerate() {
+            let key = (v - 0.5).abs().to_bits();
+            if key < top.bound && v > lo && v < hi {
+                top.offer(key, start + j);
+            }
+        }
+    }
+    Ok((top.into_rows(), n_candidates))
+}
+
+/// Maps smaller than this are scanned on the calling thread.
+const PARALLEL_MIN: usize = 1 << 18;
+
 /// Top-K uncertain voxels in one pass with a bounded max-heap: O(N + M log K), no sort of
-/// the whole volume.
+/// the whole volume. Probabilities go through a vectorised prefilter, split over threads; each
+/// thread keeps its own top K and the union is re-ranked, which is exact because the ranking
+/// (key, raster index) is a total order.
 fn uncertainty_rows(
     map: &[f32],
     cfg: &SamplerConfig,
 ) -> Result<(Vec<(f64, usize, f32)>, usize), SamplerError> {
     let lo = cfg.tau;
     let hi = 1.0 - cfg.tau;
-    let k = cfg.k;
-    let mut heap: BinaryHeap<Ranked> = BinaryHeap::with_capacity(k + 1);
-    let mut n_candidates = 0usize;
-    // Once the heap is full, a voxel must beat this key to enter.
-    let mut bound = u32::MAX;
-    // In logit space the band is |l| < ln((1−τ)/τ); a small margin keeps the exact f32
-    // probability test below the judge of membership.
-    let logit_band = ((1.0 - f64::from(cfg.tau)) / f64::from(cfg.tau)).ln() as f32 * 1.0001 + 1e-6;
-    for (idx, &v) in map.iter().enumerate() {
-        let p = match cfg.map {
-            MapKind::Probabilities => {
-                if !(v > lo && v < hi) {
-                    if v.is_nan() {
-                        return Err(SamplerError::NotANumber { index: idx });
-                    }
-                    if !(0.0..=1.0).contains(&v) {
-                        return Err(SamplerError::OutOfRange {
-                            index: idx,
-                            value: v,
-                        });
-                    }
-                    continue;
-                }
-                v
+    match cfg.map {
+        MapKind::Probabilities => {
+            let threads = match cfg.threads {
+                0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+                t => t,
+            };
+            let parts = if map.len() >= PARALLEL_MIN {
+                threads.max(1)
+            } else {
+                1
+            };
+            if parts == 1 {
+                return scan_probabilities(map, 0, lo, hi, cfg.k);
             }
-            MapKind::Logits => {
+            let per = map.len().div_ceil(parts).div_ceil(LANES) * LANES;
+            let results: Vec<_> = std::thread::scope(|scope| {
+                let handles: Vec<_> = map
+                    .chunks(per)
+                    .enumerate()
+                    .skip(1)
+                    .map(|(i, part)| {
+                        scope.spawn(move || scan_probabilities(part, i * per, lo, hi, cfg.k))
+                    })
+                    .collect();
+                let first = scan_probabilities(&map[..per.min(map.len())], 0, lo, hi, cfg.k);
+                std::iter::once(first)
+                    .chain(
+                        handles
+                            .into_iter()
+                            .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e))),
+                    )
+                    .collect()
+            });
+            let mut rows = Vec::new();
+            let mut n_candidates = 0;
+            for r in results {
+                // Parts are in raster order, so the first error is the earliest voxel.
+                let (part_rows, n) = r?;
+                rows.extend(part_rows);
+                n_candidates += n;
+            }
+            rows.sort_unstable_by(|a, b| a.2.total_cmp(&b.2).then(a.1.cmp(&b.1)));
+            rows.truncate(cfg.k);
+            Ok((rows, n_candidates))
+        }
+        MapKind::Logits => {
+            let mut top = TopK::new(cfg.k);
+            let mut n_candidates = 0usize;
+            // In logit space the band is |l| < ln((1−τ)/τ); the margin keeps the exact f32
+            // probability test below the judge of membership.
+            let logit_band =
+                ((1.0 - f64::from(cfg.tau)) / f64::from(cfg.tau)).ln() as f32 * 1.0001 + 1e-6;
+            for (idx, &v) in map.iter().enumerate() {
                 if !(v.abs() < logit_band) {
                     if v.is_nan() {
                         return Err(SamplerError::NotANumber { index: idx });
@@ -385,37 +528,14 @@ fn uncertainty_rows(
                     continue;
                 }
                 let p = sigmoid(v);
-                if !(p > lo && p < hi) {
-                    continue;
+                if p > lo && p < hi {
+                    n_candidates += 1;
+                    top.offer((p - 0.5).abs().to_bits(), idx);
                 }
-                p
             }
-        };
-        n_candidates += 1;
-        let key_bits = (p - 0.5).abs().to_bits();
-        if heap.len() < k {
-            heap.push(Ranked { key_bits, idx });
-            if heap.len() == k {
-                bound = heap.peek().map_or(u32::MAX, |r| r.key_bits);
-            }
-        } else if key_bits < bound {
-            // Equal keys never displace: the kept voxel has the smaller raster index.
-            heap.pop();
-            heap.push(Ranked { key_bits, idx });
-            bound = heap.peek().map_or(u32::MAX, |r| r.key_bits);
+            Ok((top.into_rows(), n_candidates))
         }
     }
-    let mut rows: Vec<Ranked> = heap.into_vec();
-    rows.sort_unstable();
-    Ok((
-        rows.into_iter()
-            .map(|r| {
-                let key = f32::from_bits(r.key_bits);
-                (f64::from(key), r.idx, key)
-            })
-            .collect(),
-        n_candidates,
-    ))
 }
 
 /// Error rows: voxels inside each click's ball whose prediction `p > 0.5` disagrees with it.

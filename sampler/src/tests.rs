@@ -76,6 +76,7 @@ fn arb_case() -> impl Strategy<Value = ([usize; 3], Vec<f32>, Vec<Click>, Sample
                     radius,
                     spacing,
                     map: MapKind::Probabilities,
+                    threads: 1,
                 };
                 (dims, map, clicks, cfg)
             })
@@ -281,4 +282,42 @@ fn bad_input_is_a_typed_error() {
         e(sample([1, 1, 2], &[f32::NAN, 0.0], &[], &logits)),
         SamplerError::NotANumber { index: 0 }
     ));
+}
+
+/// Above the parallel threshold every thread count gives the naive reference's answer, ties
+/// included (values quantised to 1/32), and the first bad voxel is reported even when it lies
+/// in a later thread's part.
+#[test]
+fn thread_count_never_changes_the_result() {
+    let dims = [64, 64, 80];
+    let n: usize = dims.iter().product();
+    assert!(n >= PARALLEL_MIN);
+    let map: Vec<f32> = (0..n)
+        .map(|i| ((i as u64 * 2_654_435_761 % (1 << 32)) >> 27) as f32 / 32.0)
+        .collect();
+    let clicks = [Click::fg([10, 20, 30]), Click::bg([60, 60, 70])];
+    let base = SamplerConfig {
+        k: 300,
+        threads: 1,
+        ..Default::default()
+    };
+    let want = naive(dims, &map, &clicks, &base);
+    for threads in [1, 2, 3, 7, 0] {
+        let got = sample(dims, &map, &clicks, &SamplerConfig { threads, ..base }).unwrap();
+        assert_eq!(got, want, "threads = {threads}");
+    }
+    let mut bad = map.clone();
+    bad[n - 5] = -0.25;
+    bad[n - 3] = f32::NAN;
+    for threads in [1, 3] {
+        let e = sample(dims, &bad, &clicks, &SamplerConfig { threads, ..base }).unwrap_err();
+        assert_eq!(
+            e,
+            SamplerError::OutOfRange {
+                index: n - 5,
+                value: -0.25
+            },
+            "threads = {threads}"
+        );
+    }
 }

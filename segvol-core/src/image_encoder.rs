@@ -147,6 +147,14 @@ impl<B: Backend> ImageEncoder<B> {
         }
     }
 
+    /// Only the patch embedding (benchmarks, debugging).
+    ///
+    /// # Shapes
+    /// - `image`: `[batch, 1, D, H, W]` → `[batch, tokens, hidden]`
+    pub fn patch_embedding_forward(&self, image: Tensor<B, 5>) -> Tensor<B, 3> {
+        self.patch_embedding.forward(image)
+    }
+
     /// # Shapes
     /// - `image`: `[batch, 1, D, H, W]` (the model grid)
     /// - returns: `[batch, hidden, gd, gh, gw]` image embedding (8×16×16 grid for base)

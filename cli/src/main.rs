@@ -1,0 +1,45 @@
+//! `segvol`: the segvol-rs command line.
+
+mod bench;
+mod info;
+mod sample;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Interactive 3-D medical image segmentation (SegVol + GRU correction) in Rust.
+#[derive(Parser, Debug)]
+#[command(name = "segvol", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Print shape, type, spacing, orientation, intensity range and labels of a volume
+    /// (.nii, .nii.gz, .npy) or of every key of a challenge .npz (boxes and clicks too).
+    Info(info::InfoArgs),
+    /// Sample the uncertainty and error sets of one correction round from a probability map.
+    Sample(sample::SampleArgs),
+    /// Benchmark the compiled burn backends on SegVol's encoder pieces.
+    Bench(bench::BenchArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Info(a) => info::run(&a),
+        Command::Sample(a) => sample::run(&a),
+        Command::Bench(a) => bench::run(&a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line, no backtrace: the error chain joined with ": ".
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

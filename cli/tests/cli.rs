@@ -1,0 +1,207 @@
+//! The `segvol` binary end to end on the shared development data.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn shared() -> PathBuf {
+    std::env::var_os("SEGVOL_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared"))
+}
+
+fn segvol(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_segvol"))
+        .args(args)
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn files(dir: &str) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(shared().join(dir))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn info_on_every_dev_file_matches_the_manifest() {
+    let manifest: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(shared().join("data/manifest.json")).unwrap(),
+    )
+    .unwrap();
+    let mut checked = 0;
+    for path in files("data/nifti").into_iter().chain(files("data/npz")) {
+        let p = path.to_str().unwrap();
+        let (code, out, err) = segvol(&["info", "--json", p]);
+        assert_eq!(code, 0, "{p}: {err}");
+        let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let name = path.file_name().unwrap().to_str().unwrap();
+        let case_name = name
+            .trim_end_matches(".nii.gz")
+            .trim_end_matches(".npz")
+            .trim_end_matches("_img")
+            .trim_end_matches("_gt")
+            .trim_end_matches("_clicks");
+        let case = manifest["cases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["case"] == case_name)
+            .unwrap_or_else(|| panic!("{case_name} not in manifest"));
+        assert_eq!(j["shape_zyx"], case["shape_zyx"], "{p}");
+        // Labels: the GT NIfTI and the npz gts list every label with the manifest's counts.
+        let labels = if name.ends_with("_gt.nii.gz") {
+            Some(j["labels"].clone())
+        } else if name.ends_with(".npz") {
+            Some(j["gts_labels"].clone())
+        } else {
+            None
+        };
+        if let Some(labels) = labels {
+            for (k, v) in case["labels"].as_object().unwrap() {
+                let l: u64 = k.parse().unwrap();
+                let got = labels
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|e| e["label"] == l)
+                    .unwrap();
+                assert_eq!(got["voxels"], v["voxels"], "{p} label {l}");
+            }
+        }
+        if name.ends_with(".nii.gz") {
+            for ax in 0..3 {
+                let (a, b) = (
+                    j["spacing_zyx_mm"][ax].as_f64().unwrap(),
+                    case["spacing_zyx_mm"][ax].as_f64().unwrap(),
+                );
+                assert!((a - b).abs() < 1e-5, "{p}");
+            }
+        } else {
+            assert_eq!(j["spacing_as_stored"], case["spacing_zyx_mm"], "{p}");
+            assert_eq!(
+                j["boxes"].as_array().unwrap().len(),
+                case["labels"].as_object().unwrap().len()
+            );
+        }
+        checked += 1;
+    }
+    assert_eq!(checked, 31);
+}
+
+#[test]
+fn info_table_is_human_readable() {
+    let p = shared().join("data/npz/ct_pelvis_multi6_clicks.npz");
+    let (code, out, _) = segvol(&["info", p.to_str().unwrap()]);
+    assert_eq!(code, 0);
+    assert!(out.contains("shape (z,y,x)    82 × 101 × 122"), "{out}");
+    assert!(
+        out.contains("class 1        fg [[10, 51, 48], [15, 49, 45], [12, 65, 52]]"),
+        "{out}"
+    );
+    assert!(
+        out.contains("class 3        [42, 27, 44] .. [59, 48, 73]"),
+        "{out}"
+    );
+}
+
+#[test]
+fn bad_files_exit_nonzero_with_one_clear_line() {
+    let bad = [
+        ("ct_patch_4d.nii.gz", "only 3-D volumes"),
+        ("ct_patch_truncated.nii.gz", "gzip stream ends early"),
+        (
+            "ct_patch_short_payload.nii.gz",
+            "shorter than the header says",
+        ),
+        ("ct_patch_corrupt.npz", "`imgs`"),
+        ("ct_patch_truncated.npz", "not a readable npz"),
+    ];
+    for (name, msg) in bad {
+        let p = shared().join("data/tiny").join(name);
+        let (code, out, err) = segvol(&["info", p.to_str().unwrap()]);
+        assert_ne!(code, 0, "{name}");
+        assert!(out.is_empty(), "{name}: {out}");
+        assert_eq!(err.lines().count(), 1, "{name}: {err}");
+        assert!(
+            err.starts_with("error: ") && err.contains(name) && err.contains(msg),
+            "{name}: {err}"
+        );
+        assert!(
+            !err.contains("panicked") && !err.contains("backtrace"),
+            "{err}"
+        );
+    }
+    // The good tiny files all load.
+    for name in [
+        "ct_patch.npz",
+        "ct_patch_numpy2.npz",
+        "ct_patch_clicks_none.npz",
+        "ct_patch_float32.nii",
+        "ct_patch_img.nii.gz",
+        "ct_patch_gt.nii.gz",
+        "ct_patch_int16_scaled.nii.gz",
+    ] {
+        let p = shared().join("data/tiny").join(name);
+        let (code, _, err) = segvol(&["info", p.to_str().unwrap()]);
+        assert_eq!(code, 0, "{name}: {err}");
+    }
+}
+
+#[test]
+fn sample_prints_both_sets_as_json() {
+    let p = shared().join("data/nifti/ct_kidney_right_gt.nii.gz");
+    // A label map read as probabilities: 0/1, so no uncertain voxel; a bg click inside the
+    // kidney disagrees with every foreground voxel around it.
+    let (code, out, err) = segvol(&[
+        "sample",
+        "--prob",
+        p.to_str().unwrap(),
+        "--clicks",
+        "12,30,20,bg; 1,1,1,fg",
+        "--k",
+        "10",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(j["uncertainty"]["n_valid"], 0);
+    assert_eq!(j["uncertainty"]["valid"].as_array().unwrap().len(), 10);
+    assert_eq!(j["first_click"], serde_json::json!([12, 30, 20]));
+    let (code, _, err) = segvol(&[
+        "sample",
+        "--prob",
+        p.to_str().unwrap(),
+        "--clicks",
+        "99,0,0,fg",
+    ]);
+    assert_ne!(code, 0);
+    assert!(err.contains("outside the volume"), "{err}");
+    let (code, _, err) = segvol(&[
+        "sample",
+        "--prob",
+        p.to_str().unwrap(),
+        "--clicks",
+        "1,2,fg",
+    ]);
+    assert_ne!(code, 0);
+    assert!(err.contains("expected z,y,x,fg"), "{err}");
+}
+
+#[test]
+fn version_and_help() {
+    let (code, out, _) = segvol(&["--version"]);
+    assert_eq!(code, 0);
+    assert!(out.starts_with("segvol "), "{out}");
+    let (code, out, _) = segvol(&["--help"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("info") && out.contains("sample") && out.contains("bench"));
+}
