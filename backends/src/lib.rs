@@ -99,17 +99,11 @@ pub enum BackendError {
 impl BackendKind {
     /// The backends compiled into this build, CPU first, in the order of [`ALL_BACKENDS`].
     pub fn compiled() -> Vec<BackendKind> {
-        #[allow(unused_mut)]
-        let mut v = Vec::new();
-        #[cfg(feature = "ndarray")]
-        v.push(BackendKind::NdArray);
-        #[cfg(feature = "flex")]
-        v.push(BackendKind::Flex);
-        #[cfg(feature = "wgpu")]
-        v.push(BackendKind::Wgpu(None));
-        #[cfg(feature = "cuda")]
-        v.push(BackendKind::Cuda(0));
-        v
+        ALL_BACKENDS
+            .iter()
+            .filter(|(_, _, compiled)| *compiled)
+            .filter_map(|(name, _, _)| name.parse().ok())
+            .collect()
     }
 
     /// The default backend: `flex` when compiled (measured faster than `ndarray` on a ViT-B

@@ -1,5 +1,8 @@
 //! The `segvol` binary end to end on the shared development data.
 
+// Test code: a panic with the failing value is the right outcome.
+#![allow(clippy::unwrap_used)]
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

@@ -203,8 +203,7 @@ pub fn read_nifti(path: impl AsRef<Path>) -> Result<AnyVolume> {
             with_geometry(path, $d, dims, spacing, affine, &boxed)
         };
     }
-    let (slope_f, inter_f) = (slope as f32, inter as f32);
-    let scale32 = |x: f32| x * slope_f + inter_f;
+    let scale32 = |x: f32| x * slope + inter;
     Ok(match dtype {
         NiftiType::Uint8 => {
             let d = decode::<u8>(path, obj)?;

@@ -252,7 +252,8 @@ impl<'a> Machine<'a> {
     ) -> Result<Vec<PyValue>, PickleError> {
         let kind = descr.trim_start_matches(['<', '>', '|', '=']);
         let big = order == b'>' || descr.starts_with('>');
-        let (size, f): (usize, fn(&[u8], bool) -> PyValue) = match kind {
+        type Decode = fn(&[u8], bool) -> PyValue;
+        let (size, f): (usize, Decode) = match kind {
             "i8" | "int64" => (8, |b, be| {
                 let a: [u8; 8] = b.try_into().unwrap_or([0; 8]);
                 PyValue::Int(if be {
@@ -281,7 +282,7 @@ impl<'a> Machine<'a> {
             }),
             _ => return self.err(format!("unsupported numpy scalar type `{descr}`")),
         };
-        if bytes.len() % size != 0 {
+        if !bytes.len().is_multiple_of(size) {
             return self.err(format!(
                 "{} bytes is not a whole number of `{descr}` values",
                 bytes.len()

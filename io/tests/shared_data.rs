@@ -2,6 +2,9 @@
 //! shapes, spacings, affines and label counts come from its `manifest.json`, written by
 //! `make_dev_data.py` with nibabel/SimpleITK, i.e. an independent reader.
 
+// Test code: a panic with the failing value is the right outcome.
+#![allow(clippy::unwrap_used)]
+
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -63,8 +66,8 @@ fn every_nifti_case_matches_the_manifest() {
             .iter()
             .map(f)
             .collect();
-        for ax in 0..3 {
-            assert!((img.spacing()[ax] - sp[ax]).abs() < 1e-5, "{name} spacing");
+        for (got, want) in img.spacing().iter().zip(&sp) {
+            assert!((got - want).abs() < 1e-5, "{name} spacing");
         }
         // dtype as the manifest says.
         assert_eq!(
@@ -337,7 +340,10 @@ fn bad_files_give_the_right_typed_error() {
     }
 }
 
-fn header_geometry(v: &AnyVolume) -> (Vec<f32>, i16, i16, [f32; 4], [f32; 4], [f32; 4], [f32; 6]) {
+/// pixdim[0..4], qform_code, sform_code, srow_x, srow_y, srow_z, quaternion b c d x y z.
+type Geometry = (Vec<f32>, i16, i16, [f32; 4], [f32; 4], [f32; 4], [f32; 6]);
+
+fn header_geometry(v: &AnyVolume) -> Geometry {
     let h = match v {
         AnyVolume::U8(v) => v.header.clone(),
         AnyVolume::I16(v) => v.header.clone(),

@@ -3,6 +3,9 @@
 //! of probabilities read per second. `sampler/bench/numpy_reference.py bench` times the numpy
 //! implementation of the same rule on the same kind of map.
 
+// Test code: a panic with the failing value is the right outcome.
+#![allow(clippy::unwrap_used)]
+
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};

@@ -163,10 +163,10 @@ impl SamplerConfig {
         if !(self.radius > 0.0 && self.radius.is_finite()) {
             return bad("radius", "must be a positive finite number");
         }
-        if let Some(s) = self.spacing {
-            if s.iter().any(|v| !(*v > 0.0 && v.is_finite())) {
-                return bad("spacing", "must be three positive finite numbers");
-            }
+        if let Some(s) = self.spacing
+            && s.iter().any(|v| !(*v > 0.0 && v.is_finite()))
+        {
+            return bad("spacing", "must be three positive finite numbers");
         }
         Ok(())
     }
@@ -189,12 +189,7 @@ pub struct SampledSet {
 }
 
 impl SampledSet {
-    fn from_rows(
-        k: usize,
-        rows: &[(f64, usize, f32)],
-        dims: [usize; 3],
-        n_candidates: usize,
-    ) -> Self {
+    fn from_rows(k: usize, rows: &[Row], dims: [usize; 3], n_candidates: usize) -> Self {
         let mut s = SampledSet {
             coords: vec![[0; 3]; k],
             values: vec![0.0; k],
@@ -341,6 +336,11 @@ fn sigmoid(l: f32) -> f32 {
     1.0 / (1.0 + (-l).exp())
 }
 
+/// A ranked row: (key, raster index, row value).
+type Row = (f64, usize, f32);
+/// Ranked rows and the number of voxels that qualified.
+type Rows = (Vec<Row>, usize);
+
 /// Heap entry ordered by (key, raster index): the max-heap's top is the worst kept row.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 struct Ranked {
@@ -380,7 +380,7 @@ impl TopK {
         }
     }
 
-    fn into_rows(self) -> Vec<(f64, usize, f32)> {
+    fn into_rows(self) -> Vec<Row> {
         let mut rows: Vec<Ranked> = self.heap.into_vec();
         rows.sort_unstable();
         rows.into_iter()
@@ -423,7 +423,7 @@ fn scan_probabilities(
     lo: f32,
     hi: f32,
     k: usize,
-) -> Result<(Vec<(f64, usize, f32)>, usize), SamplerError> {
+) -> Result<Rows, SamplerError> {
     let mut top = TopK::new(k);
     let mut n_candidates = 0usize;
     for (ci, chunk) in map.chunks(LANES).enumerate() {
@@ -462,10 +462,7 @@ const PARALLEL_MIN: usize = 1 << 18;
 /// the whole volume. Probabilities go through a vectorised prefilter, split over threads; each
 /// thread keeps its own top K and the union is re-ranked, which is exact because the ranking
 /// (key, raster index) is a total order.
-fn uncertainty_rows(
-    map: &[f32],
-    cfg: &SamplerConfig,
-) -> Result<(Vec<(f64, usize, f32)>, usize), SamplerError> {
+fn uncertainty_rows(map: &[f32], cfg: &SamplerConfig) -> Result<Rows, SamplerError> {
     let lo = cfg.tau;
     let hi = 1.0 - cfg.tau;
     match cfg.map {
@@ -521,10 +518,10 @@ fn uncertainty_rows(
             let logit_band =
                 ((1.0 - f64::from(cfg.tau)) / f64::from(cfg.tau)).ln() as f32 * 1.0001 + 1e-6;
             for (idx, &v) in map.iter().enumerate() {
-                if !(v.abs() < logit_band) {
-                    if v.is_nan() {
-                        return Err(SamplerError::NotANumber { index: idx });
-                    }
+                if v.is_nan() {
+                    return Err(SamplerError::NotANumber { index: idx });
+                }
+                if v.abs() >= logit_band {
                     continue;
                 }
                 let p = sigmoid(v);
@@ -540,12 +537,7 @@ fn uncertainty_rows(
 
 /// Error rows: voxels inside each click's ball whose prediction `p > 0.5` disagrees with it.
 /// Visits only the balls' bounding boxes.
-fn error_rows(
-    map: &[f32],
-    dims: [usize; 3],
-    clicks: &[Click],
-    cfg: &SamplerConfig,
-) -> (Vec<(f64, usize, f32)>, usize) {
+fn error_rows(map: &[f32], dims: [usize; 3], clicks: &[Click], cfg: &SamplerConfig) -> Rows {
     let s = cfg.spacing.unwrap_or([1.0; 3]);
     let r = cfg.radius;
     // (raster index, distance, click index)

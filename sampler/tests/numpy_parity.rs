@@ -1,6 +1,9 @@
 //! segvol-sampler against the numpy reference (`sampler/bench/numpy_reference.py fixture`),
 //! on a probability map derived from the shared `ct_kidney_right` case.
 
+// Test code: a panic with the failing value is the right outcome.
+#![allow(clippy::unwrap_used)]
+
 use std::path::Path;
 
 use segvol_sampler::{Click, SampledSet, SamplerConfig, sample};

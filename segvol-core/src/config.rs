@@ -114,7 +114,7 @@ impl SegVolConfig {
                 return Err(ConfigError::Zero { field });
             }
         }
-        if self.hidden_size % self.num_heads != 0 {
+        if !self.hidden_size.is_multiple_of(self.num_heads) {
             return Err(ConfigError::HeadsDoNotDivide {
                 hidden: self.hidden_size,
                 heads: self.num_heads,
@@ -127,7 +127,7 @@ impl SegVolConfig {
                     field: "patch_size",
                 });
             }
-            if size == 0 || size % patch != 0 {
+            if size == 0 || !size.is_multiple_of(patch) {
                 return Err(ConfigError::PatchDoesNotDivide { axis, size, patch });
             }
         }

@@ -1,0 +1,1 @@
+//! Runnable templates; see `examples/` and the README. Nothing to import from here.
