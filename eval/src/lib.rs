@@ -1,6 +1,14 @@
 #![doc = include_str!("../README.md")]
 #![deny(missing_docs)]
 
+pub mod click;
+pub mod components;
+pub mod edt;
+pub mod rng;
+
+pub use click::{SimClick, simulate_click, simulate_clicks};
+pub use components::{Connectivity, label, largest_component};
+
 /// Dice similarity coefficient `2|P ∩ G| / (|P| + |G|)` of two binary masks of equal length.
 ///
 /// Both empty gives `NaN` (MONAI's `ignore_empty` convention: skip it when averaging).

@@ -9,7 +9,7 @@
 
 Needs numpy only (tested with numpy 1.26.3). Never run in CI.
     python3 sampler/bench/numpy_reference.py fixture
-    python3 sampler/bench/numpy_reference.py bench [--rust-json out.json]
+    python3 sampler/bench/numpy_reference.py bench [path/to/segvol]   # with parity check
 """
 import json
 import sys
@@ -85,27 +85,51 @@ def write_fixture():
     print("wrote", path)
 
 
-def bench():
-    rng = np.random.default_rng(0)
+def sphere_map(shape):
+    """Same map as sampler/benches/sampler.rs: soft sphere + hashed +-0.02 noise, float32."""
+    lin = [np.float32(-1) + np.float32(2) * np.arange(n, dtype=np.float32) / np.float32(n - 1) for n in shape]
+    zz, yy, xx = np.meshgrid(*lin, indexing="ij")
+    r = np.sqrt(zz * zz + yy * yy + xx * xx)
+    i = np.arange(np.prod(shape), dtype=np.uint64).reshape(shape)
+    noise = ((i * np.uint64(2654435761)) % np.uint64(2**32)).astype(np.float32) / np.float32(4294967296.0)
+    p = np.float32(1) / (np.float32(1) + np.exp((r - np.float32(0.5)) * np.float32(40))) + (noise * np.float32(0.04) - np.float32(0.02))
+    return np.clip(p, 0, 1).astype(np.float32)
+
+
+def bench(segvol=None):
+    """Times numpy; with a segvol binary, also checks that `segvol sample` gives the same sets
+    on the same big maps (written as .npy)."""
+    import subprocess, tempfile
     for shape in [(32, 256, 256), (128, 512, 512)]:
-        # A smooth-ish map: mostly confident, a shell of uncertain voxels around a sphere.
-        zz, yy, xx = np.meshgrid(*[np.linspace(-1, 1, s, dtype=np.float32) for s in shape], indexing="ij")
-        r = np.sqrt(zz**2 + yy**2 + xx**2)
-        probs = (1.0 / (1.0 + np.exp((r - 0.5) * 40.0))).astype(np.float32)
-        probs += rng.normal(0, 0.02, size=shape).astype(np.float32)
-        np.clip(probs, 0, 1, out=probs)
+        probs = sphere_map(shape)
         c = tuple(s // 2 for s in shape)
         clicks = [((c[0], c[1], c[2] + shape[2] // 4), True), ((c[0], c[1] + shape[1] // 4, c[2]), False)]
-        sample(probs, clicks)  # warm-up
+        want = sample(probs, clicks)  # also the warm-up
         reps = 5 if shape[0] == 32 else 2
         t0 = time.perf_counter()
         for _ in range(reps):
             sample(probs, clicks)
         dt = (time.perf_counter() - t0) / reps
-        gbs = probs.nbytes / dt / 1e9
-        print(f"numpy {shape}: {dt * 1e3:.1f} ms per call, {gbs:.2f} GB/s of probabilities")
+        print(f"numpy {shape}: {dt * 1e3:.1f} ms per call, {probs.nbytes / dt / 1e9:.2f} GB/s of probabilities, "
+              f"{want['uncertainty']['n_candidates']} uncertain candidates, {want['error']['n_candidates']} error candidates")
+        if segvol:
+            with tempfile.TemporaryDirectory() as d:
+                path = Path(d) / "map.npy"
+                np.save(path, probs)
+                arg = ";".join(f"{z},{y},{x},{'fg' if fg else 'bg'}" for (z, y, x), fg in clicks)
+                got = json.loads(subprocess.run([segvol, "sample", "--prob", str(path), "--clicks", arg, "--json"],
+                                                check=True, capture_output=True, text=True).stdout)
+            for name in ["uncertainty", "error"]:
+                n = got[name]["n_valid"]
+                assert got[name]["n_candidates"] == want[name]["n_candidates"], name
+                assert got[name]["coords"][:n] == want[name]["coords"], f"{shape} {name} coords differ"
+                assert np.allclose(got[name]["values"][:n], want[name]["values"], rtol=0, atol=0), name
+            print(f"  segvol sample gives the same {len(want['uncertainty']['coords'])} + {len(want['error']['coords'])} rows")
 
 
 if __name__ == "__main__":
     cmd = sys.argv[1] if len(sys.argv) > 1 else "fixture"
-    {"fixture": write_fixture, "bench": bench}[cmd]()
+    if cmd == "bench":
+        bench(sys.argv[2] if len(sys.argv) > 2 else None)
+    else:
+        write_fixture()
