@@ -99,7 +99,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             .collect::<Result<_, _>>()?
     };
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    println!(
+    out!(
         "SegVol encoder pieces, config {} (tokens {}, hidden {}, mlp {}), {} timed runs after 1 warm-up, {threads} threads",
         args.config,
         config.num_tokens(),
@@ -107,11 +107,13 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         config.mlp_dim,
         args.iters
     );
-    println!(
+    out!(
         "| backend | patch embedding 1x1x{}x{}x{} (ms) | one ViT block (ms) | full encoder (ms) |",
-        config.image_size[0], config.image_size[1], config.image_size[2]
+        config.image_size[0],
+        config.image_size[1],
+        config.image_size[2]
     );
-    println!("|---|---|---|---|");
+    out!("|---|---|---|---|");
     for kind in kinds {
         let t = dispatch(
             kind,
@@ -122,7 +124,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             },
         );
         let ms = |d: Duration| format!("{:.1}", d.as_secs_f64() * 1e3);
-        println!(
+        out!(
             "| {kind} | {} | {} | {} |",
             ms(t.patch),
             ms(t.block),

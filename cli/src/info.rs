@@ -93,10 +93,10 @@ fn fmt_labels(l: &[(u8, u64)]) -> String {
 
 fn print_volume(v: &AnyVolume) {
     let (lo, hi) = v.min_max().unwrap_or((f64::NAN, f64::NAN));
-    println!("  shape (z,y,x)    {}", fmt3(v.dims()));
-    println!("  dtype            {}", v.dtype());
+    out!("  shape (z,y,x)    {}", fmt3(v.dims()));
+    out!("  dtype            {}", v.dtype());
     let s = v.spacing();
-    println!(
+    out!(
         "  spacing (z,y,x)  {} mm",
         fmt3(s.map(|x| {
             format!("{x:.4}")
@@ -105,16 +105,18 @@ fn print_volume(v: &AnyVolume) {
                 .to_string()
         }))
     );
-    println!("  orientation      {}", orientation(&v.affine()));
+    out!("  orientation      {}", orientation(&v.affine()));
     let a = v.affine();
-    println!(
+    out!(
         "  origin (x,y,z)   {:.3}, {:.3}, {:.3} mm",
-        a[0][3], a[1][3], a[2][3]
+        a[0][3],
+        a[1][3],
+        a[2][3]
     );
-    println!("  range            {lo} .. {hi}");
+    out!("  range            {lo} .. {hi}");
     match labels_of(v) {
-        Some(l) => println!("  labels (voxels)  {}", fmt_labels(&l)),
-        None => println!("  labels           (intensity image)"),
+        Some(l) => out!("  labels (voxels)  {}", fmt_labels(&l)),
+        None => out!("  labels           (intensity image)"),
     }
 }
 
@@ -135,9 +137,9 @@ pub fn run(args: &InfoArgs) -> Result<()> {
                 } else {
                     "npy"
                 });
-                println!("{}", serde_json::to_string_pretty(&j)?);
+                out!("{}", serde_json::to_string_pretty(&j)?);
             } else {
-                println!("{}", path.display());
+                out!("{}", path.display());
                 print_volume(&v);
             }
         }
@@ -182,11 +184,11 @@ pub fn run(args: &InfoArgs) -> Result<()> {
                     "boxes": boxes,
                     "clicks": clicks,
                 });
-                println!("{}", serde_json::to_string_pretty(&j)?);
+                out!("{}", serde_json::to_string_pretty(&j)?);
                 return Ok(());
             }
-            println!("{}  (challenge npz)", path.display());
-            println!(
+            out!("{}  (challenge npz)", path.display());
+            out!(
                 "  keys             {}",
                 members
                     .iter()
@@ -195,17 +197,17 @@ pub fn run(args: &InfoArgs) -> Result<()> {
                     .join(", ")
             );
             if let Some(d) = case.dims() {
-                println!("  shape (z,y,x)    {}", fmt3(d));
+                out!("  shape (z,y,x)    {}", fmt3(d));
             }
             if let Some(s) = case.spacing {
-                println!(
+                out!(
                     "  spacing          {} mm (as stored; the evaluator pairs it with z,y,x)",
                     fmt3(s)
                 );
             }
             if let Some(img) = &case.imgs {
                 let (lo, hi) = img.min_max().unwrap_or((f64::NAN, f64::NAN));
-                println!("  imgs             {}, range {lo} .. {hi}", img.dtype());
+                out!("  imgs             {}, range {lo} .. {hi}", img.dtype());
             }
             for (name, v) in [
                 ("gts", &case.gts),
@@ -220,14 +222,14 @@ pub fn run(args: &InfoArgs) -> Result<()> {
                         .filter(|(_, c)| **c > 0)
                         .map(|(l, c)| (l as u8, *c))
                         .collect();
-                    println!("  {name:<16} labels (voxels) {}", fmt_labels(&present));
+                    out!("  {name:<16} labels (voxels) {}", fmt_labels(&present));
                 }
             }
             if let Some(boxes) = &case.boxes {
-                println!("  boxes            {} (z,y,x inclusive)", boxes.len());
+                out!("  boxes            {} (z,y,x inclusive)", boxes.len());
                 for (i, b) in boxes.iter().enumerate() {
                     let (lo, hi) = b.zyx_inclusive();
-                    println!(
+                    out!(
                         "    class {:<3}      {lo:?} .. {hi:?}  z_mid {}",
                         i + 1,
                         b.z_mid
@@ -235,7 +237,7 @@ pub fn run(args: &InfoArgs) -> Result<()> {
                 }
             }
             if let Some(clicks) = &case.clicks {
-                println!("  clicks           {} classes", clicks.len());
+                out!("  clicks           {} classes", clicks.len());
                 for (i, c) in clicks.iter().enumerate() {
                     let order = case
                         .clicks_order
@@ -248,7 +250,7 @@ pub fn run(args: &InfoArgs) -> Result<()> {
                                 .join(" ")
                         })
                         .unwrap_or_default();
-                    println!(
+                    out!(
                         "    class {:<3}      fg {:?}  bg {:?}  order [{order}]",
                         i + 1,
                         c.fg,
@@ -272,7 +274,7 @@ pub fn run(args: &InfoArgs) -> Result<()> {
                         NpyData::Object(_) => " (object array, not interpreted)",
                         _ => "",
                     };
-                    println!("  {k:<16} {}{extra}", npy_summary(a));
+                    out!("  {k:<16} {}{extra}", npy_summary(a));
                 }
             }
         }

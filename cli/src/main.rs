@@ -1,6 +1,20 @@
 //! `segvol`: the segvol-rs command line.
 
+/// `println!` that ends the program quietly when stdout is closed (`segvol … | head`)
+/// instead of panicking on the broken pipe.
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout(), $($t)*) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+        }
+    }};
+}
+
 mod bench;
+mod evalcmd;
 mod info;
 mod sample;
 
@@ -23,6 +37,10 @@ enum Command {
     Info(info::InfoArgs),
     /// Sample the uncertainty and error sets of one correction round from a probability map.
     Sample(sample::SampleArgs),
+    /// DSC, NSD, HD95, ASD and HD of a prediction against the ground truth, per label.
+    Metrics(evalcmd::MetricsArgs),
+    /// The click the CVPR 2025 evaluator would simulate next (per class, or for --label).
+    NextClick(evalcmd::NextClickArgs),
     /// Benchmark the compiled burn backends on SegVol's encoder pieces.
     Bench(bench::BenchArgs),
 }
@@ -32,6 +50,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Info(a) => info::run(&a),
         Command::Sample(a) => sample::run(&a),
+        Command::Metrics(a) => evalcmd::metrics(&a),
+        Command::NextClick(a) => evalcmd::next_click(&a),
         Command::Bench(a) => bench::run(&a),
     };
     match result {

@@ -120,9 +120,9 @@ pub fn run(args: &SampleArgs) -> Result<()> {
             "uncertainty": set_json(&state.uncertainty),
             "error": set_json(&state.error),
         });
-        println!("{}", serde_json::to_string(&j)?);
+        out!("{}", serde_json::to_string(&j)?);
     } else {
-        println!("{}: {}", args.prob.display(), state.summary());
+        out!("{}: {}", args.prob.display(), state.summary());
         for (name, set) in [("uncertainty", &state.uncertainty), ("error", &state.error)] {
             let show = set.n_valid.min(5);
             let rows: Vec<String> = (0..show)
@@ -133,7 +133,7 @@ pub fn run(args: &SampleArgs) -> Result<()> {
                     )
                 })
                 .collect();
-            println!("  {name} (first {show}): {}", rows.join("; "));
+            out!("  {name} (first {show}): {}", rows.join("; "));
         }
     }
     Ok(())

@@ -208,3 +208,95 @@ fn version_and_help() {
     assert_eq!(code, 0);
     assert!(out.contains("info") && out.contains("sample") && out.contains("bench"));
 }
+
+#[test]
+fn next_click_gives_the_official_clicks() {
+    // The last click of every class in this file was made by the official evaluator from its
+    // prev_pred (shared/data/README.md).
+    let p = shared().join("data/npz/ct_pelvis_multi6_clicks.npz");
+    let p = p.to_str().unwrap();
+    let (code, out, err) = segvol(&["next-click", "--pred", p, "--gt", p, "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let want = [
+        ([12, 65, 52], "fg"),
+        ([3, 45, 55], "fg"),
+        ([55, 36, 63], "bg"),
+        ([9, 44, 42], "fg"),
+        ([69, 40, 72], "fg"),
+        ([20, 24, 99], "bg"),
+    ];
+    for (i, (zyx, label)) in want.iter().enumerate() {
+        assert_eq!(
+            j["clicks"][i]["click"],
+            serde_json::json!(zyx),
+            "class {}",
+            i + 1
+        );
+        assert_eq!(j["clicks"][i]["label"], *label);
+    }
+    let (code, out, _) = segvol(&[
+        "next-click",
+        "--pred",
+        p,
+        "--gt",
+        p,
+        "--label",
+        "3",
+        "--json",
+    ]);
+    assert_eq!(code, 0);
+    assert_eq!(out.trim(), r#"{"click":[55,36,63],"label":"bg"}"#);
+    // A perfect prediction: no click.
+    let g = shared().join("data/nifti/ct_kidney_right_gt.nii.gz");
+    let g = g.to_str().unwrap();
+    let (code, out, _) = segvol(&[
+        "next-click",
+        "--pred",
+        g,
+        "--gt",
+        g,
+        "--label",
+        "1",
+        "--json",
+    ]);
+    assert_eq!(code, 0);
+    assert_eq!(out.trim(), r#"{"click":null}"#);
+    let (code, _, err) = segvol(&["next-click", "--pred", g, "--gt", g, "--label", "9"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("label 9 is not in the ground truth"), "{err}");
+}
+
+#[test]
+fn metrics_match_the_reference_libraries() {
+    let r: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../eval/reference/metrics.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let p = shared().join("data/npz/ct_pelvis_multi6_clicks.npz");
+    let p = p.to_str().unwrap();
+    // --pred falls back to prev_pred in an input case; --gt reads gts.
+    let (code, out, err) = segvol(&["metrics", "--pred", p, "--gt", p, "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+    for c in 1..=6usize {
+        let want = &r["metrics"][format!("ct_pelvis_multi6_clicks__class{c}")];
+        let got = &j["classes"][c - 1];
+        for (ours, theirs) in [
+            ("dsc", "dsc"),
+            ("nsd", "nsd"),
+            ("hd95", "hd95_monai"),
+            ("asd", "asd_union"),
+            ("hd", "hd"),
+        ] {
+            let (g, w) = (got[ours].as_f64().unwrap(), want[theirs].as_f64().unwrap());
+            assert!(
+                (g - w).abs() <= 1e-9_f64.max(1e-6 * w.abs()),
+                "class {c} {ours}: {g} vs {w}"
+            );
+        }
+    }
+}

@@ -5,12 +5,16 @@ pub mod click;
 pub mod components;
 pub mod edt;
 pub mod metrics;
+pub mod protocol;
 pub mod rng;
 mod surfel_table;
 
 pub use click::{SimClick, simulate_click, simulate_clicks};
 pub use components::{Connectivity, label, largest_component};
 pub use metrics::{AsdMode, ClassMetrics, Hd95Mode, asd, class_metrics, hd, hd95, nsd};
+pub use protocol::{
+    Box3, CaseResult, Clicks, PredictRequest, Predictor, ProtocolOptions, run_case,
+};
 
 /// Dice similarity coefficient `2|P ∩ G| / (|P| + |G|)` of two binary masks of equal length.
 ///
