@@ -51,7 +51,20 @@ pub struct NextClickArgs {
 
 fn load_pair(pred: &Path, gt: &Path) -> Result<(Volume<u8>, Volume<u8>)> {
     let p = if FileKind::of(pred)? == FileKind::Npz {
-        read_labels(pred, Some("segs")).or_else(|_| read_labels(pred, Some("prev_pred")))?
+        match read_labels(pred, Some("segs")) {
+            Ok(v) => v,
+            Err(segvol_io::IoError::MissingKey { .. }) => read_labels(pred, Some("prev_pred"))
+                .map_err(|e| match e {
+                    segvol_io::IoError::MissingKey { .. } => {
+                        anyhow::anyhow!(
+                            "{}: has neither `segs` nor `prev_pred` to use as the prediction",
+                            pred.display()
+                        )
+                    }
+                    other => other.into(),
+                })?,
+            Err(e) => return Err(e.into()),
+        }
     } else {
         read_labels(pred, None)?
     };
@@ -100,7 +113,7 @@ pub fn metrics(args: &MetricsArgs) -> Result<()> {
         Some(s) => parse_zyx(s, "--spacing")?,
         None => g.spacing,
     };
-    if !(args.tol >= 0.0) {
+    if args.tol.is_nan() || args.tol < 0.0 {
         bail!("--tol must be a non-negative number of mm");
     }
     let labels = labels_of(&g, args.label)?;

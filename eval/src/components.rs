@@ -121,7 +121,7 @@ mod tests {
     fn naive_partition(mask: &[bool], dims: [usize; 3], conn: Connectivity) -> Vec<usize> {
         let n = mask.len();
         let mut parent: Vec<usize> = (0..n).collect();
-        fn find(p: &mut Vec<usize>, i: usize) -> usize {
+        fn find(p: &mut [usize], i: usize) -> usize {
             let mut r = i;
             while p[r] != r {
                 r = p[r];

@@ -10,7 +10,10 @@ use segvol_eval::{Box3, PredictRequest, Predictor, ProtocolOptions, run_case, si
 
 type Res = Result<Vec<u8>, Box<dyn std::error::Error + Send + Sync>>;
 
-fn case() -> (Vec<u8>, Vec<u8>, [usize; 3], [f64; 3], Vec<Box3>) {
+/// image, gts, dims, spacing, boxes
+type Case = (Vec<u8>, Vec<u8>, [usize; 3], [f64; 3], Vec<Box3>);
+
+fn case() -> Case {
     let shared = std::env::var_os("SEGVOL_SHARED")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared"));
