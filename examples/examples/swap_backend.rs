@@ -1,6 +1,8 @@
-//! The same computation, a tiny SegVol image encoder forward pass, on whichever burn backend
-//! `--backend` names. Generic code is written once (`impl BackendTask`) and `dispatch` calls it
-//! with the concrete backend type.
+//! The same computation on whichever burn backend `--backend` names: SegVol's patchify step
+//! (a 32×64×64 volume cut into 4×16×16 patches, as the image encoder does) followed by one
+//! weight-free self-attention over the patch tokens. Generic code is written once
+//! (`impl BackendTask`) and `dispatch` calls it with the concrete backend type; every backend
+//! prints the same numbers (to float rounding).
 //!
 //! ```text
 //! cargo run -p segvol-examples --example swap_backend -- --backend ndarray
@@ -10,10 +12,10 @@
 use std::time::Instant;
 
 use anyhow::Result;
+use burn::tensor::activation::softmax;
 use burn::tensor::{ElementConversion, Tensor, TensorData};
 use clap::Parser;
 use segvol_backends::{Backend, BackendKind, BackendTask, dispatch};
-use segvol_core::{SegVolConfig, image_encoder::ImageEncoder};
 
 #[derive(Parser)]
 struct Args {
@@ -22,21 +24,27 @@ struct Args {
     backend: Option<String>,
 }
 
-/// Backend-generic work: embed a deterministic 32×64×64 volume with the tiny encoder.
-struct Embed;
+/// Backend-generic work: patchify a deterministic volume and attend over the patches.
+struct PatchAttention;
 
-impl BackendTask for Embed {
+impl BackendTask for PatchAttention {
     type Output = (Vec<usize>, f32);
     fn run<B: Backend>(self, device: &B::Device) -> Self::Output {
-        let config = SegVolConfig::tiny();
-        let [d, h, w] = config.image_size;
+        let (d, h, w) = (32, 64, 64);
         let voxels: Vec<f32> = (0..d * h * w).map(|i| ((i % 97) as f32) / 97.0).collect();
         let image = Tensor::<B, 5>::from_data(TensorData::new(voxels, [1, 1, d, h, w]), device);
-        let encoder = ImageEncoder::<B>::new(&config, device);
-        let embedding = encoder.forward(image);
-        let dims = embedding.dims().to_vec();
-        let mean = embedding.abs().mean().into_scalar().elem::<f32>();
-        (dims, mean)
+        // [1,1,32,64,64] → 128 tokens of 1024 voxels (8×4×4 grid of 4×16×16 patches).
+        let tokens = image
+            .reshape([8, 4, 4, 16, 4, 16])
+            .permute([0, 2, 4, 1, 3, 5])
+            .reshape([1, 128, 1024]);
+        let scores = tokens
+            .clone()
+            .matmul(tokens.clone().swap_dims(1, 2))
+            .div_scalar(32.0);
+        let out = softmax(scores, 2).matmul(tokens); // [1, 128, 1024]
+        let dims = out.dims().to_vec();
+        (dims, out.mean().into_scalar().elem::<f32>())
     }
 }
 
@@ -48,9 +56,9 @@ fn main() -> Result<()> {
     };
     for kind in kinds {
         let t = Instant::now();
-        let (dims, mean) = dispatch(kind, Embed);
+        let (dims, mean) = dispatch(kind, PatchAttention);
         println!(
-            "{kind:>8}: embedding {dims:?}, mean |x| = {mean:.4} (random weights), {:.1} ms",
+            "{kind:>8}: attended tokens {dims:?}, mean {mean:.6}, {:.1} ms",
             t.elapsed().as_secs_f64() * 1e3
         );
     }
