@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
 use clap::Args;
-use segvol_eval::metrics::{ClassMetrics, class_metrics};
+use segvol_eval::metrics::per_label_metrics;
 use segvol_eval::simulate_click;
 use segvol_io::{FileKind, Volume, read_labels};
 use serde_json::json;
@@ -116,23 +116,10 @@ pub fn metrics(args: &MetricsArgs) -> Result<()> {
     if args.tol.is_nan() || args.tol < 0.0 {
         bail!("--tol must be a non-negative number of mm");
     }
-    let labels = labels_of(&g, args.label)?;
-    let mut rows: Vec<(u8, ClassMetrics)> = Vec::new();
-    for &l in &labels {
-        let pm: Vec<bool> = p.data.iter().map(|&v| v == l).collect();
-        let gm: Vec<bool> = g.data.iter().map(|&v| v == l).collect();
-        rows.push((l, class_metrics(&pm, &gm, g.dims, spacing, args.tol)));
-    }
-    let mean = |f: fn(&ClassMetrics) -> f64| {
-        rows.iter().map(|(_, m)| f(m)).sum::<f64>() / rows.len() as f64
-    };
-    let means = [
-        mean(|m| m.dsc),
-        mean(|m| m.nsd),
-        mean(|m| m.hd95),
-        mean(|m| m.asd),
-        mean(|m| m.hd),
-    ];
+    labels_of(&g, args.label)?; // a clear error for an absent label or an empty ground truth
+    let (rows, mean) = per_label_metrics(&p.data, &g.data, g.dims, spacing, args.tol, args.label);
+    let mean = mean.ok_or_else(|| anyhow::anyhow!("no label to evaluate"))?;
+    let means = [mean.dsc, mean.nsd, mean.hd95, mean.asd, mean.hd];
     if args.json {
         let classes: Vec<_> = rows
             .iter()

@@ -11,7 +11,9 @@ mod surfel_table;
 
 pub use click::{SimClick, simulate_click, simulate_clicks};
 pub use components::{Connectivity, label, largest_component};
-pub use metrics::{AsdMode, ClassMetrics, Hd95Mode, asd, class_metrics, hd, hd95, nsd};
+pub use metrics::{
+    AsdMode, ClassMetrics, Hd95Mode, asd, class_metrics, hd, hd95, nsd, per_label_metrics,
+};
 pub use protocol::{
     Box3, CaseResult, Clicks, PredictRequest, Predictor, ProtocolOptions, run_case,
 };

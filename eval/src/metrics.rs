@@ -401,6 +401,44 @@ pub fn class_metrics(
     }
 }
 
+/// [`class_metrics`] for every label present in the ground truth label map `gts` (or only
+/// `only`), against the same label in `segs`; and their mean over those labels (the challenge's
+/// case value). Labels absent from the ground truth are ignored, as the evaluator does.
+pub fn per_label_metrics(
+    segs: &[u8],
+    gts: &[u8],
+    dims: [usize; 3],
+    spacing: [f64; 3],
+    tolerance_mm: f64,
+    only: Option<u8>,
+) -> (Vec<(u8, ClassMetrics)>, Option<ClassMetrics>) {
+    let mut present = [false; 256];
+    for &g in gts {
+        present[g as usize] = true;
+    }
+    let rows: Vec<(u8, ClassMetrics)> = (1..=255u8)
+        .filter(|&l| present[l as usize] && only.is_none_or(|o| o == l))
+        .map(|l| {
+            let p: Vec<bool> = segs.iter().map(|&v| v == l).collect();
+            let g: Vec<bool> = gts.iter().map(|&v| v == l).collect();
+            (l, class_metrics(&p, &g, dims, spacing, tolerance_mm))
+        })
+        .collect();
+    if rows.is_empty() {
+        return (rows, None);
+    }
+    let n = rows.len() as f64;
+    let mean = |f: fn(&ClassMetrics) -> f64| rows.iter().map(|(_, m)| f(m)).sum::<f64>() / n;
+    let m = ClassMetrics {
+        dsc: mean(|m| m.dsc),
+        nsd: mean(|m| m.nsd),
+        hd95: mean(|m| m.hd95),
+        asd: mean(|m| m.asd),
+        hd: mean(|m| m.hd),
+    };
+    (rows, Some(m))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -454,6 +492,26 @@ mod tests {
             f64::INFINITY
         );
         assert_eq!(nsd(&e, &f, dims, [1.0; 3], 2.0), 0.0);
+    }
+
+    /// GT labels {1, 2}; the prediction gets 1 right, misses 2 and invents 3 (ignored):
+    /// DSC 1 and 0, mean 0.5.
+    #[test]
+    fn per_label_ignores_labels_absent_from_the_ground_truth() {
+        let gts = [1, 1, 2, 2, 0, 0];
+        let segs = [1, 1, 0, 0, 3, 3];
+        let (rows, mean) = per_label_metrics(&segs, &gts, [1, 1, 6], [1.0; 3], 2.0, None);
+        let labels: Vec<u8> = rows.iter().map(|r| r.0).collect();
+        assert_eq!(labels, vec![1, 2]);
+        assert_eq!((rows[0].1.dsc, rows[1].1.dsc), (1.0, 0.0));
+        assert_eq!(mean.unwrap().dsc, 0.5);
+        let (rows, _) = per_label_metrics(&segs, &gts, [1, 1, 6], [1.0; 3], 2.0, Some(2));
+        assert_eq!(rows.len(), 1);
+        assert!(
+            per_label_metrics(&segs, &[0; 6], [1, 1, 6], [1.0; 3], 2.0, None)
+                .1
+                .is_none()
+        );
     }
 
     #[test]
