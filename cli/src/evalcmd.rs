@@ -11,8 +11,9 @@ use serde_json::json;
 
 use crate::sample::parse_zyx;
 
+/// The two label maps both commands compare.
 #[derive(Args, Debug)]
-pub struct MetricsArgs {
+pub struct PairArgs {
     /// Prediction: NIfTI label map, or npz (`segs`, else `prev_pred`).
     #[arg(long)]
     pub pred: PathBuf,
@@ -22,6 +23,12 @@ pub struct MetricsArgs {
     /// Only this label (default: every label in the ground truth).
     #[arg(long)]
     pub label: Option<u8>,
+}
+
+#[derive(Args, Debug)]
+pub struct MetricsArgs {
+    #[command(flatten)]
+    pub pair: PairArgs,
     /// Spacing `z,y,x` in mm (default: from the ground-truth file; npz spacing as stored).
     #[arg(long)]
     pub spacing: Option<String>,
@@ -35,15 +42,8 @@ pub struct MetricsArgs {
 
 #[derive(Args, Debug)]
 pub struct NextClickArgs {
-    /// Prediction: NIfTI label map, or npz (`segs`, else `prev_pred`).
-    #[arg(long)]
-    pub pred: PathBuf,
-    /// Ground truth: NIfTI label map, or npz (`gts`).
-    #[arg(long)]
-    pub gt: PathBuf,
-    /// The class (default: every label in the ground truth).
-    #[arg(long)]
-    pub label: Option<u8>,
+    #[command(flatten)]
+    pub pair: PairArgs,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
@@ -108,7 +108,7 @@ fn num(v: f64) -> serde_json::Value {
 }
 
 pub fn metrics(args: &MetricsArgs) -> Result<()> {
-    let (p, g) = load_pair(&args.pred, &args.gt)?;
+    let (p, g) = load_pair(&args.pair.pred, &args.pair.gt)?;
     let spacing = match &args.spacing {
         Some(s) => parse_zyx(s, "--spacing")?,
         None => g.spacing,
@@ -116,8 +116,9 @@ pub fn metrics(args: &MetricsArgs) -> Result<()> {
     if args.tol.is_nan() || args.tol < 0.0 {
         bail!("--tol must be a non-negative number of mm");
     }
-    labels_of(&g, args.label)?; // a clear error for an absent label or an empty ground truth
-    let (rows, mean) = per_label_metrics(&p.data, &g.data, g.dims, spacing, args.tol, args.label);
+    labels_of(&g, args.pair.label)?; // a clear error for an absent label or an empty ground truth
+    let (rows, mean) =
+        per_label_metrics(&p.data, &g.data, g.dims, spacing, args.tol, args.pair.label);
     let mean = mean.ok_or_else(|| anyhow::anyhow!("no label to evaluate"))?;
     let means = [mean.dsc, mean.nsd, mean.hd95, mean.asd, mean.hd];
     if args.json {
@@ -126,7 +127,7 @@ pub fn metrics(args: &MetricsArgs) -> Result<()> {
             .map(|(l, m)| json!({"label": l, "dsc": num(m.dsc), "nsd": num(m.nsd), "hd95": num(m.hd95), "asd": num(m.asd), "hd": num(m.hd)}))
             .collect();
         let j = json!({
-            "pred": args.pred, "gt": args.gt, "spacing_zyx_mm": spacing, "tolerance_mm": args.tol,
+            "pred": args.pair.pred, "gt": args.pair.gt, "spacing_zyx_mm": spacing, "tolerance_mm": args.tol,
             "classes": classes,
             "mean": {"dsc": num(means[0]), "nsd": num(means[1]), "hd95": num(means[2]), "asd": num(means[3]), "hd": num(means[4])},
         });
@@ -163,8 +164,8 @@ pub fn metrics(args: &MetricsArgs) -> Result<()> {
 }
 
 pub fn next_click(args: &NextClickArgs) -> Result<()> {
-    let (p, g) = load_pair(&args.pred, &args.gt)?;
-    let labels = labels_of(&g, args.label)?;
+    let (p, g) = load_pair(&args.pair.pred, &args.pair.gt)?;
+    let labels = labels_of(&g, args.pair.label)?;
     let mut out = Vec::new();
     for &l in &labels {
         let pm: Vec<bool> = p.data.iter().map(|&v| v == l).collect();
@@ -177,7 +178,7 @@ pub fn next_click(args: &NextClickArgs) -> Result<()> {
         None => json!({"click": null}),
     };
     if args.json {
-        if args.label.is_some() {
+        if args.pair.label.is_some() {
             out!("{}", one(&out[0].1));
         } else {
             let all: Vec<_> = out

@@ -40,13 +40,7 @@ fn labels_of(v: &AnyVolume) -> Option<Vec<(u8, u64)>> {
             v.to_labels().ok()?
         }
     };
-    let counts = labels.label_counts();
-    let present: Vec<(u8, u64)> = counts
-        .iter()
-        .enumerate()
-        .filter(|(_, c)| **c > 0)
-        .map(|(l, c)| (l as u8, *c))
-        .collect();
+    let present = labels.labels_present();
     // An image with many distinct grey values is not a label map.
     (present.len() <= 64).then_some(present)
 }
@@ -66,12 +60,9 @@ fn volume_json(v: &AnyVolume) -> Value {
 }
 
 fn labels_json(v: &Volume<u8>) -> Value {
-    let counts = v.label_counts();
     Value::Array(
-        counts
+        v.labels_present()
             .iter()
-            .enumerate()
-            .filter(|(_, c)| **c > 0)
             .map(|(l, c)| json!({"label": l, "voxels": c}))
             .collect(),
     )
@@ -215,14 +206,10 @@ pub fn run(args: &InfoArgs) -> Result<()> {
                 ("segs", &case.segs),
             ] {
                 if let Some(v) = v {
-                    let counts = v.label_counts();
-                    let present: Vec<(u8, u64)> = counts
-                        .iter()
-                        .enumerate()
-                        .filter(|(_, c)| **c > 0)
-                        .map(|(l, c)| (l as u8, *c))
-                        .collect();
-                    out!("  {name:<16} labels (voxels) {}", fmt_labels(&present));
+                    out!(
+                        "  {name:<16} labels (voxels) {}",
+                        fmt_labels(&v.labels_present())
+                    );
                 }
             }
             if let Some(boxes) = &case.boxes {

@@ -229,6 +229,8 @@ pub fn run_case(
         }
         Ok((out, secs))
     };
+    let scored =
+        |segs: &[u8], secs: f64| score(segs, gts, dims, spacing, n, opts.nsd_tolerance_mm, secs);
     // Step 1: the box (skipped, scoring 0, when the case has no boxes).
     let mut segs = vec![0u8; nvox];
     if boxes.is_some() {
@@ -244,15 +246,7 @@ pub fn run_case(
         };
         let (out, secs) = call(predictor, &req)?;
         segs = out;
-        steps.push(score(
-            &segs,
-            gts,
-            dims,
-            spacing,
-            n,
-            opts.nsd_tolerance_mm,
-            secs,
-        ));
+        steps.push(scored(&segs, secs));
     } else {
         steps.push(StepResult {
             dsc: 0.0,
@@ -292,15 +286,7 @@ pub fn run_case(
         };
         let (out, secs) = call(predictor, &req)?;
         segs = out;
-        steps.push(score(
-            &segs,
-            gts,
-            dims,
-            spacing,
-            n,
-            opts.nsd_tolerance_mm,
-            secs,
-        ));
+        steps.push(scored(&segs, secs));
     }
     let clicks_only = &steps[1..];
     let auc = |f: &dyn Fn(&StepResult) -> f64| -> f64 {

@@ -179,4 +179,15 @@ impl Volume<u8> {
         counts.truncate(last);
         counts
     }
+
+    /// The label values present, with their voxel counts, in increasing order (0 included when
+    /// present).
+    pub fn labels_present(&self) -> Vec<(u8, u64)> {
+        self.label_counts()
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| **c > 0)
+            .map(|(l, c)| (l as u8, *c))
+            .collect()
+    }
 }
