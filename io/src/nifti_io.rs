@@ -29,10 +29,9 @@ fn map_nifti_error(path: &Path, e: nifti::NiftiError) -> IoError {
                         path: path.to_path_buf(),
                     }
                 } else {
-                    IoError::ShortData {
+                    IoError::BadHeader {
                         path: path.to_path_buf(),
-                        got: 0,
-                        expected: 0,
+                        detail: "the file ends inside the header".into(),
                     }
                 }
             }

@@ -329,6 +329,15 @@ fn bad_files_give_the_right_typed_error() {
     std::fs::write(&fake, vec![7u8; 400]).unwrap();
     let e = read_nifti(&fake).unwrap_err();
     assert!(matches!(e, IoError::BadMagic { .. }), "{e}");
+    // An uncompressed file cut inside its 348-byte header.
+    let short = dir.path().join("short.nii");
+    let full = std::fs::read(t.join("ct_patch_float32.nii")).unwrap();
+    std::fs::write(&short, &full[..100]).unwrap();
+    let e = read_nifti(&short).unwrap_err();
+    assert!(
+        e.to_string().contains("short.nii") && e.to_string().contains("header"),
+        "{e}"
+    );
     // Every message names the file.
     for name in [
         "ct_patch_4d.nii.gz",
