@@ -256,44 +256,42 @@ pub fn surfel_distances(
     let ext: [usize; 3] = [0, 1, 2].map(|ax| hi[ax] - lo[ax] + 1);
     let g: [usize; 3] = ext.map(|e| e + 1);
     let gn: usize = g.iter().product();
-    let at = |m: &[bool], z: isize, y: isize, x: isize| -> bool {
-        if z < 0
-            || y < 0
-            || x < 0
-            || z >= ext[0] as isize
-            || y >= ext[1] as isize
-            || x >= ext[2] as isize
-        {
-            return false;
+    // The crop with one zero layer on both sides of every axis: voxel v of the crop sits at
+    // q = v + 1, so grid point g reads q = g (voxel g − 1) and q = g + 1 (voxel g) unchecked.
+    let q: [usize; 3] = ext.map(|e| e + 2);
+    let padded = |m: &[bool]| -> Vec<u8> {
+        let mut out = vec![0u8; q.iter().product()];
+        for z in 0..ext[0] {
+            for y in 0..ext[1] {
+                let src = ((lo[0] + z) * h + lo[1] + y) * w + lo[2];
+                let dst = ((z + 1) * q[1] + y + 1) * q[2] + 1;
+                for x in 0..ext[2] {
+                    out[dst + x] = u8::from(m[src + x]);
+                }
+            }
         }
-        m[((lo[0] + z as usize) * h + lo[1] + y as usize) * w + lo[2] + x as usize]
+        out
     };
     let codes = |m: &[bool]| -> Vec<u8> {
+        let p = padded(m);
         let mut c = vec![0u8; gn];
+        let (sz, sy) = (q[1] * q[2], q[2]);
         for z in 0..g[0] {
             for y in 0..g[1] {
+                let row = (z * g[1] + y) * g[2];
+                // q-index of voxel (z−1, y−1, x−1) for x = 0.
+                let base = z * sz + y * sy;
                 for x in 0..g[2] {
-                    let (zi, yi, xi) = (z as isize, y as isize, x as isize);
-                    let mut code = 0u8;
+                    let o = base + x;
                     // Bit weights by voxel offset (CHALLENGE.md §6.2): (−1,−1,−1) → 128 … (0,0,0) → 1.
-                    for (bit, (dz, dy, dx)) in [
-                        (-1, -1, -1),
-                        (-1, -1, 0),
-                        (-1, 0, -1),
-                        (-1, 0, 0),
-                        (0, -1, -1),
-                        (0, -1, 0),
-                        (0, 0, -1),
-                        (0, 0, 0),
-                    ]
-                    .iter()
-                    .enumerate()
-                    {
-                        if at(m, zi + dz, yi + dy, xi + dx) {
-                            code |= 128 >> bit;
-                        }
-                    }
-                    c[(z * g[1] + y) * g[2] + x] = code;
+                    c[row + x] = (p[o] << 7)
+                        | (p[o + 1] << 6)
+                        | (p[o + sy] << 5)
+                        | (p[o + sy + 1] << 4)
+                        | (p[o + sz] << 3)
+                        | (p[o + sz + 1] << 2)
+                        | (p[o + sz + sy] << 1)
+                        | p[o + sz + sy + 1];
                 }
             }
         }
@@ -302,27 +300,32 @@ pub fn surfel_distances(
     let (cg, cp) = (codes(gt), codes(pred));
     let border = |c: &[u8]| -> Vec<bool> { c.iter().map(|&v| v != 0 && v != 255).collect() };
     let (bg, bp) = (border(&cg), border(&cp));
-    let dist_to = |b: &[bool]| -> Vec<f64> {
-        if b.iter().any(|&x| x) {
+    // Squared distance of every grid point to the nearest point of border `b`.
+    let dist2_to = |b: &[bool]| -> Option<Vec<f64>> {
+        b.iter().any(|&x| x).then(|| {
             let not: Vec<bool> = b.iter().map(|&x| !x).collect();
             edt_squared(&not, g, spacing)
-                .into_iter()
-                .map(f64::sqrt)
-                .collect()
-        } else {
-            vec![f64::INFINITY; gn]
-        }
+        })
     };
-    let (dg, dp) = (dist_to(&bg), dist_to(&bp));
+    // The two transforms are independent: one per thread.
+    let (dg, dp) = std::thread::scope(|sc| {
+        let t = sc.spawn(|| dist2_to(&bg));
+        let dp = dist2_to(&bp);
+        (
+            t.join().unwrap_or_else(|e| std::panic::resume_unwind(e)),
+            dp,
+        )
+    });
+    let dist = |d: &Option<Vec<f64>>, i: usize| d.as_ref().map_or(f64::INFINITY, |d| d[i].sqrt());
     let areas = code_areas(spacing);
     let mut s = SurfelDistances::default();
     for i in 0..gn {
         if bg[i] {
-            s.gt_to_pred.push(dp[i]);
+            s.gt_to_pred.push(dist(&dp, i));
             s.area_gt.push(areas[cg[i] as usize]);
         }
         if bp[i] {
-            s.pred_to_gt.push(dg[i]);
+            s.pred_to_gt.push(dist(&dg, i));
             s.area_pred.push(areas[cp[i] as usize]);
         }
     }
