@@ -3,5 +3,6 @@
 
 mod config;
 pub mod image_encoder;
+pub mod weights;
 
 pub use config::{ConfigError, SegVolConfig};

@@ -1,0 +1,215 @@
+//! Loading PyTorch SegVol weights: every key translation in one table (SEGVOL.md §11), applied
+//! through burn-store, which also transposes Linear weights and renames norm `weight`/`bias` to
+//! `gamma`/`beta`.
+//!
+//! Supported files: HF `pytorch_model.bin` and `.safetensors` (`model.<part>.…`), the original
+//! `SegVol_v1.pth` (`{'model': {'module.<part>.…'}}`) and the encoder-only `vit_pretrain.ckpt`
+//! (`{'state_dict': {'model.encoder.…'}}`). Only the image encoder is loaded so far.
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::backend::Backend;
+use burn_store::{
+    ApplyResult, ModuleSnapshot, PyTorchToBurnAdapter, PytorchStore, PytorchStoreError,
+    SafetensorsStore, SafetensorsStoreError,
+};
+
+use crate::image_encoder::ImageEncoder;
+
+/// Checkpoint key (after the prefix rules) → our module path, for the image encoder.
+/// Regexes applied in order by burn-store's `KeyRemapper`.
+pub const IMAGE_ENCODER_REMAPS: [(&str, &str); 4] = [
+    // Prefix rules of SEGVOL.md §11.2: HF/challenge `model.`, SegVol_v1 `module.`,
+    // vit_pretrain `model.encoder.`.
+    (r"^(model\.|module\.)?(image_encoder|encoder)\.", ""),
+    // MONAI's nn.Sequential(Rearrange, Linear) → our single Linear.
+    (
+        r"^patch_embedding\.patch_embeddings\.1\.",
+        "patch_embedding.patch_embeddings.",
+    ),
+    // MONAI's MLPBlock is flattened into the block.
+    (r"\.mlp\.linear1\.", ".linear1."),
+    (r"\.mlp\.linear2\.", ".linear2."),
+    // Nothing else differs: blocks.N.{norm1,norm2,attn.qkv,attn.out_proj}, norm.
+];
+
+/// What a load did: tensors applied, checkpoint tensors not used (other model parts, or ignored
+/// on purpose), and model tensors the checkpoint lacked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadReport {
+    /// Our module paths that received a tensor.
+    pub applied: Vec<String>,
+    /// Checkpoint tensors that went nowhere.
+    pub unused: Vec<String>,
+    /// Our module paths with no tensor in the checkpoint.
+    pub missing: Vec<String>,
+}
+
+/// Why weights could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WeightsError {
+    /// The file does not exist.
+    #[error("{}: no such file", path.display())]
+    NotFound {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The extension is none of `.safetensors`, `.bin`, `.pth`, `.pt`, `.ckpt`.
+    #[error("{}: unknown weight format (expected .safetensors, .bin, .pth, .pt or .ckpt)", path.display())]
+    UnknownFormat {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The file could not be read as that format (truncated, corrupt).
+    #[error("{}: cannot read weights: {detail}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The reader's message.
+        detail: String,
+    },
+    /// Tensors of the model are absent, or a tensor's shape differs: the wrong checkpoint or the
+    /// wrong config.
+    #[error("{}: not a checkpoint for this model/config: {detail}", path.display())]
+    Mismatch {
+        /// The file.
+        path: PathBuf,
+        /// Missing tensors and shape errors, summarised.
+        detail: String,
+    },
+}
+
+/// A store's "validation failed" (shape mismatches) is the model/config mismatch; anything else
+/// is a read error. Long burn-store messages are cut to their start.
+fn store_error(path: &Path, validation: Option<&str>, other: String) -> WeightsError {
+    let cut = |s: &str| {
+        let mut t: String = s.chars().take(400).collect();
+        if s.chars().count() > 400 {
+            t.push_str(" …");
+        }
+        t
+    };
+    match validation {
+        Some(msg) => WeightsError::Mismatch {
+            path: path.to_path_buf(),
+            detail: cut(msg),
+        },
+        None => WeightsError::Read {
+            path: path.to_path_buf(),
+            detail: cut(&other),
+        },
+    }
+}
+
+fn report(path: &Path, r: ApplyResult) -> Result<LoadReport, WeightsError> {
+    if !r.errors.is_empty() || !r.missing.is_empty() {
+        let mut parts = Vec::new();
+        if !r.missing.is_empty() {
+            let names: Vec<&str> = r.missing.iter().take(5).map(|(p, _)| p.as_str()).collect();
+            parts.push(format!(
+                "{} tensors missing (e.g. {})",
+                r.missing.len(),
+                names.join(", ")
+            ));
+        }
+        if !r.errors.is_empty() {
+            let errs: Vec<String> = r.errors.iter().take(5).map(|e| format!("{e:?}")).collect();
+            parts.push(format!(
+                "{} tensors do not fit ({})",
+                r.errors.len(),
+                errs.join("; ")
+            ));
+        }
+        return Err(WeightsError::Mismatch {
+            path: path.to_path_buf(),
+            detail: parts.join("; "),
+        });
+    }
+    Ok(LoadReport {
+        applied: r.applied,
+        unused: r.unused,
+        missing: Vec::new(),
+    })
+}
+
+/// Loads the image encoder's weights from a SegVol checkpoint into `encoder` (strict: every
+/// encoder tensor must be present with the right shape; other parts of the checkpoint are
+/// reported as unused).
+///
+/// # Errors
+/// [`WeightsError`] naming the file: absent, unknown extension, unreadable, or not matching
+/// the model.
+pub fn load_image_encoder<B: Backend>(
+    encoder: &mut ImageEncoder<B>,
+    path: impl AsRef<Path>,
+) -> Result<LoadReport, WeightsError> {
+    let path = path.as_ref();
+    if !path.exists() {
+        return Err(WeightsError::NotFound {
+            path: path.to_path_buf(),
+        });
+    }
+    let ext = path
+        .extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase())
+        .unwrap_or_default();
+    let read_err = |detail: String| WeightsError::Read {
+        path: path.to_path_buf(),
+        detail,
+    };
+    match ext.as_str() {
+        "safetensors" => {
+            let mut store = IMAGE_ENCODER_REMAPS
+                .iter()
+                .fold(SafetensorsStore::from_file(path), |s, (from, to)| {
+                    s.with_key_remapping(*from, *to)
+                })
+                .with_from_adapter(PyTorchToBurnAdapter)
+                .allow_partial(true);
+            let r = encoder.load_from(&mut store).map_err(|e| match &e {
+                SafetensorsStoreError::ValidationFailed(m) => {
+                    store_error(path, Some(m), String::new())
+                }
+                other => store_error(path, None, other.to_string()),
+            })?;
+            report(path, r)
+        }
+        "bin" | "pth" | "pt" | "ckpt" => {
+            // Plain state dict first, then the nested forms of SegVol_v1.pth and vit_pretrain.
+            let mut last = None;
+            for top in [None, Some("model"), Some("state_dict")] {
+                let mut store = IMAGE_ENCODER_REMAPS
+                    .iter()
+                    .fold(PytorchStore::from_file(path), |s, (from, to)| {
+                        s.with_key_remapping(*from, *to)
+                    })
+                    .allow_partial(true); // PytorchStore adapts PyTorch layouts itself
+                if let Some(t) = top {
+                    store = store.with_top_level_key(t);
+                }
+                match encoder.load_from(&mut store) {
+                    Ok(r) if !r.applied.is_empty() => return report(path, r),
+                    Ok(r) => last = Some(Ok(r)),
+                    Err(e) => last = Some(Err(e)),
+                }
+            }
+            match last {
+                Some(Err(PytorchStoreError::ValidationFailed(m))) => {
+                    Err(store_error(path, Some(&m), String::new()))
+                }
+                Some(Err(e)) => Err(read_err(e.to_string())),
+                Some(Ok(r)) => report(path, r).and_then(|_| {
+                    Err(WeightsError::Mismatch {
+                        path: path.to_path_buf(),
+                        detail: "no image-encoder tensor found".into(),
+                    })
+                }),
+                None => Err(read_err("empty".into())),
+            }
+        }
+        _ => Err(WeightsError::UnknownFormat {
+            path: path.to_path_buf(),
+        }),
+    }
+}
