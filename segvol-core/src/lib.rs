@@ -3,6 +3,11 @@
 
 mod config;
 pub mod image_encoder;
+pub mod mask_decoder;
+pub mod model;
+pub mod prompt_encoder;
 pub mod weights;
 
 pub use config::{ConfigError, SegVolConfig};
+pub use model::{DecodeOutput, SegVol};
+pub use prompt_encoder::Prompts;

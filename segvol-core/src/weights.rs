@@ -4,7 +4,7 @@
 //!
 //! Supported files: HF `pytorch_model.bin` and `.safetensors` (`model.<part>.…`), the original
 //! `SegVol_v1.pth` (`{'model': {'module.<part>.…'}}`) and the encoder-only `vit_pretrain.ckpt`
-//! (`{'state_dict': {'model.encoder.…'}}`). Only the image encoder is loaded so far.
+//! (`{'state_dict': {'model.encoder.…'}}`, encoder only). The text tower is not ported yet.
 
 use std::path::{Path, PathBuf};
 
@@ -15,6 +15,7 @@ use burn_store::{
 };
 
 use crate::image_encoder::ImageEncoder;
+use crate::model::SegVol;
 
 /// Checkpoint key (after the prefix rules) → our module path, for the image encoder.
 /// Regexes applied in order by burn-store's `KeyRemapper`.
@@ -43,6 +44,8 @@ pub struct LoadReport {
     pub unused: Vec<String>,
     /// Our module paths with no tensor in the checkpoint.
     pub missing: Vec<String>,
+    /// Checkpoint tensors skipped on purpose ([`IGNORED_ON_PURPOSE`]).
+    pub ignored: Vec<String>,
 }
 
 /// Why weights could not be loaded.
@@ -126,25 +129,63 @@ fn report(path: &Path, r: ApplyResult) -> Result<LoadReport, WeightsError> {
             detail: parts.join("; "),
         });
     }
+    // burn-store lists a norm's PyTorch `weight`/`bias` as unused even when it applied them as
+    // `gamma`/`beta` through the adapter's alternative names: those are not unused.
+    let applied: std::collections::HashSet<&str> = r.applied.iter().map(String::as_str).collect();
+    let renamed = |k: &str| {
+        let alt = k
+            .strip_suffix(".weight")
+            .map(|p| format!("{p}.gamma"))
+            .or_else(|| k.strip_suffix(".bias").map(|p| format!("{p}.beta")));
+        alt.is_some_and(|a| applied.contains(a.as_str()))
+    };
+    let unused: Vec<String> = r.unused.iter().filter(|k| !renamed(k)).cloned().collect();
     Ok(LoadReport {
         applied: r.applied,
-        unused: r.unused,
+        unused,
         missing: Vec::new(),
+        ignored: Vec::new(),
     })
 }
 
-/// Loads the image encoder's weights from a SegVol checkpoint into `encoder` (strict: every
-/// encoder tensor must be present with the right shape; other parts of the checkpoint are
-/// reported as unused).
-///
-/// # Errors
-/// [`WeightsError`] naming the file: absent, unknown extension, unreadable, or not matching
-/// the model.
-pub fn load_image_encoder<B: Backend>(
-    encoder: &mut ImageEncoder<B>,
-    path: impl AsRef<Path>,
+/// Checkpoint key → module path for the whole model (image encoder, prompt encoder, mask
+/// decoder), SEGVOL.md §11.2–11.4. Regexes applied in order.
+pub const SEGVOL_REMAPS: [(&str, &str); 6] = [
+    // HF / challenge `model.`, SegVol_v1 `module.`.
+    (r"^(model|module)\.", ""),
+    // MONAI's nn.Sequential(Rearrange, Linear) → our single Linear.
+    (
+        r"^image_encoder\.patch_embedding\.patch_embeddings\.1\.",
+        "image_encoder.patch_embedding.patch_embeddings.",
+    ),
+    // MONAI's MLPBlock is flattened into the ViT block (the decoder's `mlp` stays).
+    (r"^image_encoder\.(blocks\.\d+)\.mlp\.", "image_encoder.$1."),
+    // The upscaling nn.Sequential (indices 2 and 4 are parameter-free GELUs).
+    (
+        r"^mask_decoder\.output_upscaling\.0\.",
+        "mask_decoder.up_conv1.",
+    ),
+    (
+        r"^mask_decoder\.output_upscaling\.1\.",
+        "mask_decoder.up_norm.",
+    ),
+    (
+        r"^mask_decoder\.output_upscaling\.3\.",
+        "mask_decoder.up_conv2.",
+    ),
+];
+
+/// Checkpoint tensors left out on purpose (SEGVOL.md §11.2): the dead 2-D mask branch, CLIP's
+/// int64 `position_ids`, and the text tower (not ported yet).
+pub const IGNORED_ON_PURPOSE: [&str; 3] = ["mask_downscaling.", "position_ids", "text_encoder."];
+
+/// Applies `remaps` and loads `path` into `module`, trying a plain state dict, then
+/// `{'model': …}` and `{'state_dict': …}` for PyTorch pickles.
+fn load_with<B: Backend, M: ModuleSnapshot<B>>(
+    module: &mut M,
+    path: &Path,
+    remaps: &[(&str, &str)],
 ) -> Result<LoadReport, WeightsError> {
-    let path = path.as_ref();
     if !path.exists() {
         return Err(WeightsError::NotFound {
             path: path.to_path_buf(),
@@ -160,14 +201,14 @@ pub fn load_image_encoder<B: Backend>(
     };
     match ext.as_str() {
         "safetensors" => {
-            let mut store = IMAGE_ENCODER_REMAPS
+            let mut store = remaps
                 .iter()
                 .fold(SafetensorsStore::from_file(path), |s, (from, to)| {
                     s.with_key_remapping(*from, *to)
                 })
                 .with_from_adapter(PyTorchToBurnAdapter)
                 .allow_partial(true);
-            let r = encoder.load_from(&mut store).map_err(|e| match &e {
+            let r = module.load_from(&mut store).map_err(|e| match &e {
                 SafetensorsStoreError::ValidationFailed(m) => {
                     store_error(path, Some(m), String::new())
                 }
@@ -176,10 +217,9 @@ pub fn load_image_encoder<B: Backend>(
             report(path, r)
         }
         "bin" | "pth" | "pt" | "ckpt" => {
-            // Plain state dict first, then the nested forms of SegVol_v1.pth and vit_pretrain.
             let mut last = None;
             for top in [None, Some("model"), Some("state_dict")] {
-                let mut store = IMAGE_ENCODER_REMAPS
+                let mut store = remaps
                     .iter()
                     .fold(PytorchStore::from_file(path), |s, (from, to)| {
                         s.with_key_remapping(*from, *to)
@@ -188,7 +228,7 @@ pub fn load_image_encoder<B: Backend>(
                 if let Some(t) = top {
                     store = store.with_top_level_key(t);
                 }
-                match encoder.load_from(&mut store) {
+                match module.load_from(&mut store) {
                     Ok(r) if !r.applied.is_empty() => return report(path, r),
                     Ok(r) => last = Some(Ok(r)),
                     Err(e) => last = Some(Err(e)),
@@ -202,7 +242,7 @@ pub fn load_image_encoder<B: Backend>(
                 Some(Ok(r)) => report(path, r).and_then(|_| {
                     Err(WeightsError::Mismatch {
                         path: path.to_path_buf(),
-                        detail: "no image-encoder tensor found".into(),
+                        detail: "no tensor of this model found".into(),
                     })
                 }),
                 None => Err(read_err("empty".into())),
@@ -212,4 +252,54 @@ pub fn load_image_encoder<B: Backend>(
             path: path.to_path_buf(),
         }),
     }
+}
+
+/// Loads the image encoder's weights from a SegVol checkpoint (whole-model or encoder-only)
+/// into `encoder`: strict on the encoder's own tensors; the rest of the checkpoint is reported
+/// as unused.
+///
+/// # Errors
+/// [`WeightsError`] naming the file: absent, unknown extension, unreadable, or not matching
+/// the model.
+pub fn load_image_encoder<B: Backend>(
+    encoder: &mut ImageEncoder<B>,
+    path: impl AsRef<Path>,
+) -> Result<LoadReport, WeightsError> {
+    load_with(encoder, path.as_ref(), &IMAGE_ENCODER_REMAPS)
+}
+
+/// Loads a whole SegVol checkpoint (HF `.bin`/`.safetensors`, `SegVol_v1.pth`) strictly: every
+/// model tensor must be present with its shape, and every checkpoint tensor must be used except
+/// those in [`IGNORED_ON_PURPOSE`], which the report lists as `ignored`.
+///
+/// # Errors
+/// [`WeightsError`] naming the file; [`WeightsError::Mismatch`] also for unexpected tensors
+/// (e.g. the GRU blocks of a corrector checkpoint).
+pub fn load_segvol<B: Backend>(
+    model: &mut SegVol<B>,
+    path: impl AsRef<Path>,
+) -> Result<LoadReport, WeightsError> {
+    let path = path.as_ref();
+    let mut r = load_with(model, path, &SEGVOL_REMAPS)?;
+    let (ignored, unexpected): (Vec<String>, Vec<String>) = r
+        .unused
+        .drain(..)
+        .partition(|k| IGNORED_ON_PURPOSE.iter().any(|p| k.contains(p)));
+    if !unexpected.is_empty() {
+        return Err(WeightsError::Mismatch {
+            path: path.to_path_buf(),
+            detail: format!(
+                "{} unexpected tensors (e.g. {})",
+                unexpected.len(),
+                unexpected
+                    .iter()
+                    .take(5)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        });
+    }
+    r.ignored = ignored;
+    Ok(r)
 }

@@ -11,9 +11,9 @@ use burn::tensor::{Tensor, TensorData};
 use ndarray::ArrayD;
 use ndarray_npy::ReadNpyExt;
 use segvol_backends::Flex;
-use segvol_core::SegVolConfig;
 use segvol_core::image_encoder::ImageEncoder;
-use segvol_core::weights::{WeightsError, load_image_encoder};
+use segvol_core::weights::{WeightsError, load_image_encoder, load_segvol};
+use segvol_core::{Prompts, SegVol, SegVolConfig};
 
 type B = Flex;
 
@@ -75,6 +75,12 @@ fn wrong_checkpoints_are_clear_errors() {
     // A GRU checkpoint has no encoder tensors.
     let e = load_image_encoder(&mut enc, fixture("gru.safetensors")).unwrap_err();
     assert!(matches!(e, WeightsError::Mismatch { .. }), "{e}");
+    // The whole-model loader is strict too.
+    let mut model = SegVol::<B>::new(&SegVolConfig::tiny(), &device);
+    let e = load_segvol(&mut model, fixture("gru.safetensors")).unwrap_err();
+    assert!(matches!(e, WeightsError::Mismatch { .. }), "{e}");
+    let e = load_segvol(&mut model, fixture("image.npy")).unwrap_err();
+    assert!(matches!(e, WeightsError::UnknownFormat { .. }), "{e}");
     // A truncated file.
     let dir = std::env::temp_dir().join(format!("segvol-trunc-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -93,4 +99,94 @@ fn wrong_checkpoints_are_clear_errors() {
         Err(WeightsError::NotFound { .. })
     ));
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn max_diff<const D: usize>(got: Tensor<B, D>, name: &str) -> f32 {
+    let (shape, want) = npy(name);
+    assert_eq!(got.dims().to_vec(), shape, "{name}: shape");
+    let got: Vec<f32> = got.into_data().to_vec().unwrap();
+    got.iter()
+        .zip(&want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max)
+}
+
+fn fixture_prompts() -> (Prompts, Prompts, Prompts) {
+    let (_, b) = npy("box.npy");
+    let (_, p) = npy("points.npy");
+    let labels =
+        ndarray::ArrayD::<i64>::read_npy(std::fs::File::open(fixture("labels.npy")).unwrap())
+            .unwrap();
+    let boxes = Some([b[0], b[1], b[2], b[3], b[4], b[5]]);
+    let points: Vec<([f32; 3], i64)> = labels
+        .iter()
+        .enumerate()
+        .map(|(i, &l)| ([p[3 * i], p[3 * i + 1], p[3 * i + 2]], l))
+        .collect();
+    (
+        Prompts {
+            boxes,
+            points: vec![],
+        },
+        Prompts {
+            boxes: None,
+            points: points.clone(),
+        },
+        Prompts { boxes, points },
+    )
+}
+
+/// Every stage of the decode against PyTorch, for box, points and box + points, with each of
+/// the three weight files: max abs diff ≤ 1e-4.
+#[test]
+fn whole_model_matches_pytorch_for_every_prompt_and_weight_format() {
+    let device = Default::default();
+    let (_, image) = npy("image.npy");
+    let (pbox, ppts, pboth) = fixture_prompts();
+    for file in ["weights.safetensors", "weights.bin", "weights_v1.pth"] {
+        let mut model = SegVol::<B>::new(&SegVolConfig::tiny(), &device);
+        let report = load_segvol(&mut model, fixture(file)).unwrap();
+        // 166 tensors in the fixture: 10 mask_downscaling ignored on purpose, the rest applied.
+        assert_eq!(report.applied.len(), 156, "{file}");
+        assert_eq!(report.ignored.len(), 10, "{file}: {:?}", report.ignored);
+        let emb = model.embed(Tensor::from_data(
+            TensorData::new(image.clone(), [1, 1, 32, 64, 64]),
+            &device,
+        ));
+        let mut worst = max_diff(emb.clone(), "image_embedding.npy");
+        worst = worst.max(max_diff(model.image_pe(&device), "image_pe.npy"));
+        for (name, prompts) in [("box", &pbox), ("points", &ppts), ("box_points", &pboth)] {
+            let out = model.decode(emb.clone(), prompts);
+            for (stage, d) in [
+                (
+                    "sparse",
+                    max_diff(out.sparse.clone(), &format!("{name}_sparse.npy")),
+                ),
+                (
+                    "dense",
+                    max_diff(out.dense.clone(), &format!("{name}_dense.npy")),
+                ),
+                (
+                    "low_res_logits",
+                    max_diff(
+                        out.low_res_logits.clone(),
+                        &format!("{name}_low_res_logits.npy"),
+                    ),
+                ),
+                (
+                    "logits",
+                    max_diff(out.logits.clone(), &format!("{name}_logits.npy")),
+                ),
+            ] {
+                eprintln!("{file} {name} {stage}: max abs diff {d:e}");
+                assert!(d <= 1e-4, "{file} {name} {stage}: {d}");
+                worst = worst.max(d);
+            }
+            if name == "box" {
+                let d = max_diff(out.upscaled, "upscaled.npy");
+                assert!(d <= 1e-4, "{file} upscaled: {d}");
+            }
+        }
+        eprintln!("{file}: worst {worst:e}");
+    }
 }

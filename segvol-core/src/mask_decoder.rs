@@ -1,0 +1,314 @@
+//! SAM's two-way transformer and mask decoder lifted to 3-D (SEGVOL.md §6), with SegVol's
+//! full-tensor LayerNorm in the upscaling path.
+
+use burn::module::{Module, Param};
+use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::tensor::activation::{gelu, relu, softmax};
+use burn::tensor::module::conv_transpose3d;
+use burn::tensor::ops::ConvTransposeOptions;
+use burn::tensor::{Tensor, backend::Backend};
+
+use crate::SegVolConfig;
+
+/// SAM's `Attention`: separate q/k/v projections to `dim / downsample`, heads as contiguous
+/// slices.
+#[derive(Module, Debug)]
+pub struct Attention<B: Backend> {
+    pub(crate) q_proj: Linear<B>,
+    pub(crate) k_proj: Linear<B>,
+    pub(crate) v_proj: Linear<B>,
+    pub(crate) out_proj: Linear<B>,
+    num_heads: usize,
+}
+
+impl<B: Backend> Attention<B> {
+    fn new(dim: usize, heads: usize, downsample: usize, device: &B::Device) -> Self {
+        let inner = dim / downsample;
+        Attention {
+            q_proj: LinearConfig::new(dim, inner).init(device),
+            k_proj: LinearConfig::new(dim, inner).init(device),
+            v_proj: LinearConfig::new(dim, inner).init(device),
+            out_proj: LinearConfig::new(inner, dim).init(device),
+            num_heads: heads,
+        }
+    }
+
+    /// # Shapes
+    /// - `q`: `[b, nq, dim]`, `k`, `v`: `[b, nk, dim]` → `[b, nq, dim]`
+    pub fn forward(&self, q: Tensor<B, 3>, k: Tensor<B, 3>, v: Tensor<B, 3>) -> Tensor<B, 3> {
+        let heads = self.num_heads;
+        let split = |x: Tensor<B, 3>| {
+            let [b, n, c] = x.dims();
+            x.reshape([b, n, heads, c / heads]).swap_dims(1, 2) // [b, heads, n, c/heads]
+        };
+        let q = split(self.q_proj.forward(q));
+        let k = split(self.k_proj.forward(k));
+        let v = split(self.v_proj.forward(v));
+        let dh = q.dims()[3];
+        let attn = softmax(
+            q.matmul(k.swap_dims(2, 3)).div_scalar((dh as f64).sqrt()),
+            3,
+        );
+        let out = attn.matmul(v).swap_dims(1, 2); // [b, nq, heads, dh]
+        let [b, n, h, d] = out.dims();
+        self.out_proj.forward(out.reshape([b, n, h * d]))
+    }
+}
+
+/// The transformer's `MLPBlock`: `lin2(relu(lin1(x)))`.
+#[derive(Module, Debug)]
+pub struct MlpBlock<B: Backend> {
+    pub(crate) lin1: Linear<B>,
+    pub(crate) lin2: Linear<B>,
+}
+
+/// One `TwoWayAttentionBlock`.
+#[derive(Module, Debug)]
+pub struct TwoWayBlock<B: Backend> {
+    pub(crate) self_attn: Attention<B>,
+    pub(crate) norm1: LayerNorm<B>,
+    pub(crate) cross_attn_token_to_image: Attention<B>,
+    pub(crate) norm2: LayerNorm<B>,
+    pub(crate) mlp: MlpBlock<B>,
+    pub(crate) norm3: LayerNorm<B>,
+    pub(crate) norm4: LayerNorm<B>,
+    pub(crate) cross_attn_image_to_token: Attention<B>,
+    skip_first_layer_pe: bool,
+}
+
+impl<B: Backend> TwoWayBlock<B> {
+    fn forward(
+        &self,
+        queries: Tensor<B, 3>,
+        keys: Tensor<B, 3>,
+        query_pe: Tensor<B, 3>,
+        key_pe: Tensor<B, 3>,
+    ) -> (Tensor<B, 3>, Tensor<B, 3>) {
+        // Layer 0: self-attention without PE and without residual (SEGVOL.md quirk 4).
+        let queries = if self.skip_first_layer_pe {
+            self.self_attn
+                .forward(queries.clone(), queries.clone(), queries)
+        } else {
+            let q = queries.clone() + query_pe.clone();
+            queries.clone() + self.self_attn.forward(q.clone(), q, queries)
+        };
+        let queries = self.norm1.forward(queries);
+        let q = queries.clone() + query_pe.clone();
+        let k = keys.clone() + key_pe.clone();
+        let queries = self.norm2.forward(
+            queries
+                + self
+                    .cross_attn_token_to_image
+                    .forward(q, k.clone(), keys.clone()),
+        );
+        let mlp = self
+            .mlp
+            .lin2
+            .forward(relu(self.mlp.lin1.forward(queries.clone())));
+        let queries = self.norm3.forward(queries + mlp);
+        let q = queries.clone() + query_pe;
+        let keys = self.norm4.forward(
+            keys + self
+                .cross_attn_image_to_token
+                .forward(k, q, queries.clone()),
+        );
+        (queries, keys)
+    }
+}
+
+/// SAM's `TwoWayTransformer`.
+#[derive(Module, Debug)]
+pub struct TwoWayTransformer<B: Backend> {
+    pub(crate) layers: Vec<TwoWayBlock<B>>,
+    pub(crate) final_attn_token_to_image: Attention<B>,
+    pub(crate) norm_final_attn: LayerNorm<B>,
+}
+
+/// SAM's `MLP` (ReLU between layers, none after the last).
+#[derive(Module, Debug)]
+pub struct MlpHead<B: Backend> {
+    pub(crate) layers: Vec<Linear<B>>,
+}
+
+impl<B: Backend> MlpHead<B> {
+    fn new(dims: &[usize], device: &B::Device) -> Self {
+        MlpHead {
+            layers: dims
+                .windows(2)
+                .map(|w| LinearConfig::new(w[0], w[1]).init(device))
+                .collect(),
+        }
+    }
+    fn forward(&self, mut x: Tensor<B, 2>) -> Tensor<B, 2> {
+        let n = self.layers.len();
+        for (i, l) in self.layers.iter().enumerate() {
+            x = l.forward(x);
+            if i + 1 < n {
+                x = relu(x);
+            }
+        }
+        x
+    }
+}
+
+/// `ConvTranspose3d(k = 2, s = 2)` with PyTorch's weight layout `[C_in, C_out, 2, 2, 2]`.
+#[derive(Module, Debug)]
+pub struct Up2<B: Backend> {
+    pub(crate) weight: Param<Tensor<B, 5>>,
+    pub(crate) bias: Param<Tensor<B, 1>>,
+}
+
+impl<B: Backend> Up2<B> {
+    fn new(cin: usize, cout: usize, device: &B::Device) -> Self {
+        let std = 1.0 / ((cout * 8) as f64).sqrt();
+        Up2 {
+            weight: Param::from_tensor(Tensor::random(
+                [cin, cout, 2, 2, 2],
+                burn::tensor::Distribution::Uniform(-std, std),
+                device,
+            )),
+            bias: Param::from_tensor(Tensor::zeros([cout], device)),
+        }
+    }
+    fn forward(&self, x: Tensor<B, 5>) -> Tensor<B, 5> {
+        conv_transpose3d(
+            x,
+            self.weight.val(),
+            Some(self.bias.val()),
+            ConvTransposeOptions::new([2; 3], [0; 3], [0; 3], [1; 3], 1),
+        )
+    }
+}
+
+/// SegVol's `LayerNorm((C, D, H, W))`: statistics over the whole sample, element-wise affine
+/// in PyTorch's `(C, D, H, W)` layout (SEGVOL.md §6.4, §14).
+#[derive(Module, Debug)]
+pub struct FullLayerNorm<B: Backend> {
+    pub(crate) weight: Param<Tensor<B, 4>>,
+    pub(crate) bias: Param<Tensor<B, 4>>,
+}
+
+impl<B: Backend> FullLayerNorm<B> {
+    fn forward(&self, x: Tensor<B, 5>) -> Tensor<B, 5> {
+        let [b, c, d, h, w] = x.dims();
+        let flat = x.reshape([b, c * d * h * w]);
+        // Two passes: mean, then the biased variance of the centred values.
+        let mean = flat.clone().mean_dim(1); // [b, 1]
+        let centred = flat - mean;
+        let var = centred.clone().powi_scalar(2).mean_dim(1);
+        let normed = (centred / var.add_scalar(1e-5).sqrt()).reshape([b, c, d, h, w]);
+        normed * self.weight.val().unsqueeze::<5>() + self.bias.val().unsqueeze::<5>()
+    }
+}
+
+/// The mask decoder.
+#[derive(Module, Debug)]
+pub struct MaskDecoder<B: Backend> {
+    pub(crate) transformer: TwoWayTransformer<B>,
+    pub(crate) iou_token: Embedding<B>,
+    pub(crate) mask_tokens: Embedding<B>,
+    pub(crate) up_conv1: Up2<B>,
+    pub(crate) up_norm: FullLayerNorm<B>,
+    pub(crate) up_conv2: Up2<B>,
+    pub(crate) output_hypernetworks_mlps: Vec<MlpHead<B>>,
+    /// Loaded for completeness; its output is discarded (SEGVOL.md §6.7).
+    pub(crate) iou_prediction_head: MlpHead<B>,
+    /// The text-similarity projection (`C → C/8`), used only with a text prompt.
+    pub(crate) txt_align_upscaled_embedding: Linear<B>,
+}
+
+impl<B: Backend> MaskDecoder<B> {
+    /// A decoder for `config` with random weights.
+    pub fn new(config: &SegVolConfig, device: &B::Device) -> Self {
+        let c = config.hidden_size;
+        let heads = config.decoder_heads;
+        let ln = || LayerNormConfig::new(c).init(device);
+        let layers = (0..config.decoder_depth)
+            .map(|i| TwoWayBlock {
+                self_attn: Attention::new(c, heads, 1, device),
+                norm1: ln(),
+                cross_attn_token_to_image: Attention::new(c, heads, 2, device),
+                norm2: ln(),
+                mlp: MlpBlock {
+                    lin1: LinearConfig::new(c, config.decoder_mlp_dim).init(device),
+                    lin2: LinearConfig::new(config.decoder_mlp_dim, c).init(device),
+                },
+                norm3: ln(),
+                norm4: ln(),
+                cross_attn_image_to_token: Attention::new(c, heads, 2, device),
+                skip_first_layer_pe: i == 0,
+            })
+            .collect();
+        let [gd, gh, gw] = config.grid();
+        MaskDecoder {
+            transformer: TwoWayTransformer {
+                layers,
+                final_attn_token_to_image: Attention::new(c, heads, 2, device),
+                norm_final_attn: ln(),
+            },
+            iou_token: EmbeddingConfig::new(1, c).init(device),
+            mask_tokens: EmbeddingConfig::new(4, c).init(device),
+            up_conv1: Up2::new(c, c / 4, device),
+            up_norm: FullLayerNorm {
+                weight: Param::from_tensor(Tensor::ones([c / 4, 2 * gd, 2 * gh, 2 * gw], device)),
+                bias: Param::from_tensor(Tensor::zeros([c / 4, 2 * gd, 2 * gh, 2 * gw], device)),
+            },
+            up_conv2: Up2::new(c / 4, c / 8, device),
+            output_hypernetworks_mlps: (0..4)
+                .map(|_| MlpHead::new(&[c, c, c, c / 8], device))
+                .collect(),
+            iou_prediction_head: MlpHead::new(
+                &[c, config.iou_head_hidden, config.iou_head_hidden, 4],
+                device,
+            ),
+            txt_align_upscaled_embedding: LinearConfig::new(c, c / 8).init(device),
+        }
+    }
+
+    /// Upscaled embedding `E` and low-resolution logits of mask token 0.
+    ///
+    /// # Shapes
+    /// - `image_embedding`: `[1, C, gd, gh, gw]`; `image_pe`: `[1, C, gd, gh, gw]`
+    /// - `sparse`: `[1, T, C]`; `dense`: `[1, C, gd, gh, gw]`
+    /// - returns `(E [1, C/8, 4gd, 4gh, 4gw], low-res logits [1, 1, 4gd, 4gh, 4gw])`
+    pub fn forward(
+        &self,
+        image_embedding: Tensor<B, 5>,
+        image_pe: Tensor<B, 5>,
+        sparse: Tensor<B, 3>,
+        dense: Tensor<B, 5>,
+    ) -> (Tensor<B, 5>, Tensor<B, 5>) {
+        let [b, c, gd, gh, gw] = image_embedding.dims();
+        let out_tokens = Tensor::cat(
+            vec![self.iou_token.weight.val(), self.mask_tokens.weight.val()],
+            0,
+        )
+        .unsqueeze::<3>(); // [1, 5, C]
+        let tokens = Tensor::cat(vec![out_tokens, sparse], 1); // [1, T, C]
+        let src = image_embedding + dense;
+        let keys = src.reshape([b, c, gd * gh * gw]).swap_dims(1, 2); // [b, N, C]
+        let key_pe = image_pe.reshape([1, c, gd * gh * gw]).swap_dims(1, 2);
+        let (mut q, mut k) = (tokens.clone(), keys);
+        for layer in &self.transformer.layers {
+            (q, k) = layer.forward(q, k, tokens.clone(), key_pe.clone());
+        }
+        let attn = self.transformer.final_attn_token_to_image.forward(
+            q.clone() + tokens,
+            k.clone() + key_pe,
+            k.clone(),
+        );
+        let hs = self.transformer.norm_final_attn.forward(q + attn); // [b, T, C]
+        let src = k.swap_dims(1, 2).reshape([b, c, gd, gh, gw]);
+        let e = gelu(
+            self.up_conv2
+                .forward(gelu(self.up_norm.forward(self.up_conv1.forward(src)))),
+        );
+        let [_, ce, de, he, we] = e.dims();
+        // Only mask token 0 is used (multimask_output = false), so only hypernetwork 0 runs.
+        let h0 = self.output_hypernetworks_mlps[0]
+            .forward(hs.narrow(1, 1, 1).reshape([b, c]))
+            .reshape([b, 1, ce]);
+        let masks = h0.matmul(e.clone().reshape([b, ce, de * he * we])); // [b, 1, N]
+        (e, masks.reshape([b, 1, de, he, we]))
+    }
+}

@@ -1,0 +1,154 @@
+//! SAM's prompt encoder lifted to 3-D (SEGVOL.md §5), with SegVol's coordinate-swap quirk.
+
+use burn::module::{Module, Param};
+use burn::nn::{Embedding, EmbeddingConfig};
+use burn::tensor::{Tensor, TensorData, backend::Backend};
+
+use crate::SegVolConfig;
+
+/// Prompts for one volume, in model-grid voxel indices `(d, h, w)`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Prompts {
+    /// Box `[d0, h0, w0, d1, h1, w1]`, both corners inclusive.
+    pub boxes: Option<[f32; 6]>,
+    /// Points `(d, h, w)` with labels: 1 positive, 0 negative, −1 padding.
+    pub points: Vec<([f32; 3], i64)>,
+}
+
+/// Random Fourier positional encoding (`PositionEmbeddingRandom`, scale 1).
+#[derive(Module, Debug)]
+pub struct PositionEmbeddingRandom<B: Backend> {
+    /// `[3, C/2]`, drawn N(0, 1) at training time and loaded from the checkpoint.
+    pub(crate) positional_encoding_gaussian_matrix: Param<Tensor<B, 2>>,
+}
+
+impl<B: Backend> PositionEmbeddingRandom<B> {
+    /// `pe(c) = [sin(2π(2c−1)G) | cos(2π(2c−1)G)]`.
+    ///
+    /// # Shapes
+    /// - `coords`: `[n, 3]` normalised → `[n, C]`
+    pub fn encode(&self, coords: Tensor<B, 2>) -> Tensor<B, 2> {
+        let u = coords
+            .mul_scalar(2.0)
+            .sub_scalar(1.0)
+            .matmul(self.positional_encoding_gaussian_matrix.val())
+            .mul_scalar(2.0 * std::f64::consts::PI);
+        Tensor::cat(vec![u.clone().sin(), u.cos()], 1)
+    }
+}
+
+/// The prompt encoder: sparse tokens for points and box corners, the dense "no mask" embedding,
+/// and the dense positional encoding of the image-token grid.
+#[derive(Module, Debug)]
+pub struct PromptEncoder<B: Backend> {
+    pub(crate) pe_layer: PositionEmbeddingRandom<B>,
+    /// 0: negative point, 1: positive point, 2: box corner 0, 3: box corner 1.
+    pub(crate) point_embeddings: Vec<Embedding<B>>,
+    pub(crate) not_a_point_embed: Embedding<B>,
+    pub(crate) no_mask_embed: Embedding<B>,
+    grid: [usize; 3],
+    image_size: [usize; 3],
+}
+
+impl<B: Backend> PromptEncoder<B> {
+    /// A prompt encoder for `config` (random values; load real ones with the weight loader).
+    pub fn new(config: &SegVolConfig, device: &B::Device) -> Self {
+        let c = config.hidden_size;
+        let emb = || EmbeddingConfig::new(1, c).init(device);
+        PromptEncoder {
+            pe_layer: PositionEmbeddingRandom {
+                positional_encoding_gaussian_matrix: Param::from_tensor(Tensor::random(
+                    [3, c / 2],
+                    burn::tensor::Distribution::Normal(0.0, 1.0),
+                    device,
+                )),
+            },
+            point_embeddings: (0..4).map(|_| emb()).collect(),
+            not_a_point_embed: emb(),
+            no_mask_embed: emb(),
+            grid: config.grid(),
+            image_size: config.image_size,
+        }
+    }
+
+    /// Dense positional encoding of the token grid. Cell `(i_d, i_h, i_w)` is encoded at
+    /// `((i_h+0.5)/gh, (i_d+0.5)/gd, (i_w+0.5)/gw)`: channel 0 is H, channel 1 is D (§5.2).
+    ///
+    /// # Shapes
+    /// - returns `[1, C, gd, gh, gw]`
+    pub fn dense_pe(&self, device: &B::Device) -> Tensor<B, 5> {
+        let [gd, gh, gw] = self.grid;
+        let mut coords = Vec::with_capacity(gd * gh * gw * 3);
+        for d in 0..gd {
+            for h in 0..gh {
+                for w in 0..gw {
+                    coords.push((h as f32 + 0.5) / gh as f32);
+                    coords.push((d as f32 + 0.5) / gd as f32);
+                    coords.push((w as f32 + 0.5) / gw as f32);
+                }
+            }
+        }
+        let c = Tensor::<B, 2>::from_data(TensorData::new(coords, [gd * gh * gw, 3]), device);
+        let pe = self.pe_layer.encode(c); // [n, C]
+        let ch = pe.dims()[1];
+        pe.swap_dims(0, 1).reshape([1, ch, gd, gh, gw])
+    }
+
+    /// Sparse coordinates with SegVol's swap: `((d+0.5)/H, (h+0.5)/D, (w+0.5)/W)` (§5.3).
+    fn sparse_coords(&self, pts: &[[f32; 3]], device: &B::Device) -> Tensor<B, 2> {
+        let [sd, sh, sw] = self.image_size.map(|s| s as f32);
+        let v: Vec<f32> = pts
+            .iter()
+            .flat_map(|p| [(p[0] + 0.5) / sh, (p[1] + 0.5) / sd, (p[2] + 0.5) / sw])
+            .collect();
+        Tensor::from_data(TensorData::new(v, [pts.len(), 3]), device)
+    }
+
+    /// Sparse and dense embeddings of `prompts` (batch 1).
+    ///
+    /// Token order: points (+ a padding point when there is no box), then the two box
+    /// corners.
+    ///
+    /// # Shapes
+    /// - returns `([1, T, C], [1, C, gd, gh, gw])`
+    pub fn forward(&self, prompts: &Prompts, device: &B::Device) -> (Tensor<B, 3>, Tensor<B, 5>) {
+        let mut rows: Vec<Tensor<B, 2>> = Vec::new();
+        if !prompts.points.is_empty() {
+            let mut pts: Vec<([f32; 3], i64)> = prompts.points.clone();
+            if prompts.boxes.is_none() {
+                pts.push(([-0.5; 3], -1)); // SAM appends (0,0,0)/−1 after the shift
+            }
+            let coords: Vec<[f32; 3]> = pts.iter().map(|p| p.0).collect();
+            let pe = self.pe_layer.encode(self.sparse_coords(&coords, device)); // [n, C]
+            for (i, (_, label)) in pts.iter().enumerate() {
+                let row = pe.clone().narrow(0, i, 1);
+                rows.push(match label {
+                    -1 => self.not_a_point_embed.weight.val(),
+                    0 => row + self.point_embeddings[0].weight.val(),
+                    _ => row + self.point_embeddings[1].weight.val(),
+                });
+            }
+        }
+        if let Some(b) = prompts.boxes {
+            let pe = self
+                .pe_layer
+                .encode(self.sparse_coords(&[[b[0], b[1], b[2]], [b[3], b[4], b[5]]], device));
+            rows.push(pe.clone().narrow(0, 0, 1) + self.point_embeddings[2].weight.val());
+            rows.push(pe.narrow(0, 1, 1) + self.point_embeddings[3].weight.val());
+        }
+        let c = self.no_mask_embed.weight.dims()[1];
+        let sparse = if rows.is_empty() {
+            Tensor::zeros([1, 0, c], device)
+        } else {
+            Tensor::cat(rows, 0).unsqueeze::<3>()
+        };
+        let [gd, gh, gw] = self.grid;
+        let dense = self
+            .no_mask_embed
+            .weight
+            .val()
+            .reshape([1, c, 1, 1, 1])
+            .expand([1, c, gd, gh, gw]);
+        (sparse, dense)
+    }
+}
