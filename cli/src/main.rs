@@ -15,6 +15,7 @@ macro_rules! out {
 
 mod bench;
 mod evalcmd;
+mod forward;
 mod info;
 mod sample;
 
@@ -41,6 +42,8 @@ enum Command {
     Metrics(evalcmd::MetricsArgs),
     /// The click the CVPR 2025 evaluator would simulate next (per class, or for --label).
     NextClick(evalcmd::NextClickArgs),
+    /// The raw SegVol call on a model-grid .npy input: logits (and embedding) as .npy.
+    Forward(forward::ForwardArgs),
     /// Benchmark the compiled burn backends on SegVol's encoder pieces.
     Bench(bench::BenchArgs),
 }
@@ -52,6 +55,7 @@ fn main() -> ExitCode {
         Command::Sample(a) => sample::run(&a),
         Command::Metrics(a) => evalcmd::metrics(&a),
         Command::NextClick(a) => evalcmd::next_click(&a),
+        Command::Forward(a) => forward::run(&a),
         Command::Bench(a) => bench::run(&a),
     };
     match result {

@@ -300,3 +300,55 @@ fn metrics_match_the_reference_libraries() {
         }
     }
 }
+
+#[test]
+fn forward_reproduces_the_pytorch_logits() {
+    let f = shared().join("fixtures/segvol_tiny");
+    let s = |n: &str| f.join(n).to_str().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("logits.npy");
+    let (code, _, err) = segvol(&[
+        "forward",
+        "--weights",
+        &s("weights_v1.pth"),
+        "--config",
+        "tiny",
+        "--image",
+        &s("image.npy"),
+        "--box",
+        &s("box.npy"),
+        "--points",
+        &s("points.npy"),
+        "--labels",
+        &s("labels.npy"),
+        "--logits",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let got = segvol_io::read_npy(&out).unwrap();
+    let want = segvol_io::read_npy(f.join("box_points_logits.npy")).unwrap();
+    assert_eq!(got.shape, want.shape);
+    let (g, w) = (got.to_f64().unwrap(), want.to_f64().unwrap());
+    let max = g
+        .iter()
+        .zip(&w)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max);
+    assert!(max <= 1e-4, "max abs diff {max}");
+    // The wrong model for the config: one clear line.
+    let (code, _, err) = segvol(&[
+        "forward",
+        "--weights",
+        &s("weights.bin"),
+        "--config",
+        "base",
+        "--image",
+        &s("image.npy"),
+        "--box",
+        &s("box.npy"),
+        "--logits",
+        out.to_str().unwrap(),
+    ]);
+    assert_ne!(code, 0);
+    assert!(err.contains("model grid"), "{err}");
+}

@@ -88,6 +88,37 @@ pub fn write_npz(path: impl AsRef<Path>, members: &[(&str, &NpyArray)]) -> Resul
     })
 }
 
+/// Writes one array as an `.npy` file (numpy's format 1.0), atomically.
+///
+/// # Errors
+/// [`IoError::Os`] when the folder is not writable; [`IoError::BadNpy`] for an array whose
+/// shape and length disagree.
+pub fn write_npy(path: impl AsRef<Path>, array: &NpyArray) -> Result<()> {
+    let path = path.as_ref();
+    let key = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let bytes = to_npy_bytes(array).map_err(|d| IoError::npy(path, &key, d))?;
+    write_atomically(path, ".npy", |tmp| {
+        std::fs::write(tmp, &bytes).map_err(|e| IoError::os(path, e))
+    })
+}
+
+/// Reads one `.npy` file (any dtype this crate knows).
+///
+/// # Errors
+/// [`IoError::NotFound`], [`IoError::BadNpy`].
+pub fn read_npy(path: impl AsRef<Path>) -> Result<NpyArray> {
+    let path = path.as_ref();
+    let key = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let bytes = std::fs::read(path).map_err(|e| IoError::os(path, e))?;
+    parse_npy(path, &key, &bytes)
+}
+
 /// One class's box as `get_boxes.py` writes it; all intervals closed, array indices.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ChallengeBox {
