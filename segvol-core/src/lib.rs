@@ -6,6 +6,7 @@ pub mod image_encoder;
 pub mod mask_decoder;
 pub mod model;
 pub mod prompt_encoder;
+pub mod resize;
 pub mod weights;
 
 pub use config::{ConfigError, SegVolConfig};

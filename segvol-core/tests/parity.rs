@@ -190,3 +190,28 @@ fn whole_model_matches_pytorch_for_every_prompt_and_weight_format() {
         eprintln!("{file}: worst {worst:e}");
     }
 }
+
+/// `F.interpolate` fixtures (PyTorch): a 5×7×9 volume up to 10×13×20 and down to 3×4×5 in
+/// each mode.
+#[test]
+fn resize_matches_torch_interpolate() {
+    use segvol_core::resize::{ResizeMode, resize};
+    let (_, input) = npy("interp_input.npy");
+    for (mode, name) in [
+        (ResizeMode::Nearest, "nearest"),
+        (ResizeMode::NearestExact, "nearest_exact"),
+        (ResizeMode::Trilinear, "trilinear"),
+    ] {
+        for dir in ["up", "down"] {
+            let (shape, want) = npy(&format!("interp_{name}_{dir}.npy"));
+            let got = resize(&input, [5, 7, 9], [shape[2], shape[3], shape[4]], mode);
+            let max = got
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f32, f32::max);
+            eprintln!("interp {name} {dir}: max abs diff {max:e}");
+            assert!(max <= 1e-6, "{name} {dir}: {max}");
+        }
+    }
+}
