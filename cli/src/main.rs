@@ -18,6 +18,7 @@ mod evalcmd;
 mod forward;
 mod info;
 mod sample;
+mod segment;
 
 use std::process::ExitCode;
 
@@ -42,6 +43,9 @@ enum Command {
     Metrics(evalcmd::MetricsArgs),
     /// The click the CVPR 2025 evaluator would simulate next (per class, or for --label).
     NextClick(evalcmd::NextClickArgs),
+    /// Segment one object from a box (and clicks) with SegVol; writes a mask with the image's
+    /// geometry (.nii/.nii.gz) or a challenge `segs` .npz.
+    Segment(segment::SegmentArgs),
     /// The raw SegVol call on a model-grid .npy input: logits (and embedding) as .npy.
     Forward(forward::ForwardArgs),
     /// Benchmark the compiled burn backends on SegVol's encoder pieces.
@@ -55,6 +59,7 @@ fn main() -> ExitCode {
         Command::Sample(a) => sample::run(&a),
         Command::Metrics(a) => evalcmd::metrics(&a),
         Command::NextClick(a) => evalcmd::next_click(&a),
+        Command::Segment(a) => segment::run(&a),
         Command::Forward(a) => forward::run(&a),
         Command::Bench(a) => bench::run(&a),
     };

@@ -352,3 +352,75 @@ fn forward_reproduces_the_pytorch_logits() {
     assert_ne!(code, 0);
     assert!(err.contains("model grid"), "{err}");
 }
+
+#[test]
+fn segment_writes_a_mask_on_the_image_grid() {
+    let f = shared().join("fixtures/segvol_tiny/weights.safetensors");
+    let img = shared().join("data/nifti/ct_heart_thick_img.nii.gz"); // LPS, anisotropic
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("mask.nii.gz");
+    let (code, stdout, err) = segvol(&[
+        "segment",
+        "--image",
+        img.to_str().unwrap(),
+        "--box",
+        "10,20,30,40,70,90",
+        "--points",
+        "25,45,60,fg",
+        "--weights",
+        f.to_str().unwrap(),
+        "--config",
+        "tiny",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(stdout.contains("wrote"), "{stdout}");
+    let src = segvol_io::read_nifti(&img).unwrap();
+    let mask = segvol_io::read_nifti(&out).unwrap();
+    assert_eq!(mask.dims(), src.dims());
+    assert_eq!(mask.affine(), src.affine());
+    assert_eq!(mask.spacing(), src.spacing());
+    assert!(mask.to_labels().unwrap().data.iter().all(|&v| v <= 1));
+    // Challenge output.
+    let npz = dir.path().join("case.npz");
+    let (code, _, err) = segvol(&[
+        "segment",
+        "--image",
+        img.to_str().unwrap(),
+        "--box",
+        "10,20,30,40,70,90",
+        "--weights",
+        f.to_str().unwrap(),
+        "--config",
+        "tiny",
+        "--out",
+        npz.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        segvol_io::read_labels(&npz, Some("segs")).unwrap().dims,
+        src.dims()
+    );
+    // A box outside the volume: one clear line, nothing written.
+    let bad = dir.path().join("bad.nii.gz");
+    let (code, _, err) = segvol(&[
+        "segment",
+        "--image",
+        img.to_str().unwrap(),
+        "--box",
+        "10,20,30,99,70,90",
+        "--weights",
+        f.to_str().unwrap(),
+        "--config",
+        "tiny",
+        "--out",
+        bad.to_str().unwrap(),
+    ]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("outside the volume") && err.lines().count() == 1,
+        "{err}"
+    );
+    assert!(!bad.exists());
+}

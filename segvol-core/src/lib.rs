@@ -5,6 +5,7 @@ mod config;
 pub mod image_encoder;
 pub mod mask_decoder;
 pub mod model;
+pub mod pipeline;
 pub mod prompt_encoder;
 pub mod resize;
 pub mod weights;

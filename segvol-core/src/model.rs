@@ -46,6 +46,11 @@ impl<B: Backend> SegVol<B> {
         }
     }
 
+    /// The model grid `[D, H, W]`.
+    pub fn image_size(&self) -> [usize; 3] {
+        self.image_size
+    }
+
     /// The expensive step, once per volume: `[1, 1, D, H, W]` → `[1, C, gd, gh, gw]`.
     pub fn embed(&self, image: Tensor<B, 5>) -> Tensor<B, 5> {
         self.image_encoder.forward(image)

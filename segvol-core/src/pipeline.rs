@@ -1,0 +1,287 @@
+//! Preprocessing and the zoom-out pass of SegVol's inference (SEGVOL.md §8–§9), on plain
+//! (z, y, x) volumes, for a volume of any size and a box / clicks in its voxel indices.
+//!
+//! Steps, as the challenge variant does them: foreground normalisation → min-max → crop to the
+//! foreground → resize the crop to the model grid (`nearest`) → build prompts on that grid →
+//! one model pass → resize the logits back to the crop (`nearest`) → paste into the original
+//! geometry (outside the crop: no object).
+//!
+//! Not yet: the zoom-in sliding-window refinement (§9.2–9.3); the result is the global pass.
+
+use burn::tensor::{Tensor, TensorData, backend::Backend};
+
+use crate::model::SegVol;
+use crate::prompt_encoder::Prompts;
+use crate::resize::{ResizeMode, resize};
+
+/// numpy's `percentile(v, p)` (linear) of a sorted slice.
+fn percentile_sorted(v: &[f32], p: f64) -> f32 {
+    let pos = (v.len() - 1) as f64 * p / 100.0;
+    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
+    let f = (pos - lo as f64) as f32;
+    v[lo] + (v[hi] - v[lo]) * f
+}
+
+/// SegVol's foreground normalisation: voxels above the volume mean are the foreground; clip to
+/// its 0.05th–99.95th percentiles, subtract its mean, divide by its (population) std.
+pub fn foreground_normalize(img: &[f32]) -> Vec<f32> {
+    if img.is_empty() {
+        return Vec::new();
+    }
+    let mean = img.iter().map(|&v| f64::from(v)).sum::<f64>() / img.len() as f64;
+    let mut fg: Vec<f32> = img
+        .iter()
+        .copied()
+        .filter(|&v| f64::from(v) > mean)
+        .collect();
+    if fg.is_empty() {
+        return img.to_vec();
+    }
+    fg.sort_by(f32::total_cmp);
+    let (lo, hi) = (percentile_sorted(&fg, 0.05), percentile_sorted(&fg, 99.95));
+    let n = fg.len() as f64;
+    let mu = fg.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
+    let sd = (fg.iter().map(|&v| (f64::from(v) - mu).powi(2)).sum::<f64>() / n).sqrt();
+    let (mu, sd) = (mu as f32, (sd as f32).max(1e-8));
+    img.iter().map(|&v| (v.clamp(lo, hi) - mu) / sd).collect()
+}
+
+/// `img − min`, then divided by `max(max, 1e-8)`.
+pub fn min_max(img: &[f32]) -> Vec<f32> {
+    let lo = img.iter().copied().fold(f32::INFINITY, f32::min);
+    let shifted: Vec<f32> = img.iter().map(|&v| v - lo).collect();
+    let hi = shifted.iter().copied().fold(0.0f32, f32::max).max(1e-8);
+    shifted.into_iter().map(|v| v / hi).collect()
+}
+
+/// Bounding box `[start, end)` of voxels `> 0`; the whole volume when there are none.
+pub fn foreground_box(img: &[f32], dims: [usize; 3]) -> ([usize; 3], [usize; 3]) {
+    let (mut lo, mut hi) = ([usize::MAX; 3], [0usize; 3]);
+    for (i, &v) in img.iter().enumerate() {
+        if v > 0.0 {
+            let p = [
+                i / (dims[1] * dims[2]),
+                (i / dims[2]) % dims[1],
+                i % dims[2],
+            ];
+            for ax in 0..3 {
+                lo[ax] = lo[ax].min(p[ax]);
+                hi[ax] = hi[ax].max(p[ax] + 1);
+            }
+        }
+    }
+    if lo[0] == usize::MAX {
+        ([0; 3], dims)
+    } else {
+        (lo, hi)
+    }
+}
+
+fn crop(data: &[f32], dims: [usize; 3], lo: [usize; 3], hi: [usize; 3]) -> Vec<f32> {
+    let mut out = Vec::with_capacity((0..3).map(|a| hi[a] - lo[a]).product());
+    for z in lo[0]..hi[0] {
+        for y in lo[1]..hi[1] {
+            let row = (z * dims[1] + y) * dims[2];
+            out.extend_from_slice(&data[row + lo[2]..row + hi[2]]);
+        }
+    }
+    out
+}
+
+/// A click in the volume's voxel indices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VoxelClick {
+    /// `[z, y, x]`.
+    pub zyx: [usize; 3],
+    /// Foreground (true) or background.
+    pub foreground: bool,
+}
+
+/// Why a segmentation request was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SegmentError {
+    /// The image has no voxels or its length disagrees with its shape.
+    #[error("image of shape {dims:?} holds {len} values")]
+    BadImage {
+        /// The shape.
+        dims: [usize; 3],
+        /// The data length.
+        len: usize,
+    },
+    /// The box is empty or leaves the volume.
+    #[error("box {lo:?}..={hi:?} is empty or outside the volume {dims:?}")]
+    BoxOutside {
+        /// Low corner.
+        lo: [usize; 3],
+        /// High corner (inclusive).
+        hi: [usize; 3],
+        /// The volume.
+        dims: [usize; 3],
+    },
+    /// A click lies outside the volume.
+    #[error("click {zyx:?} lies outside the volume {dims:?}")]
+    ClickOutside {
+        /// The click.
+        zyx: [usize; 3],
+        /// The volume.
+        dims: [usize; 3],
+    },
+    /// Neither a box nor a click.
+    #[error("give a box, clicks, or both")]
+    NoPrompt,
+}
+
+/// Where the model grid sits in the original volume.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ZoomOut {
+    /// Foreground crop `[start, end)` in the original volume.
+    pub crop_lo: [usize; 3],
+    /// End of the crop (exclusive).
+    pub crop_hi: [usize; 3],
+}
+
+/// Maps an index of the crop (size `n_in`) to the model grid (size `n_out`) under the
+/// `nearest` resize: the first output index that samples it, else the nearest one.
+fn to_model_index(i: usize, n_in: usize, n_out: usize) -> usize {
+    let s = n_in as f32 / n_out as f32;
+    let src = |o: usize| ((o as f32 * s).floor() as usize).min(n_in - 1);
+    (0..n_out)
+        .min_by_key(|&o| (src(o).abs_diff(i), o))
+        .unwrap_or(0)
+}
+
+/// Segments one object: box (inclusive `[z0,y0,x0]..=[z1,y1,x1]`) and/or clicks in the voxel
+/// indices of `image` (shape `dims`), through SegVol's zoom-out pass. Returns logits on the
+/// original grid (voxels outside the foreground crop get −∞-like `-1e4`) and the crop.
+///
+/// # Errors
+/// [`SegmentError`] for an inconsistent image, a box or click outside it, or no prompt.
+pub fn segment_zoom_out<B: Backend>(
+    model: &SegVol<B>,
+    image: &[f32],
+    dims: [usize; 3],
+    boxes: Option<([usize; 3], [usize; 3])>,
+    clicks: &[VoxelClick],
+    device: &B::Device,
+) -> Result<(Vec<f32>, ZoomOut), SegmentError> {
+    let n: usize = dims.iter().product();
+    if n == 0 || image.len() != n {
+        return Err(SegmentError::BadImage {
+            dims,
+            len: image.len(),
+        });
+    }
+    if let Some((lo, hi)) = boxes
+        && (0..3).any(|a| lo[a] > hi[a] || hi[a] >= dims[a])
+    {
+        return Err(SegmentError::BoxOutside { lo, hi, dims });
+    }
+    if let Some(c) = clicks.iter().find(|c| (0..3).any(|a| c.zyx[a] >= dims[a])) {
+        return Err(SegmentError::ClickOutside { zyx: c.zyx, dims });
+    }
+    if boxes.is_none() && clicks.is_empty() {
+        return Err(SegmentError::NoPrompt);
+    }
+    let norm = min_max(&foreground_normalize(image));
+    let (mut lo, mut hi) = foreground_box(&norm, dims);
+    // Keep the prompts inside the crop: grow it to cover the box and clicks.
+    if let Some((b0, b1)) = boxes {
+        for a in 0..3 {
+            lo[a] = lo[a].min(b0[a]);
+            hi[a] = hi[a].max(b1[a] + 1);
+        }
+    }
+    for c in clicks {
+        for a in 0..3 {
+            lo[a] = lo[a].min(c.zyx[a]);
+            hi[a] = hi[a].max(c.zyx[a] + 1);
+        }
+    }
+    let cdims = [0, 1, 2].map(|a| hi[a] - lo[a]);
+    let cropped = crop(&norm, dims, lo, hi);
+    let grid = model.image_size();
+    let x = resize(&cropped, cdims, grid, ResizeMode::Nearest);
+    let m = |i: usize, a: usize| to_model_index(i - lo[a], cdims[a], grid[a]) as f32;
+    let prompts = Prompts {
+        boxes: boxes.map(|(b0, b1)| {
+            [
+                m(b0[0], 0),
+                m(b0[1], 1),
+                m(b0[2], 2),
+                m(b1[0], 0),
+                m(b1[1], 1),
+                m(b1[2], 2),
+            ]
+        }),
+        points: clicks
+            .iter()
+            .map(|c| {
+                (
+                    [m(c.zyx[0], 0), m(c.zyx[1], 1), m(c.zyx[2], 2)],
+                    i64::from(c.foreground),
+                )
+            })
+            .collect(),
+    };
+    let t = Tensor::<B, 5>::from_data(
+        TensorData::new(x, [1, 1, grid[0], grid[1], grid[2]]),
+        device,
+    );
+    let logits = model.decode(model.embed(t), &prompts).logits;
+    let grid_logits: Vec<f32> = logits
+        .into_data()
+        .convert::<f32>()
+        .to_vec::<f32>()
+        .unwrap_or_default();
+    let back = resize(&grid_logits, grid, cdims, ResizeMode::Nearest);
+    let mut out = vec![-1e4f32; n];
+    for z in 0..cdims[0] {
+        for y in 0..cdims[1] {
+            let src = (z * cdims[1] + y) * cdims[2];
+            let dst = ((lo[0] + z) * dims[1] + lo[1] + y) * dims[2] + lo[2];
+            out[dst..dst + cdims[2]].copy_from_slice(&back[src..src + cdims[2]]);
+        }
+    }
+    Ok((
+        out,
+        ZoomOut {
+            crop_lo: lo,
+            crop_hi: hi,
+        },
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn min_max_and_box() {
+        assert_eq!(min_max(&[2.0, 4.0, 6.0]), vec![0.0, 0.5, 1.0]);
+        // Voxels 3 = (0,1,1) and 7 = (1,1,1) are foreground.
+        let img = [0.0, 0.0, 0.0, 0.5, 0.0, 0.0, 0.0, 0.7];
+        assert_eq!(foreground_box(&img, [2, 2, 2]), ([0, 1, 1], [2, 2, 2]));
+        assert_eq!(foreground_box(&[0.0; 8], [2, 2, 2]), ([0; 3], [2, 2, 2]));
+    }
+
+    /// Hand-derived: values 0..=9 (mean 4.5) → foreground 5..=9, μ = 7, σ = √2; percentiles
+    /// 0.05 / 99.95 of 5 values are 5.002 and 8.998.
+    #[test]
+    fn foreground_normalisation() {
+        let img: Vec<f32> = (0..10).map(|v| v as f32).collect();
+        let out = foreground_normalize(&img);
+        let s = 2f32.sqrt();
+        assert!((out[0] - (5.002 - 7.0) / s).abs() < 1e-4, "{}", out[0]);
+        assert!((out[7] - 0.0).abs() < 1e-6);
+        assert!((out[9] - (8.998 - 7.0) / s).abs() < 1e-4, "{}", out[9]);
+    }
+
+    #[test]
+    fn model_index_mapping() {
+        // Upsampling 4 → 8: crop index 2 is first sampled at model index 4.
+        assert_eq!(to_model_index(2, 4, 8), 4);
+        // Downsampling 8 → 4 (src = 0, 2, 4, 6): index 3 goes to the nearest sample (2 → o=1).
+        assert_eq!(to_model_index(3, 8, 4), 1);
+    }
+}
