@@ -28,6 +28,7 @@ pub struct BenchArgs {
 struct Timings {
     patch: Duration,
     block: Duration,
+    decode: Duration,
     encoder: Option<Duration>,
 }
 
@@ -71,6 +72,21 @@ impl BackendTask for EncoderBench {
         let block_t = time(self.iters, || {
             let _ = block.forward(tokens.clone()).into_data();
         });
+        // Per-click cost: prompt encoder + mask decoder + final upsampling on a cached embedding.
+        let model = segvol_core::SegVol::<B>::new(c, device);
+        let [gd, gh, gw] = c.grid();
+        let emb = Tensor::<B, 5>::random(
+            [1, c.hidden_size, gd, gh, gw],
+            Distribution::Normal(0.0, 1.0),
+            device,
+        );
+        let prompts = segvol_core::Prompts {
+            boxes: Some([2.0, 20.0, 20.0, 20.0, 120.0, 140.0]),
+            points: vec![([10.0, 60.0, 70.0], 1)],
+        };
+        let decode = time(self.iters, || {
+            let _ = model.decode(emb.clone(), &prompts).logits.into_data();
+        });
         let enc = self.full.then(|| {
             time(self.iters, || {
                 let _ = encoder.forward(image.clone()).into_data();
@@ -79,6 +95,7 @@ impl BackendTask for EncoderBench {
         Timings {
             patch,
             block: block_t,
+            decode,
             encoder: enc,
         }
     }
@@ -108,12 +125,12 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         args.iters
     );
     out!(
-        "| backend | patch embedding 1x1x{}x{}x{} (ms) | one ViT block (ms) | full encoder (ms) |",
+        "| backend | patch embedding 1x1x{}x{}x{} (ms) | one ViT block (ms) | per-click decode (ms) | full encoder (ms) |",
         config.image_size[0],
         config.image_size[1],
         config.image_size[2]
     );
-    out!("|---|---|---|---|");
+    out!("|---|---|---|---|---|");
     for kind in kinds {
         let t = dispatch(
             kind,
@@ -125,9 +142,10 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         );
         let ms = |d: Duration| format!("{:.1}", d.as_secs_f64() * 1e3);
         out!(
-            "| {kind} | {} | {} | {} |",
+            "| {kind} | {} | {} | {} | {} |",
             ms(t.patch),
             ms(t.block),
+            ms(t.decode),
             t.encoder.map_or("-".into(), ms)
         );
     }

@@ -151,9 +151,149 @@ fn to_model_index(i: usize, n_in: usize, n_out: usize) -> usize {
         .unwrap_or(0)
 }
 
-/// Segments one object: box (inclusive `[z0,y0,x0]..=[z1,y1,x1]`) and/or clicks in the voxel
-/// indices of `image` (shape `dims`), through SegVol's zoom-out pass. Returns logits on the
-/// original grid (voxels outside the foreground crop get −∞-like `-1e4`) and the crop.
+fn check_prompts(
+    dims: [usize; 3],
+    boxes: Option<([usize; 3], [usize; 3])>,
+    clicks: &[VoxelClick],
+) -> Result<(), SegmentError> {
+    if let Some((lo, hi)) = boxes
+        && (0..3).any(|a| lo[a] > hi[a] || hi[a] >= dims[a])
+    {
+        return Err(SegmentError::BoxOutside { lo, hi, dims });
+    }
+    if let Some(c) = clicks.iter().find(|c| (0..3).any(|a| c.zyx[a] >= dims[a])) {
+        return Err(SegmentError::ClickOutside { zyx: c.zyx, dims });
+    }
+    if boxes.is_none() && clicks.is_empty() {
+        return Err(SegmentError::NoPrompt);
+    }
+    Ok(())
+}
+
+/// An interactive session on one volume: preprocessing, the foreground crop and the image
+/// embedding are computed once in [`Session::new`]; each [`Session::predict`] runs only the
+/// prompt encoder and the mask decoder.
+#[derive(Debug)]
+pub struct Session<'m, B: Backend> {
+    model: &'m SegVol<B>,
+    dims: [usize; 3],
+    zoom: ZoomOut,
+    embedding: Tensor<B, 5>,
+}
+
+impl<'m, B: Backend> Session<'m, B> {
+    /// Preprocesses `image` (shape `dims`), crops it to its foreground grown to cover `cover`
+    /// (e.g. the first box's corners, so the prompt is never cut off), resizes the crop to the
+    /// model grid and encodes it.
+    ///
+    /// # Errors
+    /// [`SegmentError::BadImage`] when `image` and `dims` disagree or are empty.
+    pub fn new(
+        model: &'m SegVol<B>,
+        image: &[f32],
+        dims: [usize; 3],
+        cover: &[[usize; 3]],
+        device: &B::Device,
+    ) -> Result<Self, SegmentError> {
+        let n: usize = dims.iter().product();
+        if n == 0 || image.len() != n {
+            return Err(SegmentError::BadImage {
+                dims,
+                len: image.len(),
+            });
+        }
+        let norm = min_max(&foreground_normalize(image));
+        let (mut lo, mut hi) = foreground_box(&norm, dims);
+        for p in cover.iter().filter(|p| (0..3).all(|a| p[a] < dims[a])) {
+            for a in 0..3 {
+                lo[a] = lo[a].min(p[a]);
+                hi[a] = hi[a].max(p[a] + 1);
+            }
+        }
+        let cdims = [0, 1, 2].map(|a| hi[a] - lo[a]);
+        let grid = model.image_size();
+        let x = resize(&crop(&norm, dims, lo, hi), cdims, grid, ResizeMode::Nearest);
+        let t = Tensor::<B, 5>::from_data(
+            TensorData::new(x, [1, 1, grid[0], grid[1], grid[2]]),
+            device,
+        );
+        Ok(Session {
+            model,
+            dims,
+            zoom: ZoomOut {
+                crop_lo: lo,
+                crop_hi: hi,
+            },
+            embedding: model.embed(t),
+        })
+    }
+
+    /// The crop the model sees.
+    pub fn zoom(&self) -> ZoomOut {
+        self.zoom
+    }
+
+    /// Logits on the original grid for a box (inclusive corners) and/or clicks, in the
+    /// volume's voxel indices; prompts outside the crop are clamped into it. Voxels outside the
+    /// crop get `-1e4` (no object).
+    ///
+    /// # Errors
+    /// [`SegmentError`] for a box or click outside the volume, or no prompt.
+    pub fn predict(
+        &self,
+        boxes: Option<([usize; 3], [usize; 3])>,
+        clicks: &[VoxelClick],
+    ) -> Result<Vec<f32>, SegmentError> {
+        check_prompts(self.dims, boxes, clicks)?;
+        let (lo, hi) = (self.zoom.crop_lo, self.zoom.crop_hi);
+        let cdims = [0, 1, 2].map(|a| hi[a] - lo[a]);
+        let grid = self.model.image_size();
+        let m = |i: usize, a: usize| {
+            let c = i.clamp(lo[a], hi[a] - 1) - lo[a];
+            to_model_index(c, cdims[a], grid[a]) as f32
+        };
+        let prompts = Prompts {
+            boxes: boxes.map(|(b0, b1)| {
+                [
+                    m(b0[0], 0),
+                    m(b0[1], 1),
+                    m(b0[2], 2),
+                    m(b1[0], 0),
+                    m(b1[1], 1),
+                    m(b1[2], 2),
+                ]
+            }),
+            points: clicks
+                .iter()
+                .map(|c| {
+                    (
+                        [m(c.zyx[0], 0), m(c.zyx[1], 1), m(c.zyx[2], 2)],
+                        i64::from(c.foreground),
+                    )
+                })
+                .collect(),
+        };
+        let logits = self.model.decode(self.embedding.clone(), &prompts).logits;
+        let grid_logits: Vec<f32> = logits
+            .into_data()
+            .convert::<f32>()
+            .to_vec::<f32>()
+            .unwrap_or_default();
+        let back = resize(&grid_logits, grid, cdims, ResizeMode::Nearest);
+        let mut out = vec![-1e4f32; self.dims.iter().product()];
+        for z in 0..cdims[0] {
+            for y in 0..cdims[1] {
+                let src = (z * cdims[1] + y) * cdims[2];
+                let dst = ((lo[0] + z) * self.dims[1] + lo[1] + y) * self.dims[2] + lo[2];
+                out[dst..dst + cdims[2]].copy_from_slice(&back[src..src + cdims[2]]);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Segments one object in one call: a [`Session`] whose crop covers the prompts, then one
+/// [`Session::predict`]. Returns logits on the original grid and the crop.
 ///
 /// # Errors
 /// [`SegmentError`] for an inconsistent image, a box or click outside it, or no prompt.
@@ -172,84 +312,14 @@ pub fn segment_zoom_out<B: Backend>(
             len: image.len(),
         });
     }
-    if let Some((lo, hi)) = boxes
-        && (0..3).any(|a| lo[a] > hi[a] || hi[a] >= dims[a])
-    {
-        return Err(SegmentError::BoxOutside { lo, hi, dims });
-    }
-    if let Some(c) = clicks.iter().find(|c| (0..3).any(|a| c.zyx[a] >= dims[a])) {
-        return Err(SegmentError::ClickOutside { zyx: c.zyx, dims });
-    }
-    if boxes.is_none() && clicks.is_empty() {
-        return Err(SegmentError::NoPrompt);
-    }
-    let norm = min_max(&foreground_normalize(image));
-    let (mut lo, mut hi) = foreground_box(&norm, dims);
-    // Keep the prompts inside the crop: grow it to cover the box and clicks.
+    check_prompts(dims, boxes, clicks)?;
+    let mut cover: Vec<[usize; 3]> = clicks.iter().map(|c| c.zyx).collect();
     if let Some((b0, b1)) = boxes {
-        for a in 0..3 {
-            lo[a] = lo[a].min(b0[a]);
-            hi[a] = hi[a].max(b1[a] + 1);
-        }
+        cover.extend([b0, b1]);
     }
-    for c in clicks {
-        for a in 0..3 {
-            lo[a] = lo[a].min(c.zyx[a]);
-            hi[a] = hi[a].max(c.zyx[a] + 1);
-        }
-    }
-    let cdims = [0, 1, 2].map(|a| hi[a] - lo[a]);
-    let cropped = crop(&norm, dims, lo, hi);
-    let grid = model.image_size();
-    let x = resize(&cropped, cdims, grid, ResizeMode::Nearest);
-    let m = |i: usize, a: usize| to_model_index(i - lo[a], cdims[a], grid[a]) as f32;
-    let prompts = Prompts {
-        boxes: boxes.map(|(b0, b1)| {
-            [
-                m(b0[0], 0),
-                m(b0[1], 1),
-                m(b0[2], 2),
-                m(b1[0], 0),
-                m(b1[1], 1),
-                m(b1[2], 2),
-            ]
-        }),
-        points: clicks
-            .iter()
-            .map(|c| {
-                (
-                    [m(c.zyx[0], 0), m(c.zyx[1], 1), m(c.zyx[2], 2)],
-                    i64::from(c.foreground),
-                )
-            })
-            .collect(),
-    };
-    let t = Tensor::<B, 5>::from_data(
-        TensorData::new(x, [1, 1, grid[0], grid[1], grid[2]]),
-        device,
-    );
-    let logits = model.decode(model.embed(t), &prompts).logits;
-    let grid_logits: Vec<f32> = logits
-        .into_data()
-        .convert::<f32>()
-        .to_vec::<f32>()
-        .unwrap_or_default();
-    let back = resize(&grid_logits, grid, cdims, ResizeMode::Nearest);
-    let mut out = vec![-1e4f32; n];
-    for z in 0..cdims[0] {
-        for y in 0..cdims[1] {
-            let src = (z * cdims[1] + y) * cdims[2];
-            let dst = ((lo[0] + z) * dims[1] + lo[1] + y) * dims[2] + lo[2];
-            out[dst..dst + cdims[2]].copy_from_slice(&back[src..src + cdims[2]]);
-        }
-    }
-    Ok((
-        out,
-        ZoomOut {
-            crop_lo: lo,
-            crop_hi: hi,
-        },
-    ))
+    let session = Session::new(model, image, dims, &cover, device)?;
+    let logits = session.predict(boxes, clicks)?;
+    Ok((logits, session.zoom()))
 }
 
 #[cfg(test)]

@@ -215,3 +215,31 @@ fn resize_matches_torch_interpolate() {
         }
     }
 }
+
+/// The session encodes once; each predict equals the one-shot call with the same crop.
+#[test]
+fn session_predictions_equal_one_shot_segmentation() {
+    use segvol_core::pipeline::{Session, VoxelClick, segment_zoom_out};
+    let device = Default::default();
+    let mut model = SegVol::<B>::new(&SegVolConfig::tiny(), &device);
+    load_segvol(&mut model, fixture("weights.safetensors")).unwrap();
+    let dims = [20, 30, 40];
+    let image: Vec<f32> = (0..20 * 30 * 40)
+        .map(|i| ((i * 7919) % 1000) as f32)
+        .collect();
+    let b = ([2, 3, 4], [15, 25, 30]);
+    let click = [VoxelClick {
+        zyx: [8, 12, 20],
+        foreground: true,
+    }];
+    let (one_shot, zoom) =
+        segment_zoom_out(&model, &image, dims, Some(b), &click, &device).unwrap();
+    let session = Session::new(&model, &image, dims, &[b.0, b.1, click[0].zyx], &device).unwrap();
+    assert_eq!(session.zoom(), zoom);
+    assert_eq!(session.predict(Some(b), &click).unwrap(), one_shot);
+    let box_only = session.predict(Some(b), &[]).unwrap();
+    assert_eq!(box_only.len(), one_shot.len());
+    assert_ne!(box_only, one_shot, "the click must change the logits");
+    assert!(session.predict(None, &[]).is_err());
+    assert!(session.predict(Some(([0, 0, 0], [20, 0, 0])), &[]).is_err());
+}
