@@ -1,6 +1,8 @@
 #![doc = include_str!("../README.md")]
 #![deny(missing_docs)]
 
+pub mod pytorch;
+
 /// Hyper-parameters of the corrector (GRU_CORRECTION.md D6–D7, §5).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct GruCorrectorConfig {
