@@ -129,7 +129,20 @@ pub fn hd(pred: &[bool], gt: &[bool], dims: [usize; 3], spacing: [f64; 3]) -> f6
         return v;
     }
     let (a, b) = surface_distances(pred, gt, dims, spacing);
-    a.iter().chain(&b).copied().fold(0.0, f64::max)
+    hd_of(&a, &b)
+}
+
+fn hd_of(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().chain(b).copied().fold(0.0, f64::max)
+}
+
+fn hd95_max_of_directed(a: &[f64], b: &[f64]) -> f64 {
+    percentile(a, 95.0).max(percentile(b, 95.0))
+}
+
+fn asd_union_mean(a: &[f64], b: &[f64]) -> f64 {
+    // Summed in the same order as the concatenated set, as before.
+    a.iter().chain(b).sum::<f64>() / (a.len() + b.len()) as f64
 }
 
 /// 95th-percentile Hausdorff distance, mm, pooled as `mode` says.
@@ -146,7 +159,7 @@ pub fn hd95(
     match mode {
         Hd95Mode::MaxOfDirected => {
             let (a, b) = surface_distances(pred, gt, dims, spacing);
-            percentile(&a, 95.0).max(percentile(&b, 95.0))
+            hd95_max_of_directed(&a, &b)
         }
         Hd95Mode::UnionPercentile => {
             let (mut a, b) = surface_distances(pred, gt, dims, spacing);
@@ -172,9 +185,8 @@ pub fn asd(pred: &[bool], gt: &[bool], dims: [usize; 3], spacing: [f64; 3], mode
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
     match mode {
         AsdMode::UnionMean => {
-            let (mut a, b) = surface_distances(pred, gt, dims, spacing);
-            a.extend(b);
-            mean(&a)
+            let (a, b) = surface_distances(pred, gt, dims, spacing);
+            asd_union_mean(&a, &b)
         }
         AsdMode::MeanOfDirectedMeans => {
             let (a, b) = surface_distances(pred, gt, dims, spacing);
@@ -395,12 +407,24 @@ pub fn class_metrics(
     spacing: [f64; 3],
     tolerance_mm: f64,
 ) -> ClassMetrics {
+    // HD95, ASD and HD (default modes) share one pair of surface-voxel distance sets.
+    let (hd95_v, asd_v, hd_v) = match empty_rule(pred, gt) {
+        Some(v) => (v, v, v),
+        None => {
+            let (a, b) = surface_distances(pred, gt, dims, spacing);
+            (
+                hd95_max_of_directed(&a, &b),
+                asd_union_mean(&a, &b),
+                hd_of(&a, &b),
+            )
+        }
+    };
     ClassMetrics {
         dsc: dsc(pred, gt),
         nsd: nsd(pred, gt, dims, spacing, tolerance_mm),
-        hd95: hd95(pred, gt, dims, spacing, Hd95Mode::default()),
-        asd: asd(pred, gt, dims, spacing, AsdMode::default()),
-        hd: hd(pred, gt, dims, spacing),
+        hd95: hd95_v,
+        asd: asd_v,
+        hd: hd_v,
     }
 }
 

@@ -231,20 +231,27 @@ pub fn run_case(
     };
     let scored =
         |segs: &[u8], secs: f64| score(segs, gts, dims, spacing, n, opts.nsd_tolerance_mm, secs);
+    // The fields every step shares; each step fills in clicks, prev_pred and its number.
+    let template = PredictRequest {
+        dims,
+        spacing,
+        image,
+        n_classes: n,
+        boxes,
+        clicks: &[],
+        prev_pred: None,
+        step: 1,
+    };
     // Step 1: the box (skipped, scoring 0, when the case has no boxes).
     let mut segs = vec![0u8; nvox];
     if boxes.is_some() {
-        let req = PredictRequest {
-            dims,
-            spacing,
-            image,
-            n_classes: n,
-            boxes,
-            clicks: &clicks,
-            prev_pred: None,
-            step: 1,
-        };
-        let (out, secs) = call(predictor, &req)?;
+        let (out, secs) = call(
+            predictor,
+            &PredictRequest {
+                clicks: &clicks,
+                ..template
+            },
+        )?;
         segs = out;
         steps.push(scored(&segs, secs));
     } else {
@@ -273,18 +280,16 @@ pub fn run_case(
                 None => cl.order.push(None),
             }
         }
-        let req = PredictRequest {
-            dims,
-            spacing,
-            image,
-            n_classes: n,
-            boxes,
-            clicks: &clicks,
-            // The evaluator passes zeros when the previous step wrote nothing.
-            prev_pred: Some(&segs),
-            step: k + 2,
-        };
-        let (out, secs) = call(predictor, &req)?;
+        // The evaluator passes zeros when the previous step wrote nothing.
+        let (out, secs) = call(
+            predictor,
+            &PredictRequest {
+                clicks: &clicks,
+                prev_pred: Some(&segs),
+                step: k + 2,
+                ..template
+            },
+        )?;
         segs = out;
         steps.push(scored(&segs, secs));
     }
