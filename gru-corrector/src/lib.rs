@@ -1,7 +1,18 @@
 #![doc = include_str!("../README.md")]
 #![deny(missing_docs)]
 
+pub mod file;
+pub mod model;
 pub mod pytorch;
+pub mod seed;
+pub mod session;
+pub mod training;
+pub mod writeback;
+
+pub use file::{load_corrector, save_corrector};
+pub use model::{GruCorrector, RoundOutput};
+pub use pytorch::GruLoadError;
+pub use session::{CorrectError, CorrectionSession, RoundReport};
 
 /// Hyper-parameters of the corrector (GRU_CORRECTION.md D6–D7, §5).
 #[derive(Debug, Clone, Copy, PartialEq)]

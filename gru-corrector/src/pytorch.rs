@@ -3,12 +3,14 @@
 //! one gate controller per gate, each with an input and a hidden `Linear` stored `[in, out]`.
 //! burn-store has no mapping for this, so the split and transpose are written here, once.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use burn::module::Param;
-use burn::nn::Linear;
 use burn::nn::gru::{Gru, GruConfig};
+use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{Tensor, TensorData, backend::Backend};
+use burn_store::pytorch::PytorchReader;
 
 /// The four tensors of one PyTorch GRU layer, row-major, with their sizes.
 #[derive(Debug, Clone, PartialEq)]
@@ -39,8 +41,8 @@ pub enum GruLoadError {
         /// The OS error.
         source: std::io::Error,
     },
-    /// Not a readable safetensors file.
-    #[error("{}: not a safetensors file: {detail}", path.display())]
+    /// Not a readable checkpoint (safetensors or PyTorch), or not the expected model.
+    #[error("{}: {detail}", path.display())]
     Format {
         /// The file.
         path: PathBuf,
@@ -59,70 +61,193 @@ pub enum GruLoadError {
     },
 }
 
-/// Reads `{prefix}weight_ih_l0`, `weight_hh_l0`, `bias_ih_l0`, `bias_hh_l0` from a safetensors
-/// file (float32), checking the shapes agree.
+/// All float tensors of a checkpoint, by key: row-major f32 values and their shape.
+#[derive(Debug, Clone, Default)]
+pub struct Checkpoint {
+    /// The file (for error messages).
+    pub path: PathBuf,
+    /// Key → (shape, values).
+    pub tensors: HashMap<String, (Vec<usize>, Vec<f32>)>,
+    /// String metadata (safetensors `__metadata__`; empty for PyTorch files).
+    pub metadata: HashMap<String, String>,
+}
+
+/// Reads every tensor of a `.safetensors` file or a PyTorch `.pth` / `.pt` / `.bin` file
+/// (zip or legacy pickle, read by burn-store's safe reader; nested dicts give dotted keys, e.g.
+/// `model.gru.weight_ih_l0`). The format is sniffed from the bytes, not the extension. Float
+/// tensors of any width are converted to f32.
 ///
 /// # Errors
-/// [`GruLoadError`] naming the file and tensor.
-pub fn read_safetensors(path: impl AsRef<Path>, prefix: &str) -> Result<PytorchGru, GruLoadError> {
+/// [`GruLoadError`] naming the file: missing, unreadable, or not a checkpoint.
+pub fn read_checkpoint(path: impl AsRef<Path>) -> Result<Checkpoint, GruLoadError> {
     let path = path.as_ref();
+    let format = |detail: String| GruLoadError::Format {
+        path: path.to_path_buf(),
+        detail,
+    };
     let bytes = std::fs::read(path).map_err(|source| GruLoadError::Io {
         path: path.to_path_buf(),
         source,
     })?;
-    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| GruLoadError::Format {
+    let mut ck = Checkpoint {
         path: path.to_path_buf(),
-        detail: e.to_string(),
-    })?;
-    let get = |name: &str| -> Result<(Vec<usize>, Vec<f32>), GruLoadError> {
-        let key = format!("{prefix}{name}");
-        let bad = |detail: String| GruLoadError::Tensor {
+        ..Checkpoint::default()
+    };
+    // safetensors: an 8-byte little-endian header length, then a JSON object.
+    let is_safetensors = bytes.len() > 8 && bytes[8] == b'{';
+    let is_pytorch = bytes.starts_with(b"PK") || bytes.first() == Some(&0x80);
+    if !is_safetensors && !is_pytorch {
+        return Err(format(
+            "neither a safetensors file nor a PyTorch checkpoint (zip or pickle)".into(),
+        ));
+    }
+    if is_safetensors {
+        let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
+            .map_err(|e| format(format!("not a valid safetensors file: {e}")))?;
+        if let Some(m) = meta.metadata() {
+            ck.metadata = m.clone();
+        }
+        let st = safetensors::SafeTensors::deserialize(&bytes)
+            .map_err(|e| format(format!("not a valid safetensors file: {e}")))?;
+        for (key, t) in st.tensors() {
+            if t.dtype() != safetensors::Dtype::F32 {
+                return Err(GruLoadError::Tensor {
+                    path: path.to_path_buf(),
+                    key,
+                    detail: format!("dtype {:?}, expected F32", t.dtype()),
+                });
+            }
+            let v = t
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            ck.tensors.insert(key, (t.shape().to_vec(), v));
+        }
+        return Ok(ck);
+    }
+    drop(bytes);
+    // Nested dicts ({'model': {...}}) come back flattened with dotted keys; callers look the
+    // keys up under their known prefixes.
+    let reader = PytorchReader::new(path)
+        .map_err(|e| format(format!("not a readable PyTorch checkpoint: {e}")))?;
+    for (key, snap) in reader.into_tensors() {
+        let data = snap.to_data().map_err(|e| GruLoadError::Tensor {
             path: path.to_path_buf(),
             key: key.clone(),
+            detail: e.to_string(),
+        })?;
+        let shape = data.shape.to_vec();
+        let v = data
+            .convert::<f32>()
+            .to_vec::<f32>()
+            .map_err(|e| GruLoadError::Tensor {
+                path: path.to_path_buf(),
+                key: key.clone(),
+                detail: format!("{e:?}"),
+            })?;
+        ck.tensors.insert(key, (shape, v));
+    }
+    Ok(ck)
+}
+
+impl Checkpoint {
+    fn bad(&self, key: &str, detail: String) -> GruLoadError {
+        GruLoadError::Tensor {
+            path: self.path.clone(),
+            key: key.to_string(),
             detail,
-        };
-        let t = st.tensor(&key).map_err(|e| bad(e.to_string()))?;
-        if t.dtype() != safetensors::Dtype::F32 {
-            return Err(bad(format!("dtype {:?}, expected F32", t.dtype())));
         }
-        let v = t
-            .data()
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
-        Ok((t.shape().to_vec(), v))
-    };
-    let (s_ih, weight_ih) = get("weight_ih_l0")?;
-    let (s_hh, weight_hh) = get("weight_hh_l0")?;
-    let (s_bi, bias_ih) = get("bias_ih_l0")?;
-    let (s_bh, bias_hh) = get("bias_hh_l0")?;
-    let shape_err = |key: &str, detail: String| GruLoadError::Tensor {
-        path: path.to_path_buf(),
-        key: format!("{prefix}{key}"),
-        detail,
-    };
-    if s_ih.len() != 2 || s_ih[0] % 3 != 0 {
-        return Err(shape_err(
-            "weight_ih_l0",
-            format!("shape {s_ih:?} is not [3H, I]"),
-        ));
     }
-    let (h3, d_input) = (s_ih[0], s_ih[1]);
-    let d_hidden = h3 / 3;
-    if s_hh != [h3, d_hidden] || s_bi != [h3] || s_bh != [h3] {
-        return Err(shape_err(
-            "weight_hh_l0",
-            format!("shapes {s_hh:?}, {s_bi:?}, {s_bh:?} do not fit H = {d_hidden}"),
-        ));
+
+    /// The tensor `key`, or an error naming it.
+    ///
+    /// # Errors
+    /// [`GruLoadError::Tensor`] when absent.
+    pub fn get(&self, key: &str) -> Result<(&[usize], &[f32]), GruLoadError> {
+        self.tensors
+            .get(key)
+            .map(|(s, v)| (s.as_slice(), v.as_slice()))
+            .ok_or_else(|| self.bad(key, "missing".into()))
     }
-    Ok(PytorchGru {
-        d_input,
-        d_hidden,
-        weight_ih,
-        weight_hh,
-        bias_ih,
-        bias_hh,
-    })
+
+    /// The tensor `key`, checked to have `shape`.
+    ///
+    /// # Errors
+    /// [`GruLoadError::Tensor`] when absent or of another shape.
+    pub fn get_shaped(&self, key: &str, shape: &[usize]) -> Result<&[f32], GruLoadError> {
+        let (s, v) = self.get(key)?;
+        if s != shape {
+            return Err(self.bad(key, format!("shape {s:?}, expected {shape:?}")));
+        }
+        Ok(v)
+    }
+
+    /// The first of `prefixes` under which `key` exists (e.g. `""`, `"model."`).
+    pub fn find_prefix<'p>(&self, prefixes: &[&'p str], key: &str) -> Option<&'p str> {
+        prefixes
+            .iter()
+            .copied()
+            .find(|p| self.tensors.contains_key(&format!("{p}{key}")))
+    }
+
+    /// The GRU layer `{prefix}weight_ih_l0`, `weight_hh_l0`, `bias_ih_l0`, `bias_hh_l0`, with
+    /// its sizes checked against each other.
+    ///
+    /// # Errors
+    /// [`GruLoadError::Tensor`] naming the missing or misshapen tensor.
+    pub fn gru(&self, prefix: &str) -> Result<PytorchGru, GruLoadError> {
+        let key = |n: &str| format!("{prefix}{n}");
+        let (s_ih, weight_ih) = self.get(&key("weight_ih_l0"))?;
+        if s_ih.len() != 2 || s_ih[0] % 3 != 0 || s_ih[0] == 0 {
+            return Err(self.bad(
+                &key("weight_ih_l0"),
+                format!("shape {s_ih:?} is not [3H, I]"),
+            ));
+        }
+        let (h3, d_input) = (s_ih[0], s_ih[1]);
+        let d_hidden = h3 / 3;
+        Ok(PytorchGru {
+            d_input,
+            d_hidden,
+            weight_ih: weight_ih.to_vec(),
+            weight_hh: self
+                .get_shaped(&key("weight_hh_l0"), &[h3, d_hidden])?
+                .to_vec(),
+            bias_ih: self.get_shaped(&key("bias_ih_l0"), &[h3])?.to_vec(),
+            bias_hh: self.get_shaped(&key("bias_hh_l0"), &[h3])?.to_vec(),
+        })
+    }
+
+    /// A PyTorch `nn.Linear` (`{prefix}weight [out, in]`, `{prefix}bias [out]`) as a burn
+    /// `Linear` (weight stored `[in, out]`), checked against the expected sizes.
+    ///
+    /// # Errors
+    /// [`GruLoadError::Tensor`] naming the missing or misshapen tensor.
+    pub fn linear<B: Backend>(
+        &self,
+        prefix: &str,
+        d_in: usize,
+        d_out: usize,
+        device: &B::Device,
+    ) -> Result<Linear<B>, GruLoadError> {
+        let w = self.get_shaped(&format!("{prefix}weight"), &[d_out, d_in])?;
+        let b = self.get_shaped(&format!("{prefix}bias"), &[d_out])?;
+        let mut l = LinearConfig::new(d_in, d_out).init(device);
+        let weight = Tensor::<B, 2>::from_data(TensorData::new(w.to_vec(), [d_out, d_in]), device)
+            .transpose();
+        set_linear(&mut l, weight, b, device);
+        Ok(l)
+    }
+}
+
+/// Reads `{prefix}weight_ih_l0`, `weight_hh_l0`, `bias_ih_l0`, `bias_hh_l0` from a safetensors
+/// or PyTorch file, checking the shapes agree.
+///
+/// # Errors
+/// [`GruLoadError`] naming the file and tensor.
+pub fn read_safetensors(path: impl AsRef<Path>, prefix: &str) -> Result<PytorchGru, GruLoadError> {
+    read_checkpoint(path)?.gru(prefix)
 }
 
 /// Rows `[g·H, (g+1)·H)` of a row-major `[3H, cols]` matrix, transposed to burn's `[cols, H]`.

@@ -62,5 +62,9 @@ fn wrong_files_are_errors() {
     let e = read_safetensors(fixture("weights.safetensors"), "").unwrap_err();
     assert!(e.to_string().contains("weight_ih_l0"), "{e}");
     let e = read_safetensors(fixture("image.npy"), "").unwrap_err();
-    assert!(e.to_string().contains("not a safetensors file"), "{e}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("image.npy") && msg.contains("neither a safetensors file"),
+        "{e}"
+    );
 }
