@@ -14,9 +14,11 @@ macro_rules! out {
 }
 
 mod bench;
+mod evalcase;
 mod evalcmd;
 mod forward;
 mod info;
+mod predictor;
 mod sample;
 mod segment;
 
@@ -46,6 +48,9 @@ enum Command {
     /// Segment one object from a box (and clicks) with SegVol; writes a mask with the image's
     /// geometry (.nii/.nii.gz) or a challenge `segs` .npz.
     Segment(segment::SegmentArgs),
+    /// Run SegVol (optionally with the GRU corrector) through the CVPR 2025 click protocol on a
+    /// case with ground truth: DSC/NSD per step, AUCs, timings.
+    Eval(evalcase::EvalArgs),
     /// The raw SegVol call on a model-grid .npy input: logits (and embedding) as .npy.
     Forward(forward::ForwardArgs),
     /// Benchmark the compiled burn backends on SegVol's encoder pieces.
@@ -60,6 +65,7 @@ fn main() -> ExitCode {
         Command::Metrics(a) => evalcmd::metrics(&a),
         Command::NextClick(a) => evalcmd::next_click(&a),
         Command::Segment(a) => segment::run(&a),
+        Command::Eval(a) => evalcase::run(&a),
         Command::Forward(a) => forward::run(&a),
         Command::Bench(a) => bench::run(&a),
     };

@@ -8,12 +8,17 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use segvol_backends::{Backend, BackendKind, BackendTask, dispatch};
 use segvol_core::SegVol;
-use segvol_core::pipeline::{VoxelClick, segment_zoom_out};
+use segvol_core::pipeline::{Session, VoxelClick, segment_zoom_out};
 use segvol_core::weights::load_segvol;
+use segvol_eval::protocol::{Box3, Clicks, PredictRequest, Predictor};
+use segvol_gru::{CorrectionSession, load_corrector};
 use segvol_io::npy::{NpyArray, NpyData};
-use segvol_io::{FileKind, read_image, write_nifti, write_segs};
+use segvol_io::{
+    AnyVolume, ChallengeCase, ClickKind, FileKind, read_image, write_nifti, write_segs,
+};
 
 use crate::forward::config_named;
+use crate::predictor::{SegVolPredictor, StepLog, corrected_logits};
 use crate::sample::parse_clicks;
 
 #[derive(Args, Debug)]
@@ -21,7 +26,9 @@ pub struct SegmentArgs {
     /// Image: .nii / .nii.gz, a challenge .npz (`imgs`) or a 3-D .npy.
     #[arg(long)]
     pub image: PathBuf,
-    /// Box `z0,y0,x0,z1,y1,x1` in voxel indices of the image, max inclusive.
+    /// Box `z0,y0,x0,z1,y1,x1` in voxel indices of the image, max inclusive. With a challenge
+    /// .npz and neither --box nor --points, every class of the case is segmented from its own
+    /// `boxes` and accumulated `clicks` (a challenge step; label map out).
     #[arg(long = "box")]
     pub box_: Option<String>,
     /// Clicks `z,y,x,fg;z,y,x,bg` in voxel indices.
@@ -42,10 +49,15 @@ pub struct SegmentArgs {
     /// Also write the logits on the image grid as float32 .npy.
     #[arg(long)]
     pub logits: Option<PathBuf>,
+    /// GRU corrector weights: after the prediction, run one correction round per click
+    /// (replayed in click order, so the hidden state is rebuilt; GRU_CORRECTION.md §6, §9.2).
+    #[arg(long)]
+    pub corrector: Option<PathBuf>,
 }
 
 struct Segment {
     weights: PathBuf,
+    corrector: Option<PathBuf>,
     config: segvol_core::SegVolConfig,
     image: Vec<f32>,
     dims: [usize; 3],
@@ -60,18 +72,220 @@ impl BackendTask for Segment {
         self.bar.set_message("loading weights");
         let mut model = SegVol::<B>::new(&self.config, device);
         load_segvol(&mut model, &self.weights)?;
+        let corrector = match &self.corrector {
+            Some(p) => Some(load_corrector::<B>(p, device)?),
+            None => None,
+        };
         self.bar
             .set_message("encoding and decoding (zoom-out pass)");
-        let (logits, _) = segment_zoom_out(
-            &model,
-            &self.image,
-            self.dims,
-            self.boxes,
-            &self.clicks,
-            device,
-        )?;
+        let logits = match &corrector {
+            Some(c) if !self.clicks.is_empty() => {
+                let mut cover: Vec<[usize; 3]> = self.clicks.iter().map(|c| c.zyx).collect();
+                if let Some((b0, b1)) = self.boxes {
+                    cover.extend([b0, b1]);
+                }
+                let session = Session::new(&model, &self.image, self.dims, &cover, device)?;
+                let mut cs = CorrectionSession::new(c, device);
+                let mut log = StepLog::default();
+                self.bar.set_message(format!(
+                    "decoding and correcting {} click(s)",
+                    self.clicks.len()
+                ));
+                corrected_logits(
+                    &session,
+                    &mut cs,
+                    self.dims,
+                    self.boxes,
+                    &self.clicks,
+                    &mut log,
+                )
+                .map_err(|e| anyhow::anyhow!("{e}"))?
+            }
+            _ => {
+                segment_zoom_out(
+                    &model,
+                    &self.image,
+                    self.dims,
+                    self.boxes,
+                    &self.clicks,
+                    device,
+                )?
+                .0
+            }
+        };
         Ok(logits)
     }
+}
+
+/// A challenge step: every class of the case, from its boxes and accumulated clicks.
+struct CaseStep {
+    weights: PathBuf,
+    corrector: Option<PathBuf>,
+    config: segvol_core::SegVolConfig,
+    image: Vec<u8>,
+    dims: [usize; 3],
+    spacing: [f64; 3],
+    boxes: Option<Vec<Box3>>,
+    clicks: Vec<Clicks>,
+    prev_pred: Option<Vec<u8>>,
+    bar: ProgressBar,
+}
+
+impl BackendTask for CaseStep {
+    type Output = Result<Vec<u8>>;
+    fn run<B: Backend>(self, device: &B::Device) -> Result<Vec<u8>> {
+        self.bar.set_message("loading weights");
+        let mut model = SegVol::<B>::new(&self.config, device);
+        load_segvol(&mut model, &self.weights)?;
+        let corrector = match &self.corrector {
+            Some(p) => Some(load_corrector::<B>(p, device)?),
+            None => None,
+        };
+        let n_classes = self
+            .boxes
+            .as_ref()
+            .map_or(self.clicks.len(), |b| b.len().max(self.clicks.len()));
+        let mut clicks = self.clicks.clone();
+        clicks.resize(n_classes, Clicks::default());
+        self.bar
+            .set_message(format!("segmenting {n_classes} class(es)"));
+        let mut p = SegVolPredictor::new(&model, corrector.as_ref(), device);
+        let steps = clicks.iter().map(|c| c.order.len()).max().unwrap_or(0);
+        let req = PredictRequest {
+            dims: self.dims,
+            spacing: self.spacing,
+            image: &self.image,
+            n_classes,
+            boxes: self.boxes.as_deref(),
+            clicks: &clicks,
+            prev_pred: self.prev_pred.as_deref(),
+            step: steps + 1,
+        };
+        p.predict(&req).map_err(|e| anyhow::anyhow!("{e}"))
+    }
+}
+
+/// `segvol segment --image CASE.npz --out SEGS.npz` with neither --box nor --points: the
+/// case's own boxes and clicks (one class each), as a challenge step.
+fn run_case_step(
+    args: &SegmentArgs,
+    config: segvol_core::SegVolConfig,
+    out_kind: FileKind,
+) -> Result<()> {
+    if args.logits.is_some() {
+        bail!("--logits needs one object (--box / --points); a whole case gives a label map only");
+    }
+    let case = ChallengeCase::read(&args.image)?;
+    let path = args.image.display();
+    let imgs = case
+        .imgs
+        .as_ref()
+        .with_context(|| format!("{path}: no `imgs`"))?;
+    let dims = imgs.dims();
+    let image: Vec<u8> = match imgs {
+        AnyVolume::U8(v) => v.data.clone(),
+        other => other
+            .to_f32()
+            .data
+            .iter()
+            .map(|&v| v.clamp(0.0, 255.0) as u8)
+            .collect(),
+    };
+    let boxes = match &case.boxes {
+        None => None,
+        Some(bs) => Some(
+            bs.iter()
+                .enumerate()
+                .map(|(i, b)| {
+                    let (lo, hi) = b.zyx_inclusive();
+                    if !(0..3).all(|a| lo[a] >= 0 && lo[a] <= hi[a] && (hi[a] as usize) < dims[a]) {
+                        bail!(
+                            "{path}: box {} ({lo:?}..={hi:?}) is outside the volume {dims:?}",
+                            i + 1
+                        );
+                    }
+                    Ok(Box3 {
+                        lo: lo.map(|v| v as usize),
+                        hi: hi.map(|v| v as usize),
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?,
+        ),
+    };
+    let clicks: Vec<Clicks> = case
+        .clicks
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            for zyx in c.fg.iter().chain(&c.bg) {
+                if (0..3).any(|a| zyx[a] >= dims[a]) {
+                    bail!(
+                        "{path}: class {} click {zyx:?} is outside the volume {dims:?}",
+                        i + 1
+                    );
+                }
+            }
+            let order = case
+                .clicks_order
+                .as_ref()
+                .and_then(|o| o.get(i))
+                .map(|o| o.iter().map(|k| k.map(|k| k == ClickKind::Fg)).collect())
+                .unwrap_or_default();
+            Ok(Clicks {
+                fg: c.fg.clone(),
+                bg: c.bg.clone(),
+                order,
+            })
+        })
+        .collect::<Result<_>>()?;
+    if boxes.is_none() && clicks.iter().all(|c| c.fg.is_empty() && c.bg.is_empty()) {
+        bail!("{path}: no --box / --points given and the case has neither `boxes` nor clicks");
+    }
+    let kind = match &args.backend {
+        Some(s) => s.parse::<BackendKind>()?,
+        None => BackendKind::default_cpu()?,
+    };
+    let bar = spinner();
+    let labels = dispatch(
+        kind,
+        CaseStep {
+            weights: args.weights.clone(),
+            corrector: args.corrector.clone(),
+            config,
+            image,
+            dims,
+            spacing: case.spacing.unwrap_or([1.0; 3]),
+            boxes,
+            clicks,
+            prev_pred: case.prev_pred.as_ref().map(|v| v.data.clone()),
+            bar: bar.clone(),
+        },
+    )
+    .with_context(|| format!("segmenting {path}"))?;
+    bar.finish_and_clear();
+    let voxels = labels.iter().filter(|&&m| m > 0).count();
+    let mvol = imgs.to_f32().with_data(labels)?;
+    match out_kind {
+        FileKind::Npz => write_segs(&args.out, &mvol)?,
+        _ => write_nifti(&args.out, &mvol)?,
+    }
+    out!(
+        "wrote {} ({voxels} voxels labelled, shape {dims:?})",
+        args.out.display()
+    );
+    Ok(())
+}
+
+fn spinner() -> ProgressBar {
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {elapsed} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    bar.enable_steady_tick(Duration::from_millis(120));
+    bar
 }
 
 pub fn run(args: &SegmentArgs) -> Result<()> {
@@ -82,6 +296,12 @@ pub fn run(args: &SegmentArgs) -> Result<()> {
             "{}: write the mask as .nii, .nii.gz or .npz",
             args.out.display()
         );
+    }
+    if args.box_.is_none()
+        && args.points.trim().is_empty()
+        && FileKind::of(&args.image)? == FileKind::Npz
+    {
+        return run_case_step(args, config, out_kind);
     }
     let img = read_image(&args.image)?;
     let dims = img.dims();
@@ -112,17 +332,13 @@ pub fn run(args: &SegmentArgs) -> Result<()> {
         Some(s) => s.parse::<BackendKind>()?,
         None => BackendKind::default_cpu()?,
     };
-    let bar = ProgressBar::new_spinner();
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} {elapsed} {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-    );
-    bar.enable_steady_tick(Duration::from_millis(120));
+    let bar = spinner();
     let vol = img.to_f32();
     let logits = dispatch(
         kind,
         Segment {
             weights: args.weights.clone(),
+            corrector: args.corrector.clone(),
             config,
             image: vol.data.clone(),
             dims,

@@ -424,3 +424,141 @@ fn segment_writes_a_mask_on_the_image_grid() {
     );
     assert!(!bad.exists());
 }
+
+fn corrector_fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../gru-corrector/tests/data/corrector.safetensors")
+}
+
+#[test]
+fn eval_runs_the_protocol_with_and_without_the_corrector() {
+    let w = shared().join("fixtures/segvol_tiny/weights.safetensors");
+    let case = shared().join("data/npz/ct_vertebra_L3.npz");
+    let c = corrector_fixture();
+    let (code, stdout, err) = segvol(&[
+        "eval",
+        "--case",
+        case.to_str().unwrap(),
+        "--weights",
+        w.to_str().unwrap(),
+        "--config",
+        "tiny",
+        "--corrector",
+        c.to_str().unwrap(),
+        "--compare",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let j: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let runs = j["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 2);
+    assert_eq!(runs[0]["model"], "segvol");
+    assert_eq!(runs[1]["model"], "segvol+gru");
+    for (r, rounds) in runs.iter().zip([0, 1]) {
+        let steps = r["steps"].as_array().unwrap();
+        assert_eq!(steps.len(), 6);
+        for s in steps {
+            let d = s["dsc"].as_f64().unwrap();
+            assert!((0.0..=1.0).contains(&d));
+        }
+        let calls = r["calls"].as_array().unwrap();
+        assert_eq!(calls.len(), 6);
+        // The box step is never corrected; each click step runs exactly one round (one click,
+        // hidden state carried, nothing replayed) and one decode.
+        assert_eq!(calls[0]["correction_rounds"], 0);
+        for call in &calls[1..] {
+            assert_eq!(call["correction_rounds"], rounds, "{call}");
+            assert_eq!(call["decodes"], 1, "{call}");
+        }
+    }
+    // Same box, same model: the box step agrees between the two runs …
+    let d0 = runs[0]["steps"][0]["dsc"].as_f64().unwrap();
+    assert_eq!(d0, runs[1]["steps"][0]["dsc"].as_f64().unwrap());
+    // … and with `segvol segment` + `segvol metrics` on that box.
+    let cs = segvol_io::ChallengeCase::read(&case).unwrap();
+    let (lo, hi) = cs.boxes.unwrap()[0].zyx_inclusive();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("segs.npz");
+    let b = format!(
+        "{},{},{},{},{},{}",
+        lo[0], lo[1], lo[2], hi[0], hi[1], hi[2]
+    );
+    let (code, _, err) = segvol(&[
+        "segment",
+        "--image",
+        case.to_str().unwrap(),
+        "--box",
+        &b,
+        "--weights",
+        w.to_str().unwrap(),
+        "--config",
+        "tiny",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let (code, m, err) = segvol(&[
+        "metrics",
+        "--pred",
+        out.to_str().unwrap(),
+        "--gt",
+        case.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let m: serde_json::Value = serde_json::from_str(&m).unwrap();
+    let d = m["mean"]["dsc"].as_f64().unwrap();
+    assert!((d - d0).abs() < 1e-12, "segment+metrics {d} vs eval {d0}");
+}
+
+#[test]
+fn segment_a_whole_case_from_its_boxes_and_clicks() {
+    let w = shared().join("fixtures/segvol_tiny/weights.safetensors");
+    let case = shared().join("data/npz/ct_pelvis_multi6_clicks.npz");
+    let dir = tempfile::tempdir().unwrap();
+    let c = corrector_fixture();
+    for extra in [None, Some(c.to_str().unwrap())] {
+        let out = dir.path().join("segs.npz");
+        let mut args = vec![
+            "segment",
+            "--image",
+            case.to_str().unwrap(),
+            "--weights",
+            w.to_str().unwrap(),
+            "--config",
+            "tiny",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        if let Some(c) = extra {
+            args.extend(["--corrector", c]);
+        }
+        let (code, stdout, err) = segvol(&args);
+        assert_eq!(code, 0, "{err}");
+        assert!(stdout.contains("wrote"), "{stdout}");
+        let segs = segvol_io::read_labels(&out, Some("segs")).unwrap();
+        assert_eq!(segs.dims, [82, 101, 122]);
+        assert!(segs.data.iter().all(|&v| v <= 6));
+    }
+    // A corrector file that is not one: exit 1, one line naming it.
+    let (code, _, err) = segvol(&[
+        "segment",
+        "--image",
+        case.to_str().unwrap(),
+        "--weights",
+        w.to_str().unwrap(),
+        "--config",
+        "tiny",
+        "--corrector",
+        w.to_str().unwrap(),
+        "--out",
+        dir.path().join("x.npz").to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("not a GRU corrector")
+            && err.contains("weights.safetensors")
+            && err.lines().count() == 1,
+        "{err}"
+    );
+    assert!(!dir.path().join("x.npz").exists());
+}

@@ -1,5 +1,5 @@
-//! `cargo bench -p segvol-gru`: the per-round overhead of the corrector (issue 6: sampler + GRU
-//! + write-back on a 32×256×256 grid, CPU, goal < 20 ms) with the default config (K = 200,
+//! `cargo bench -p segvol-gru`: the per-round overhead of the corrector (issue 6: sampler, GRU
+//! and write-back on a 32×256×256 grid, CPU, goal < 20 ms) with the default config (K = 200,
 //! H = 256, coordinate head), on the flex backend, split into its three parts.
 
 // Bench code: a panic with the failing value is the right outcome.

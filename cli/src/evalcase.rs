@@ -1,0 +1,249 @@
+//! `segvol eval`: SegVol (optionally with the GRU corrector) through the CVPR 2025 protocol on
+//! a challenge case with ground truth: the box step, then simulated clicks; DSC / NSD per step,
+//! DSC-AUC, NSD-AUC and the time of every step. `--compare` runs the baseline and the corrector
+//! on the same case (GRU_CORRECTION.md D9).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use segvol_backends::{Backend, BackendKind, BackendTask, dispatch};
+use segvol_core::SegVol;
+use segvol_core::weights::load_segvol;
+use segvol_eval::protocol::{Box3, CaseResult, ProtocolOptions, run_case};
+use segvol_gru::load_corrector;
+use segvol_io::{AnyVolume, ChallengeCase};
+use serde_json::json;
+
+use crate::forward::config_named;
+use crate::predictor::{SegVolPredictor, StepLog};
+
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    /// Challenge case .npz with `imgs`, `gts` and (for the box step) `boxes`.
+    #[arg(long)]
+    pub case: PathBuf,
+    /// SegVol weights: pytorch_model.bin, .safetensors or SegVol_v1.pth.
+    #[arg(long)]
+    pub weights: PathBuf,
+    /// Model size: base (the released SegVol) or tiny.
+    #[arg(long, default_value = "base")]
+    pub config: String,
+    /// Backend (default: flex).
+    #[arg(long)]
+    pub backend: Option<String>,
+    /// GRU corrector weights (.safetensors / .pth): correct every click step with it.
+    #[arg(long)]
+    pub corrector: Option<PathBuf>,
+    /// Run the baseline and the corrector on the same case and print both (needs --corrector).
+    #[arg(long)]
+    pub compare: bool,
+    /// Click steps after the box step.
+    #[arg(long, default_value_t = 5)]
+    pub steps: usize,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+struct Eval {
+    weights: PathBuf,
+    corrector: Option<PathBuf>,
+    compare: bool,
+    config: segvol_core::SegVolConfig,
+    image: Vec<u8>,
+    gts: Vec<u8>,
+    dims: [usize; 3],
+    spacing: [f64; 3],
+    boxes: Option<Vec<Box3>>,
+    opts: ProtocolOptions,
+    bar: ProgressBar,
+}
+
+/// (name, result, per-step log)
+type Run = (&'static str, CaseResult, Vec<StepLog>);
+
+impl BackendTask for Eval {
+    type Output = Result<Vec<Run>>;
+    fn run<B: Backend>(self, device: &B::Device) -> Result<Vec<Run>> {
+        self.bar.set_message("loading weights");
+        let mut model = SegVol::<B>::new(&self.config, device);
+        load_segvol(&mut model, &self.weights)?;
+        let corrector = match &self.corrector {
+            Some(p) => Some(load_corrector::<B>(p, device)?),
+            None => None,
+        };
+        let mut variants: Vec<(&'static str, Option<&segvol_gru::GruCorrector<B>>)> = Vec::new();
+        if corrector.is_none() || self.compare {
+            variants.push(("segvol", None));
+        }
+        if let Some(c) = &corrector {
+            variants.push(("segvol+gru", Some(c)));
+        }
+        let mut runs = Vec::new();
+        for (name, corr) in variants {
+            self.bar
+                .set_message(format!("{name}: running the protocol"));
+            let mut p = SegVolPredictor::new(&model, corr, device);
+            let r = run_case(
+                &mut p,
+                &self.image,
+                &self.gts,
+                self.dims,
+                self.spacing,
+                self.boxes.as_deref(),
+                self.opts,
+            )?;
+            runs.push((name, r, p.log));
+        }
+        Ok(runs)
+    }
+}
+
+pub fn run(args: &EvalArgs) -> Result<()> {
+    let config = config_named(&args.config)?;
+    if args.compare && args.corrector.is_none() {
+        bail!("--compare needs --corrector");
+    }
+    let case = ChallengeCase::read(&args.case)?;
+    let path = args.case.display();
+    let gts = case
+        .gts
+        .with_context(|| format!("{path}: no `gts`: `segvol eval` needs ground truth"))?;
+    let image: Vec<u8> = match case.imgs {
+        Some(AnyVolume::U8(v)) => v.data,
+        Some(other) => other
+            .to_f32()
+            .data
+            .iter()
+            .map(|&v| v.clamp(0.0, 255.0) as u8)
+            .collect(),
+        None => bail!("{path}: no `imgs`"),
+    };
+    if image.len() != gts.data.len() {
+        bail!("{path}: `imgs` and `gts` differ in size");
+    }
+    let dims = gts.dims;
+    let boxes = match case.boxes {
+        None => None,
+        Some(bs) => Some(
+            bs.iter()
+                .enumerate()
+                .map(|(i, b)| {
+                    let (lo, hi) = b.zyx_inclusive();
+                    let ok =
+                        (0..3).all(|a| lo[a] >= 0 && lo[a] <= hi[a] && (hi[a] as usize) < dims[a]);
+                    if !ok {
+                        bail!(
+                            "{path}: box {} ({lo:?}..={hi:?}) is outside the volume {dims:?}",
+                            i + 1
+                        );
+                    }
+                    Ok(Box3 {
+                        lo: lo.map(|v| v as usize),
+                        hi: hi.map(|v| v as usize),
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?,
+        ),
+    };
+    let kind = match &args.backend {
+        Some(s) => s.parse::<BackendKind>()?,
+        None => BackendKind::default_cpu()?,
+    };
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {elapsed} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    bar.enable_steady_tick(Duration::from_millis(120));
+    let runs = dispatch(
+        kind,
+        Eval {
+            weights: args.weights.clone(),
+            corrector: args.corrector.clone(),
+            compare: args.compare,
+            config,
+            image,
+            gts: gts.data,
+            dims,
+            spacing: case.spacing.unwrap_or([1.0; 3]),
+            boxes,
+            opts: ProtocolOptions {
+                click_steps: args.steps,
+                ..ProtocolOptions::default()
+            },
+            bar: bar.clone(),
+        },
+    )
+    .with_context(|| format!("evaluating {path}"))?;
+    bar.finish_and_clear();
+    if args.json {
+        let all: Vec<_> = runs
+            .iter()
+            .map(|(name, r, log)| {
+                json!({
+                    "model": name,
+                    "dsc_auc": r.dsc_auc, "nsd_auc": r.nsd_auc,
+                    "dsc_final": r.dsc_final, "nsd_final": r.nsd_final,
+                    "total_seconds": r.total_seconds,
+                    "steps": r.steps.iter().enumerate().map(|(i, s)| json!({
+                        "step": i + 1, "dsc": s.dsc, "nsd": s.nsd, "class_dsc": s.class_dsc,
+                        "seconds": s.seconds,
+                    })).collect::<Vec<_>>(),
+                    "calls": log.iter().map(|l| json!({
+                        "step": l.step, "encode_s": l.encode_s, "decodes": l.decodes,
+                        "decode_s": l.decode_s, "correction_rounds": l.rounds,
+                        "correction_ms": l.correct_ms,
+                    })).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        out!(
+            "{}",
+            serde_json::to_string_pretty(&json!({"case": args.case, "runs": all}))?
+        );
+        return Ok(());
+    }
+    out!(
+        "{} ({dims:?}, {} classes)",
+        path,
+        runs[0].1.steps[0].class_dsc.len()
+    );
+    for (name, r, log) in &runs {
+        out!("\n{name}");
+        out!("| step | prompt | DSC | NSD | seconds | decodes | corr. rounds | corr. ms |");
+        out!("|---|---|---|---|---|---|---|---|");
+        let has_box = r.steps[0].seconds > 0.0;
+        let mut li = log.iter();
+        for (i, s) in r.steps.iter().enumerate() {
+            let l = if i == 0 && !has_box { None } else { li.next() };
+            let prompt = if i == 0 {
+                "box".to_string()
+            } else {
+                format!("click {i}")
+            };
+            out!(
+                "| {} | {prompt} | {:.4} | {:.4} | {:.3} | {} | {} | {:.2} |",
+                i + 1,
+                s.dsc,
+                s.nsd,
+                s.seconds,
+                l.map_or(0, |l| l.decodes),
+                l.map_or(0, |l| l.rounds),
+                l.map_or(0.0, |l| l.correct_ms)
+            );
+        }
+        out!(
+            "DSC-AUC {:.4}  NSD-AUC {:.4}  final DSC {:.4}  final NSD {:.4}  total {:.2} s",
+            r.dsc_auc,
+            r.nsd_auc,
+            r.dsc_final,
+            r.nsd_final,
+            r.total_seconds
+        );
+    }
+    Ok(())
+}

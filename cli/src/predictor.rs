@@ -1,0 +1,254 @@
+//! SegVol (and optionally the GRU corrector) as a CVPR25 [`Predictor`]: one encoder pass per
+//! case, then per class and step the prompt encoder + decoder with the box and the class's
+//! clicks so far (GRU_CORRECTION.md §6, §8: the baseline re-decodes box + accumulated clicks as
+//! point prompts; the corrector then corrects those logits). Later classes overwrite earlier
+//! ones, as the reference does.
+//!
+//! The corrector keeps one [`CorrectionSession`] per class, so its hidden state is carried from
+//! step to step inside one run. A fresh predictor given clicks it has not seen (the challenge
+//! starts a new process per step) replays the rounds: decode with the first i clicks and
+//! correct, for i = 1..=n (GRU_CORRECTION.md §9.2), which rebuilds the same hidden state.
+
+use std::time::Instant;
+
+use burn::tensor::backend::Backend;
+use segvol_core::SegVol;
+use segvol_core::pipeline::{Session, VoxelClick};
+use segvol_eval::protocol::{Clicks, PredictRequest, Predictor};
+use segvol_gru::{CorrectionSession, GruCorrector};
+use segvol_sampler::Click;
+
+/// Error type the protocol runner takes.
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// SegVol (+ corrector) under the CVPR25 protocol.
+pub struct SegVolPredictor<'a, B: Backend> {
+    model: &'a SegVol<B>,
+    corrector: Option<&'a GruCorrector<B>>,
+    device: B::Device,
+    session: Option<Session<'a, B>>,
+    corr: Vec<CorrectionSession<'a, B>>,
+    /// Per class: the clicks seen and the mask of the last prediction (reused when a step
+    /// brings this class no new click).
+    last: Vec<Option<(usize, Vec<bool>)>>,
+    /// Per step: encoder seconds (first call only), decoder calls, correction rounds and
+    /// their milliseconds.
+    pub log: Vec<StepLog>,
+}
+
+/// What one predict call did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StepLog {
+    /// Step number of the request.
+    pub step: usize,
+    /// Seconds spent encoding (non-zero only when the session was built).
+    pub encode_s: f64,
+    /// Decoder calls.
+    pub decodes: usize,
+    /// Seconds in decoder calls (including the paste back to the image grid).
+    pub decode_s: f64,
+    /// Correction rounds run.
+    pub rounds: usize,
+    /// Milliseconds in correction rounds (sampler + GRU + write-back).
+    pub correct_ms: f64,
+}
+
+impl<'a, B: Backend> SegVolPredictor<'a, B> {
+    /// A predictor for one case; `corrector` = `None` is the plain SegVol baseline.
+    pub fn new(
+        model: &'a SegVol<B>,
+        corrector: Option<&'a GruCorrector<B>>,
+        device: &B::Device,
+    ) -> Self {
+        SegVolPredictor {
+            model,
+            corrector,
+            device: device.clone(),
+            session: None,
+            corr: Vec::new(),
+            last: Vec::new(),
+            log: Vec::new(),
+        }
+    }
+}
+
+/// A class's clicks in the order they were made (the protocol's `order` interleaves the fg and
+/// bg lists; clicks without an order entry follow, fg first).
+pub fn click_sequence(c: &Clicks) -> Vec<VoxelClick> {
+    let (mut f, mut b) = (c.fg.iter(), c.bg.iter());
+    let mut seq = Vec::with_capacity(c.fg.len() + c.bg.len());
+    for o in &c.order {
+        let next = match o {
+            Some(true) => f.next().map(|&zyx| (zyx, true)),
+            Some(false) => b.next().map(|&zyx| (zyx, false)),
+            None => None,
+        };
+        if let Some((zyx, foreground)) = next {
+            seq.push(VoxelClick { zyx, foreground });
+        }
+    }
+    seq.extend(f.map(|&zyx| VoxelClick {
+        zyx,
+        foreground: true,
+    }));
+    seq.extend(b.map(|&zyx| VoxelClick {
+        zyx,
+        foreground: false,
+    }));
+    seq
+}
+
+fn sampler_clicks(seq: &[VoxelClick]) -> Vec<Click> {
+    seq.iter()
+        .map(|c| Click {
+            zyx: c.zyx,
+            foreground: c.foreground,
+        })
+        .collect()
+}
+
+/// The corrected logits (image grid) for a box and a click sequence: rounds `r+1..=n` are run,
+/// where `r` is the rounds the correction session has already seen (0 for a fresh one, which
+/// then replays every round: decode with the first i clicks, correct). A session that has seen
+/// more rounds than there are clicks is reset first (clicks undone).
+///
+/// # Errors
+/// The decoder's or the corrector's error.
+pub fn corrected_logits<B: Backend>(
+    session: &Session<'_, B>,
+    cs: &mut CorrectionSession<'_, B>,
+    dims: [usize; 3],
+    boxes: Option<([usize; 3], [usize; 3])>,
+    seq: &[VoxelClick],
+    log: &mut StepLog,
+) -> Result<Vec<f32>, BoxError> {
+    if cs.rounds() > seq.len() {
+        cs.reset();
+    }
+    let mut logits = Vec::new();
+    for i in cs.rounds() + 1..=seq.len() {
+        let t = Instant::now();
+        logits = session.predict(boxes, &seq[..i])?;
+        log.decodes += 1;
+        log.decode_s += t.elapsed().as_secs_f64();
+        let rep = cs.step(dims, &mut logits, &sampler_clicks(&seq[..i]))?;
+        log.rounds += 1;
+        log.correct_ms += rep.total_ms();
+    }
+    if logits.is_empty() {
+        // Nothing new to correct (no clicks, or all seen): the plain prediction.
+        logits = session.predict(boxes, seq)?;
+        log.decodes += 1;
+    }
+    Ok(logits)
+}
+
+impl<B: Backend> Predictor for SegVolPredictor<'_, B> {
+    fn predict(&mut self, req: &PredictRequest<'_>) -> Result<Vec<u8>, BoxError> {
+        let n: usize = req.dims.iter().product();
+        let mut log = StepLog {
+            step: req.step,
+            ..StepLog::default()
+        };
+        if self.session.is_none() {
+            let t = Instant::now();
+            let image: Vec<f32> = req.image.iter().map(|&v| f32::from(v)).collect();
+            let mut cover: Vec<[usize; 3]> = Vec::new();
+            if let Some(b) = req.boxes {
+                cover.extend(b.iter().flat_map(|b| [b.lo, b.hi]));
+            }
+            for c in req.clicks {
+                cover.extend(c.fg.iter().chain(&c.bg));
+            }
+            self.session = Some(Session::new(
+                self.model,
+                &image,
+                req.dims,
+                &cover,
+                &self.device,
+            )?);
+            log.encode_s = t.elapsed().as_secs_f64();
+        }
+        let Some(session) = self.session.as_ref() else {
+            return Err("no session".into());
+        };
+        let mut out = vec![0u8; n];
+        for class in 0..req.n_classes {
+            let boxes = req.boxes.and_then(|b| b.get(class)).map(|b| (b.lo, b.hi));
+            let seq = req
+                .clicks
+                .get(class)
+                .map(click_sequence)
+                .unwrap_or_default();
+            if boxes.is_none() && seq.is_empty() {
+                continue;
+            }
+            if self.last.len() <= class {
+                self.last.resize(class + 1, None);
+            }
+            let mask: Vec<bool> = match (&self.last[class], self.corrector) {
+                // No new click for this class this step: the same prompts, so the last result
+                // stands (and the corrector's hidden state is not advanced).
+                (Some((seen, m)), _) if *seen == seq.len() && !seq.is_empty() => m.clone(),
+                (_, Some(corrector)) if !seq.is_empty() => {
+                    while self.corr.len() <= class {
+                        self.corr
+                            .push(CorrectionSession::new(corrector, &self.device));
+                    }
+                    let logits = corrected_logits(
+                        session,
+                        &mut self.corr[class],
+                        req.dims,
+                        boxes,
+                        &seq,
+                        &mut log,
+                    )?;
+                    logits.iter().map(|&l| l > 0.0).collect()
+                }
+                _ => {
+                    let t = Instant::now();
+                    let logits = session.predict(boxes, &seq)?;
+                    log.decodes += 1;
+                    log.decode_s += t.elapsed().as_secs_f64();
+                    logits.iter().map(|&l| l > 0.0).collect()
+                }
+            };
+            let label = u8::try_from(class + 1).map_err(|_| "more than 255 classes")?;
+            for (o, _) in out.iter_mut().zip(&mask).filter(|(_, m)| **m) {
+                *o = label;
+            }
+            self.last[class] = Some((seq.len(), mask));
+        }
+        self.log.push(log);
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clicks_come_back_in_time_order() {
+        let c = Clicks {
+            fg: vec![[1, 1, 1], [3, 3, 3]],
+            bg: vec![[2, 2, 2]],
+            order: vec![Some(true), None, Some(false), Some(true)],
+        };
+        let seq: Vec<([usize; 3], bool)> = click_sequence(&c)
+            .iter()
+            .map(|v| (v.zyx, v.foreground))
+            .collect();
+        assert_eq!(
+            seq,
+            vec![([1, 1, 1], true), ([2, 2, 2], false), ([3, 3, 3], true)]
+        );
+        // Without an order: fg then bg.
+        let c = Clicks {
+            fg: vec![[1, 1, 1]],
+            bg: vec![[2, 2, 2]],
+            order: vec![],
+        };
+        assert_eq!(click_sequence(&c).len(), 2);
+    }
+}
