@@ -40,6 +40,10 @@ pub struct EvalArgs {
     /// Run the baseline and the corrector on the same case and print both (needs --corrector).
     #[arg(long)]
     pub compare: bool,
+    /// Also run the zoom-in sliding window at every step (re-encodes each window per step;
+    /// without it each click step re-decodes the cached global embedding).
+    #[arg(long)]
+    pub zoom_in: bool,
     /// Click steps after the box step.
     #[arg(long, default_value_t = 5)]
     pub steps: usize,
@@ -49,6 +53,7 @@ pub struct EvalArgs {
 }
 
 struct Eval {
+    zoom_in: bool,
     weights: PathBuf,
     corrector: Option<PathBuf>,
     compare: bool,
@@ -86,7 +91,7 @@ impl BackendTask for Eval {
         for (name, corr) in variants {
             self.bar
                 .set_message(format!("{name}: running the protocol"));
-            let mut p = SegVolPredictor::new(&model, corr, device);
+            let mut p = SegVolPredictor::new(&model, corr, device).with_zoom_in(self.zoom_in);
             let r = run_case(
                 &mut p,
                 &self.image,
@@ -162,6 +167,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     let runs = dispatch(
         kind,
         Eval {
+            zoom_in: args.zoom_in,
             weights: args.weights.clone(),
             corrector: args.corrector.clone(),
             compare: args.compare,

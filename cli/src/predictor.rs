@@ -26,6 +26,7 @@ pub struct SegVolPredictor<'a, B: Backend> {
     model: &'a SegVol<B>,
     corrector: Option<&'a GruCorrector<B>>,
     device: B::Device,
+    zoom_in: bool,
     session: Option<Session<'a, B>>,
     corr: Vec<CorrectionSession<'a, B>>,
     /// Per class: the clicks seen and the mask of the last prediction (reused when a step
@@ -54,6 +55,13 @@ pub struct StepLog {
 }
 
 impl<'a, B: Backend> SegVolPredictor<'a, B> {
+    /// Also run the zoom-in sliding window (SEGVOL.md §9.2–9.3) at every step: more accurate,
+    /// but each step re-encodes every window instead of re-decoding the cached embedding.
+    pub fn with_zoom_in(mut self, on: bool) -> Self {
+        self.zoom_in = on;
+        self
+    }
+
     /// A predictor for one case; `corrector` = `None` is the plain SegVol baseline.
     pub fn new(
         model: &'a SegVol<B>,
@@ -64,6 +72,7 @@ impl<'a, B: Backend> SegVolPredictor<'a, B> {
             model,
             corrector,
             device: device.clone(),
+            zoom_in: false,
             session: None,
             corr: Vec::new(),
             last: Vec::new(),
@@ -116,6 +125,7 @@ fn sampler_clicks(seq: &[VoxelClick]) -> Vec<Click> {
 /// The decoder's or the corrector's error.
 pub fn corrected_logits<B: Backend>(
     session: &Session<'_, B>,
+    zoom_in: bool,
     cs: &mut CorrectionSession<'_, B>,
     dims: [usize; 3],
     boxes: Option<([usize; 3], [usize; 3])>,
@@ -128,7 +138,7 @@ pub fn corrected_logits<B: Backend>(
     let mut logits = Vec::new();
     for i in cs.rounds() + 1..=seq.len() {
         let t = Instant::now();
-        logits = session.predict(boxes, &seq[..i])?;
+        logits = decode(session, zoom_in, boxes, &seq[..i])?;
         log.decodes += 1;
         log.decode_s += t.elapsed().as_secs_f64();
         let rep = cs.step(dims, &mut logits, &sampler_clicks(&seq[..i]))?;
@@ -137,10 +147,24 @@ pub fn corrected_logits<B: Backend>(
     }
     if logits.is_empty() {
         // Nothing new to correct (no clicks, or all seen): the plain prediction.
-        logits = session.predict(boxes, seq)?;
+        logits = decode(session, zoom_in, boxes, seq)?;
         log.decodes += 1;
     }
     Ok(logits)
+}
+
+/// Image-grid logits: the zoom-out pass from the cached embedding, or zoom-out + zoom-in.
+pub fn decode<B: Backend>(
+    session: &Session<'_, B>,
+    zoom_in: bool,
+    boxes: Option<([usize; 3], [usize; 3])>,
+    seq: &[VoxelClick],
+) -> Result<Vec<f32>, BoxError> {
+    if zoom_in {
+        Ok(session.predict_zoom_in(boxes, seq, &mut |_, _| {})?.0)
+    } else {
+        Ok(session.predict(boxes, seq)?)
+    }
 }
 
 impl<B: Backend> Predictor for SegVolPredictor<'_, B> {
@@ -197,6 +221,7 @@ impl<B: Backend> Predictor for SegVolPredictor<'_, B> {
                     }
                     let logits = corrected_logits(
                         session,
+                        self.zoom_in,
                         &mut self.corr[class],
                         req.dims,
                         boxes,
@@ -207,7 +232,7 @@ impl<B: Backend> Predictor for SegVolPredictor<'_, B> {
                 }
                 _ => {
                     let t = Instant::now();
-                    let logits = session.predict(boxes, &seq)?;
+                    let logits = decode(session, self.zoom_in, boxes, &seq)?;
                     log.decodes += 1;
                     log.decode_s += t.elapsed().as_secs_f64();
                     logits.iter().map(|&l| l > 0.0).collect()

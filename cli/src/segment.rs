@@ -49,6 +49,10 @@ pub struct SegmentArgs {
     /// Also write the logits on the image grid as float32 .npy.
     #[arg(long)]
     pub logits: Option<PathBuf>,
+    /// Skip the zoom-in refinement (sliding window over the ROI at native resolution, one
+    /// encoder pass per window); the result is then the global zoom-out pass.
+    #[arg(long)]
+    pub no_zoom_in: bool,
     /// GRU corrector weights: after the prediction, run one correction round per click
     /// (replayed in click order, so the hidden state is rebuilt; GRU_CORRECTION.md §6, §9.2).
     #[arg(long)]
@@ -56,6 +60,7 @@ pub struct SegmentArgs {
 }
 
 struct Segment {
+    zoom_in: bool,
     weights: PathBuf,
     corrector: Option<PathBuf>,
     config: segvol_core::SegVolConfig,
@@ -93,6 +98,7 @@ impl BackendTask for Segment {
                 ));
                 corrected_logits(
                     &session,
+                    self.zoom_in,
                     &mut cs,
                     self.dims,
                     self.boxes,
@@ -100,6 +106,20 @@ impl BackendTask for Segment {
                     &mut log,
                 )
                 .map_err(|e| anyhow::anyhow!("{e}"))?
+            }
+            _ if self.zoom_in => {
+                let mut cover: Vec<[usize; 3]> = self.clicks.iter().map(|c| c.zyx).collect();
+                if let Some((b0, b1)) = self.boxes {
+                    cover.extend([b0, b1]);
+                }
+                let session = Session::new(&model, &self.image, self.dims, &cover, device)?;
+                self.bar.set_message("zoom-in: sliding window over the ROI");
+                let bar = &self.bar;
+                session
+                    .predict_zoom_in(self.boxes, &self.clicks, &mut |d, t| {
+                        bar.set_message(format!("zoom-in: window {d}/{t}"));
+                    })?
+                    .0
             }
             _ => {
                 segment_zoom_out(
@@ -119,6 +139,7 @@ impl BackendTask for Segment {
 
 /// A challenge step: every class of the case, from its boxes and accumulated clicks.
 struct CaseStep {
+    zoom_in: bool,
     weights: PathBuf,
     corrector: Option<PathBuf>,
     config: segvol_core::SegVolConfig,
@@ -149,7 +170,8 @@ impl BackendTask for CaseStep {
         clicks.resize(n_classes, Clicks::default());
         self.bar
             .set_message(format!("segmenting {n_classes} class(es)"));
-        let mut p = SegVolPredictor::new(&model, corrector.as_ref(), device);
+        let mut p =
+            SegVolPredictor::new(&model, corrector.as_ref(), device).with_zoom_in(self.zoom_in);
         let steps = clicks.iter().map(|c| c.order.len()).max().unwrap_or(0);
         let req = PredictRequest {
             dims: self.dims,
@@ -251,6 +273,7 @@ fn run_case_step(
     let labels = dispatch(
         kind,
         CaseStep {
+            zoom_in: !args.no_zoom_in,
             weights: args.weights.clone(),
             corrector: args.corrector.clone(),
             config,
@@ -337,6 +360,7 @@ pub fn run(args: &SegmentArgs) -> Result<()> {
     let logits = dispatch(
         kind,
         Segment {
+            zoom_in: !args.no_zoom_in,
             weights: args.weights.clone(),
             corrector: args.corrector.clone(),
             config,

@@ -482,32 +482,62 @@ fn eval_runs_the_protocol_with_and_without_the_corrector() {
         "{},{},{},{},{},{}",
         lo[0], lo[1], lo[2], hi[0], hi[1], hi[2]
     );
-    let (code, _, err) = segvol(&[
-        "segment",
-        "--image",
+    let seg_dsc = |zoom: bool| {
+        let mut a = vec![
+            "segment",
+            "--image",
+            case.to_str().unwrap(),
+            "--box",
+            &b,
+            "--weights",
+            w.to_str().unwrap(),
+            "--config",
+            "tiny",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        if !zoom {
+            a.push("--no-zoom-in");
+        }
+        let (code, _, err) = segvol(&a);
+        assert_eq!(code, 0, "{err}");
+        let (code, m, err) = segvol(&[
+            "metrics",
+            "--pred",
+            out.to_str().unwrap(),
+            "--gt",
+            case.to_str().unwrap(),
+            "--json",
+        ]);
+        assert_eq!(code, 0, "{err}");
+        let m: serde_json::Value = serde_json::from_str(&m).unwrap();
+        m["mean"]["dsc"].as_f64().unwrap()
+    };
+    let d = seg_dsc(false);
+    assert!((d - d0).abs() < 1e-12, "segment+metrics {d} vs eval {d0}");
+    // With the zoom-in (segment's default) the same holds for `eval --zoom-in`.
+    let (code, stdout, err) = segvol(&[
+        "eval",
+        "--case",
         case.to_str().unwrap(),
-        "--box",
-        &b,
         "--weights",
         w.to_str().unwrap(),
         "--config",
         "tiny",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    assert_eq!(code, 0, "{err}");
-    let (code, m, err) = segvol(&[
-        "metrics",
-        "--pred",
-        out.to_str().unwrap(),
-        "--gt",
-        case.to_str().unwrap(),
+        "--zoom-in",
+        "--steps",
+        "1",
         "--json",
     ]);
     assert_eq!(code, 0, "{err}");
-    let m: serde_json::Value = serde_json::from_str(&m).unwrap();
-    let d = m["mean"]["dsc"].as_f64().unwrap();
-    assert!((d - d0).abs() < 1e-12, "segment+metrics {d} vs eval {d0}");
+    let j: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let dz = j["runs"][0]["steps"][0]["dsc"].as_f64().unwrap();
+    let d = seg_dsc(true);
+    eprintln!("box step DSC: zoom-out {d0}, zoom-in {dz}");
+    assert!(
+        (d - dz).abs() < 1e-12,
+        "segment+metrics {d} vs eval --zoom-in {dz}"
+    );
 }
 
 #[test]

@@ -9,6 +9,7 @@ pub mod pipeline;
 pub mod prompt_encoder;
 pub mod resize;
 pub mod weights;
+pub mod zoom;
 
 pub use config::{ConfigError, SegVolConfig};
 pub use model::{DecodeOutput, SegVol};

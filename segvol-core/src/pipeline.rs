@@ -6,7 +6,8 @@
 //! one model pass → resize the logits back to the crop (`nearest`) → paste into the original
 //! geometry (outside the crop: no object).
 //!
-//! Not yet: the zoom-in sliding-window refinement (§9.2–9.3); the result is the global pass.
+//! The zoom-in sliding-window refinement (§9.2–9.4) is [`Session::predict_zoom_in`] in
+//! [`crate::zoom`].
 
 use burn::tensor::{Tensor, TensorData, backend::Backend};
 
@@ -179,6 +180,9 @@ pub struct Session<'m, B: Backend> {
     dims: [usize; 3],
     zoom: ZoomOut,
     embedding: Tensor<B, 5>,
+    /// The normalised crop at native resolution (the zoom-in reads its windows from it).
+    crop_img: Vec<f32>,
+    device: B::Device,
 }
 
 impl<'m, B: Backend> Session<'m, B> {
@@ -212,7 +216,8 @@ impl<'m, B: Backend> Session<'m, B> {
         }
         let cdims = [0, 1, 2].map(|a| hi[a] - lo[a]);
         let grid = model.image_size();
-        let x = resize(&crop(&norm, dims, lo, hi), cdims, grid, ResizeMode::Nearest);
+        let crop_img = crop(&norm, dims, lo, hi);
+        let x = resize(&crop_img, cdims, grid, ResizeMode::Nearest);
         let t = Tensor::<B, 5>::from_data(
             TensorData::new(x, [1, 1, grid[0], grid[1], grid[2]]),
             device,
@@ -225,7 +230,21 @@ impl<'m, B: Backend> Session<'m, B> {
                 crop_hi: hi,
             },
             embedding: model.embed(t),
+            crop_img,
+            device: device.clone(),
         })
+    }
+
+    pub(crate) fn model(&self) -> &SegVol<B> {
+        self.model
+    }
+
+    pub(crate) fn device(&self) -> B::Device {
+        self.device.clone()
+    }
+
+    pub(crate) fn crop_image(&self) -> &[f32] {
+        &self.crop_img
     }
 
     /// The crop the model sees.
@@ -240,6 +259,15 @@ impl<'m, B: Backend> Session<'m, B> {
     /// # Errors
     /// [`SegmentError`] for a box or click outside the volume, or no prompt.
     pub fn predict(
+        &self,
+        boxes: Option<([usize; 3], [usize; 3])>,
+        clicks: &[VoxelClick],
+    ) -> Result<Vec<f32>, SegmentError> {
+        Ok(self.paste(&self.predict_crop(boxes, clicks)?))
+    }
+
+    /// The global pass's logits on the crop grid (native resolution, crop shape).
+    pub(crate) fn predict_crop(
         &self,
         boxes: Option<([usize; 3], [usize; 3])>,
         clicks: &[VoxelClick],
@@ -279,16 +307,27 @@ impl<'m, B: Backend> Session<'m, B> {
             .convert::<f32>()
             .to_vec::<f32>()
             .unwrap_or_default();
-        let back = resize(&grid_logits, grid, cdims, ResizeMode::Nearest);
+        Ok(resize(&grid_logits, grid, cdims, ResizeMode::Nearest))
+    }
+
+    /// Crop-grid logits pasted into the original volume (`-1e4` outside the crop).
+    pub(crate) fn paste(&self, crop_logits: &[f32]) -> Vec<f32> {
+        let (lo, hi) = (self.zoom.crop_lo, self.zoom.crop_hi);
+        let cdims = [0, 1, 2].map(|a| hi[a] - lo[a]);
         let mut out = vec![-1e4f32; self.dims.iter().product()];
         for z in 0..cdims[0] {
             for y in 0..cdims[1] {
                 let src = (z * cdims[1] + y) * cdims[2];
                 let dst = ((lo[0] + z) * self.dims[1] + lo[1] + y) * self.dims[2] + lo[2];
-                out[dst..dst + cdims[2]].copy_from_slice(&back[src..src + cdims[2]]);
+                if let (Some(d), Some(s)) = (
+                    out.get_mut(dst..dst + cdims[2]),
+                    crop_logits.get(src..src + cdims[2]),
+                ) {
+                    d.copy_from_slice(s);
+                }
             }
         }
-        Ok(out)
+        out
     }
 }
 

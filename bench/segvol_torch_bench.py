@@ -1,0 +1,141 @@
+#!/usr/bin/env python3
+"""The PyTorch side of issue 5's CPU benchmark: SegVol-base's forward on a 1x1x32x256x256
+input with random weights, timed the way `segvol bench --full` times ours, so the ratio can be
+reported. Never run in CI.
+
+Encoder: MONAI's own ViT (the class SegVol uses; MONAI >= 1.3 names the options proj_type /
+pos_embed_type), 768/12/12/3072, patch 4x16x16, perceptron patch embedding, learned positions.
+Decoder: SAM's mask decoder lifted to 3-D as shared/docs/SEGVOL.md section 6 describes (two-way
+transformer depth 2, attention downsample 2, ConvTranspose3d upscaling with the full-tensor
+LayerNorm, hypernetwork MLPs, final trilinear upsample), written here in plain torch because
+SegVol's code is not a pip package. The prompt encoder is a few hundred FLOPs and is included
+as its output shapes (a box = 2 sparse tokens, dense = a broadcast embedding).
+
+    python3 bench/segvol_torch_bench.py [--threads N] [--iters 3]
+
+Tested with torch 2.15.0 (CPU wheel from PyPI), MONAI 1.6.1, Python 3.11.
+"""
+import argparse
+import math
+import platform
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from monai.networks.nets import ViT
+
+
+class Attention(nn.Module):
+    def __init__(self, dim, heads, down=1):
+        super().__init__()
+        inner = dim // down
+        self.h = heads
+        self.q, self.k, self.v = nn.Linear(dim, inner), nn.Linear(dim, inner), nn.Linear(dim, inner)
+        self.o = nn.Linear(inner, dim)
+
+    def forward(self, q, k, v):
+        b = q.shape[0]
+        split = lambda x: x.view(b, x.shape[1], self.h, -1).transpose(1, 2)
+        q, k, v = split(self.q(q)), split(self.k(k)), split(self.v(v))
+        a = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1]), -1)
+        return self.o((a @ v).transpose(1, 2).reshape(b, -1, self.h * q.shape[-1]))
+
+
+class TwoWayBlock(nn.Module):
+    def __init__(self, dim=768, heads=8, mlp=2048, skip_pe=False):
+        super().__init__()
+        self.self_attn = Attention(dim, heads)
+        self.t2i, self.i2t = Attention(dim, heads, 2), Attention(dim, heads, 2)
+        self.mlp = nn.Sequential(nn.Linear(dim, mlp), nn.ReLU(), nn.Linear(mlp, dim))
+        self.n = nn.ModuleList(nn.LayerNorm(dim) for _ in range(4))
+        self.skip_pe = skip_pe
+
+    def forward(self, q, k, qpe, kpe):
+        if self.skip_pe:
+            q = self.self_attn(q, q, q)
+        else:
+            qq = q + qpe
+            q = q + self.self_attn(qq, qq, q)
+        q = self.n[0](q)
+        q = self.n[1](q + self.t2i(q + qpe, k + kpe, k))
+        q = self.n[2](q + self.mlp(q))
+        k = self.n[3](k + self.i2t(k + kpe, q + qpe, q))
+        return q, k
+
+
+class Decoder(nn.Module):
+    def __init__(self, dim=768, grid=(8, 16, 16)):
+        super().__init__()
+        self.grid = grid
+        self.tokens = nn.Parameter(torch.randn(5, dim))
+        self.blocks = nn.ModuleList([TwoWayBlock(skip_pe=True), TwoWayBlock()])
+        self.final = Attention(dim, 8, 2)
+        self.nf = nn.LayerNorm(dim)
+        self.up1 = nn.ConvTranspose3d(dim, dim // 4, 2, 2)
+        self.ln = nn.LayerNorm((dim // 4, 16, 32, 32))
+        self.up2 = nn.ConvTranspose3d(dim // 4, dim // 8, 2, 2)
+        self.hyper = nn.ModuleList(
+            nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, dim // 8))
+            for _ in range(4))
+        self.iou = nn.Sequential(nn.Linear(dim, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 4))
+
+    def forward(self, emb, pe, sparse, dense):
+        b, c = emb.shape[:2]
+        q0 = torch.cat([self.tokens.expand(b, -1, -1), sparse], 1)
+        k = (emb + dense).flatten(2).transpose(1, 2)
+        kpe = pe.flatten(2).transpose(1, 2)
+        q = q0
+        for blk in self.blocks:
+            q, k = blk(q, k, q0, kpe)
+        q = self.nf(q + self.final(q + q0, k + kpe, k))
+        x = k.transpose(1, 2).reshape(b, c, *self.grid)
+        e = F.gelu(self.up2(F.gelu(self.ln(self.up1(x)))))
+        h = torch.stack([m(q[:, 1 + i]) for i, m in enumerate(self.hyper)], 1)
+        self.iou(q[:, 0])
+        masks = (h @ e.flatten(2)).view(b, 4, *e.shape[2:])
+        return F.interpolate(masks[:, :1], size=(32, 256, 256), mode="trilinear", align_corners=False)
+
+
+def timed(fn, iters):
+    fn()  # warm-up
+    t = time.perf_counter()
+    for _ in range(iters):
+        fn()
+    return (time.perf_counter() - t) / iters
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--iters", type=int, default=3)
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(0)
+    vit = ViT(in_channels=1, img_size=(32, 256, 256), patch_size=(4, 16, 16), hidden_size=768,
+              mlp_dim=3072, num_layers=12, num_heads=12, proj_type="perceptron",
+              pos_embed_type="learnable", classification=False, dropout_rate=0.0).eval()
+    dec = Decoder().eval()
+    x = torch.randn(1, 1, 32, 256, 256)
+    with torch.inference_mode():
+        patch = timed(lambda: vit.patch_embedding(x), a.iters)
+        tok = vit.patch_embedding(x)
+        block = timed(lambda: vit.blocks[0](tok), a.iters)
+        enc = timed(lambda: vit(x), a.iters)
+        out, _ = vit(x)
+        emb = out.transpose(1, 2).reshape(1, 768, 8, 16, 16)
+        pe = torch.randn(1, 768, 8, 16, 16)
+        sparse = torch.randn(1, 2, 768)
+        dense = torch.randn(1, 768, 1, 1, 1).expand(1, 768, 8, 16, 16)
+        decode = timed(lambda: dec(emb, pe, sparse, dense), a.iters)
+        logits = dec(emb, pe, sparse, dense)
+    assert logits.shape == (1, 1, 32, 256, 256)
+    print(f"torch {torch.__version__}, {a.threads} threads, {platform.processor() or platform.machine()}")
+    print("| piece | ms |\n|---|---|")
+    for name, t in [("patch embedding", patch), ("one ViT block", block), ("full encoder", enc),
+                    ("decode (box prompt, incl. upsample)", decode), ("encoder + decode", enc + decode)]:
+        print(f"| {name} | {t * 1e3:.1f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,119 @@
+//! The zoom-in: window arithmetic against MONAI 0.9.0's own functions (recorded by
+//! reference/zoom_reference.py), and the whole zoom-out + zoom-in on a real CT case with the
+//! tiny fixture weights.
+
+// Test code: a panic with the failing value is the right outcome.
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+
+use segvol_backends::Flex;
+use segvol_core::pipeline::Session;
+use segvol_core::weights::load_segvol;
+use segvol_core::zoom::{roi_axis, window_starts};
+use segvol_core::{SegVol, SegVolConfig};
+
+fn shared() -> PathBuf {
+    std::env::var_os("SEGVOL_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared"))
+}
+
+#[test]
+fn window_starts_match_monai_0_9() {
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/zoom_reference.json"),
+    )
+    .unwrap();
+    let j: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(j["monai"], "0.9.0");
+    let cases = j["cases"].as_array().unwrap();
+    assert_eq!(cases.len(), 10);
+    let v = |x: &serde_json::Value| -> Vec<usize> {
+        x.as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n.as_u64().unwrap() as usize)
+            .collect()
+    };
+    for c in cases {
+        let (size, roi) = (v(&c["size"]), v(&c["roi"]));
+        let starts: Vec<Vec<usize>> = (0..3).map(|a| window_starts(size[a], roi[a])).collect();
+        for a in 0..3 {
+            assert_eq!(starts[a], v(&c["starts"][a]), "size {size:?} axis {a}");
+        }
+        // MONAI enumerates windows with D outermost, as our nested loops do.
+        let mut order = Vec::new();
+        for &z in &starts[0] {
+            for &y in &starts[1] {
+                for &x in &starts[2] {
+                    order.push(vec![z, y, x]);
+                }
+            }
+        }
+        let want: Vec<Vec<usize>> = c["order"].as_array().unwrap().iter().map(v).collect();
+        assert_eq!(order, want, "size {size:?}");
+    }
+}
+
+#[test]
+fn zoom_in_refines_inside_the_roi_only() {
+    let device = Default::default();
+    let mut model = SegVol::<Flex>::new(&SegVolConfig::tiny(), &device);
+    load_segvol(
+        &mut model,
+        shared().join("fixtures/segvol_tiny/weights.safetensors"),
+    )
+    .unwrap();
+    let case =
+        segvol_io::ChallengeCase::read(shared().join("data/npz/ct_kidney_right.npz")).unwrap();
+    let img = case.imgs.unwrap().to_f32();
+    let dims = img.dims;
+    let (lo, hi) = case.boxes.unwrap()[0].zyx_inclusive();
+    let bx = (lo.map(|v| v as usize), hi.map(|v| v as usize));
+    let session = Session::new(&model, &img.data, dims, &[bx.0, bx.1], &device).unwrap();
+    let global = session.predict(Some(bx), &[]).unwrap();
+    let mut calls = Vec::new();
+    let (zoomed, rep) = session
+        .predict_zoom_in(Some(bx), &[], &mut |d, t| calls.push((d, t)))
+        .unwrap();
+    let (rlo, rhi) = rep.roi.unwrap();
+    let zoom = session.zoom();
+    let grid = [32, 64, 64];
+    let crop = [0, 1, 2].map(|a| zoom.crop_hi[a] - zoom.crop_lo[a]);
+    // The ROI covers the box (crop coordinates) and follows §9.2's arithmetic.
+    for a in 0..3 {
+        assert!(rlo[a] <= bx.0[a] - zoom.crop_lo[a] && bx.1[a] - zoom.crop_lo[a] < rhi[a]);
+        assert!(rhi[a] <= crop[a]);
+    }
+    // Windows: the product of the starts over the ROI padded to at least one window.
+    let n: usize = (0..3)
+        .map(|a| window_starts((rhi[a] - rlo[a]).max(grid[a]), grid[a]).len())
+        .product();
+    assert_eq!(rep.windows, n);
+    assert_eq!(calls.len(), n);
+    assert_eq!(calls.last(), Some(&(n, n)));
+    eprintln!("dims {dims:?} crop {crop:?} roi {rlo:?}..{rhi:?}, {n} windows");
+    // Outside the ROI: the global logits exactly; inside: refined (different) values.
+    let (mut inside_changed, mut outside_same, mut outside) = (0usize, 0usize, 0usize);
+    for z in 0..dims[0] {
+        for y in 0..dims[1] {
+            for x in 0..dims[2] {
+                let i = (z * dims[1] + y) * dims[2] + x;
+                let c = [z, y, x];
+                let in_roi = (0..3)
+                    .all(|a| c[a] >= zoom.crop_lo[a] + rlo[a] && c[a] < zoom.crop_lo[a] + rhi[a]);
+                if in_roi {
+                    inside_changed += usize::from(zoomed[i] != global[i]);
+                } else {
+                    outside += 1;
+                    outside_same += usize::from(zoomed[i] == global[i]);
+                }
+            }
+        }
+    }
+    assert_eq!(outside_same, outside);
+    assert!(inside_changed > 0);
+    // Sanity of the check itself: roi_axis grows small extents to the window.
+    assert_eq!(roi_axis(10, 12, 32, 100), (0, 27));
+}
