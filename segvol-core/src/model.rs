@@ -3,7 +3,7 @@
 use burn::module::Module;
 use burn::tensor::module::interpolate;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
-use burn::tensor::{Tensor, backend::Backend};
+use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
 
 use crate::SegVolConfig;
 use crate::image_encoder::ImageEncoder;
@@ -80,23 +80,39 @@ impl<B: Backend> SegVol<B> {
     }
 }
 
-/// `F.interpolate(x, size, mode="trilinear", align_corners=False)` for a one-channel volume
-/// whose depth does not change (SegVol's case: the low-res D equals the model D, so the D axis
-/// is the identity and the operation is per-slice bilinear, SEGVOL.md §6.8).
-///
-/// # Panics
-/// When the depth would change (a general 3-D resize is not written yet).
+/// `F.interpolate(x, size, mode="trilinear", align_corners=False)`. Separable: per-slice
+/// bilinear on (H, W) with burn's interpolate, then linear along D with PyTorch's source index
+/// rule (SEGVOL.md §6.8: `x = max((o + 0.5)·s − 0.5, 0)`, `s = n_in / n_out` in f32). In
+/// SegVol the depth does not change and the D step is skipped (the identity).
 pub fn upsample_trilinear<B: Backend>(x: Tensor<B, 5>, size: [usize; 3]) -> Tensor<B, 5> {
     let [b, c, d, h, w] = x.dims();
-    assert_eq!(
-        d, size[0],
-        "trilinear resize along D is not implemented; depth must stay {d}"
-    );
     let slices = x.reshape([b * c * d, 1, h, w]);
     let up = interpolate(
         slices,
         [size[1], size[2]],
         InterpolateOptions::new(InterpolateMode::Bilinear).with_align_corners(false),
     );
-    up.reshape([b, c, d, size[1], size[2]])
+    let up: Tensor<B, 5> = up.reshape([b, c, d, size[1], size[2]]);
+    if d == size[0] {
+        return up;
+    }
+    let device = up.device();
+    let n_out = size[0];
+    let s = d as f32 / n_out as f32;
+    let mut i0 = Vec::with_capacity(n_out);
+    let mut i1 = Vec::with_capacity(n_out);
+    let mut lam = Vec::with_capacity(n_out);
+    for o in 0..n_out {
+        let src = ((o as f32 + 0.5) * s - 0.5).max(0.0);
+        let lo = (src.floor() as usize).min(d - 1);
+        i0.push(lo as i64);
+        i1.push((lo + 1).min(d - 1) as i64);
+        lam.push(src - lo as f32);
+    }
+    let idx = |v: Vec<i64>| Tensor::<B, 1, Int>::from_data(TensorData::new(v, [n_out]), &device);
+    let l = Tensor::<B, 1>::from_data(TensorData::new(lam, [n_out]), &device)
+        .reshape([1, 1, n_out, 1, 1]);
+    let a = up.clone().select(2, idx(i0));
+    let bb = up.select(2, idx(i1));
+    a.clone() + (bb - a) * l
 }

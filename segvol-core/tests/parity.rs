@@ -216,6 +216,29 @@ fn resize_matches_torch_interpolate() {
     }
 }
 
+/// The tensor upsample (the model's final step) on the same fixtures, including the D axis.
+#[test]
+fn upsample_trilinear_matches_torch_along_every_axis() {
+    let device = Default::default();
+    let (_, input) = npy("interp_input.npy");
+    let x = Tensor::<B, 5>::from_data(TensorData::new(input, [1, 1, 5, 7, 9]), &device);
+    for dir in ["up", "down"] {
+        let (shape, want) = npy(&format!("interp_trilinear_{dir}.npy"));
+        let got: Vec<f32> =
+            segvol_core::model::upsample_trilinear(x.clone(), [shape[2], shape[3], shape[4]])
+                .into_data()
+                .to_vec()
+                .unwrap();
+        let max = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        eprintln!("upsample_trilinear {dir}: max abs diff {max:e}");
+        assert!(max <= 1e-5, "{dir}: {max}");
+    }
+}
+
 /// The session encodes once; each predict equals the one-shot call with the same crop.
 #[test]
 fn session_predictions_equal_one_shot_segmentation() {
