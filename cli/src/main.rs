@@ -14,6 +14,7 @@ macro_rules! out {
 }
 
 mod bench;
+mod convert;
 mod evalcase;
 mod evalcmd;
 mod forward;
@@ -53,6 +54,8 @@ enum Command {
     Eval(evalcase::EvalArgs),
     /// The raw SegVol call on a model-grid .npy input: logits (and embedding) as .npy.
     Forward(forward::ForwardArgs),
+    /// Convert SegVol weights (.bin, .pth, .safetensors) to the fast .bpk format.
+    Convert(convert::ConvertArgs),
     /// Benchmark the compiled burn backends on SegVol's encoder pieces.
     Bench(bench::BenchArgs),
 }
@@ -67,6 +70,7 @@ fn main() -> ExitCode {
         Command::Segment(a) => segment::run(&a),
         Command::Eval(a) => evalcase::run(&a),
         Command::Forward(a) => forward::run(&a),
+        Command::Convert(a) => convert::run(&a),
         Command::Bench(a) => bench::run(&a),
     };
     match result {

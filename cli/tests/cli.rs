@@ -592,3 +592,76 @@ fn segment_a_whole_case_from_its_boxes_and_clicks() {
     );
     assert!(!dir.path().join("x.npz").exists());
 }
+
+#[test]
+fn convert_writes_a_fast_file_that_segments_identically() {
+    let w = shared().join("fixtures/segvol_tiny/weights.bin");
+    let dir = tempfile::tempdir().unwrap();
+    let bpk = dir.path().join("tiny.bpk");
+    let (code, stdout, err) = segvol(&[
+        "convert",
+        "--from",
+        w.to_str().unwrap(),
+        "--to",
+        bpk.to_str().unwrap(),
+        "--config",
+        "tiny",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        stdout.contains("156 tensors, 10 ignored on purpose"),
+        "{stdout}"
+    );
+    let img = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/sample/ct_patch_img.nii.gz");
+    let mut masks = Vec::new();
+    for weights in [w.clone(), bpk.clone()] {
+        let out = dir.path().join(format!("m{}.nii.gz", masks.len()));
+        let (code, _, err) = segvol(&[
+            "segment",
+            "--image",
+            img.to_str().unwrap(),
+            "--box",
+            "2,4,4,12,28,28",
+            "--weights",
+            weights.to_str().unwrap(),
+            "--config",
+            "tiny",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert_eq!(code, 0, "{err}");
+        masks.push(
+            segvol_io::read_nifti(&out)
+                .unwrap()
+                .to_labels()
+                .unwrap()
+                .data,
+        );
+    }
+    assert_eq!(masks[0], masks[1]);
+    // Not .bpk, or the wrong config: one clear line, exit 1.
+    let (code, _, err) = segvol(&[
+        "convert",
+        "--from",
+        w.to_str().unwrap(),
+        "--to",
+        dir.path().join("x.safetensors").to_str().unwrap(),
+        "--config",
+        "tiny",
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains(".bpk") && err.lines().count() == 1, "{err}");
+    let (code, _, err) = segvol(&[
+        "convert",
+        "--from",
+        w.to_str().unwrap(),
+        "--to",
+        dir.path().join("y.bpk").to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("weights.bin") && err.lines().count() == 1,
+        "{err}"
+    );
+    assert!(!dir.path().join("y.bpk").exists());
+}

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::backend::Backend;
 use burn_store::{
-    ApplyResult, ModuleSnapshot, PyTorchToBurnAdapter, PytorchStore, PytorchStoreError,
-    SafetensorsStore, SafetensorsStoreError,
+    ApplyResult, BurnpackError, BurnpackStore, ModuleSnapshot, PyTorchToBurnAdapter, PytorchStore,
+    PytorchStoreError, SafetensorsStore, SafetensorsStoreError,
 };
 
 use crate::image_encoder::ImageEncoder;
@@ -58,8 +58,8 @@ pub enum WeightsError {
         /// The file.
         path: PathBuf,
     },
-    /// The extension is none of `.safetensors`, `.bin`, `.pth`, `.pt`, `.ckpt`.
-    #[error("{}: unknown weight format (expected .safetensors, .bin, .pth, .pt or .ckpt)", path.display())]
+    /// The extension is none of `.bpk`, `.safetensors`, `.bin`, `.pth`, `.pt`, `.ckpt`.
+    #[error("{}: unknown weight format (expected .bpk, .safetensors, .bin, .pth, .pt or .ckpt)", path.display())]
     UnknownFormat {
         /// The file.
         path: PathBuf,
@@ -200,6 +200,17 @@ fn load_with<B: Backend, M: ModuleSnapshot<B>>(
         detail,
     };
     match ext.as_str() {
+        // Our fast format (`segvol convert`): burn's own layout, no key mapping.
+        "bpk" => {
+            let mut store = BurnpackStore::from_file(path)
+                .auto_extension(false)
+                .allow_partial(true);
+            let r = module.load_from(&mut store).map_err(|e| match &e {
+                BurnpackError::ValidationError(m) => store_error(path, Some(m), String::new()),
+                other => store_error(path, None, other.to_string()),
+            })?;
+            report(path, r)
+        }
         "safetensors" => {
             let mut store = remaps
                 .iter()
@@ -302,4 +313,45 @@ pub fn load_segvol<B: Backend>(
     }
     r.ignored = ignored;
     Ok(r)
+}
+
+/// Saves a loaded model in our fast format: burn's burnpack (`.bpk`), in burn's own tensor
+/// layout, so loading needs no key mapping, transposes or pickle parsing. The model's config
+/// (JSON) and `source` (e.g. the checkpoint it came from) go into the file's metadata. Written
+/// to a temporary file beside `path`, then renamed.
+///
+/// # Errors
+/// [`WeightsError::Read`] naming the file when it cannot be written.
+pub fn save_burnpack<B: Backend>(
+    model: &SegVol<B>,
+    config: &crate::SegVolConfig,
+    source: &str,
+    path: impl AsRef<Path>,
+) -> Result<(), WeightsError> {
+    let path = path.as_ref();
+    let fail = |detail: String| WeightsError::Read {
+        path: path.to_path_buf(),
+        detail,
+    };
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
+    let mut store = BurnpackStore::from_file(&tmp)
+        .auto_extension(false)
+        .overwrite(true)
+        .metadata("segvol_config", config.to_string())
+        .metadata("segvol_source", source);
+    model
+        .save_into(&mut store)
+        .map_err(|e| fail(format!("cannot write: {e}")))?;
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        fail(format!("cannot write: {e}"))
+    })
 }

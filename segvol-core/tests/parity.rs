@@ -191,6 +191,54 @@ fn whole_model_matches_pytorch_for_every_prompt_and_weight_format() {
     }
 }
 
+/// Our fast format: the tiny safetensors converted to burnpack loads strictly, gives bit-identical
+/// logits to the source, and is refused by a model of another config.
+#[test]
+fn burnpack_conversion_is_lossless_and_strict() {
+    use segvol_core::weights::save_burnpack;
+    let device = Default::default();
+    let (_, image) = npy("image.npy");
+    let (_, _, pboth) = fixture_prompts();
+    let cfg = SegVolConfig::tiny();
+    let mut src = SegVol::<B>::new(&cfg, &device);
+    load_segvol(&mut src, fixture("weights.safetensors")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let bpk = dir.path().join("tiny.bpk");
+    save_burnpack(&src, &cfg, "weights.safetensors", &bpk).unwrap();
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1); // no temporary left
+    let mut fast = SegVol::<B>::new(&cfg, &device);
+    let report = load_segvol(&mut fast, &bpk).unwrap();
+    assert!(report.unused.is_empty() && report.ignored.is_empty());
+    assert!(report.applied.len() >= 156, "{}", report.applied.len());
+    let run = |m: &SegVol<B>| -> Vec<f32> {
+        let emb = m.embed(Tensor::from_data(
+            TensorData::new(image.clone(), [1, 1, 32, 64, 64]),
+            &device,
+        ));
+        m.decode(emb, &pboth).logits.into_data().to_vec().unwrap()
+    };
+    let a = run(&src);
+    assert_eq!(a, run(&fast));
+    let (_, want) = npy("box_points_logits.npy");
+    let d = a
+        .iter()
+        .zip(&want)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0f32, f32::max);
+    assert!(d <= 1e-4, "{d}");
+    // A tiny file into the base model: a mismatch naming the file.
+    let mut base = SegVol::<B>::new(&SegVolConfig::base(), &device);
+    let e = load_segvol(&mut base, &bpk).unwrap_err();
+    assert!(matches!(e, WeightsError::Mismatch { .. }), "{e}");
+    assert!(e.to_string().contains("tiny.bpk"), "{e}");
+    // A truncated file: a read error naming it.
+    let cut = dir.path().join("cut.bpk");
+    let bytes = std::fs::read(&bpk).unwrap();
+    std::fs::write(&cut, &bytes[..bytes.len() / 3]).unwrap();
+    let e = load_segvol(&mut fast, &cut).unwrap_err();
+    assert!(e.to_string().contains("cut.bpk"), "{e}");
+}
+
 /// `F.interpolate` fixtures (PyTorch): a 5×7×9 volume up to 10×13×20 and down to 3×4×5 in
 /// each mode.
 #[test]

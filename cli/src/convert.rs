@@ -1,0 +1,107 @@
+//! `segvol convert`: a SegVol checkpoint (PyTorch .bin/.pth, .safetensors) to our fast format
+//! (burnpack `.bpk`: burn's own layout, no key mapping or transposes at load), with load times.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use segvol_backends::{Backend, BackendKind, BackendTask, dispatch};
+use segvol_core::SegVol;
+use segvol_core::weights::{load_segvol, save_burnpack};
+
+use crate::forward::config_named;
+
+#[derive(Args, Debug)]
+pub struct ConvertArgs {
+    /// Source weights: pytorch_model.bin, SegVol_v1.pth, .safetensors (or a .bpk).
+    #[arg(long)]
+    pub from: PathBuf,
+    /// Output file, `.bpk`.
+    #[arg(long)]
+    pub to: PathBuf,
+    /// Model size of the checkpoint: base (the released SegVol) or tiny.
+    #[arg(long, default_value = "base")]
+    pub config: String,
+}
+
+struct Convert {
+    from: PathBuf,
+    to: PathBuf,
+    config: segvol_core::SegVolConfig,
+}
+
+struct Times {
+    tensors: usize,
+    ignored: usize,
+    load_src: Duration,
+    write: Duration,
+    load_bpk: Duration,
+}
+
+impl BackendTask for Convert {
+    type Output = Result<Times>;
+    fn run<B: Backend>(self, device: &B::Device) -> Result<Times> {
+        let t = Instant::now();
+        let mut model = SegVol::<B>::new(&self.config, device);
+        let report = load_segvol(&mut model, &self.from)?;
+        let load_src = t.elapsed();
+        let t = Instant::now();
+        let source = self
+            .from
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        save_burnpack(&model, &self.config, &source, &self.to)?;
+        let write = t.elapsed();
+        let t = Instant::now();
+        let mut check = SegVol::<B>::new(&self.config, device);
+        load_segvol(&mut check, &self.to)?;
+        let load_bpk = t.elapsed();
+        Ok(Times {
+            tensors: report.applied.len(),
+            ignored: report.ignored.len(),
+            load_src,
+            write,
+            load_bpk,
+        })
+    }
+}
+
+pub fn run(args: &ConvertArgs) -> Result<()> {
+    let config = config_named(&args.config)?;
+    let ext_ok = args
+        .to
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("bpk"));
+    if !ext_ok {
+        bail!("{}: the fast format's files end in .bpk", args.to.display());
+    }
+    let times = dispatch(
+        BackendKind::default_cpu()?,
+        Convert {
+            from: args.from.clone(),
+            to: args.to.clone(),
+            config,
+        },
+    )
+    .with_context(|| format!("converting {}", args.from.display()))?;
+    let size = |p: &PathBuf| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    out!(
+        "wrote {} ({} tensors, {} ignored on purpose; {:.1} MB from {:.1} MB)",
+        args.to.display(),
+        times.tensors,
+        times.ignored,
+        size(&args.to) as f64 / 1e6,
+        size(&args.from) as f64 / 1e6
+    );
+    out!(
+        "load {}: {:.0} ms; write: {:.0} ms; load {}: {:.0} ms (model construction included)",
+        args.from.display(),
+        times.load_src.as_secs_f64() * 1e3,
+        times.write.as_secs_f64() * 1e3,
+        args.to.display(),
+        times.load_bpk.as_secs_f64() * 1e3
+    );
+    Ok(())
+}
