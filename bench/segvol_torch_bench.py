@@ -109,9 +109,12 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--iters", type=int, default=3)
+    ap.add_argument("--ops", action="store_true", help="time one ViT block's operations alone")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
+    if a.ops:
+        return ops(a)
     vit = ViT(in_channels=1, img_size=(32, 256, 256), patch_size=(4, 16, 16), hidden_size=768,
               mlp_dim=3072, num_layers=12, num_heads=12, proj_type="perceptron",
               pos_embed_type="learnable", classification=False, dropout_rate=0.0).eval()
@@ -135,6 +138,35 @@ def main():
     for name, t in [("patch embedding", patch), ("one ViT block", block), ("full encoder", enc),
                     ("decode (box prompt, incl. upsample)", decode), ("encoder + decode", enc + decode)]:
         print(f"| {name} | {t * 1e3:.1f} |")
+
+
+def ops(a):
+    """The same table as `segvol bench --ops`: one ViT-B block's operations, each alone."""
+    n, ch, m, heads = 2048, 768, 3072, 12
+    hd = ch // heads
+    r = lambda *s: torch.randn(*s)
+    x, w_qkv, w_out, w1, w2 = r(1, n, ch), r(ch, 3 * ch), r(ch, ch), r(ch, m), r(m, ch)
+    q, kt, scores, v, hmid = r(heads, n, hd), r(heads, hd, n), r(heads, n, n), r(heads, n, hd), r(1, n, m)
+    norm = nn.LayerNorm(ch)
+    rows = [
+        ("layer norm (x2 per block)", lambda: norm(x)),
+        ("qkv matmul", lambda: x @ w_qkv),
+        ("scores q.k^T (all heads)", lambda: q @ kt),
+        ("softmax over keys", lambda: torch.softmax(scores, 2)),
+        ("attention . v", lambda: scores @ v),
+        ("out projection", lambda: x @ w_out),
+        ("mlp linear1", lambda: x @ w1),
+        ("gelu (erf)", lambda: F.gelu(hmid)),
+        ("mlp linear2", lambda: hmid @ w2),
+    ]
+    print(f"torch {torch.__version__}, {a.threads} threads\n| operation | ms |\n|---|---|")
+    total = 0.0
+    with torch.inference_mode():
+        for name, f in rows:
+            t = timed(f, a.iters)
+            total += t * (2 if name.startswith("layer norm") else 1)
+            print(f"| {name} | {t * 1e3:.1f} |")
+    print(f"| sum (block estimate) | {total * 1e3:.1f} |")
 
 
 if __name__ == "__main__":

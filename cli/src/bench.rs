@@ -23,6 +23,97 @@ pub struct BenchArgs {
     /// Also time the whole encoder (all blocks; slow on CPU for `base`).
     #[arg(long)]
     pub full: bool,
+    /// Instead, time each operation of one ViT block separately (where the time goes);
+    /// `bench/segvol_torch_bench.py --ops` prints the same table for PyTorch.
+    #[arg(long)]
+    pub ops: bool,
+}
+
+/// The operations of one ViT block at the config's sizes, each timed alone.
+struct OpsBench {
+    config: SegVolConfig,
+    iters: usize,
+}
+
+impl BackendTask for OpsBench {
+    type Output = Vec<(&'static str, Duration)>;
+    fn run<B: Backend>(self, device: &B::Device) -> Vec<(&'static str, Duration)> {
+        use burn::tensor::activation::{gelu, softmax};
+        let c = &self.config;
+        let (n, ch, m, heads) = (c.num_tokens(), c.hidden_size, c.mlp_dim, c.num_heads);
+        let hd = ch / heads;
+        let r = |shape: Vec<usize>| {
+            Tensor::<B, 3>::random(shape, Distribution::Normal(0.0, 1.0), device)
+        };
+        let x = r(vec![1, n, ch]);
+        let norm = burn::nn::LayerNormConfig::new(ch).init::<B>(device);
+        let w_qkv = r(vec![1, ch, 3 * ch]);
+        let q = r(vec![heads, n, hd]);
+        let kt = r(vec![heads, hd, n]);
+        let scores = r(vec![heads, n, n]);
+        let v = r(vec![heads, n, hd]);
+        let w_out = r(vec![1, ch, ch]);
+        let w1 = r(vec![1, ch, m]);
+        let hmid = r(vec![1, n, m]);
+        let w2 = r(vec![1, m, ch]);
+        let it = self.iters;
+        vec![
+            (
+                "layer norm (x2 per block)",
+                time(it, || {
+                    let _ = norm.forward(x.clone()).into_data();
+                }),
+            ),
+            (
+                "qkv matmul",
+                time(it, || {
+                    let _ = x.clone().matmul(w_qkv.clone()).into_data();
+                }),
+            ),
+            (
+                "scores q.k^T (all heads)",
+                time(it, || {
+                    let _ = q.clone().matmul(kt.clone()).into_data();
+                }),
+            ),
+            (
+                "softmax over keys",
+                time(it, || {
+                    let _ = softmax(scores.clone(), 2).into_data();
+                }),
+            ),
+            (
+                "attention . v",
+                time(it, || {
+                    let _ = scores.clone().matmul(v.clone()).into_data();
+                }),
+            ),
+            (
+                "out projection",
+                time(it, || {
+                    let _ = x.clone().matmul(w_out.clone()).into_data();
+                }),
+            ),
+            (
+                "mlp linear1",
+                time(it, || {
+                    let _ = x.clone().matmul(w1.clone()).into_data();
+                }),
+            ),
+            (
+                "gelu (erf)",
+                time(it, || {
+                    let _ = gelu(hmid.clone()).into_data();
+                }),
+            ),
+            (
+                "mlp linear2",
+                time(it, || {
+                    let _ = hmid.clone().matmul(w2.clone()).into_data();
+                }),
+            ),
+        ]
+    }
 }
 
 struct Timings {
@@ -116,6 +207,42 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             .collect::<Result<_, _>>()?
     };
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if args.ops {
+        out!(
+            "One ViT block's operations, config {} (tokens {}, hidden {}, mlp {}, heads {}), {} timed runs after 1 warm-up, {threads} threads",
+            args.config,
+            config.num_tokens(),
+            config.hidden_size,
+            config.mlp_dim,
+            config.num_heads,
+            args.iters
+        );
+        for kind in kinds {
+            let rows = dispatch(
+                kind,
+                OpsBench {
+                    config: config.clone(),
+                    iters: args.iters,
+                },
+            );
+            out!("\n{kind}\n| operation | ms |\n|---|---|");
+            let mut total = Duration::ZERO;
+            for (name, d) in rows {
+                // The block has two layer norms.
+                total += if name.starts_with("layer norm") {
+                    d * 2
+                } else {
+                    d
+                };
+                out!("| {name} | {:.1} |", d.as_secs_f64() * 1e3);
+            }
+            out!(
+                "| sum (block estimate) | {:.1} |",
+                total.as_secs_f64() * 1e3
+            );
+        }
+        return Ok(());
+    }
     out!(
         "SegVol encoder pieces, config {} (tokens {}, hidden {}, mlp {}), {} timed runs after 1 warm-up, {threads} threads",
         args.config,

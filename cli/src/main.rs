@@ -20,6 +20,7 @@ mod evalcmd;
 mod forward;
 mod info;
 mod predictor;
+mod preview;
 mod sample;
 mod segment;
 

@@ -19,6 +19,7 @@ use segvol_io::{
 
 use crate::forward::config_named;
 use crate::predictor::{SegVolPredictor, StepLog, corrected_logits};
+use crate::preview::write_preview;
 use crate::sample::parse_clicks;
 
 #[derive(Args, Debug)]
@@ -49,6 +50,9 @@ pub struct SegmentArgs {
     /// Also write the logits on the image grid as float32 .npy.
     #[arg(long)]
     pub logits: Option<PathBuf>,
+    /// Also write a PNG montage (axial, coronal, sagittal through the mask) with the mask in red.
+    #[arg(long)]
+    pub preview: Option<PathBuf>,
     /// Skip the zoom-in refinement (sliding window over the ROI at native resolution, one
     /// encoder pass per window); the result is then the global zoom-out pass.
     #[arg(long)]
@@ -289,7 +293,11 @@ fn run_case_step(
     .with_context(|| format!("segmenting {path}"))?;
     bar.finish_and_clear();
     let voxels = labels.iter().filter(|&&m| m > 0).count();
-    let mvol = imgs.to_f32().with_data(labels)?;
+    let fvol = imgs.to_f32();
+    if let Some(p) = &args.preview {
+        write_preview(p, &fvol.data, dims, fvol.spacing, &labels)?;
+    }
+    let mvol = fvol.with_data(labels)?;
     match out_kind {
         FileKind::Npz => write_segs(&args.out, &mvol)?,
         _ => write_nifti(&args.out, &mvol)?,
@@ -379,6 +387,10 @@ pub fn run(args: &SegmentArgs) -> Result<()> {
     match out_kind {
         FileKind::Npz => write_segs(&args.out, &mvol)?,
         _ => write_nifti(&args.out, &mvol)?,
+    }
+    if let Some(p) = &args.preview {
+        let m: Vec<u8> = logits.iter().map(|&l| u8::from(l > 0.0)).collect();
+        write_preview(p, &vol.data, dims, vol.spacing, &m)?;
     }
     if let Some(l) = &args.logits {
         segvol_io::write_npy(

@@ -665,3 +665,56 @@ fn convert_writes_a_fast_file_that_segments_identically() {
     );
     assert!(!dir.path().join("y.bpk").exists());
 }
+
+#[test]
+fn segment_preview_is_a_png_with_the_mask_in_red() {
+    let w = shared().join("fixtures/segvol_tiny/weights.safetensors");
+    let img = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/sample/ct_patch_img.nii.gz");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("m.nii.gz");
+    let png_path = dir.path().join("p.png");
+    let (code, _, err) = segvol(&[
+        "segment",
+        "--image",
+        img.to_str().unwrap(),
+        "--box",
+        "2,4,4,12,28,28",
+        "--weights",
+        w.to_str().unwrap(),
+        "--config",
+        "tiny",
+        "--out",
+        out.to_str().unwrap(),
+        "--preview",
+        png_path.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let mask = segvol_io::read_nifti(&out).unwrap().to_labels().unwrap();
+    let dec = png::Decoder::new(std::io::BufReader::new(
+        std::fs::File::open(&png_path).unwrap(),
+    ));
+    let mut reader = dec.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    assert_eq!(info.color_type, png::ColorType::Rgb);
+    let [d, h, w] = mask.dims;
+    let s = mask.spacing;
+    // Three planes side by side at square millimetres, 4-pixel gaps.
+    let m = s.iter().copied().fold(f64::INFINITY, f64::min);
+    let px = |n: usize, sp: f64, other: f64| (n as f64 * sp / sp.min(other)).round() as u32;
+    let widths = [px(w, s[2], s[1]), px(w, s[2], s[0]), px(h, s[1], s[0])];
+    assert_eq!(
+        info.width,
+        widths.iter().sum::<u32>() + 8,
+        "spacing {s:?}, min {m}"
+    );
+    let heights = [px(h, s[1], s[2]), px(d, s[0], s[2]), px(d, s[0], s[1])];
+    assert_eq!(info.height, *heights.iter().max().unwrap());
+    // Red pixels (r > g) exactly when the mask has voxels.
+    let red = buf[..info.buffer_size()]
+        .chunks(3)
+        .filter(|p| p[0] > p[1])
+        .count();
+    let voxels = mask.data.iter().filter(|&&v| v != 0).count();
+    assert_eq!(red > 0, voxels > 0, "red {red}, voxels {voxels}");
+}

@@ -1,0 +1,157 @@
+//! `--preview P.png`: a three-plane montage (axial | coronal | sagittal through the mask's
+//! centre) of the image with the mask over it in red, each plane resampled (nearest) to square
+//! millimetres so anatomy keeps its proportions; higher z is drawn at the top of the coronal and
+//! sagittal planes. Written atomically (temporary file, then rename).
+
+use std::io::BufWriter;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+
+/// One plane: rows × cols of (intensity 0..=255, in mask).
+struct Plane {
+    rows: usize,
+    cols: usize,
+    px: Vec<(u8, bool)>,
+}
+
+/// Grey levels from the 0.5th–99.5th percentile of the image (robust to CT air and metal).
+fn window(img: &[f32]) -> (f32, f32) {
+    let mut s: Vec<f32> = img.iter().copied().filter(|v| v.is_finite()).collect();
+    if s.is_empty() {
+        return (0.0, 1.0);
+    }
+    s.sort_by(f32::total_cmp);
+    let at = |p: f64| s[((s.len() - 1) as f64 * p).round() as usize];
+    let (lo, hi) = (at(0.005), at(0.995));
+    if hi > lo { (lo, hi) } else { (lo, lo + 1.0) }
+}
+
+/// Nearest resample of a plane whose pixels are `sr` × `sc` mm to square pixels of the smaller.
+fn square(p: Plane, sr: f64, sc: f64) -> Plane {
+    let s = sr.min(sc).max(1e-6);
+    let rows = ((p.rows as f64 * sr / s).round() as usize).clamp(1, 4096);
+    let cols = ((p.cols as f64 * sc / s).round() as usize).clamp(1, 4096);
+    let mut px = Vec::with_capacity(rows * cols);
+    for r in 0..rows {
+        let sr_i = (r * p.rows / rows).min(p.rows - 1);
+        for c in 0..cols {
+            let sc_i = (c * p.cols / cols).min(p.cols - 1);
+            px.push(p.px[sr_i * p.cols + sc_i]);
+        }
+    }
+    Plane { rows, cols, px }
+}
+
+/// Writes the montage of `img` (shape `dims`, spacing `[z, y, x]` mm) with `mask` (non-zero =
+/// object) to `path`.
+///
+/// # Errors
+/// When the file cannot be written; the message names it.
+pub fn write_preview(
+    path: &Path,
+    img: &[f32],
+    dims: [usize; 3],
+    spacing: [f64; 3],
+    mask: &[u8],
+) -> Result<()> {
+    let [d, h, w] = dims;
+    // Centre: the mask's centroid, else the volume's.
+    let (mut sum, mut n) = ([0usize; 3], 0usize);
+    for (i, _) in mask.iter().enumerate().filter(|(_, m)| **m != 0) {
+        let p = [i / (h * w), (i / w) % h, i % w];
+        for a in 0..3 {
+            sum[a] += p[a];
+        }
+        n += 1;
+    }
+    let c = if n > 0 {
+        sum.map(|s| s / n)
+    } else {
+        [d / 2, h / 2, w / 2]
+    };
+    let (lo, hi) = window(img);
+    let grey = |v: f32| (((v - lo) / (hi - lo)).clamp(0.0, 1.0) * 255.0) as u8;
+    let at = |z: usize, y: usize, x: usize| {
+        let i = (z * h + y) * w + x;
+        (grey(img[i]), mask[i] != 0)
+    };
+    let axial = Plane {
+        rows: h,
+        cols: w,
+        px: (0..h)
+            .flat_map(|y| (0..w).map(move |x| (y, x)))
+            .map(|(y, x)| at(c[0], y, x))
+            .collect(),
+    };
+    let coronal = Plane {
+        rows: d,
+        cols: w,
+        px: (0..d)
+            .rev()
+            .flat_map(|z| (0..w).map(move |x| (z, x)))
+            .map(|(z, x)| at(z, c[1], x))
+            .collect(),
+    };
+    let sagittal = Plane {
+        rows: d,
+        cols: h,
+        px: (0..d)
+            .rev()
+            .flat_map(|z| (0..h).map(move |y| (z, y)))
+            .map(|(z, y)| at(z, y, c[2]))
+            .collect(),
+    };
+    let planes = [
+        square(axial, spacing[1], spacing[2]),
+        square(coronal, spacing[0], spacing[2]),
+        square(sagittal, spacing[0], spacing[1]),
+    ];
+    let gap = 4;
+    let height = planes.iter().map(|p| p.rows).max().unwrap_or(1);
+    let width = planes.iter().map(|p| p.cols).sum::<usize>() + gap * (planes.len() - 1);
+    let mut rgb = vec![0u8; width * height * 3];
+    let mut x0 = 0;
+    for p in &planes {
+        for r in 0..p.rows {
+            for c in 0..p.cols {
+                let (g, m) = p.px[r * p.cols + c];
+                let o = (r * width + x0 + c) * 3;
+                let px = if m {
+                    // 50 % red over the grey value.
+                    [(u16::from(g) / 2 + 128) as u8, g / 2, g / 2]
+                } else {
+                    [g, g, g]
+                };
+                rgb[o..o + 3].copy_from_slice(&px);
+            }
+        }
+        x0 += p.cols + gap;
+    }
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
+    let write = || -> Result<()> {
+        let f = std::fs::File::create(&tmp)?;
+        let mut enc = png::Encoder::new(BufWriter::new(f), width as u32, height as u32);
+        enc.set_color(png::ColorType::Rgb);
+        enc.set_depth(png::BitDepth::Eight);
+        let mut wr = enc.write_header()?;
+        wr.write_image_data(&rgb)?;
+        wr.finish()?;
+        std::fs::rename(&tmp, path)?;
+        Ok(())
+    };
+    write()
+        .map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            e
+        })
+        .with_context(|| format!("{}: cannot write the preview", path.display()))
+}
