@@ -149,9 +149,8 @@ pub fn write_preview(
         Ok(())
     };
     write()
-        .map_err(|e| {
+        .inspect_err(|_| {
             let _ = std::fs::remove_file(&tmp);
-            e
         })
         .with_context(|| format!("{}: cannot write the preview", path.display()))
 }
