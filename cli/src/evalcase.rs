@@ -4,19 +4,18 @@
 //! on the same case (GRU_CORRECTION.md D9).
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use segvol_backends::{Backend, BackendKind, BackendTask, dispatch};
 use segvol_core::SegVol;
 use segvol_core::weights::load_segvol;
 use segvol_eval::protocol::{Box3, CaseResult, ProtocolOptions, run_case};
 use segvol_gru::load_corrector;
-use segvol_io::{AnyVolume, ChallengeCase};
 use serde_json::json;
 
+use crate::case::{read_case, spinner};
 use crate::forward::config_named;
 use crate::predictor::{SegVolPredictor, StepLog};
 
@@ -112,58 +111,17 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     if args.compare && args.corrector.is_none() {
         bail!("--compare needs --corrector");
     }
-    let case = ChallengeCase::read(&args.case)?;
     let path = args.case.display();
-    let gts = case
+    let input = read_case(&args.case)?;
+    let gts = input
         .gts
         .with_context(|| format!("{path}: no `gts`: `segvol eval` needs ground truth"))?;
-    let image: Vec<u8> = match case.imgs {
-        Some(AnyVolume::U8(v)) => v.data,
-        Some(other) => other
-            .to_f32()
-            .data
-            .iter()
-            .map(|&v| v.clamp(0.0, 255.0) as u8)
-            .collect(),
-        None => bail!("{path}: no `imgs`"),
-    };
-    if image.len() != gts.data.len() {
-        bail!("{path}: `imgs` and `gts` differ in size");
-    }
-    let dims = gts.dims;
-    let boxes = match case.boxes {
-        None => None,
-        Some(bs) => Some(
-            bs.iter()
-                .enumerate()
-                .map(|(i, b)| {
-                    let (lo, hi) = b.zyx_inclusive();
-                    let ok =
-                        (0..3).all(|a| lo[a] >= 0 && lo[a] <= hi[a] && (hi[a] as usize) < dims[a]);
-                    if !ok {
-                        bail!(
-                            "{path}: box {} ({lo:?}..={hi:?}) is outside the volume {dims:?}",
-                            i + 1
-                        );
-                    }
-                    Ok(Box3 {
-                        lo: lo.map(|v| v as usize),
-                        hi: hi.map(|v| v as usize),
-                    })
-                })
-                .collect::<Result<Vec<_>>>()?,
-        ),
-    };
+    let (image, dims, boxes) = (input.image, input.dims, input.boxes);
     let kind = match &args.backend {
         Some(s) => s.parse::<BackendKind>()?,
         None => BackendKind::default_cpu()?,
     };
-    let bar = ProgressBar::new_spinner();
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} {elapsed} {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-    );
-    bar.enable_steady_tick(Duration::from_millis(120));
+    let bar = spinner();
     let runs = dispatch(
         kind,
         Eval {
@@ -175,7 +133,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
             image,
             gts: gts.data,
             dims,
-            spacing: case.spacing.unwrap_or([1.0; 3]),
+            spacing: input.spacing,
             boxes,
             opts: ProtocolOptions {
                 click_steps: args.steps,

@@ -14,6 +14,7 @@ macro_rules! out {
 }
 
 mod bench;
+mod case;
 mod convert;
 mod evalcase;
 mod evalcmd;

@@ -128,29 +128,23 @@ pub fn write_preview(
         }
         x0 += p.cols + gap;
     }
+    // tempfile: a fresh name beside the target, removed if anything fails before `persist`.
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
     let write = || -> Result<()> {
-        let f = std::fs::File::create(&tmp)?;
-        let mut enc = png::Encoder::new(BufWriter::new(f), width as u32, height as u32);
+        let tmp = tempfile::Builder::new()
+            .prefix(".segvol-tmp-")
+            .tempfile_in(dir)?;
+        let mut enc = png::Encoder::new(BufWriter::new(tmp.as_file()), width as u32, height as u32);
         enc.set_color(png::ColorType::Rgb);
         enc.set_depth(png::BitDepth::Eight);
         let mut wr = enc.write_header()?;
         wr.write_image_data(&rgb)?;
         wr.finish()?;
-        std::fs::rename(&tmp, path)?;
+        tmp.persist(path)?;
         Ok(())
     };
-    write()
-        .inspect_err(|_| {
-            let _ = std::fs::remove_file(&tmp);
-        })
-        .with_context(|| format!("{}: cannot write the preview", path.display()))
+    write().with_context(|| format!("{}: cannot write the preview", path.display()))
 }

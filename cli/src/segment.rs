@@ -1,11 +1,10 @@
 //! `segvol segment`: a box (and clicks) in, a mask with the image's geometry out.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use segvol_backends::{Backend, BackendKind, BackendTask, dispatch};
 use segvol_core::SegVol;
 use segvol_core::pipeline::{Session, VoxelClick, segment_zoom_out};
@@ -13,10 +12,9 @@ use segvol_core::weights::load_segvol;
 use segvol_eval::protocol::{Box3, Clicks, PredictRequest, Predictor};
 use segvol_gru::{CorrectionSession, load_corrector};
 use segvol_io::npy::{NpyArray, NpyData};
-use segvol_io::{
-    AnyVolume, ChallengeCase, ClickKind, FileKind, read_image, write_nifti, write_segs,
-};
+use segvol_io::{FileKind, read_image, write_nifti, write_segs};
 
+use crate::case::{CaseInput, read_case, spinner};
 use crate::forward::config_named;
 use crate::predictor::{SegVolPredictor, StepLog, corrected_logits};
 use crate::preview::write_preview;
@@ -201,71 +199,17 @@ fn run_case_step(
     if args.logits.is_some() {
         bail!("--logits needs one object (--box / --points); a whole case gives a label map only");
     }
-    let case = ChallengeCase::read(&args.image)?;
     let path = args.image.display();
-    let imgs = case
-        .imgs
-        .as_ref()
-        .with_context(|| format!("{path}: no `imgs`"))?;
-    let dims = imgs.dims();
-    let image: Vec<u8> = match imgs {
-        AnyVolume::U8(v) => v.data.clone(),
-        other => other
-            .to_f32()
-            .data
-            .iter()
-            .map(|&v| v.clamp(0.0, 255.0) as u8)
-            .collect(),
-    };
-    let boxes = match &case.boxes {
-        None => None,
-        Some(bs) => Some(
-            bs.iter()
-                .enumerate()
-                .map(|(i, b)| {
-                    let (lo, hi) = b.zyx_inclusive();
-                    if !(0..3).all(|a| lo[a] >= 0 && lo[a] <= hi[a] && (hi[a] as usize) < dims[a]) {
-                        bail!(
-                            "{path}: box {} ({lo:?}..={hi:?}) is outside the volume {dims:?}",
-                            i + 1
-                        );
-                    }
-                    Ok(Box3 {
-                        lo: lo.map(|v| v as usize),
-                        hi: hi.map(|v| v as usize),
-                    })
-                })
-                .collect::<Result<Vec<_>>>()?,
-        ),
-    };
-    let clicks: Vec<Clicks> = case
-        .clicks
-        .as_deref()
-        .unwrap_or_default()
-        .iter()
-        .enumerate()
-        .map(|(i, c)| {
-            for zyx in c.fg.iter().chain(&c.bg) {
-                if (0..3).any(|a| zyx[a] >= dims[a]) {
-                    bail!(
-                        "{path}: class {} click {zyx:?} is outside the volume {dims:?}",
-                        i + 1
-                    );
-                }
-            }
-            let order = case
-                .clicks_order
-                .as_ref()
-                .and_then(|o| o.get(i))
-                .map(|o| o.iter().map(|k| k.map(|k| k == ClickKind::Fg)).collect())
-                .unwrap_or_default();
-            Ok(Clicks {
-                fg: c.fg.clone(),
-                bg: c.bg.clone(),
-                order,
-            })
-        })
-        .collect::<Result<_>>()?;
+    let CaseInput {
+        image,
+        volume: fvol,
+        dims,
+        spacing,
+        boxes,
+        clicks,
+        prev_pred,
+        ..
+    } = read_case(&args.image)?;
     if boxes.is_none() && clicks.iter().all(|c| c.fg.is_empty() && c.bg.is_empty()) {
         bail!("{path}: no --box / --points given and the case has neither `boxes` nor clicks");
     }
@@ -283,17 +227,16 @@ fn run_case_step(
             config,
             image,
             dims,
-            spacing: case.spacing.unwrap_or([1.0; 3]),
+            spacing,
             boxes,
             clicks,
-            prev_pred: case.prev_pred.as_ref().map(|v| v.data.clone()),
+            prev_pred,
             bar: bar.clone(),
         },
     )
     .with_context(|| format!("segmenting {path}"))?;
     bar.finish_and_clear();
     let voxels = labels.iter().filter(|&&m| m > 0).count();
-    let fvol = imgs.to_f32();
     if let Some(p) = &args.preview {
         write_preview(p, &fvol.data, dims, fvol.spacing, &labels)?;
     }
@@ -307,16 +250,6 @@ fn run_case_step(
         args.out.display()
     );
     Ok(())
-}
-
-fn spinner() -> ProgressBar {
-    let bar = ProgressBar::new_spinner();
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} {elapsed} {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-    );
-    bar.enable_steady_tick(Duration::from_millis(120));
-    bar
 }
 
 pub fn run(args: &SegmentArgs) -> Result<()> {

@@ -57,24 +57,10 @@ pub fn min_max(img: &[f32]) -> Vec<f32> {
 
 /// Bounding box `[start, end)` of voxels `> 0`; the whole volume when there are none.
 pub fn foreground_box(img: &[f32], dims: [usize; 3]) -> ([usize; 3], [usize; 3]) {
-    let (mut lo, mut hi) = ([usize::MAX; 3], [0usize; 3]);
-    for (i, &v) in img.iter().enumerate() {
-        if v > 0.0 {
-            let p = [
-                i / (dims[1] * dims[2]),
-                (i / dims[2]) % dims[1],
-                i % dims[2],
-            ];
-            for ax in 0..3 {
-                lo[ax] = lo[ax].min(p[ax]);
-                hi[ax] = hi[ax].max(p[ax] + 1);
-            }
-        }
-    }
-    if lo[0] == usize::MAX {
-        ([0; 3], dims)
-    } else {
-        (lo, hi)
+    let fg: Vec<bool> = img.iter().map(|&v| v > 0.0).collect();
+    match crate::zoom::mask_box(&fg, dims) {
+        Some((lo, hi)) => (lo, hi.map(|v| v + 1)),
+        None => ([0; 3], dims),
     }
 }
 

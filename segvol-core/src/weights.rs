@@ -333,16 +333,17 @@ pub fn save_burnpack<B: Backend>(
         path: path.to_path_buf(),
         detail,
     };
+    // tempfile: a fresh name beside the target, removed if anything fails before `persist`.
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
-    let mut store = BurnpackStore::from_file(&tmp)
+    let tmp = tempfile::Builder::new()
+        .prefix(".segvol-tmp-")
+        .suffix(".bpk")
+        .tempfile_in(dir)
+        .map_err(|e| fail(format!("cannot write: {e}")))?;
+    let mut store = BurnpackStore::from_file(tmp.path())
         .auto_extension(false)
         .overwrite(true)
         .metadata("segvol_config", config.to_string())
@@ -350,8 +351,7 @@ pub fn save_burnpack<B: Backend>(
     model
         .save_into(&mut store)
         .map_err(|e| fail(format!("cannot write: {e}")))?;
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        fail(format!("cannot write: {e}"))
-    })
+    tmp.persist(path)
+        .map_err(|e| fail(format!("cannot write: {}", e.error)))?;
+    Ok(())
 }

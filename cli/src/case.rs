@@ -1,0 +1,131 @@
+//! A challenge case as the protocol types want it: the image as uint8, boxes as [`Box3`], clicks
+//! in time order, each checked against the volume (shared by `segvol segment` and `segvol eval`).
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use segvol_eval::protocol::{Box3, Clicks};
+use segvol_io::{AnyVolume, ChallengeCase, ClickKind, Volume};
+
+/// What the protocol needs from a case file.
+pub struct CaseInput {
+    /// The image, uint8 (other types are clamped to 0..=255, as the challenge stores them).
+    pub image: Vec<u8>,
+    /// The image as float with its geometry (for previews and writing).
+    pub volume: Volume<f32>,
+    /// Shape `[z, y, x]`.
+    pub dims: [usize; 3],
+    /// Spacing as stored (1 mm when absent).
+    pub spacing: [f64; 3],
+    /// One box per class, when the case has boxes.
+    pub boxes: Option<Vec<Box3>>,
+    /// Clicks per class with their order.
+    pub clicks: Vec<Clicks>,
+    /// Ground truth, when present.
+    pub gts: Option<Volume<u8>>,
+    /// The previous prediction, when present.
+    pub prev_pred: Option<Vec<u8>>,
+}
+
+/// Reads `path` and checks every box and click lies inside the image.
+pub fn read_case(path: &Path) -> Result<CaseInput> {
+    let case = ChallengeCase::read(path)?;
+    let p = path.display();
+    let imgs = case
+        .imgs
+        .as_ref()
+        .with_context(|| format!("{p}: no `imgs`"))?;
+    let dims = imgs.dims();
+    let volume = imgs.to_f32();
+    let image: Vec<u8> = match imgs {
+        AnyVolume::U8(v) => v.data.clone(),
+        _ => volume
+            .data
+            .iter()
+            .map(|&v| v.clamp(0.0, 255.0) as u8)
+            .collect(),
+    };
+    let boxes = case
+        .boxes
+        .as_ref()
+        .map(|bs| {
+            bs.iter()
+                .enumerate()
+                .map(|(i, b)| {
+                    let (lo, hi) = b.zyx_inclusive();
+                    if !(0..3).all(|a| lo[a] >= 0 && lo[a] <= hi[a] && (hi[a] as usize) < dims[a]) {
+                        bail!(
+                            "{p}: box {} ({lo:?}..={hi:?}) is outside the volume {dims:?}",
+                            i + 1
+                        );
+                    }
+                    Ok(Box3 {
+                        lo: lo.map(|v| v as usize),
+                        hi: hi.map(|v| v as usize),
+                    })
+                })
+                .collect::<Result<Vec<_>>>()
+        })
+        .transpose()?;
+    let clicks: Vec<Clicks> = case
+        .clicks
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            if let Some(zyx) =
+                c.fg.iter()
+                    .chain(&c.bg)
+                    .find(|zyx| (0..3).any(|a| zyx[a] >= dims[a]))
+            {
+                bail!(
+                    "{p}: class {} click {zyx:?} is outside the volume {dims:?}",
+                    i + 1
+                );
+            }
+            let order = case
+                .clicks_order
+                .as_ref()
+                .and_then(|o| o.get(i))
+                .map(|o| o.iter().map(|k| k.map(|k| k == ClickKind::Fg)).collect())
+                .unwrap_or_default();
+            Ok(Clicks {
+                fg: c.fg.clone(),
+                bg: c.bg.clone(),
+                order,
+            })
+        })
+        .collect::<Result<_>>()?;
+    if let Some(g) = &case.gts
+        && g.dims != dims
+    {
+        bail!(
+            "{p}: `imgs` {dims:?} and `gts` {:?} differ in shape",
+            g.dims
+        );
+    }
+    Ok(CaseInput {
+        image,
+        volume,
+        dims,
+        spacing: case.spacing.unwrap_or([1.0; 3]),
+        boxes,
+        clicks,
+        gts: case.gts,
+        prev_pred: case.prev_pred.map(|v| v.data),
+    })
+}
+
+/// A spinner with elapsed time and a message, ticking on its own.
+pub fn spinner() -> ProgressBar {
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {elapsed} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    bar.enable_steady_tick(Duration::from_millis(120));
+    bar
+}
