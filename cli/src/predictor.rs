@@ -253,6 +253,87 @@ impl<B: Backend> Predictor for SegVolPredictor<'_, B> {
 mod tests {
     use super::*;
 
+    /// GRU_CORRECTION.md §9.2: a fresh predictor handed the accumulated clicks (the challenge's
+    /// process-per-step) replays the rounds and gives exactly what a predictor that saw every
+    /// step gives; and the corrector really changes the result.
+    #[test]
+    fn replaying_the_rounds_reproduces_the_carried_hidden_state() {
+        use segvol_backends::Flex;
+        use segvol_eval::protocol::Box3;
+        let shared = std::env::var_os("SEGVOL_SHARED")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| {
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared")
+            });
+        let device = Default::default();
+        let mut model = SegVol::<Flex>::new(&segvol_core::SegVolConfig::tiny(), &device);
+        segvol_core::weights::load_segvol(
+            &mut model,
+            shared.join("fixtures/segvol_tiny/weights.safetensors"),
+        )
+        .unwrap();
+        let corrector = segvol_gru::load_corrector::<Flex>(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../gru-corrector/tests/data/corrector.safetensors"),
+            &device,
+        )
+        .unwrap();
+        let dims = [16, 32, 32];
+        let image: Vec<u8> = (0..dims.iter().product::<usize>())
+            .map(|i| ((i * 7919) % 251) as u8)
+            .collect();
+        let boxes = [Box3 {
+            lo: [3, 6, 6],
+            hi: [12, 25, 26],
+        }];
+        let all = [
+            ([8, 15, 15], true),
+            ([4, 8, 9], false),
+            ([10, 20, 22], true),
+        ];
+        fn req<'r>(
+            image: &'r [u8],
+            boxes: &'r [Box3],
+            clicks: &'r [Clicks],
+            step: usize,
+        ) -> PredictRequest<'r> {
+            PredictRequest {
+                dims: [16, 32, 32],
+                spacing: [1.0; 3],
+                image,
+                n_classes: 1,
+                boxes: Some(boxes),
+                clicks,
+                prev_pred: None,
+                step,
+            }
+        }
+        let mut carried = SegVolPredictor::new(&model, Some(&corrector), &device);
+        let mut clicks = vec![Clicks::default()];
+        let mut last = carried.predict(&req(&image, &boxes, &clicks, 1)).unwrap();
+        for (i, &(zyx, fg)) in all.iter().enumerate() {
+            if fg {
+                clicks[0].fg.push(zyx);
+            } else {
+                clicks[0].bg.push(zyx);
+            }
+            clicks[0].order.push(Some(fg));
+            last = carried
+                .predict(&req(&image, &boxes, &clicks, i + 2))
+                .unwrap();
+        }
+        assert!(carried.log[1..].iter().all(|l| l.rounds == 1));
+        let mut fresh = SegVolPredictor::new(&model, Some(&corrector), &device);
+        let replayed = fresh.predict(&req(&image, &boxes, &clicks, 4)).unwrap();
+        assert_eq!(fresh.log[0].rounds, 3);
+        assert_eq!(replayed, last);
+        let mut plain = SegVolPredictor::new(&model, None, &device);
+        assert_ne!(
+            plain.predict(&req(&image, &boxes, &clicks, 4)).unwrap(),
+            last
+        );
+    }
+
     #[test]
     fn clicks_come_back_in_time_order() {
         let c = Clicks {
