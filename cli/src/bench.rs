@@ -174,6 +174,7 @@ impl BackendTask for EncoderBench {
         let prompts = segvol_core::Prompts {
             boxes: Some([2.0, 20.0, 20.0, 20.0, 120.0, 140.0]),
             points: vec![([10.0, 60.0, 70.0], 1)],
+            text: None,
         };
         let decode = time(self.iters, || {
             let _ = model.decode(emb.clone(), &prompts).logits.into_data();

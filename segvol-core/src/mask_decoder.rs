@@ -269,14 +269,18 @@ impl<B: Backend> MaskDecoder<B> {
     ///
     /// # Shapes
     /// - `image_embedding`: `[1, C, gd, gh, gw]`; `image_pe`: `[1, C, gd, gh, gw]`
-    /// - `sparse`: `[1, T, C]`; `dense`: `[1, C, gd, gh, gw]`
+    /// - `sparse`: `[1, T, C]`; `dense`: `[1, C, gd, gh, gw]`; `text`: `[1, C]`
     /// - returns `(E [1, C/8, 4gd, 4gh, 4gw], low-res logits [1, 1, 4gd, 4gh, 4gw])`
+    ///
+    /// With a text embedding `t`, the similarity `txt_align(t) · E` is added to the mask
+    /// (SEGVOL.md §6.6).
     pub fn forward(
         &self,
         image_embedding: Tensor<B, 5>,
         image_pe: Tensor<B, 5>,
         sparse: Tensor<B, 3>,
         dense: Tensor<B, 5>,
+        text: Option<Tensor<B, 2>>,
     ) -> (Tensor<B, 5>, Tensor<B, 5>) {
         let [b, c, gd, gh, gw] = image_embedding.dims();
         let out_tokens = Tensor::cat(
@@ -308,7 +312,15 @@ impl<B: Backend> MaskDecoder<B> {
         let h0 = self.output_hypernetworks_mlps[0]
             .forward(hs.narrow(1, 1, 1).reshape([b, c]))
             .reshape([b, 1, ce]);
-        let masks = h0.matmul(e.clone().reshape([b, ce, de * he * we])); // [b, 1, N]
+        let flat_e = e.clone().reshape([b, ce, de * he * we]);
+        let mut masks = h0.matmul(flat_e.clone()); // [b, 1, N]
+        if let Some(t) = text {
+            let t = self
+                .txt_align_upscaled_embedding
+                .forward(t)
+                .reshape([b, 1, ce]);
+            masks = masks + t.matmul(flat_e);
+        }
         (e, masks.reshape([b, 1, de, he, we]))
     }
 }

@@ -61,14 +61,30 @@ impl<B: Backend> SegVol<B> {
         self.prompt_encoder.dense_pe(device)
     }
 
+    /// Replaces the decoder's text-similarity projection `txt_align_upscaled_embedding`
+    /// (weight `[C, C/8]` in burn's layout, bias `[C/8]`), e.g. with weights of a text-enabled
+    /// checkpoint loaded separately.
+    pub fn set_text_align(
+        &mut self,
+        weight: burn::module::Param<Tensor<B, 2>>,
+        bias: burn::module::Param<Tensor<B, 1>>,
+    ) {
+        self.mask_decoder.txt_align_upscaled_embedding.weight = weight;
+        self.mask_decoder.txt_align_upscaled_embedding.bias = Some(bias);
+    }
+
     /// The cheap step, per prompt: decode `prompts` against a cached embedding.
     pub fn decode(&self, embedding: Tensor<B, 5>, prompts: &Prompts) -> DecodeOutput<B> {
         let device = embedding.device();
         let (sparse, dense) = self.prompt_encoder.forward(prompts, &device);
         let pe = self.prompt_encoder.dense_pe(&device);
+        let text = prompts
+            .text
+            .as_ref()
+            .map(|t| Tensor::<B, 2>::from_data(TensorData::new(t.clone(), [1, t.len()]), &device));
         let (upscaled, low) =
             self.mask_decoder
-                .forward(embedding, pe, sparse.clone(), dense.clone());
+                .forward(embedding, pe, sparse.clone(), dense.clone(), text);
         let logits = upsample_trilinear(low.clone(), self.image_size);
         DecodeOutput {
             sparse,

@@ -286,6 +286,7 @@ impl<'m, B: Backend> Session<'m, B> {
                     )
                 })
                 .collect(),
+            text: None,
         };
         let logits = self.model.decode(self.embedding.clone(), &prompts).logits;
         let grid_logits: Vec<f32> = logits

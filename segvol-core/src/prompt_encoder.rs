@@ -13,6 +13,11 @@ pub struct Prompts {
     pub boxes: Option<[f32; 6]>,
     /// Points `(d, h, w)` with labels: 1 positive, 0 negative, −1 padding.
     pub points: Vec<([f32; 3], i64)>,
+    /// A text prompt as its embedding: `hidden_size` values, what SegVol's CLIP text tower
+    /// followed by `dim_align` produces for e.g. "liver". It becomes the last sparse token and
+    /// adds the text-similarity map in the decoder (SEGVOL.md §5.4, §6.6). The text tower itself
+    /// is not ported (feature `text`, reserved), so the embedding is computed elsewhere.
+    pub text: Option<Vec<f32>>,
 }
 
 /// Random Fourier positional encoding (`PositionEmbeddingRandom`, scale 1).
@@ -107,10 +112,14 @@ impl<B: Backend> PromptEncoder<B> {
     /// Sparse and dense embeddings of `prompts` (batch 1).
     ///
     /// Token order: points (+ a padding point when there is no box), then the two box
-    /// corners.
+    /// corners, then the text token.
     ///
     /// # Shapes
     /// - returns `([1, T, C], [1, C, gd, gh, gw])`
+    ///
+    /// # Panics
+    /// When a text embedding does not hold exactly `C` values (a programming error: check the
+    /// length against the config's `hidden_size` before building the prompts).
     pub fn forward(&self, prompts: &Prompts, device: &B::Device) -> (Tensor<B, 3>, Tensor<B, 5>) {
         let mut rows: Vec<Tensor<B, 2>> = Vec::new();
         if !prompts.points.is_empty() {
@@ -137,6 +146,18 @@ impl<B: Backend> PromptEncoder<B> {
             rows.push(pe.narrow(0, 1, 1) + self.point_embeddings[3].weight.val());
         }
         let c = self.no_mask_embed.weight.dims()[1];
+        if let Some(t) = &prompts.text {
+            assert_eq!(
+                t.len(),
+                c,
+                "text embedding of {} values, expected {c}",
+                t.len()
+            );
+            rows.push(Tensor::from_data(
+                TensorData::new(t.clone(), [1, c]),
+                device,
+            ));
+        }
         let sparse = if rows.is_empty() {
             Tensor::zeros([1, 0, c], device)
         } else {

@@ -225,6 +225,7 @@ impl<B: Backend> Session<'_, B> {
                     let prompts = Prompts {
                         boxes: Some(wbox),
                         points,
+                        text: None,
                     };
                     let out: Vec<f32> = self
                         .model()

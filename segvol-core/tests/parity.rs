@@ -127,12 +127,18 @@ fn fixture_prompts() -> (Prompts, Prompts, Prompts) {
         Prompts {
             boxes,
             points: vec![],
+            text: None,
         },
         Prompts {
             boxes: None,
             points: points.clone(),
+            text: None,
         },
-        Prompts { boxes, points },
+        Prompts {
+            boxes,
+            points,
+            text: None,
+        },
     )
 }
 
@@ -237,6 +243,63 @@ fn burnpack_conversion_is_lossless_and_strict() {
     std::fs::write(&cut, &bytes[..bytes.len() / 3]).unwrap();
     let e = load_segvol(&mut fast, &cut).unwrap_err();
     assert!(e.to_string().contains("cut.bpk"), "{e}");
+}
+
+/// The text path (SEGVOL.md §5.4, §6.6), hand-derived: the embedding is appended as the last
+/// sparse token, and with `txt_align` set to weight 0 and bias = the unit vector e_k the
+/// similarity map is exactly channel k of the upscaled embedding, so two decodes that differ only
+/// in k differ by `E[k] − E[j]`.
+#[test]
+fn text_prompt_adds_its_token_and_the_similarity_map() {
+    use burn::module::Param;
+    let device = Default::default();
+    let cfg = SegVolConfig::tiny();
+    let (c, ce) = (cfg.hidden_size, cfg.hidden_size / 8);
+    let (_, image) = npy("image.npy");
+    let (pbox, _, _) = fixture_prompts();
+    let text: Vec<f32> = (0..c)
+        .map(|i| ((i * 37) % 11) as f32 / 11.0 - 0.5)
+        .collect();
+    let prompts = Prompts {
+        text: Some(text.clone()),
+        ..pbox.clone()
+    };
+    let run = |k: usize| {
+        let mut model = SegVol::<B>::new(&cfg, &device);
+        load_segvol(&mut model, fixture("weights.safetensors")).unwrap();
+        let mut bias = vec![0.0f32; ce];
+        bias[k] = 1.0;
+        model.set_text_align(
+            Param::from_tensor(Tensor::zeros([c, ce], &device)),
+            Param::from_tensor(Tensor::from_data(TensorData::new(bias, [ce]), &device)),
+        );
+        let emb = model.embed(Tensor::from_data(
+            TensorData::new(image.clone(), [1, 1, 32, 64, 64]),
+            &device,
+        ));
+        model.decode(emb, &prompts)
+    };
+    let (a, b) = (run(2), run(5));
+    // Box: 2 tokens, then the text token, equal to the embedding.
+    assert_eq!(a.sparse.dims(), [1, 3, c]);
+    let tok: Vec<f32> = a
+        .sparse
+        .clone()
+        .narrow(1, 2, 1)
+        .into_data()
+        .to_vec()
+        .unwrap();
+    assert_eq!(tok, text);
+    let e: Vec<f32> = a.upscaled.clone().into_data().to_vec().unwrap();
+    assert_eq!(e, b.upscaled.into_data().to_vec::<f32>().unwrap());
+    let la: Vec<f32> = a.low_res_logits.into_data().to_vec().unwrap();
+    let lb: Vec<f32> = b.low_res_logits.into_data().to_vec().unwrap();
+    let n = la.len();
+    assert_eq!(e.len(), ce * n);
+    let worst = (0..n)
+        .map(|i| ((la[i] - lb[i]) - (e[2 * n + i] - e[5 * n + i])).abs())
+        .fold(0.0f32, f32::max);
+    assert!(worst <= 1e-5, "{worst}");
 }
 
 /// `F.interpolate` fixtures (PyTorch): a 5×7×9 volume up to 10×13×20 and down to 3×4×5 in
