@@ -43,6 +43,10 @@ pub struct EvalArgs {
     /// without it each click step re-decodes the cached global embedding).
     #[arg(long)]
     pub zoom_in: bool,
+    /// With --corrector: also (or, without --compare, instead) run the prompt-feedback variant,
+    /// feeding up to this many corrected voxels back to SegVol as point prompts.
+    #[arg(long, default_value_t = 0)]
+    pub feedback: usize,
     /// Click steps after the box step.
     #[arg(long, default_value_t = 5)]
     pub steps: usize,
@@ -53,6 +57,7 @@ pub struct EvalArgs {
 
 struct Eval {
     zoom_in: bool,
+    feedback: usize,
     weights: PathBuf,
     corrector: Option<PathBuf>,
     compare: bool,
@@ -79,18 +84,27 @@ impl BackendTask for Eval {
             Some(p) => Some(load_corrector::<B>(p, device)?),
             None => None,
         };
-        let mut variants: Vec<(&'static str, Option<&segvol_gru::GruCorrector<B>>)> = Vec::new();
+        // (name, corrector, feedback points)
+        let mut variants: Vec<(&'static str, Option<&segvol_gru::GruCorrector<B>>, usize)> =
+            Vec::new();
         if corrector.is_none() || self.compare {
-            variants.push(("segvol", None));
+            variants.push(("segvol", None, 0));
         }
         if let Some(c) = &corrector {
-            variants.push(("segvol+gru", Some(c)));
+            if self.feedback == 0 || self.compare {
+                variants.push(("segvol+gru", Some(c), 0));
+            }
+            if self.feedback > 0 {
+                variants.push(("segvol+gru+feedback", Some(c), self.feedback));
+            }
         }
         let mut runs = Vec::new();
-        for (name, corr) in variants {
+        for (name, corr, feedback) in variants {
             self.bar
                 .set_message(format!("{name}: running the protocol"));
-            let mut p = SegVolPredictor::new(&model, corr, device).with_zoom_in(self.zoom_in);
+            let mut p = SegVolPredictor::new(&model, corr, device)
+                .with_zoom_in(self.zoom_in)
+                .with_feedback(feedback);
             let r = run_case(
                 &mut p,
                 &self.image,
@@ -111,6 +125,9 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     if args.compare && args.corrector.is_none() {
         bail!("--compare needs --corrector");
     }
+    if args.feedback > 0 && args.corrector.is_none() {
+        bail!("--feedback needs --corrector");
+    }
     let path = args.case.display();
     let input = read_case(&args.case)?;
     let gts = input
@@ -126,6 +143,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         kind,
         Eval {
             zoom_in: args.zoom_in,
+            feedback: args.feedback,
             weights: args.weights.clone(),
             corrector: args.corrector.clone(),
             compare: args.compare,

@@ -27,6 +27,7 @@ pub struct SegVolPredictor<'a, B: Backend> {
     corrector: Option<&'a GruCorrector<B>>,
     device: B::Device,
     zoom_in: bool,
+    feedback: usize,
     session: Option<Session<'a, B>>,
     corr: Vec<CorrectionSession<'a, B>>,
     /// Per class: the clicks seen and the mask of the last prediction (reused when a step
@@ -62,6 +63,14 @@ impl<'a, B: Backend> SegVolPredictor<'a, B> {
         self
     }
 
+    /// The prompt-feedback variant (GRU_CORRECTION.md §6, D9): after each correction, up to `m`
+    /// corrected voxels whose prediction changed side (largest |δ| first) are added as point
+    /// prompts and SegVol re-decodes; 0 = off (sparse write-back only).
+    pub fn with_feedback(mut self, m: usize) -> Self {
+        self.feedback = m;
+        self
+    }
+
     /// A predictor for one case; `corrector` = `None` is the plain SegVol baseline.
     pub fn new(
         model: &'a SegVol<B>,
@@ -73,6 +82,7 @@ impl<'a, B: Backend> SegVolPredictor<'a, B> {
             corrector,
             device: device.clone(),
             zoom_in: false,
+            feedback: 0,
             session: None,
             corr: Vec::new(),
             last: Vec::new(),
@@ -126,6 +136,7 @@ fn sampler_clicks(seq: &[VoxelClick]) -> Vec<Click> {
 pub fn corrected_logits<B: Backend>(
     session: &Session<'_, B>,
     zoom_in: bool,
+    feedback: usize,
     cs: &mut CorrectionSession<'_, B>,
     dims: [usize; 3],
     boxes: Option<([usize; 3], [usize; 3])>,
@@ -144,6 +155,19 @@ pub fn corrected_logits<B: Backend>(
         let rep = cs.step(dims, &mut logits, &sampler_clicks(&seq[..i]))?;
         log.rounds += 1;
         log.correct_ms += rep.total_ms();
+        // Prompt feedback on the current step's round only (earlier rounds of a replay just
+        // rebuild the hidden state, which never reads the re-decoded logits).
+        if feedback > 0 && i == seq.len() && !rep.flips.is_empty() {
+            let mut prompts = seq.to_vec();
+            prompts.extend(rep.flips.iter().take(feedback).map(|f| VoxelClick {
+                zyx: f.zyx,
+                foreground: f.foreground,
+            }));
+            let t = Instant::now();
+            logits = decode(session, zoom_in, boxes, &prompts)?;
+            log.decodes += 1;
+            log.decode_s += t.elapsed().as_secs_f64();
+        }
     }
     if logits.is_empty() {
         // Nothing new to correct (no clicks, or all seen): the plain prediction.
@@ -222,6 +246,7 @@ impl<B: Backend> Predictor for SegVolPredictor<'_, B> {
                     let logits = corrected_logits(
                         session,
                         self.zoom_in,
+                        self.feedback,
                         &mut self.corr[class],
                         req.dims,
                         boxes,

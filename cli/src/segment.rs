@@ -101,6 +101,7 @@ impl BackendTask for Segment {
                 corrected_logits(
                     &session,
                     self.zoom_in,
+                    0,
                     &mut cs,
                     self.dims,
                     self.boxes,

@@ -12,7 +12,7 @@ pub mod writeback;
 pub use file::{load_corrector, save_corrector};
 pub use model::{GruCorrector, RoundOutput};
 pub use pytorch::GruLoadError;
-pub use session::{CorrectError, CorrectionSession, RoundReport};
+pub use session::{CorrectError, CorrectionSession, Flip, RoundReport};
 
 /// Hyper-parameters of the corrector (GRU_CORRECTION.md D6–D7, §5).
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -9,7 +9,7 @@ use burn::tensor::{Tensor, TensorData, backend::Backend};
 use segvol_sampler::{Click, InteractionState, MapKind, SamplerConfig, SamplerError, sample};
 
 use crate::model::GruCorrector;
-use crate::writeback::{Corrections, write_back};
+use crate::writeback::{Corrections, targets, write_back};
 
 /// Why a round could not run.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -26,6 +26,17 @@ pub enum CorrectError {
         /// The corrector's K.
         corrector: usize,
     },
+}
+
+/// A written voxel whose prediction changed side (logit sign) in this round.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Flip {
+    /// The voxel `[z, y, x]`.
+    pub zyx: [usize; 3],
+    /// The row's correction δ.
+    pub delta: f32,
+    /// Whether the voxel is now foreground (logit > 0).
+    pub foreground: bool,
 }
 
 /// What one round did, for logs and latency reports.
@@ -47,6 +58,9 @@ pub struct RoundReport {
     pub gru_ms: f64,
     /// Milliseconds writing back.
     pub write_ms: f64,
+    /// Written voxels whose logit changed sign, largest |δ| first, each voxel once: the
+    /// candidates of the prompt-feedback variant (GRU_CORRECTION.md §6, D9).
+    pub flips: Vec<Flip>,
 }
 
 impl RoundReport {
@@ -175,18 +189,32 @@ impl<'c, B: Backend> CorrectionSession<'c, B> {
         let t2 = Instant::now();
         let coords = state.raw_coords();
         let valid = state.valid();
-        let written = write_back(
-            logits,
-            dims,
-            &Corrections {
-                coords: &coords,
-                valid: &valid,
-                delta: &delta,
-                shift: shift.as_deref(),
-            },
-            self.corrector.config().splat_radius,
-        );
+        let corr = Corrections {
+            coords: &coords,
+            valid: &valid,
+            delta: &delta,
+            shift: shift.as_deref(),
+        };
+        let flat = |t: [usize; 3]| (t[0] * dims[1] + t[1]) * dims[2] + t[2];
+        let rows = targets(&corr, dims);
+        let before: Vec<f32> = rows
+            .iter()
+            .map(|&(_, t)| logits.get(flat(t)).copied().unwrap_or(0.0))
+            .collect();
+        let written = write_back(logits, dims, &corr, self.corrector.config().splat_radius);
         let write_ms = t2.elapsed().as_secs_f64() * 1e3;
+        let mut flips: Vec<Flip> = Vec::new();
+        for (&(i, t), b) in rows.iter().zip(&before) {
+            let after = logits.get(flat(t)).copied().unwrap_or(0.0);
+            if (after > 0.0) != (*b > 0.0) && !flips.iter().any(|f| f.zyx == t) {
+                flips.push(Flip {
+                    zyx: t,
+                    delta: delta[i],
+                    foreground: after > 0.0,
+                });
+            }
+        }
+        flips.sort_by(|a, b| b.delta.abs().total_cmp(&a.delta.abs()));
 
         if self.first_click.is_none() {
             self.first_click = clicks.first().map(|c| c.zyx);
@@ -212,6 +240,7 @@ impl<'c, B: Backend> CorrectionSession<'c, B> {
             sample_ms,
             gru_ms,
             write_ms,
+            flips,
         })
     }
 

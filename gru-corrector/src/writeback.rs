@@ -51,12 +51,24 @@ pub fn splat_kernel(radius: usize) -> Vec<([isize; 3], f32)> {
     k
 }
 
+/// The voxel each real row lands on, as `(row, voxel)` in row order (padding rows skipped).
+pub fn targets(c: &Corrections<'_>, dims: [usize; 3]) -> Vec<(usize, [usize; 3])> {
+    let n = c.coords.len().min(c.valid.len()).min(c.delta.len());
+    (0..n)
+        .filter(|&i| c.valid[i])
+        .map(|i| {
+            let s = match c.shift {
+                Some(s) if s.len() >= 3 * (i + 1) => [s[3 * i], s[3 * i + 1], s[3 * i + 2]],
+                _ => [0.0; 3],
+            };
+            (i, target_voxel(c.coords[i], s, dims))
+        })
+        .collect()
+}
+
 /// Adds the corrections to `logits` (raster order, shape `dims`) and returns the voxels that
 /// received a centre write (one entry per valid row, in row order; repeated on collisions).
-///
-/// # Panics
-/// Never on well-formed input; the lengths of `coords`, `valid`, `delta` (and `shift / 3`) must
-/// agree, which [`crate::CorrectionSession`] guarantees. Rows beyond the shortest are ignored.
+/// Rows beyond the shortest of `coords`, `valid`, `delta` are ignored.
 pub fn write_back(
     logits: &mut [f32],
     dims: [usize; 3],
@@ -64,18 +76,8 @@ pub fn write_back(
     splat_radius: usize,
 ) -> Vec<[usize; 3]> {
     let kernel = splat_kernel(splat_radius);
-    let n = c.coords.len().min(c.valid.len()).min(c.delta.len());
-    let mut written = Vec::new();
-    for i in 0..n {
-        if !c.valid[i] {
-            continue;
-        }
-        let s = match c.shift {
-            Some(s) if s.len() >= 3 * (i + 1) => [s[3 * i], s[3 * i + 1], s[3 * i + 2]],
-            _ => [0.0; 3],
-        };
-        let t = target_voxel(c.coords[i], s, dims);
-        written.push(t);
+    let rows = targets(c, dims);
+    for &(i, t) in &rows {
         for &(u, w) in &kernel {
             let mut idx = 0usize;
             let mut inside = true;
@@ -92,7 +94,7 @@ pub fn write_back(
             }
         }
     }
-    written
+    rows.into_iter().map(|(_, t)| t).collect()
 }
 
 #[cfg(test)]

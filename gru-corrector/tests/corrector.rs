@@ -95,6 +95,30 @@ fn two_rounds_match_the_pytorch_reference() {
         assert!(dl <= 1e-5, "logits {dl}");
         assert!(changed > 0);
         assert_eq!(rep.round, round);
+        // Flips: exactly the voxels whose logit changed sign (no splat: the written ones).
+        let flipped: HashSet<[usize; 3]> = (0..logits.len())
+            .filter(|&i| (logits[i] > 0.0) != (before[i] > 0.0))
+            .map(|i| {
+                [
+                    i / (DIMS[1] * DIMS[2]),
+                    (i / DIMS[2]) % DIMS[1],
+                    i % DIMS[2],
+                ]
+            })
+            .collect();
+        let got: HashSet<[usize; 3]> = rep.flips.iter().map(|f| f.zyx).collect();
+        assert_eq!(got, flipped);
+        assert_eq!(got.len(), rep.flips.len());
+        for f in &rep.flips {
+            let i = (f.zyx[0] * DIMS[1] + f.zyx[1]) * DIMS[2] + f.zyx[2];
+            assert_eq!(f.foreground, logits[i] > 0.0);
+        }
+        assert!(
+            rep.flips
+                .windows(2)
+                .all(|w| w[0].delta.abs() >= w[1].delta.abs())
+        );
+        eprintln!("round {round}: {} flips", rep.flips.len());
     }
 }
 
