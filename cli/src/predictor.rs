@@ -126,6 +126,16 @@ fn sampler_clicks(seq: &[VoxelClick]) -> Vec<Click> {
         .collect()
 }
 
+/// How each step decodes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DecodeOptions {
+    /// Run the zoom-in sliding window after the zoom-out pass.
+    pub zoom_in: bool,
+    /// Prompt feedback: up to this many sign-flipped corrected voxels become point prompts
+    /// for a re-decode (0 = off).
+    pub feedback: usize,
+}
+
 /// The corrected logits (image grid) for a box and a click sequence: rounds `r+1..=n` are run,
 /// where `r` is the rounds the correction session has already seen (0 for a fresh one, which
 /// then replays every round: decode with the first i clicks, correct). A session that has seen
@@ -135,8 +145,7 @@ fn sampler_clicks(seq: &[VoxelClick]) -> Vec<Click> {
 /// The decoder's or the corrector's error.
 pub fn corrected_logits<B: Backend>(
     session: &Session<'_, B>,
-    zoom_in: bool,
-    feedback: usize,
+    opts: DecodeOptions,
     cs: &mut CorrectionSession<'_, B>,
     dims: [usize; 3],
     boxes: Option<([usize; 3], [usize; 3])>,
@@ -149,7 +158,7 @@ pub fn corrected_logits<B: Backend>(
     let mut logits = Vec::new();
     for i in cs.rounds() + 1..=seq.len() {
         let t = Instant::now();
-        logits = decode(session, zoom_in, boxes, &seq[..i])?;
+        logits = decode(session, opts.zoom_in, boxes, &seq[..i])?;
         log.decodes += 1;
         log.decode_s += t.elapsed().as_secs_f64();
         let rep = cs.step(dims, &mut logits, &sampler_clicks(&seq[..i]))?;
@@ -157,21 +166,21 @@ pub fn corrected_logits<B: Backend>(
         log.correct_ms += rep.total_ms();
         // Prompt feedback on the current step's round only (earlier rounds of a replay just
         // rebuild the hidden state, which never reads the re-decoded logits).
-        if feedback > 0 && i == seq.len() && !rep.flips.is_empty() {
+        if opts.feedback > 0 && i == seq.len() && !rep.flips.is_empty() {
             let mut prompts = seq.to_vec();
-            prompts.extend(rep.flips.iter().take(feedback).map(|f| VoxelClick {
+            prompts.extend(rep.flips.iter().take(opts.feedback).map(|f| VoxelClick {
                 zyx: f.zyx,
                 foreground: f.foreground,
             }));
             let t = Instant::now();
-            logits = decode(session, zoom_in, boxes, &prompts)?;
+            logits = decode(session, opts.zoom_in, boxes, &prompts)?;
             log.decodes += 1;
             log.decode_s += t.elapsed().as_secs_f64();
         }
     }
     if logits.is_empty() {
         // Nothing new to correct (no clicks, or all seen): the plain prediction.
-        logits = decode(session, zoom_in, boxes, seq)?;
+        logits = decode(session, opts.zoom_in, boxes, seq)?;
         log.decodes += 1;
     }
     Ok(logits)
@@ -245,8 +254,10 @@ impl<B: Backend> Predictor for SegVolPredictor<'_, B> {
                     }
                     let logits = corrected_logits(
                         session,
-                        self.zoom_in,
-                        self.feedback,
+                        DecodeOptions {
+                            zoom_in: self.zoom_in,
+                            feedback: self.feedback,
+                        },
                         &mut self.corr[class],
                         req.dims,
                         boxes,

@@ -16,7 +16,7 @@ use segvol_io::{FileKind, read_image, write_nifti, write_segs};
 
 use crate::case::{CaseInput, read_case, spinner};
 use crate::forward::config_named;
-use crate::predictor::{SegVolPredictor, StepLog, corrected_logits};
+use crate::predictor::{DecodeOptions, SegVolPredictor, StepLog, corrected_logits};
 use crate::preview::write_preview;
 use crate::sample::parse_clicks;
 
@@ -100,8 +100,10 @@ impl BackendTask for Segment {
                 ));
                 corrected_logits(
                     &session,
-                    self.zoom_in,
-                    0,
+                    DecodeOptions {
+                        zoom_in: self.zoom_in,
+                        feedback: 0,
+                    },
                     &mut cs,
                     self.dims,
                     self.boxes,
