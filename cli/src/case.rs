@@ -1,12 +1,16 @@
 //! A challenge case as the protocol types want it: the image as uint8, boxes as [`Box3`], clicks
 //! in time order, each checked against the volume (shared by `segvol segment` and `segvol eval`).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
+use segvol_backends::{Backend, BackendKind};
+use segvol_core::weights::load_segvol;
+use segvol_core::{SegVol, SegVolConfig};
 use segvol_eval::protocol::{Box3, Clicks};
+use segvol_gru::{GruCorrector, load_corrector};
 use segvol_io::{AnyVolume, ChallengeCase, ClickKind, Volume};
 
 /// What the protocol needs from a case file.
@@ -128,4 +132,29 @@ pub fn spinner() -> ProgressBar {
     );
     bar.enable_steady_tick(Duration::from_millis(120));
     bar
+}
+
+/// The backend named by `--backend`, else the default CPU one.
+pub fn backend_kind(name: Option<&str>) -> Result<BackendKind> {
+    Ok(match name {
+        Some(s) => s.parse::<BackendKind>()?,
+        None => BackendKind::default_cpu()?,
+    })
+}
+
+/// SegVol with `weights` (strict) and, when given, the corrector.
+pub fn load_models<B: Backend>(
+    config: &SegVolConfig,
+    weights: &Path,
+    corrector: Option<&PathBuf>,
+    bar: &ProgressBar,
+    device: &B::Device,
+) -> Result<(SegVol<B>, Option<GruCorrector<B>>)> {
+    bar.set_message("loading weights");
+    let mut model = SegVol::<B>::new(config, device);
+    load_segvol(&mut model, weights)?;
+    let corrector = corrector
+        .map(|p| load_corrector::<B>(p, device))
+        .transpose()?;
+    Ok((model, corrector))
 }

@@ -8,14 +8,11 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use indicatif::ProgressBar;
-use segvol_backends::{Backend, BackendKind, BackendTask, dispatch};
-use segvol_core::SegVol;
-use segvol_core::weights::load_segvol;
+use segvol_backends::{Backend, BackendTask, dispatch};
 use segvol_eval::protocol::{Box3, CaseResult, ProtocolOptions, run_case};
-use segvol_gru::load_corrector;
 use serde_json::json;
 
-use crate::case::{read_case, spinner};
+use crate::case::{backend_kind, load_models, read_case, spinner};
 use crate::forward::config_named;
 use crate::predictor::{SegVolPredictor, StepLog};
 
@@ -77,13 +74,13 @@ type Run = (&'static str, CaseResult, Vec<StepLog>);
 impl BackendTask for Eval {
     type Output = Result<Vec<Run>>;
     fn run<B: Backend>(self, device: &B::Device) -> Result<Vec<Run>> {
-        self.bar.set_message("loading weights");
-        let mut model = SegVol::<B>::new(&self.config, device);
-        load_segvol(&mut model, &self.weights)?;
-        let corrector = match &self.corrector {
-            Some(p) => Some(load_corrector::<B>(p, device)?),
-            None => None,
-        };
+        let (model, corrector) = load_models::<B>(
+            &self.config,
+            &self.weights,
+            self.corrector.as_ref(),
+            &self.bar,
+            device,
+        )?;
         // (name, corrector, feedback points)
         let mut variants: Vec<(&'static str, Option<&segvol_gru::GruCorrector<B>>, usize)> =
             Vec::new();
@@ -134,10 +131,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         .gts
         .with_context(|| format!("{path}: no `gts`: `segvol eval` needs ground truth"))?;
     let (image, dims, boxes) = (input.image, input.dims, input.boxes);
-    let kind = match &args.backend {
-        Some(s) => s.parse::<BackendKind>()?,
-        None => BackendKind::default_cpu()?,
-    };
+    let kind = backend_kind(args.backend.as_deref())?;
     let bar = spinner();
     let runs = dispatch(
         kind,

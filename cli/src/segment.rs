@@ -5,16 +5,14 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use indicatif::ProgressBar;
-use segvol_backends::{Backend, BackendKind, BackendTask, dispatch};
-use segvol_core::SegVol;
+use segvol_backends::{Backend, BackendTask, dispatch};
 use segvol_core::pipeline::{Session, VoxelClick, segment_zoom_out};
-use segvol_core::weights::load_segvol;
 use segvol_eval::protocol::{Box3, Clicks, PredictRequest, Predictor};
-use segvol_gru::{CorrectionSession, load_corrector};
+use segvol_gru::CorrectionSession;
 use segvol_io::npy::{NpyArray, NpyData};
 use segvol_io::{FileKind, read_image, write_nifti, write_segs};
 
-use crate::case::{CaseInput, read_case, spinner};
+use crate::case::{CaseInput, backend_kind, load_models, read_case, spinner};
 use crate::forward::config_named;
 use crate::predictor::{DecodeOptions, SegVolPredictor, StepLog, corrected_logits};
 use crate::preview::write_preview;
@@ -76,13 +74,13 @@ struct Segment {
 impl BackendTask for Segment {
     type Output = Result<Vec<f32>>;
     fn run<B: Backend>(self, device: &B::Device) -> Result<Vec<f32>> {
-        self.bar.set_message("loading weights");
-        let mut model = SegVol::<B>::new(&self.config, device);
-        load_segvol(&mut model, &self.weights)?;
-        let corrector = match &self.corrector {
-            Some(p) => Some(load_corrector::<B>(p, device)?),
-            None => None,
-        };
+        let (model, corrector) = load_models::<B>(
+            &self.config,
+            &self.weights,
+            self.corrector.as_ref(),
+            &self.bar,
+            device,
+        )?;
         self.bar
             .set_message("encoding and decoding (zoom-out pass)");
         let logits = match &corrector {
@@ -160,13 +158,13 @@ struct CaseStep {
 impl BackendTask for CaseStep {
     type Output = Result<Vec<u8>>;
     fn run<B: Backend>(self, device: &B::Device) -> Result<Vec<u8>> {
-        self.bar.set_message("loading weights");
-        let mut model = SegVol::<B>::new(&self.config, device);
-        load_segvol(&mut model, &self.weights)?;
-        let corrector = match &self.corrector {
-            Some(p) => Some(load_corrector::<B>(p, device)?),
-            None => None,
-        };
+        let (model, corrector) = load_models::<B>(
+            &self.config,
+            &self.weights,
+            self.corrector.as_ref(),
+            &self.bar,
+            device,
+        )?;
         let n_classes = self
             .boxes
             .as_ref()
@@ -216,10 +214,7 @@ fn run_case_step(
     if boxes.is_none() && clicks.iter().all(|c| c.fg.is_empty() && c.bg.is_empty()) {
         bail!("{path}: no --box / --points given and the case has neither `boxes` nor clicks");
     }
-    let kind = match &args.backend {
-        Some(s) => s.parse::<BackendKind>()?,
-        None => BackendKind::default_cpu()?,
-    };
+    let kind = backend_kind(args.backend.as_deref())?;
     let bar = spinner();
     let labels = dispatch(
         kind,
@@ -295,10 +290,7 @@ pub fn run(args: &SegmentArgs) -> Result<()> {
             foreground: c.foreground,
         })
         .collect();
-    let kind = match &args.backend {
-        Some(s) => s.parse::<BackendKind>()?,
-        None => BackendKind::default_cpu()?,
-    };
+    let kind = backend_kind(args.backend.as_deref())?;
     let bar = spinner();
     let vol = img.to_f32();
     let logits = dispatch(
