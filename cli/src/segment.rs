@@ -6,7 +6,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use indicatif::ProgressBar;
 use segvol_backends::{Backend, BackendTask, dispatch};
-use segvol_core::pipeline::{Session, VoxelClick, segment_zoom_out};
+use segvol_core::pipeline::{Session, VoxelClick, check_prompts};
 use segvol_eval::protocol::{Box3, Clicks, PredictRequest, Predictor};
 use segvol_gru::CorrectionSession;
 use segvol_io::npy::{NpyArray, NpyData};
@@ -81,17 +81,17 @@ impl BackendTask for Segment {
             &self.bar,
             device,
         )?;
-        self.bar
-            .set_message("encoding and decoding (zoom-out pass)");
+        // Refuse a bad box or click before any model work, then one encoder pass on the crop
+        // that covers the prompts (SEGVOL.md §9.1).
+        check_prompts(self.dims, self.boxes, &self.clicks)?;
+        let mut cover: Vec<[usize; 3]> = self.clicks.iter().map(|c| c.zyx).collect();
+        if let Some((b0, b1)) = self.boxes {
+            cover.extend([b0, b1]);
+        }
+        self.bar.set_message("encoding (zoom-out pass)");
+        let session = Session::new(&model, &self.image, self.dims, &cover, device)?;
         let logits = match &corrector {
             Some(c) if !self.clicks.is_empty() => {
-                let mut cover: Vec<[usize; 3]> = self.clicks.iter().map(|c| c.zyx).collect();
-                if let Some((b0, b1)) = self.boxes {
-                    cover.extend([b0, b1]);
-                }
-                let session = Session::new(&model, &self.image, self.dims, &cover, device)?;
-                let mut cs = CorrectionSession::new(c, device);
-                let mut log = StepLog::default();
                 self.bar.set_message(format!(
                     "decoding and correcting {} click(s)",
                     self.clicks.len()
@@ -102,21 +102,15 @@ impl BackendTask for Segment {
                         zoom_in: self.zoom_in,
                         feedback: 0,
                     },
-                    &mut cs,
+                    &mut CorrectionSession::new(c, device),
                     self.dims,
                     self.boxes,
                     &self.clicks,
-                    &mut log,
+                    &mut StepLog::default(),
                 )
                 .map_err(|e| anyhow::anyhow!("{e}"))?
             }
             _ if self.zoom_in => {
-                let mut cover: Vec<[usize; 3]> = self.clicks.iter().map(|c| c.zyx).collect();
-                if let Some((b0, b1)) = self.boxes {
-                    cover.extend([b0, b1]);
-                }
-                let session = Session::new(&model, &self.image, self.dims, &cover, device)?;
-                self.bar.set_message("zoom-in: sliding window over the ROI");
                 let bar = &self.bar;
                 session
                     .predict_zoom_in(self.boxes, &self.clicks, &mut |d, t| {
@@ -124,17 +118,7 @@ impl BackendTask for Segment {
                     })?
                     .0
             }
-            _ => {
-                segment_zoom_out(
-                    &model,
-                    &self.image,
-                    self.dims,
-                    self.boxes,
-                    &self.clicks,
-                    device,
-                )?
-                .0
-            }
+            _ => session.predict(self.boxes, &self.clicks)?,
         };
         Ok(logits)
     }

@@ -138,7 +138,12 @@ fn to_model_index(i: usize, n_in: usize, n_out: usize) -> usize {
         .unwrap_or(0)
 }
 
-fn check_prompts(
+/// Checks a request before any model work: the box inside the volume and not inverted, every
+/// click inside, and at least one of the two.
+///
+/// # Errors
+/// [`SegmentError::BoxOutside`], [`SegmentError::ClickOutside`] or [`SegmentError::NoPrompt`].
+pub fn check_prompts(
     dims: [usize; 3],
     boxes: Option<([usize; 3], [usize; 3])>,
     clicks: &[VoxelClick],
