@@ -134,6 +134,32 @@ pub fn spinner() -> ProgressBar {
     bar
 }
 
+/// `--weights`, `--config`, `--backend`: what every model command takes.
+#[derive(clap::Args, Debug)]
+pub struct ModelArgs {
+    /// SegVol weights: pytorch_model.bin, .safetensors, SegVol_v1.pth or our .bpk.
+    #[arg(long)]
+    pub weights: PathBuf,
+    /// Model size: base (the released SegVol) or tiny.
+    #[arg(long, default_value = "base")]
+    pub config: String,
+    /// Backend (default: flex).
+    #[arg(long)]
+    pub backend: Option<String>,
+}
+
+impl ModelArgs {
+    /// The named config.
+    pub fn config(&self) -> Result<SegVolConfig> {
+        crate::forward::config_named(&self.config)
+    }
+
+    /// The chosen backend.
+    pub fn backend(&self) -> Result<BackendKind> {
+        backend_kind(self.backend.as_deref())
+    }
+}
+
 /// The backend named by `--backend`, else the default CPU one.
 pub fn backend_kind(name: Option<&str>) -> Result<BackendKind> {
     Ok(match name {

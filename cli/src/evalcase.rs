@@ -12,8 +12,7 @@ use segvol_backends::{Backend, BackendTask, dispatch};
 use segvol_eval::protocol::{Box3, CaseResult, ProtocolOptions, run_case};
 use serde_json::json;
 
-use crate::case::{backend_kind, load_models, read_case, spinner};
-use crate::forward::config_named;
+use crate::case::{ModelArgs, load_models, read_case, spinner};
 use crate::predictor::{SegVolPredictor, StepLog};
 
 #[derive(Args, Debug)]
@@ -21,15 +20,8 @@ pub struct EvalArgs {
     /// Challenge case .npz with `imgs`, `gts` and (for the box step) `boxes`.
     #[arg(long)]
     pub case: PathBuf,
-    /// SegVol weights: pytorch_model.bin, .safetensors or SegVol_v1.pth.
-    #[arg(long)]
-    pub weights: PathBuf,
-    /// Model size: base (the released SegVol) or tiny.
-    #[arg(long, default_value = "base")]
-    pub config: String,
-    /// Backend (default: flex).
-    #[arg(long)]
-    pub backend: Option<String>,
+    #[command(flatten)]
+    pub model: ModelArgs,
     /// GRU corrector weights (.safetensors / .pth): correct every click step with it.
     #[arg(long)]
     pub corrector: Option<PathBuf>,
@@ -118,7 +110,7 @@ impl BackendTask for Eval {
 }
 
 pub fn run(args: &EvalArgs) -> Result<()> {
-    let config = config_named(&args.config)?;
+    let config = args.model.config()?;
     if args.compare && args.corrector.is_none() {
         bail!("--compare needs --corrector");
     }
@@ -131,14 +123,14 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         .gts
         .with_context(|| format!("{path}: no `gts`: `segvol eval` needs ground truth"))?;
     let (image, dims, boxes) = (input.image, input.dims, input.boxes);
-    let kind = backend_kind(args.backend.as_deref())?;
+    let kind = args.model.backend()?;
     let bar = spinner();
     let runs = dispatch(
         kind,
         Eval {
             zoom_in: args.zoom_in,
             feedback: args.feedback,
-            weights: args.weights.clone(),
+            weights: args.model.weights.clone(),
             corrector: args.corrector.clone(),
             compare: args.compare,
             config,

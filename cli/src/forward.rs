@@ -5,19 +5,15 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use burn::tensor::{Tensor, TensorData};
 use clap::Args;
-use segvol_backends::{Backend, BackendKind, BackendTask, dispatch};
+use segvol_backends::{Backend, BackendTask, dispatch};
 use segvol_core::weights::load_segvol;
 use segvol_core::{Prompts, SegVol, SegVolConfig};
 use segvol_io::npy::{NpyArray, NpyData};
 
 #[derive(Args, Debug)]
 pub struct ForwardArgs {
-    /// Weights: pytorch_model.bin, .safetensors or SegVol_v1.pth.
-    #[arg(long)]
-    pub weights: PathBuf,
-    /// Model size: base (the released SegVol) or tiny.
-    #[arg(long, default_value = "base")]
-    pub config: String,
+    #[command(flatten)]
+    pub model: crate::case::ModelArgs,
     /// Image on the model grid, float32 `(1,1,D,H,W)` or `(D,H,W)` .npy.
     #[arg(long)]
     pub image: PathBuf,
@@ -36,9 +32,6 @@ pub struct ForwardArgs {
     /// Also write the image embedding `(1,C,gd,gh,gw)`.
     #[arg(long)]
     pub embedding: Option<PathBuf>,
-    /// Backend (default: flex).
-    #[arg(long)]
-    pub backend: Option<String>,
 }
 
 pub fn config_named(name: &str) -> Result<SegVolConfig> {
@@ -96,7 +89,7 @@ impl BackendTask for Forward {
 }
 
 pub fn run(args: &ForwardArgs) -> Result<()> {
-    let config = config_named(&args.config)?;
+    let config = args.model.config()?;
     let (shape, image) = floats(&args.image)?;
     let want: Vec<usize> = std::iter::once(1)
         .chain(std::iter::once(1))
@@ -107,7 +100,7 @@ pub fn run(args: &ForwardArgs) -> Result<()> {
         bail!(
             "{}: shape {shape:?} but the {} model grid is {want:?}",
             args.image.display(),
-            args.config
+            args.model.config
         );
     }
     let mut prompts = Prompts::default();
@@ -143,14 +136,11 @@ pub fn run(args: &ForwardArgs) -> Result<()> {
     if prompts.boxes.is_none() && prompts.points.is_empty() {
         bail!("give a --box, --points/--labels, or both");
     }
-    let kind = match &args.backend {
-        Some(s) => s.parse::<BackendKind>()?,
-        None => BackendKind::default_cpu()?,
-    };
+    let kind = args.model.backend()?;
     let (logits, ldims, emb, edims) = dispatch(
         kind,
         Forward {
-            args_weights: args.weights.clone(),
+            args_weights: args.model.weights.clone(),
             config,
             image,
             prompts,

@@ -12,8 +12,7 @@ use segvol_gru::CorrectionSession;
 use segvol_io::npy::{NpyArray, NpyData};
 use segvol_io::{FileKind, read_image, write_nifti, write_segs};
 
-use crate::case::{CaseInput, backend_kind, load_models, read_case, spinner};
-use crate::forward::config_named;
+use crate::case::{CaseInput, ModelArgs, load_models, read_case, spinner};
 use crate::predictor::{DecodeOptions, SegVolPredictor, StepLog, corrected_logits};
 use crate::preview::write_preview;
 use crate::sample::parse_clicks;
@@ -31,15 +30,8 @@ pub struct SegmentArgs {
     /// Clicks `z,y,x,fg;z,y,x,bg` in voxel indices.
     #[arg(long, default_value = "")]
     pub points: String,
-    /// Weights: pytorch_model.bin, .safetensors or SegVol_v1.pth.
-    #[arg(long)]
-    pub weights: PathBuf,
-    /// Model size: base (the released SegVol) or tiny.
-    #[arg(long, default_value = "base")]
-    pub config: String,
-    /// Backend (default: flex).
-    #[arg(long)]
-    pub backend: Option<String>,
+    #[command(flatten)]
+    pub model: ModelArgs,
     /// The mask: .nii / .nii.gz (the image's geometry) or .npz (challenge `segs`).
     #[arg(long)]
     pub out: PathBuf,
@@ -198,13 +190,13 @@ fn run_case_step(
     if boxes.is_none() && clicks.iter().all(|c| c.fg.is_empty() && c.bg.is_empty()) {
         bail!("{path}: no --box / --points given and the case has neither `boxes` nor clicks");
     }
-    let kind = backend_kind(args.backend.as_deref())?;
+    let kind = args.model.backend()?;
     let bar = spinner();
     let labels = dispatch(
         kind,
         CaseStep {
             zoom_in: !args.no_zoom_in,
-            weights: args.weights.clone(),
+            weights: args.model.weights.clone(),
             corrector: args.corrector.clone(),
             config,
             image,
@@ -235,7 +227,7 @@ fn run_case_step(
 }
 
 pub fn run(args: &SegmentArgs) -> Result<()> {
-    let config = config_named(&args.config)?;
+    let config = args.model.config()?;
     let out_kind = FileKind::of(&args.out)?;
     if out_kind == FileKind::Npy {
         bail!(
@@ -274,14 +266,14 @@ pub fn run(args: &SegmentArgs) -> Result<()> {
             foreground: c.foreground,
         })
         .collect();
-    let kind = backend_kind(args.backend.as_deref())?;
+    let kind = args.model.backend()?;
     let bar = spinner();
     let vol = img.to_f32();
     let logits = dispatch(
         kind,
         Segment {
             zoom_in: !args.no_zoom_in,
-            weights: args.weights.clone(),
+            weights: args.model.weights.clone(),
             corrector: args.corrector.clone(),
             config,
             image: vol.data.clone(),
