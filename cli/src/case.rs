@@ -168,19 +168,41 @@ pub fn backend_kind(name: Option<&str>) -> Result<BackendKind> {
     })
 }
 
-/// SegVol with `weights` (strict) and, when given, the corrector.
-pub fn load_models<B: Backend>(
-    config: &SegVolConfig,
-    weights: &Path,
-    corrector: Option<&PathBuf>,
-    bar: &ProgressBar,
-    device: &B::Device,
-) -> Result<(SegVol<B>, Option<GruCorrector<B>>)> {
-    bar.set_message("loading weights");
-    let mut model = SegVol::<B>::new(config, device);
-    load_segvol(&mut model, weights)?;
-    let corrector = corrector
-        .map(|p| load_corrector::<B>(p, device))
-        .transpose()?;
-    Ok((model, corrector))
+/// What a model command loads: the SegVol config and weights, and optionally a corrector.
+#[derive(Debug, Clone)]
+pub struct ModelFiles {
+    /// The model size.
+    pub config: SegVolConfig,
+    /// SegVol weights.
+    pub weights: PathBuf,
+    /// GRU corrector weights.
+    pub corrector: Option<PathBuf>,
+}
+
+impl ModelFiles {
+    /// From the command line: `--weights/--config` and `--corrector`.
+    pub fn new(model: &ModelArgs, corrector: Option<&PathBuf>) -> Result<Self> {
+        Ok(ModelFiles {
+            config: model.config()?,
+            weights: model.weights.clone(),
+            corrector: corrector.cloned(),
+        })
+    }
+
+    /// SegVol with the weights (strict) and, when given, the corrector.
+    pub fn load<B: Backend>(
+        &self,
+        bar: &ProgressBar,
+        device: &B::Device,
+    ) -> Result<(SegVol<B>, Option<GruCorrector<B>>)> {
+        bar.set_message("loading weights");
+        let mut model = SegVol::<B>::new(&self.config, device);
+        load_segvol(&mut model, &self.weights)?;
+        let corrector = self
+            .corrector
+            .as_ref()
+            .map(|p| load_corrector::<B>(p, device))
+            .transpose()?;
+        Ok((model, corrector))
+    }
 }

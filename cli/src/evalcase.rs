@@ -12,7 +12,7 @@ use segvol_backends::{Backend, BackendTask, dispatch};
 use segvol_eval::protocol::{Box3, CaseResult, ProtocolOptions, run_case};
 use serde_json::json;
 
-use crate::case::{ModelArgs, load_models, read_case, spinner};
+use crate::case::{ModelArgs, ModelFiles, read_case, spinner};
 use crate::predictor::{SegVolPredictor, StepLog};
 
 #[derive(Args, Debug)]
@@ -47,10 +47,8 @@ pub struct EvalArgs {
 struct Eval {
     zoom_in: bool,
     feedback: usize,
-    weights: PathBuf,
-    corrector: Option<PathBuf>,
+    files: ModelFiles,
     compare: bool,
-    config: segvol_core::SegVolConfig,
     image: Vec<u8>,
     gts: Vec<u8>,
     dims: [usize; 3],
@@ -66,13 +64,7 @@ type Run = (&'static str, CaseResult, Vec<StepLog>);
 impl BackendTask for Eval {
     type Output = Result<Vec<Run>>;
     fn run<B: Backend>(self, device: &B::Device) -> Result<Vec<Run>> {
-        let (model, corrector) = load_models::<B>(
-            &self.config,
-            &self.weights,
-            self.corrector.as_ref(),
-            &self.bar,
-            device,
-        )?;
+        let (model, corrector) = self.files.load::<B>(&self.bar, device)?;
         // (name, corrector, feedback points)
         let mut variants: Vec<(&'static str, Option<&segvol_gru::GruCorrector<B>>, usize)> =
             Vec::new();
@@ -110,7 +102,7 @@ impl BackendTask for Eval {
 }
 
 pub fn run(args: &EvalArgs) -> Result<()> {
-    let config = args.model.config()?;
+    let files = ModelFiles::new(&args.model, args.corrector.as_ref())?;
     if args.compare && args.corrector.is_none() {
         bail!("--compare needs --corrector");
     }
@@ -130,10 +122,8 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         Eval {
             zoom_in: args.zoom_in,
             feedback: args.feedback,
-            weights: args.model.weights.clone(),
-            corrector: args.corrector.clone(),
+            files,
             compare: args.compare,
-            config,
             image,
             gts: gts.data,
             dims,

@@ -12,7 +12,7 @@ use segvol_gru::CorrectionSession;
 use segvol_io::npy::{NpyArray, NpyData};
 use segvol_io::{FileKind, read_image, write_nifti, write_segs};
 
-use crate::case::{CaseInput, ModelArgs, load_models, read_case, spinner};
+use crate::case::{CaseInput, ModelArgs, ModelFiles, read_case, spinner};
 use crate::predictor::{DecodeOptions, SegVolPredictor, StepLog, corrected_logits};
 use crate::preview::write_preview;
 use crate::sample::parse_clicks;
@@ -53,9 +53,7 @@ pub struct SegmentArgs {
 
 struct Segment {
     zoom_in: bool,
-    weights: PathBuf,
-    corrector: Option<PathBuf>,
-    config: segvol_core::SegVolConfig,
+    files: ModelFiles,
     image: Vec<f32>,
     dims: [usize; 3],
     boxes: Option<([usize; 3], [usize; 3])>,
@@ -66,13 +64,7 @@ struct Segment {
 impl BackendTask for Segment {
     type Output = Result<Vec<f32>>;
     fn run<B: Backend>(self, device: &B::Device) -> Result<Vec<f32>> {
-        let (model, corrector) = load_models::<B>(
-            &self.config,
-            &self.weights,
-            self.corrector.as_ref(),
-            &self.bar,
-            device,
-        )?;
+        let (model, corrector) = self.files.load::<B>(&self.bar, device)?;
         // Refuse a bad box or click before any model work, then one encoder pass on the crop
         // that covers the prompts (SEGVOL.md §9.1).
         check_prompts(self.dims, self.boxes, &self.clicks)?;
@@ -119,9 +111,7 @@ impl BackendTask for Segment {
 /// A challenge step: every class of the case, from its boxes and accumulated clicks.
 struct CaseStep {
     zoom_in: bool,
-    weights: PathBuf,
-    corrector: Option<PathBuf>,
-    config: segvol_core::SegVolConfig,
+    files: ModelFiles,
     image: Vec<u8>,
     dims: [usize; 3],
     spacing: [f64; 3],
@@ -134,13 +124,7 @@ struct CaseStep {
 impl BackendTask for CaseStep {
     type Output = Result<Vec<u8>>;
     fn run<B: Backend>(self, device: &B::Device) -> Result<Vec<u8>> {
-        let (model, corrector) = load_models::<B>(
-            &self.config,
-            &self.weights,
-            self.corrector.as_ref(),
-            &self.bar,
-            device,
-        )?;
+        let (model, corrector) = self.files.load::<B>(&self.bar, device)?;
         let n_classes = self
             .boxes
             .as_ref()
@@ -168,11 +152,7 @@ impl BackendTask for CaseStep {
 
 /// `segvol segment --image CASE.npz --out SEGS.npz` with neither --box nor --points: the
 /// case's own boxes and clicks (one class each), as a challenge step.
-fn run_case_step(
-    args: &SegmentArgs,
-    config: segvol_core::SegVolConfig,
-    out_kind: FileKind,
-) -> Result<()> {
+fn run_case_step(args: &SegmentArgs, files: ModelFiles, out_kind: FileKind) -> Result<()> {
     if args.logits.is_some() {
         bail!("--logits needs one object (--box / --points); a whole case gives a label map only");
     }
@@ -196,9 +176,7 @@ fn run_case_step(
         kind,
         CaseStep {
             zoom_in: !args.no_zoom_in,
-            weights: args.model.weights.clone(),
-            corrector: args.corrector.clone(),
-            config,
+            files,
             image,
             dims,
             spacing,
@@ -227,7 +205,7 @@ fn run_case_step(
 }
 
 pub fn run(args: &SegmentArgs) -> Result<()> {
-    let config = args.model.config()?;
+    let files = ModelFiles::new(&args.model, args.corrector.as_ref())?;
     let out_kind = FileKind::of(&args.out)?;
     if out_kind == FileKind::Npy {
         bail!(
@@ -239,7 +217,7 @@ pub fn run(args: &SegmentArgs) -> Result<()> {
         && args.points.trim().is_empty()
         && FileKind::of(&args.image)? == FileKind::Npz
     {
-        return run_case_step(args, config, out_kind);
+        return run_case_step(args, files, out_kind);
     }
     let img = read_image(&args.image)?;
     let dims = img.dims();
@@ -273,9 +251,7 @@ pub fn run(args: &SegmentArgs) -> Result<()> {
         kind,
         Segment {
             zoom_in: !args.no_zoom_in,
-            weights: args.model.weights.clone(),
-            corrector: args.corrector.clone(),
-            config,
+            files,
             image: vol.data.clone(),
             dims,
             boxes,

@@ -289,6 +289,21 @@ fn sphere(dims: [usize; 3], centre: [f32; 3], r: f32) -> Vec<f32> {
     v
 }
 
+/// 10×16×16: the prediction is a sphere of radius 3.5 at the wrong place (logits 1.5 · signed
+/// distance), the truth a sphere of radius 4.5.
+fn training_case() -> ([usize; 3], Vec<f32>, Vec<bool>) {
+    let dims = [10, 16, 16];
+    let logits = sphere(dims, [5.0, 8.0, 7.0], 3.5)
+        .iter()
+        .map(|v| 1.5 * v)
+        .collect();
+    let gt = sphere(dims, [5.0, 8.0, 8.5], 4.5)
+        .iter()
+        .map(|v| *v >= 0.0)
+        .collect();
+    (dims, logits, gt)
+}
+
 struct GradCheck<'g> {
     grads: &'g <AD as burn::tensor::backend::AutodiffBackend>::Gradients,
     path: Vec<String>,
@@ -326,14 +341,7 @@ fn gradients_reach_every_parameter() {
         ..Default::default()
     };
     let corrector = cfg.init::<AD>(&device);
-    let dims = [10, 16, 16];
-    // Prediction: a sphere of radius 3.5 at the wrong place; truth: radius 4.5.
-    let pred = sphere(dims, [5.0, 8.0, 7.0], 3.5);
-    let gt: Vec<bool> = sphere(dims, [5.0, 8.0, 8.5], 4.5)
-        .iter()
-        .map(|v| *v >= 0.0)
-        .collect();
-    let logits: Vec<f32> = pred.iter().map(|v| 1.5 * v).collect();
+    let (dims, logits, gt) = training_case();
     let sample = TrainSample {
         dims,
         logits: &logits,
@@ -385,15 +393,7 @@ fn adamw_steps_lower_the_loss_on_a_fixed_case() {
         ..Default::default()
     };
     let mut corrector = cfg.init::<AD>(&device);
-    let dims = [10, 16, 16];
-    let logits: Vec<f32> = sphere(dims, [5.0, 8.0, 7.0], 3.5)
-        .iter()
-        .map(|v| 1.5 * v)
-        .collect();
-    let gt: Vec<bool> = sphere(dims, [5.0, 8.0, 8.5], 4.5)
-        .iter()
-        .map(|v| *v >= 0.0)
-        .collect();
+    let (dims, logits, gt) = training_case();
     let samples = [TrainSample {
         dims,
         logits: &logits,
