@@ -281,6 +281,39 @@ pub fn dispatch<T: BackendTask>(kind: BackendKind, task: T) -> T::Output {
     }
 }
 
+/// A piece of training work on an autodiff backend (burn's `Autodiff<B>` over the chosen
+/// backend); the counterpart of [`BackendTask`] for [`dispatch_autodiff`].
+#[cfg(feature = "autodiff")]
+pub trait AutodiffTask {
+    /// What the work returns.
+    type Output;
+    /// Runs the work on autodiff backend `B`, on `device`.
+    fn run<B: burn::tensor::backend::AutodiffBackend>(self, device: &B::Device) -> Self::Output;
+}
+
+/// Runs `task` on `Autodiff<backend kind names>`: the same run-time choice as [`dispatch`],
+/// for training.
+#[cfg(feature = "autodiff")]
+pub fn dispatch_autodiff<T: AutodiffTask>(kind: BackendKind, task: T) -> T::Output {
+    use burn::backend::Autodiff;
+    match kind {
+        #[cfg(feature = "ndarray")]
+        BackendKind::NdArray => task.run::<Autodiff<NdArray>>(&burn_ndarray::NdArrayDevice::Cpu),
+        #[cfg(feature = "flex")]
+        BackendKind::Flex => task.run::<Autodiff<Flex>>(&burn_flex::FlexDevice),
+        #[cfg(feature = "wgpu")]
+        BackendKind::Wgpu(index) => {
+            let device = match index {
+                None => burn_wgpu::WgpuDevice::DefaultDevice,
+                Some(i) => burn_wgpu::WgpuDevice::DiscreteGpu(i),
+            };
+            task.run::<Autodiff<Wgpu>>(&device)
+        }
+        #[cfg(feature = "cuda")]
+        BackendKind::Cuda(index) => task.run::<Autodiff<Cuda>>(&burn_cuda::CudaDevice::new(index)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

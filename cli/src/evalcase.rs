@@ -13,7 +13,7 @@ use segvol_eval::protocol::{Box3, CaseResult, ProtocolOptions, run_case};
 use serde_json::json;
 
 use crate::case::{ModelArgs, ModelFiles, read_case, spinner};
-use crate::predictor::{SegVolPredictor, StepLog};
+use segvol_interactive::{SegVolPredictor, StepLog};
 
 #[derive(Args, Debug)]
 pub struct EvalArgs {

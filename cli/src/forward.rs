@@ -35,10 +35,9 @@ pub struct ForwardArgs {
 }
 
 pub fn config_named(name: &str) -> Result<SegVolConfig> {
-    match name {
-        "base" => Ok(SegVolConfig::base()),
-        "tiny" => Ok(SegVolConfig::tiny()),
-        o => bail!("--config `{o}`: expected base or tiny"),
+    match SegVolConfig::preset(name) {
+        Some(c) => Ok(c),
+        None => bail!("--config `{name}`: expected base, small or tiny"),
     }
 }
 

@@ -20,10 +20,10 @@ mod evalcase;
 mod evalcmd;
 mod forward;
 mod info;
-mod predictor;
 mod preview;
 mod sample;
 mod segment;
+mod train;
 
 use std::process::ExitCode;
 
@@ -60,6 +60,9 @@ enum Command {
     Convert(convert::ConvertArgs),
     /// Benchmark the compiled burn backends on SegVol's encoder pieces.
     Bench(bench::BenchArgs),
+    /// Train SegVol (box, then box + points) and the GRU corrector on a folder of challenge
+    /// npz; one resumable run folder per run.
+    Train(train::TrainArgs),
 }
 
 fn main() -> ExitCode {
@@ -74,6 +77,7 @@ fn main() -> ExitCode {
         Command::Forward(a) => forward::run(&a),
         Command::Convert(a) => convert::run(&a),
         Command::Bench(a) => bench::run(&a),
+        Command::Train(a) => train::run(&a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -13,9 +13,9 @@ use segvol_io::npy::{NpyArray, NpyData};
 use segvol_io::{FileKind, read_image, write_nifti, write_segs};
 
 use crate::case::{CaseInput, ModelArgs, ModelFiles, read_case, spinner};
-use crate::predictor::{DecodeOptions, SegVolPredictor, StepLog, corrected_logits};
 use crate::preview::write_preview;
 use crate::sample::parse_clicks;
+use segvol_interactive::{DecodeOptions, SegVolPredictor, StepLog, corrected_logits};
 
 #[derive(Args, Debug)]
 pub struct SegmentArgs {

@@ -73,6 +73,8 @@ pub struct StepResult {
     pub nsd: f64,
     /// DSC per class.
     pub class_dsc: Vec<f64>,
+    /// NSD per class (all 0 when the mean DSC is ≤ 0.2, as the evaluator's gate).
+    pub class_nsd: Vec<f64>,
     /// Wall time of the model call, seconds (0 for a skipped box step).
     pub seconds: f64,
 }
@@ -161,19 +163,19 @@ fn score(
     }
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
     let d = mean(&class_dsc);
-    let nsd_v = if d > 0.2 {
-        let v: Vec<f64> = masks
+    let class_nsd: Vec<f64> = if d > 0.2 {
+        masks
             .iter()
             .map(|(p, g)| nsd(p, g, dims, spacing, tol))
-            .collect();
-        mean(&v)
+            .collect()
     } else {
-        0.0
+        vec![0.0; n]
     };
     StepResult {
         dsc: d,
-        nsd: nsd_v,
+        nsd: mean(&class_nsd),
         class_dsc,
+        class_nsd,
         seconds,
     }
 }
@@ -259,6 +261,7 @@ pub fn run_case(
             dsc: 0.0,
             nsd: 0.0,
             class_dsc: vec![0.0; n],
+            class_nsd: vec![0.0; n],
             seconds: 0.0,
         });
     }

@@ -15,7 +15,7 @@ use burn::tensor::backend::Backend;
 
 use crate::GruCorrectorConfig;
 use crate::model::GruCorrector;
-use crate::pytorch::{GruLoadError, read_checkpoint};
+use crate::pytorch::{GruLoadError, read_checkpoint, safetensors_checkpoint};
 
 /// Metadata key naming the format.
 pub const FORMAT_KEY: &str = "format";
@@ -34,8 +34,33 @@ pub fn load_corrector<B: Backend>(
     path: impl AsRef<Path>,
     device: &B::Device,
 ) -> Result<GruCorrector<B>, GruLoadError> {
-    let path = path.as_ref();
-    let ck = read_checkpoint(path)?;
+    corrector_from(read_checkpoint(path.as_ref())?, device)
+}
+
+/// [`load_corrector`] from the bytes of a safetensors file (e.g. a corrector embedded with
+/// `include_bytes!`); `name` names it in errors.
+///
+/// # Errors
+/// As [`load_corrector`]; also when the bytes are not safetensors.
+pub fn load_corrector_bytes<B: Backend>(
+    bytes: &[u8],
+    name: &str,
+    device: &B::Device,
+) -> Result<GruCorrector<B>, GruLoadError> {
+    let path = Path::new(name);
+    let ck = safetensors_checkpoint(path, bytes)?.ok_or_else(|| GruLoadError::Format {
+        path: path.to_path_buf(),
+        detail: "not a safetensors file".into(),
+    })?;
+    corrector_from(ck, device)
+}
+
+fn corrector_from<B: Backend>(
+    ck: crate::pytorch::Checkpoint,
+    device: &B::Device,
+) -> Result<GruCorrector<B>, GruLoadError> {
+    let path = ck.path.clone();
+    let path = path.as_path();
     let wrong = |detail: String| GruLoadError::Format {
         path: path.to_path_buf(),
         detail,

@@ -9,7 +9,7 @@ pub mod session;
 pub mod training;
 pub mod writeback;
 
-pub use file::{load_corrector, save_corrector};
+pub use file::{load_corrector, load_corrector_bytes, save_corrector};
 pub use model::{GruCorrector, RoundOutput};
 pub use pytorch::GruLoadError;
 pub use session::{CorrectError, CorrectionSession, Flip, RoundReport};

@@ -89,44 +89,20 @@ pub fn read_checkpoint(path: impl AsRef<Path>) -> Result<Checkpoint, GruLoadErro
         path: path.to_path_buf(),
         source,
     })?;
-    let mut ck = Checkpoint {
-        path: path.to_path_buf(),
-        ..Checkpoint::default()
-    };
-    // safetensors: an 8-byte little-endian header length, then a JSON object.
-    let is_safetensors = bytes.len() > 8 && bytes[8] == b'{';
+    if let Some(ck) = safetensors_checkpoint(path, &bytes)? {
+        return Ok(ck);
+    }
     let is_pytorch = bytes.starts_with(b"PK") || bytes.first() == Some(&0x80);
-    if !is_safetensors && !is_pytorch {
+    if !is_pytorch {
         return Err(format(
             "neither a safetensors file nor a PyTorch checkpoint (zip or pickle)".into(),
         ));
     }
-    if is_safetensors {
-        let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
-            .map_err(|e| format(format!("not a valid safetensors file: {e}")))?;
-        if let Some(m) = meta.metadata() {
-            ck.metadata = m.clone();
-        }
-        let st = safetensors::SafeTensors::deserialize(&bytes)
-            .map_err(|e| format(format!("not a valid safetensors file: {e}")))?;
-        for (key, t) in st.tensors() {
-            if t.dtype() != safetensors::Dtype::F32 {
-                return Err(GruLoadError::Tensor {
-                    path: path.to_path_buf(),
-                    key,
-                    detail: format!("dtype {:?}, expected F32", t.dtype()),
-                });
-            }
-            let v = t
-                .data()
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect();
-            ck.tensors.insert(key, (t.shape().to_vec(), v));
-        }
-        return Ok(ck);
-    }
     drop(bytes);
+    let mut ck = Checkpoint {
+        path: path.to_path_buf(),
+        ..Checkpoint::default()
+    };
     // Nested dicts ({'model': {...}}) come back flattened with dotted keys; callers look the
     // keys up under their known prefixes.
     let reader = PytorchReader::new(path)
@@ -149,6 +125,52 @@ pub fn read_checkpoint(path: impl AsRef<Path>) -> Result<Checkpoint, GruLoadErro
         ck.tensors.insert(key, (shape, v));
     }
     Ok(ck)
+}
+
+/// A checkpoint from safetensors bytes (`None` when the bytes are not safetensors); `path`
+/// only names it in errors.
+///
+/// # Errors
+/// [`GruLoadError`] for a broken file or a tensor that is not f32.
+pub fn safetensors_checkpoint(
+    path: &Path,
+    bytes: &[u8],
+) -> Result<Option<Checkpoint>, GruLoadError> {
+    let format = |detail: String| GruLoadError::Format {
+        path: path.to_path_buf(),
+        detail,
+    };
+    let mut ck = Checkpoint {
+        path: path.to_path_buf(),
+        ..Checkpoint::default()
+    };
+    // safetensors: an 8-byte little-endian header length, then a JSON object.
+    if !(bytes.len() > 8 && bytes[8] == b'{') {
+        return Ok(None);
+    }
+    let (_, meta) = safetensors::SafeTensors::read_metadata(bytes)
+        .map_err(|e| format(format!("not a valid safetensors file: {e}")))?;
+    if let Some(m) = meta.metadata() {
+        ck.metadata = m.clone();
+    }
+    let st = safetensors::SafeTensors::deserialize(bytes)
+        .map_err(|e| format(format!("not a valid safetensors file: {e}")))?;
+    for (key, t) in st.tensors() {
+        if t.dtype() != safetensors::Dtype::F32 {
+            return Err(GruLoadError::Tensor {
+                path: path.to_path_buf(),
+                key,
+                detail: format!("dtype {:?}, expected F32", t.dtype()),
+            });
+        }
+        let v = t
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        ck.tensors.insert(key, (t.shape().to_vec(), v));
+    }
+    Ok(Some(ck))
 }
 
 impl Checkpoint {

@@ -83,6 +83,27 @@ impl SegVolConfig {
             .with_iou_head_hidden(32)
     }
 
+    /// The model segvol-rs trains and ships (`docs/model-card.md`): a 32×64×64 grid with
+    /// 4×8×8 patches (8×8×8 = 512 tokens, as many as base has per 8×16×8 of its grid), ViT
+    /// 192 wide, 768 MLP, 4 blocks, 6 heads; decoder depth 2, 8 heads, MLP 512, IoU hidden 64.
+    /// Low-resolution logits are 32×32×32, upsampled ×2 in plane. Sized for training on a
+    /// 2-core CPU within an hour: about 3.6 M parameters.
+    pub fn small() -> Self {
+        SegVolConfig::new([32, 64, 64], [4, 8, 8], 192, 768, 4, 6)
+            .with_decoder_mlp_dim(512)
+            .with_iou_head_hidden(64)
+    }
+
+    /// A preset by name: `tiny`, `small` or `base`.
+    pub fn preset(name: &str) -> Option<Self> {
+        match name {
+            "tiny" => Some(Self::tiny()),
+            "small" => Some(Self::small()),
+            "base" => Some(Self::base()),
+            _ => None,
+        }
+    }
+
     /// Token grid `[D/pd, H/ph, W/pw]` (8×16×16 for base).
     pub fn grid(&self) -> [usize; 3] {
         [0, 1, 2].map(|i| self.image_size[i] / self.patch_size[i].max(1))
@@ -150,6 +171,12 @@ mod tests {
         t.validate().unwrap();
         assert_eq!(t.grid(), [8, 4, 4]);
         assert_eq!(t.num_tokens(), 128);
+        let s = SegVolConfig::small();
+        s.validate().unwrap();
+        assert_eq!(s.grid(), [8, 8, 8]);
+        assert_eq!(s.patch_dim(), 256);
+        assert_eq!(SegVolConfig::preset("small"), Some(s));
+        assert_eq!(SegVolConfig::preset("huge"), None);
     }
 
     #[test]

@@ -8,10 +8,11 @@
 
 use std::path::{Path, PathBuf};
 
+use burn::tensor::DType;
 use burn::tensor::backend::Backend;
 use burn_store::{
-    ApplyResult, BurnpackError, BurnpackStore, ModuleSnapshot, PyTorchToBurnAdapter, PytorchStore,
-    PytorchStoreError, SafetensorsStore, SafetensorsStoreError,
+    ApplyResult, BurnpackError, BurnpackStore, ModuleAdapter, ModuleSnapshot, PyTorchToBurnAdapter,
+    PytorchStore, PytorchStoreError, SafetensorsStore, SafetensorsStoreError, TensorSnapshot,
 };
 
 use crate::image_encoder::ImageEncoder;
@@ -204,6 +205,7 @@ fn load_with<B: Backend, M: ModuleSnapshot<B>>(
         "bpk" => {
             let mut store = BurnpackStore::from_file(path)
                 .auto_extension(false)
+                .with_from_adapter(Cast(DType::F16, DType::F32))
                 .allow_partial(true);
             let r = module.load_from(&mut store).map_err(|e| match &e {
                 BurnpackError::ValidationError(m) => store_error(path, Some(m), String::new()),
@@ -315,6 +317,78 @@ pub fn load_segvol<B: Backend>(
     Ok(r)
 }
 
+/// Casts every float tensor of one dtype to another, lazily (burn-store's own
+/// `HalfPrecisionAdapter` converts only a list of known module types, and SegVol keeps weights
+/// in its own modules too: position embeddings, the full-tensor LayerNorm). On load it turns
+/// the f16 storage of the shipped model back into the f32 the backends compute in; f32 files
+/// pass through untouched.
+#[derive(Debug, Clone, Copy)]
+struct Cast(DType, DType);
+
+impl ModuleAdapter for Cast {
+    fn adapt(&self, snapshot: &TensorSnapshot) -> TensorSnapshot {
+        if snapshot.dtype != self.0 {
+            return snapshot.clone();
+        }
+        let to = self.1;
+        let data = snapshot.clone_data_fn();
+        TensorSnapshot::from_closure(
+            std::rc::Rc::new(move || Ok(data()?.convert_dtype(to))),
+            to,
+            snapshot.shape.clone(),
+            snapshot.path_stack.clone().unwrap_or_default(),
+            snapshot.container_stack.clone().unwrap_or_default(),
+            snapshot.tensor_id.unwrap_or_default(),
+        )
+    }
+
+    fn clone_box(&self) -> Box<dyn ModuleAdapter> {
+        Box::new(*self)
+    }
+}
+
+/// Loads SegVol weights from burnpack bytes in memory (e.g. a model embedded in the binary
+/// with `include_bytes!`), strictly, with f16 storage turned into f32.
+///
+/// # Errors
+/// [`WeightsError`] naming `name` when the bytes are not a burnpack of this model.
+pub fn load_segvol_static<B: Backend>(
+    model: &mut SegVol<B>,
+    bytes: &'static [u8],
+    name: &str,
+) -> Result<LoadReport, WeightsError> {
+    let path = Path::new(name);
+    let mut store = BurnpackStore::from_static(bytes)
+        .with_from_adapter(Cast(DType::F16, DType::F32))
+        .allow_partial(true);
+    let r = model.load_from(&mut store).map_err(|e| match &e {
+        BurnpackError::ValidationError(m) => store_error(path, Some(m), String::new()),
+        other => store_error(path, None, other.to_string()),
+    })?;
+    let r = report(path, r)?;
+    if !r.unused.is_empty() {
+        return Err(WeightsError::Mismatch {
+            path: path.to_path_buf(),
+            detail: format!("{} unexpected tensors", r.unused.len()),
+        });
+    }
+    Ok(r)
+}
+
+/// [`save_burnpack`] with every float tensor stored as f16 (half the size; what segvol-rs
+/// ships). Loading casts back to f32.
+///
+/// # Errors
+/// As [`save_burnpack`].
+pub fn save_burnpack_f16<B: Backend>(
+    model: &SegVol<B>,
+    config: &crate::SegVolConfig,
+    source: &str,
+    path: impl AsRef<Path>,
+) -> Result<(), WeightsError> {
+    save_burnpack_as(model, config, source, path.as_ref(), true)
+}
+
 /// Saves a loaded model in our fast format: burn's burnpack (`.bpk`), in burn's own tensor
 /// layout, so loading needs no key mapping, transposes or pickle parsing. The model's config
 /// (JSON) and `source` (e.g. the checkpoint it came from) go into the file's metadata. Written
@@ -328,7 +402,16 @@ pub fn save_burnpack<B: Backend>(
     source: &str,
     path: impl AsRef<Path>,
 ) -> Result<(), WeightsError> {
-    let path = path.as_ref();
+    save_burnpack_as(model, config, source, path.as_ref(), false)
+}
+
+fn save_burnpack_as<B: Backend>(
+    model: &SegVol<B>,
+    config: &crate::SegVolConfig,
+    source: &str,
+    path: &Path,
+    half: bool,
+) -> Result<(), WeightsError> {
     let fail = |detail: String| WeightsError::Read {
         path: path.to_path_buf(),
         detail,
@@ -348,6 +431,9 @@ pub fn save_burnpack<B: Backend>(
         .overwrite(true)
         .metadata("segvol_config", config.to_string())
         .metadata("segvol_source", source);
+    if half {
+        store = store.with_to_adapter(Cast(DType::F32, DType::F16));
+    }
     model
         .save_into(&mut store)
         .map_err(|e| fail(format!("cannot write: {e}")))?;

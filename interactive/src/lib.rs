@@ -1,0 +1,12 @@
+//! The interactive loop of segvol-rs as a library: [`SegVolPredictor`] runs SegVol (and
+//! optionally the GRU corrector) under the CVPR 2025 protocol with one encoder pass per case and
+//! one re-decode per click; [`corrected_logits`] and [`decode`] are the pieces it is made of,
+//! for tools that drive their own loop (`segvol segment`, `segvol eval`, `segvol train`'s
+//! validation).
+#![deny(missing_docs)]
+
+mod predictor;
+
+pub use predictor::{
+    DecodeOptions, SegVolPredictor, StepLog, click_sequence, corrected_logits, decode,
+};

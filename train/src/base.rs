@@ -1,0 +1,354 @@
+//! Stages 1 and 2: SegVol itself, on the model grid.
+//!
+//! Stage `base-box`: the box prompt of each sample (tight or challenge-style, see
+//! [`crate::data::box_prompt`]); loss = soft Dice + BCE on the model-grid logits.
+//!
+//! Stage `base-points`: as stage 1, plus 0–5 clicks (drawn from P = (1,3,10,10,3,1)/28): the
+//! first from the ground truth (or the current error, when there is a box), each next one from
+//! the error of the model's own prediction with the clicks so far, by the CVPR25 rule in
+//! `segvol-eval` (centre of the largest error component; fg or bg by the ground truth). The
+//! prediction for each click is a decode of the cached embedding without gradient; the loss is
+//! on the final decode. A fraction of the samples with clicks drop the box (clicks only). The
+//! BCE is boundary-weighted (`1 + α·exp(−d²/(2σ²))`, GRU_CORRECTION.md §7).
+
+use std::time::Instant;
+
+use burn::module::AutodiffModule;
+use burn::module::Module;
+use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder, Recorder};
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::{Tensor, TensorData};
+use segvol_core::{Prompts, SegVol, SegVolConfig};
+use segvol_eval::edt::edt_squared;
+use segvol_eval::simulate_click;
+use segvol_gru::training::draw_rounds;
+
+use crate::config::{StageSettings, lr_at};
+use crate::data::{Dataset, Rng, Sample, ValCase, box_prompt, step_seed};
+use crate::run::{Run, Stage, StageState};
+use crate::validate::quick_validate;
+use crate::{Progress, TrainError};
+
+type Rec = NamedMpkFileRecorder<FullPrecisionSettings>;
+
+/// Loss of one sample and its parts.
+pub struct BaseLoss<B: AutodiffBackend> {
+    /// Dice + (weighted) BCE, `[1]`.
+    pub loss: Tensor<B, 1>,
+    /// Soft Dice term.
+    pub dice: f32,
+    /// BCE term.
+    pub bce: f32,
+    /// Clicks used.
+    pub clicks: usize,
+}
+
+fn host<B: burn::tensor::backend::Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
+    t.into_data()
+        .convert::<f32>()
+        .to_vec::<f32>()
+        .unwrap_or_default()
+}
+
+/// Boundary weights `1 + α·exp(−d²/(2σ²))` with d the distance (voxels) to the other side of
+/// the ground-truth surface.
+pub fn boundary_weights(gt: &[bool], dims: [usize; 3], alpha: f32, sigma: f32) -> Vec<f32> {
+    let inside = edt_squared(gt, dims, [1.0; 3]);
+    let inv: Vec<bool> = gt.iter().map(|g| !g).collect();
+    let outside = edt_squared(&inv, dims, [1.0; 3]);
+    let s2 = 2.0 * f64::from(sigma) * f64::from(sigma);
+    gt.iter()
+        .enumerate()
+        .map(|(i, &g)| {
+            let d2 = if g { inside[i] } else { outside[i] };
+            if d2.is_finite() {
+                1.0 + alpha * (-d2 / s2).exp() as f32
+            } else {
+                1.0
+            }
+        })
+        .collect()
+}
+
+/// The loss of one sample (see the module docs).
+pub fn sample_loss<B: AutodiffBackend>(
+    model: &SegVol<B>,
+    s: &Sample,
+    stage: Stage,
+    settings: &StageSettings,
+    rng: &mut Rng,
+    device: &B::Device,
+) -> BaseLoss<B> {
+    let grid = model.image_size();
+    let n: usize = grid.iter().product();
+    let img = Tensor::<B, 5>::from_data(
+        TensorData::new(s.image.clone(), [1, 1, grid[0], grid[1], grid[2]]),
+        device,
+    );
+    let emb = model.embed(img);
+    let mut prompts = Prompts {
+        boxes: Some(box_prompt(&s.gt, grid, rng)),
+        points: Vec::new(),
+        text: None,
+    };
+    let has_fg = s.gt.iter().any(|&g| g);
+    if stage == Stage::BasePoints && has_fg {
+        let clicks = draw_rounds(rng.mt());
+        if clicks > 0 && rng.chance(settings.no_box_p) {
+            prompts.boxes = None;
+        }
+        let mut pred = vec![false; n];
+        if prompts.boxes.is_some() {
+            pred = host(model.decode(emb.clone().detach(), &prompts).logits)
+                .iter()
+                .map(|&l| l > 0.0)
+                .collect();
+        }
+        for i in 0..clicks {
+            let Some(c) = simulate_click(&pred, &s.gt, grid) else {
+                break;
+            };
+            prompts
+                .points
+                .push((c.zyx.map(|v| v as f32), i64::from(c.foreground)));
+            if i + 1 < clicks {
+                pred = host(model.decode(emb.clone().detach(), &prompts).logits)
+                    .iter()
+                    .map(|&l| l > 0.0)
+                    .collect();
+            }
+        }
+    }
+    let logits: Tensor<B, 1> = model.decode(emb, &prompts).logits.reshape([n]);
+    let gt = Tensor::<B, 1>::from_data(
+        TensorData::new(
+            s.gt.iter()
+                .map(|&g| f32::from(u8::from(g)))
+                .collect::<Vec<f32>>(),
+            [n],
+        ),
+        device,
+    );
+    let p = burn::tensor::activation::sigmoid(logits.clone());
+    let inter = (p.clone() * gt.clone()).sum();
+    let dice = (inter.mul_scalar(2.0).add_scalar(1.0)
+        / (p.sum() + gt.clone().sum()).add_scalar(1.0))
+    .neg()
+    .add_scalar(1.0);
+    // max(l, 0) − l·g + log(1 + e^−|l|): BCE with logits, stable.
+    let per_voxel =
+        logits.clone().clamp_min(0.0) - logits.clone() * gt + logits.abs().neg().exp().log1p();
+    let bce = if settings.boundary_weight > 0.0 && has_fg {
+        let w = boundary_weights(
+            &s.gt,
+            grid,
+            settings.boundary_weight,
+            settings.boundary_sigma,
+        );
+        let wsum: f32 = w.iter().sum();
+        let w = Tensor::<B, 1>::from_data(TensorData::new(w, [n]), device);
+        (per_voxel * w).sum().div_scalar(wsum)
+    } else {
+        per_voxel.mean()
+    };
+    let (d, b) = (
+        host(dice.clone()).first().copied().unwrap_or(f32::NAN),
+        host(bce.clone()).first().copied().unwrap_or(f32::NAN),
+    );
+    BaseLoss {
+        loss: dice + bce,
+        dice: d,
+        bce: b,
+        clicks: prompts.points.len(),
+    }
+}
+
+/// Trains one base stage from `model` (fresh, from `init`, or the previous stage's result),
+/// resuming from the stage's checkpoint when there is one; returns the trained model (its
+/// final weights are also written to the run folder).
+///
+/// # Errors
+/// [`TrainError`] for checkpoint I/O; NaN losses stop the stage with
+/// [`TrainError::Diverged`].
+#[allow(clippy::too_many_arguments)]
+pub fn train_base<B: AutodiffBackend>(
+    run: &Run,
+    stage: Stage,
+    config: &SegVolConfig,
+    mut model: SegVol<B>,
+    data: &Dataset,
+    val: &[ValCase],
+    device: &B::Device,
+    progress: &mut dyn FnMut(&Progress) -> bool,
+) -> Result<SegVol<B>, TrainError> {
+    let settings = match stage {
+        Stage::BaseBox => run.config.base_box.clone(),
+        _ => run.config.base_points.clone(),
+    };
+    let mut optim_cfg = AdamWConfig::new().with_weight_decay(settings.weight_decay as f32);
+    if settings.grad_clip > 0.0 {
+        optim_cfg = optim_cfg.with_grad_clipping(Some(
+            burn::grad_clipping::GradientClippingConfig::Norm(settings.grad_clip as f32),
+        ));
+    }
+    let mut optim = optim_cfg.init::<B, SegVol<B>>();
+    let mut state = StageState::default();
+    let ck = run.checkpoint_dir(stage);
+    if let Some(s) = run.state(stage) {
+        let rec = Rec::new();
+        model = model
+            .load_file(ck.join("model"), &rec, device)
+            .map_err(|e| TrainError::Io {
+                path: ck.join("model.mpk"),
+                detail: e.to_string(),
+            })?;
+        let orec = rec
+            .load(ck.join("optim").into(), device)
+            .map_err(|e| TrainError::Io {
+                path: ck.join("optim.mpk"),
+                detail: e.to_string(),
+            })?;
+        optim = optim.load_record(orec);
+        state = s;
+    }
+    let grid = config.image_size;
+    let aug = run.config.augment.clone();
+    let started = Instant::now();
+    let base_elapsed = state.elapsed_s;
+    let save =
+        |model: &SegVol<B>,
+         optim: &burn::optim::adaptor::OptimizerAdaptor<burn::optim::AdamW, SegVol<B>, B>,
+         state: &StageState|
+         -> Result<(), TrainError> {
+            run.save_checkpoint(stage, state, |dir| {
+                let rec = Rec::new();
+                model
+                    .clone()
+                    .save_file(dir.join("model"), &rec)
+                    .map_err(|e| TrainError::Io {
+                        path: dir.join("model.mpk"),
+                        detail: e.to_string(),
+                    })?;
+                rec.record(optim.to_record(), dir.join("optim"))
+                    .map_err(|e| TrainError::Io {
+                        path: dir.join("optim.mpk"),
+                        detail: e.to_string(),
+                    })
+            })
+        };
+    while state.step < settings.steps {
+        let step = state.step;
+        let t0 = Instant::now();
+        let mut rng = Rng::new(step_seed(run.config.seed, stage.id(), step as u64));
+        let lr = lr_at(
+            step,
+            settings.steps,
+            settings.warmup,
+            settings.lr,
+            settings.min_lr,
+        );
+        let mut total: Option<Tensor<B, 1>> = None;
+        let (mut dsum, mut bsum, mut csum) = (0.0f32, 0.0f32, 0usize);
+        for _ in 0..settings.batch {
+            let s = data.draw(&mut rng, grid, &aug);
+            let l = sample_loss(&model, &s, stage, &settings, &mut rng, device);
+            dsum += l.dice;
+            bsum += l.bce;
+            csum += l.clicks;
+            total = Some(match total {
+                Some(t) => t + l.loss,
+                None => l.loss,
+            });
+        }
+        let Some(total) = total else { break };
+        let loss = total.div_scalar(settings.batch as f32);
+        let loss_v = host(loss.clone()).first().copied().unwrap_or(f32::NAN);
+        if !loss_v.is_finite() {
+            return Err(TrainError::Diverged {
+                stage: stage.name(),
+                step,
+            });
+        }
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        model = optim.step(lr, model, grads);
+        state.step += 1;
+        state.samples += settings.batch;
+        state.elapsed_s = base_elapsed + started.elapsed().as_secs_f64();
+        let dt = t0.elapsed().as_secs_f64();
+        let b = settings.batch as f32;
+        run.log(&serde_json::json!({
+            "stage": stage.name(), "step": state.step, "loss": loss_v,
+            "dice": dsum / b, "bce": bsum / b, "clicks": csum as f32 / b, "lr": lr,
+            "samples_per_s": settings.batch as f64 / dt, "elapsed_s": state.elapsed_s,
+        }))?;
+        let out_of_time = settings
+            .max_minutes
+            .is_some_and(|m| started.elapsed().as_secs_f64() > m * 60.0);
+        let last = state.step == settings.steps || out_of_time;
+        let go_on = progress(&Progress {
+            stage,
+            step: state.step,
+            steps: settings.steps,
+            loss: loss_v,
+            samples_per_s: settings.batch as f64 / dt,
+            message: None,
+        });
+        if !go_on {
+            save(&model, &optim, &state)?;
+            return Err(TrainError::Stopped {
+                stage: stage.name(),
+                step: state.step,
+            });
+        }
+        if (settings.val_every > 0 && state.step.is_multiple_of(settings.val_every)) || last {
+            if !val.is_empty() {
+                let _ = progress(&Progress {
+                    stage,
+                    step: state.step,
+                    steps: settings.steps,
+                    loss: loss_v,
+                    samples_per_s: 0.0,
+                    message: Some("validating".into()),
+                });
+                let v = quick_validate(&model.valid(), val, device)?;
+                run.log(&serde_json::json!({
+                    "stage": stage.name(), "step": state.step, "val_box_dsc": v.mean_dsc,
+                    "val_per_case": v.per_case,
+                }))?;
+                let _ = progress(&Progress {
+                    stage,
+                    step: state.step,
+                    steps: settings.steps,
+                    loss: loss_v,
+                    samples_per_s: 0.0,
+                    message: Some(format!("validation box DSC {:.4}", v.mean_dsc)),
+                });
+            }
+        }
+        if state.step.is_multiple_of(settings.checkpoint_every) || last {
+            save(&model, &optim, &state)?;
+        }
+        if out_of_time {
+            break;
+        }
+    }
+    let final_path = run.final_weights(stage);
+    segvol_core::weights::save_burnpack(
+        &model.valid(),
+        config,
+        &format!("segvol train, stage {}", stage.name()),
+        &final_path,
+    )
+    .map_err(|e| TrainError::Io {
+        path: final_path.clone(),
+        detail: e.to_string(),
+    })?;
+    state.done = true;
+    save(&model, &optim, &state)?;
+    run.log(&serde_json::json!({
+        "stage": stage.name(), "event": "done", "step": state.step,
+        "elapsed_s": state.elapsed_s, "samples": state.samples,
+    }))?;
+    Ok(model)
+}
