@@ -137,12 +137,14 @@ pub fn spinner() -> ProgressBar {
 /// `--weights`, `--config`, `--backend`: what every model command takes.
 #[derive(clap::Args, Debug)]
 pub struct ModelArgs {
-    /// SegVol weights: pytorch_model.bin, .safetensors, SegVol_v1.pth or our .bpk.
+    /// SegVol weights: pytorch_model.bin, .safetensors, SegVol_v1.pth or our .bpk. Default:
+    /// the shipped model (SegVol `small`, trained by segvol train; docs/model-card.md).
     #[arg(long)]
-    pub weights: PathBuf,
-    /// Model size: base (the released SegVol) or tiny.
-    #[arg(long, default_value = "base")]
-    pub config: String,
+    pub weights: Option<PathBuf>,
+    /// Model size of --weights: base (the released SegVol), small or tiny. Default: base with
+    /// --weights, small for the shipped model.
+    #[arg(long)]
+    pub config: Option<String>,
     /// Backend (default: flex).
     #[arg(long)]
     pub backend: Option<String>,
@@ -151,7 +153,13 @@ pub struct ModelArgs {
 impl ModelArgs {
     /// The named config.
     pub fn config(&self) -> Result<SegVolConfig> {
-        crate::forward::config_named(&self.config)
+        match (&self.weights, self.config.as_deref()) {
+            (None, None | Some("small")) => Ok(segvol_models::config()),
+            (None, Some(other)) => {
+                bail!("--config {other} needs --weights: the shipped model is `small`")
+            }
+            (Some(_), name) => crate::forward::config_named(name.unwrap_or("base")),
+        }
     }
 
     /// The chosen backend.
@@ -168,25 +176,50 @@ pub fn backend_kind(name: Option<&str>) -> Result<BackendKind> {
     })
 }
 
+/// Where a corrector comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CorrectorSource {
+    /// The one shipped with the default model.
+    Shipped,
+    /// A file.
+    File(PathBuf),
+}
+
+impl CorrectorSource {
+    /// `shipped` or a path.
+    pub fn parse(arg: &std::path::Path) -> Self {
+        if arg.as_os_str() == "shipped" {
+            CorrectorSource::Shipped
+        } else {
+            CorrectorSource::File(arg.to_path_buf())
+        }
+    }
+}
+
 /// What a model command loads: the SegVol config and weights, and optionally a corrector.
 #[derive(Debug, Clone)]
 pub struct ModelFiles {
     /// The model size.
     pub config: SegVolConfig,
-    /// SegVol weights.
-    pub weights: PathBuf,
-    /// GRU corrector weights.
-    pub corrector: Option<PathBuf>,
+    /// SegVol weights (`None`: the shipped model).
+    pub weights: Option<PathBuf>,
+    /// GRU corrector.
+    pub corrector: Option<CorrectorSource>,
 }
 
 impl ModelFiles {
-    /// From the command line: `--weights/--config` and `--corrector`.
+    /// From the command line: `--weights/--config` and `--corrector` (a path or `shipped`).
     pub fn new(model: &ModelArgs, corrector: Option<&PathBuf>) -> Result<Self> {
         Ok(ModelFiles {
             config: model.config()?,
             weights: model.weights.clone(),
-            corrector: corrector.cloned(),
+            corrector: corrector.map(|p| CorrectorSource::parse(p)),
         })
+    }
+
+    /// Whether SegVol is the shipped model.
+    pub fn is_shipped(&self) -> bool {
+        self.weights.is_none()
     }
 
     /// SegVol with the weights (strict) and, when given, the corrector.
@@ -196,13 +229,19 @@ impl ModelFiles {
         device: &B::Device,
     ) -> Result<(SegVol<B>, Option<GruCorrector<B>>)> {
         bar.set_message("loading weights");
-        let mut model = SegVol::<B>::new(&self.config, device);
-        load_segvol(&mut model, &self.weights)?;
-        let corrector = self
-            .corrector
-            .as_ref()
-            .map(|p| load_corrector::<B>(p, device))
-            .transpose()?;
+        let model = match &self.weights {
+            Some(w) => {
+                let mut model = SegVol::<B>::new(&self.config, device);
+                load_segvol(&mut model, w)?;
+                model
+            }
+            None => segvol_models::segvol::<B>(device)?.0,
+        };
+        let corrector = match &self.corrector {
+            None => None,
+            Some(CorrectorSource::Shipped) => Some(segvol_models::corrector::<B>(device)?),
+            Some(CorrectorSource::File(p)) => Some(load_corrector::<B>(p, device)?),
+        };
         Ok((model, corrector))
     }
 }

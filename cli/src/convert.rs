@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use segvol_backends::{Backend, BackendKind, BackendTask, dispatch};
 use segvol_core::SegVol;
-use segvol_core::weights::{load_segvol, save_burnpack};
+use segvol_core::weights::{load_segvol, save_burnpack, save_burnpack_f16};
 
 use crate::forward::config_named;
 
@@ -20,15 +20,20 @@ pub struct ConvertArgs {
     /// Output file, `.bpk`.
     #[arg(long)]
     pub to: PathBuf,
-    /// Model size of the checkpoint: base (the released SegVol) or tiny.
+    /// Model size of the checkpoint: base (the released SegVol), small or tiny.
     #[arg(long, default_value = "base")]
     pub config: String,
+    /// Store every float as f16 (half the size; loading casts back to f32). The shipped
+    /// model is stored this way.
+    #[arg(long)]
+    pub f16: bool,
 }
 
 struct Convert {
     from: PathBuf,
     to: PathBuf,
     config: segvol_core::SegVolConfig,
+    f16: bool,
 }
 
 struct Times {
@@ -52,7 +57,11 @@ impl BackendTask for Convert {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        save_burnpack(&model, &self.config, &source, &self.to)?;
+        if self.f16 {
+            save_burnpack_f16(&model, &self.config, &source, &self.to)?;
+        } else {
+            save_burnpack(&model, &self.config, &source, &self.to)?;
+        }
         let write = t.elapsed();
         let t = Instant::now();
         let mut check = SegVol::<B>::new(&self.config, device);
@@ -83,6 +92,7 @@ pub fn run(args: &ConvertArgs) -> Result<()> {
             from: args.from.clone(),
             to: args.to.clone(),
             config,
+            f16: args.f16,
         },
     )
     .with_context(|| format!("converting {}", args.from.display()))?;

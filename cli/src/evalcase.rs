@@ -12,7 +12,7 @@ use segvol_backends::{Backend, BackendTask, dispatch};
 use segvol_eval::protocol::{Box3, CaseResult, ProtocolOptions, run_case};
 use serde_json::json;
 
-use crate::case::{ModelArgs, ModelFiles, read_case, spinner};
+use crate::case::{CorrectorSource, ModelArgs, ModelFiles, read_case, spinner};
 use segvol_interactive::{SegVolPredictor, StepLog};
 
 #[derive(Args, Debug)]
@@ -22,10 +22,11 @@ pub struct EvalArgs {
     pub case: PathBuf,
     #[command(flatten)]
     pub model: ModelArgs,
-    /// GRU corrector weights (.safetensors / .pth): correct every click step with it.
+    /// GRU corrector: a file (.safetensors / .pth) or `shipped`; corrects every click step.
+    /// With the shipped model, --compare and --feedback use the shipped corrector.
     #[arg(long)]
     pub corrector: Option<PathBuf>,
-    /// Run the baseline and the corrector on the same case and print both (needs --corrector).
+    /// Run the baseline and the corrector on the same case and print both.
     #[arg(long)]
     pub compare: bool,
     /// Also run the zoom-in sliding window at every step (re-encodes each window per step;
@@ -102,12 +103,17 @@ impl BackendTask for Eval {
 }
 
 pub fn run(args: &EvalArgs) -> Result<()> {
-    let files = ModelFiles::new(&args.model, args.corrector.as_ref())?;
-    if args.compare && args.corrector.is_none() {
-        bail!("--compare needs --corrector");
-    }
-    if args.feedback > 0 && args.corrector.is_none() {
-        bail!("--feedback needs --corrector");
+    let mut files = ModelFiles::new(&args.model, args.corrector.as_ref())?;
+    let wants_corrector = args.compare || args.feedback > 0;
+    if wants_corrector && files.corrector.is_none() {
+        // The shipped model comes with its corrector; other weights need one named.
+        if files.is_shipped() {
+            files.corrector = Some(CorrectorSource::Shipped);
+        } else if args.compare {
+            bail!("--compare needs --corrector (a file, or `shipped`)");
+        } else {
+            bail!("--feedback needs --corrector (a file, or `shipped`)");
+        }
     }
     let path = args.case.display();
     let input = read_case(&args.case)?;

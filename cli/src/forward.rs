@@ -54,7 +54,7 @@ fn floats(path: &Path) -> Result<(Vec<usize>, Vec<f32>)> {
 }
 
 struct Forward {
-    args_weights: PathBuf,
+    args_weights: Option<PathBuf>,
     config: SegVolConfig,
     image: Vec<f32>,
     prompts: Prompts,
@@ -65,8 +65,14 @@ type Out = Result<(Vec<f32>, Vec<usize>, Vec<f32>, Vec<usize>)>;
 impl BackendTask for Forward {
     type Output = Out;
     fn run<B: Backend>(self, device: &B::Device) -> Out {
-        let mut model = SegVol::<B>::new(&self.config, device);
-        load_segvol(&mut model, &self.args_weights)?;
+        let model = match &self.args_weights {
+            Some(w) => {
+                let mut model = SegVol::<B>::new(&self.config, device);
+                load_segvol(&mut model, w)?;
+                model
+            }
+            None => segvol_models::segvol::<B>(device)?.0,
+        };
         let [d, h, w] = self.config.image_size;
         let x = Tensor::<B, 5>::from_data(TensorData::new(self.image, [1, 1, d, h, w]), device);
         let emb = model.embed(x);
@@ -97,9 +103,8 @@ pub fn run(args: &ForwardArgs) -> Result<()> {
     let n: usize = config.image_size.iter().product();
     if image.len() != n {
         bail!(
-            "{}: shape {shape:?} but the {} model grid is {want:?}",
+            "{}: shape {shape:?} but the model grid is {want:?}",
             args.image.display(),
-            args.model.config
         );
     }
     let mut prompts = Prompts::default();

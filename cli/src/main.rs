@@ -16,6 +16,7 @@ macro_rules! out {
 mod bench;
 mod case;
 mod convert;
+mod demo;
 mod evalcase;
 mod evalcmd;
 mod forward;
@@ -39,6 +40,10 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Run the interactive loop on a shipped sample with the shipped model: a box, then 3
+    /// simulated correction clicks with the GRU corrector; DSC/NSD per step, NIfTI masks and a
+    /// preview picture. No argument needed.
+    Demo(demo::DemoArgs),
     /// Print shape, type, spacing, orientation, intensity range and labels of a volume
     /// (.nii, .nii.gz, .npy) or of every key of a challenge .npz (boxes and clicks too).
     Info(info::InfoArgs),
@@ -68,6 +73,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Demo(a) => demo::run(&a),
         Command::Info(a) => info::run(&a),
         Command::Sample(a) => sample::run(&a),
         Command::Metrics(a) => evalcmd::metrics(&a),

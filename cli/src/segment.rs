@@ -45,7 +45,7 @@ pub struct SegmentArgs {
     /// encoder pass per window); the result is then the global zoom-out pass.
     #[arg(long)]
     pub no_zoom_in: bool,
-    /// GRU corrector weights: after the prediction, run one correction round per click
+    /// GRU corrector (a file, or `shipped`): after the prediction, run one correction round per click
     /// (replayed in click order, so the hidden state is rebuilt; GRU_CORRECTION.md §6, §9.2).
     #[arg(long)]
     pub corrector: Option<PathBuf>,

@@ -36,6 +36,13 @@ pub struct SegVolConfig {
     /// LayerNorm epsilon (PyTorch default).
     #[config(default = 1e-5)]
     pub layer_norm_eps: f64,
+    /// Normalise sparse prompt coordinates in the frame of the dense image PE,
+    /// `((h+0.5)/H, (d+0.5)/D, (w+0.5)/W)`, instead of SegVol's swapped
+    /// `((d+0.5)/H, (h+0.5)/D, (w+0.5)/W)` (SEGVOL.md §5.3). Off for the released weights, which
+    /// learned the swap; on for models segvol-rs trains from scratch, where the swap left box
+    /// prompts unrelated to image positions and the model stuck at "no object".
+    #[config(default = false)]
+    pub aligned_prompt_coords: bool,
 }
 
 /// A configuration that cannot build a model.
@@ -86,12 +93,14 @@ impl SegVolConfig {
     /// The model segvol-rs trains and ships (`docs/model-card.md`): a 32×64×64 grid with
     /// 4×8×8 patches (8×8×8 = 512 tokens, as many as base has per 8×16×8 of its grid), ViT
     /// 192 wide, 768 MLP, 4 blocks, 6 heads; decoder depth 2, 8 heads, MLP 512, IoU hidden 64.
+    /// Prompt coordinates are aligned with the image PE (`aligned_prompt_coords`).
     /// Low-resolution logits are 32×32×32, upsampled ×2 in plane. Sized for training on a
     /// 2-core CPU within an hour: about 3.6 M parameters.
     pub fn small() -> Self {
         SegVolConfig::new([32, 64, 64], [4, 8, 8], 192, 768, 4, 6)
             .with_decoder_mlp_dim(512)
             .with_iou_head_hidden(64)
+            .with_aligned_prompt_coords(true)
     }
 
     /// A preset by name: `tiny`, `small` or `base`.

@@ -53,6 +53,7 @@ pub struct PromptEncoder<B: Backend> {
     pub(crate) no_mask_embed: Embedding<B>,
     grid: [usize; 3],
     image_size: [usize; 3],
+    aligned: bool,
 }
 
 impl<B: Backend> PromptEncoder<B> {
@@ -73,6 +74,7 @@ impl<B: Backend> PromptEncoder<B> {
             no_mask_embed: emb(),
             grid: config.grid(),
             image_size: config.image_size,
+            aligned: config.aligned_prompt_coords,
         }
     }
 
@@ -99,13 +101,20 @@ impl<B: Backend> PromptEncoder<B> {
         pe.swap_dims(0, 1).reshape([1, ch, gd, gh, gw])
     }
 
-    /// Sparse coordinates with SegVol's swap: `((d+0.5)/H, (h+0.5)/D, (w+0.5)/W)` (§5.3).
+    /// Sparse coordinates with SegVol's swap: `((d+0.5)/H, (h+0.5)/D, (w+0.5)/W)` (§5.3), or
+    /// in the dense PE's frame `((h+0.5)/H, (d+0.5)/D, (w+0.5)/W)` when the config aligns them.
     fn sparse_coords(&self, pts: &[[f32; 3]], device: &B::Device) -> Tensor<B, 2> {
         let [sd, sh, sw] = self.image_size.map(|s| s as f32);
-        let v: Vec<f32> = pts
-            .iter()
-            .flat_map(|p| [(p[0] + 0.5) / sh, (p[1] + 0.5) / sd, (p[2] + 0.5) / sw])
-            .collect();
+        let v: Vec<f32> = if self.aligned {
+            // The dense PE's frame: channel 0 is H, channel 1 is D.
+            pts.iter()
+                .flat_map(|p| [(p[1] + 0.5) / sh, (p[0] + 0.5) / sd, (p[2] + 0.5) / sw])
+                .collect()
+        } else {
+            pts.iter()
+                .flat_map(|p| [(p[0] + 0.5) / sh, (p[1] + 0.5) / sd, (p[2] + 0.5) / sw])
+                .collect()
+        };
         Tensor::from_data(TensorData::new(v, [pts.len(), 3]), device)
     }
 

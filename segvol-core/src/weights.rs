@@ -358,7 +358,10 @@ pub fn load_segvol_static<B: Backend>(
     name: &str,
 ) -> Result<LoadReport, WeightsError> {
     let path = Path::new(name);
+    // Not zero-copy: `include_bytes!` data has no alignment guarantee, and the f16 → f32 cast
+    // copies every tensor anyway.
     let mut store = BurnpackStore::from_static(bytes)
+        .zero_copy(false)
         .with_from_adapter(Cast(DType::F16, DType::F32))
         .allow_partial(true);
     let r = model.load_from(&mut store).map_err(|e| match &e {

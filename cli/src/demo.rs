@@ -1,0 +1,317 @@
+//! `segvol demo`: the whole interactive loop on a shipped sample with the shipped model, no
+//! file needed. SegVol segments one structure from its box, then the CVPR25 simulator clicks
+//! on the largest error and the model (with the GRU corrector) corrects, for 3 clicks; DSC and
+//! NSD after each step, a NIfTI mask per step and a preview picture.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use segvol_backends::{Backend, BackendTask, dispatch};
+use segvol_eval::protocol::{
+    Box3, CaseResult, PredictRequest, Predictor, ProtocolOptions, run_case,
+};
+use segvol_interactive::SegVolPredictor;
+use segvol_io::{Volume, write_nifti};
+
+use crate::case::{CorrectorSource, ModelArgs, ModelFiles, read_case, spinner};
+
+/// The shipped sample: the abdominal MR of the training set's validation split (20×91×117,
+/// 3 mm; TotalSegmentator 2.18.0 test data, Apache-2.0; labels are TotalSegmentator output).
+/// The model never saw it in training.
+const SAMPLE: &[u8] = include_bytes!("../../data/sample/mr_abdomen.npz");
+
+/// Its class names (`shared/data/train/manifest.json`).
+const SAMPLE_NAMES: [&str; 14] = [
+    "gallbladder",
+    "stomach",
+    "pancreas",
+    "small_bowel",
+    "duodenum",
+    "colon",
+    "vertebrae",
+    "intervertebral_discs",
+    "spinal_cord",
+    "inferior_vena_cava",
+    "portal_vein_and_splenic_vein",
+    "autochthon_left",
+    "autochthon_right",
+    "iliopsoas_right",
+];
+
+/// The structure the demo segments unless told otherwise.
+const DEFAULT_CLASS: &str = "vertebrae";
+
+/// `segvol demo`.
+#[derive(clap::Args, Debug)]
+pub struct DemoArgs {
+    /// A challenge case with `gts` and `boxes` instead of the shipped sample.
+    #[arg(long)]
+    pub case: Option<PathBuf>,
+    /// The structure: its label number, or (for the shipped sample) its name
+    /// (default: vertebrae).
+    #[arg(long)]
+    pub class: Option<String>,
+    /// Simulated correction clicks after the box.
+    #[arg(long, default_value_t = 3)]
+    pub clicks: usize,
+    /// Output folder for the masks and the preview.
+    #[arg(long, default_value = "segvol-demo")]
+    pub out: PathBuf,
+    /// Leave the GRU corrector out (clicks only become point prompts).
+    #[arg(long)]
+    pub no_corrector: bool,
+    /// Skip SegVol's zoom-in (faster, coarser).
+    #[arg(long)]
+    pub no_zoom_in: bool,
+    /// GRU corrector: a file or `shipped` (default: shipped with the shipped model).
+    #[arg(long)]
+    pub corrector: Option<PathBuf>,
+    #[command(flatten)]
+    pub model: ModelArgs,
+}
+
+/// Keeps every mask the predictor returns.
+struct Recording<'p, P: Predictor> {
+    inner: &'p mut P,
+    masks: Vec<Vec<u8>>,
+}
+
+impl<P: Predictor> Predictor for Recording<'_, P> {
+    fn predict(
+        &mut self,
+        req: &PredictRequest<'_>,
+    ) -> Result<Vec<u8>, Box<dyn std::error::Error + Send + Sync>> {
+        let m = self.inner.predict(req)?;
+        self.masks.push(m.clone());
+        Ok(m)
+    }
+}
+
+struct Demo {
+    files: ModelFiles,
+    image: Vec<u8>,
+    gt: Vec<u8>,
+    dims: [usize; 3],
+    spacing: [f64; 3],
+    boxes: Vec<Box3>,
+    clicks: usize,
+    zoom_in: bool,
+}
+
+impl BackendTask for Demo {
+    type Output = Result<(CaseResult, Vec<Vec<u8>>)>;
+    fn run<B: Backend>(self, device: &B::Device) -> Self::Output {
+        let bar = spinner();
+        let (model, corrector) = self.files.load::<B>(&bar, device)?;
+        bar.set_message("segmenting");
+        let mut p =
+            SegVolPredictor::new(&model, corrector.as_ref(), device).with_zoom_in(self.zoom_in);
+        let mut rec = Recording {
+            inner: &mut p,
+            masks: Vec::new(),
+        };
+        let r = run_case(
+            &mut rec,
+            &self.image,
+            &self.gt,
+            self.dims,
+            self.spacing,
+            Some(&self.boxes),
+            ProtocolOptions {
+                click_steps: self.clicks,
+                ..ProtocolOptions::default()
+            },
+        )?;
+        bar.finish_and_clear();
+        Ok((r, rec.masks))
+    }
+}
+
+fn write_mask(path: &Path, mask: &[u8], dims: [usize; 3], spacing: [f64; 3]) -> Result<()> {
+    let v = Volume::new(mask.to_vec(), dims, spacing)?;
+    write_nifti(path, &v)?;
+    Ok(())
+}
+
+/// Runs `segvol demo`.
+pub fn run(a: &DemoArgs) -> Result<()> {
+    // The shipped sample is read from the binary through a temporary file (the readers take
+    // paths).
+    let tmp = tempfile::Builder::new()
+        .prefix("segvol-demo-")
+        .suffix(".npz")
+        .tempfile()?;
+    let (path, names): (PathBuf, Vec<String>) = match &a.case {
+        Some(p) => (p.clone(), Vec::new()),
+        None => {
+            std::fs::write(tmp.path(), SAMPLE)?;
+            (
+                tmp.path().to_path_buf(),
+                SAMPLE_NAMES.iter().map(|s| s.to_string()).collect(),
+            )
+        }
+    };
+    let shown = a
+        .case
+        .as_ref()
+        .map_or("the shipped sample (mr_abdomen)".to_string(), |p| {
+            p.display().to_string()
+        });
+    let input = read_case(&path).with_context(|| format!("reading {shown}"))?;
+    let gts = input
+        .gts
+        .with_context(|| format!("{shown}: no `gts`: the demo scores against ground truth"))?;
+    let boxes = input
+        .boxes
+        .with_context(|| format!("{shown}: no `boxes`: the demo starts from a box"))?;
+    let class_arg = a.class.clone().unwrap_or_else(|| {
+        if a.case.is_some() {
+            "1".into()
+        } else {
+            DEFAULT_CLASS.into()
+        }
+    });
+    let class: usize = match class_arg.parse::<usize>() {
+        Ok(n) => n,
+        Err(_) => match names.iter().position(|n| *n == class_arg) {
+            Some(i) => i + 1,
+            None if names.is_empty() => bail!("--class {class_arg}: give a label number"),
+            None => bail!("--class {class_arg}: not one of {}", names.join(", ")),
+        },
+    };
+    if class == 0 || class > boxes.len() {
+        bail!("--class {class}: {shown} has classes 1..={}", boxes.len());
+    }
+    let label = u8::try_from(class).context("class number over 255")?;
+    let gt: Vec<u8> = gts.data.iter().map(|&g| u8::from(g == label)).collect();
+    let mut files = ModelFiles::new(&a.model, a.corrector.as_ref())?;
+    if a.no_corrector {
+        files.corrector = None;
+    } else if files.corrector.is_none() && files.is_shipped() {
+        files.corrector = Some(CorrectorSource::Shipped);
+    }
+    let with_corrector = files.corrector.is_some();
+    let name = names
+        .get(class - 1)
+        .cloned()
+        .unwrap_or_else(|| format!("class {class}"));
+    out!(
+        "segvol demo: {name} (label {class}) in {shown}, {:?} voxels at {:?} mm",
+        input.dims,
+        input.spacing
+    );
+    out!(
+        "model: {}; corrector: {}; zoom-in: {}",
+        if files.is_shipped() {
+            "shipped SegVol small".to_string()
+        } else {
+            a.model
+                .weights
+                .as_ref()
+                .map(|w| w.display().to_string())
+                .unwrap_or_default()
+        },
+        if with_corrector { "on" } else { "off" },
+        if a.no_zoom_in { "off" } else { "on" }
+    );
+    let (r, masks) = dispatch(
+        a.model.backend()?,
+        Demo {
+            files,
+            image: input.image.clone(),
+            gt: gt.clone(),
+            dims: input.dims,
+            spacing: input.spacing,
+            boxes: vec![boxes[class - 1]],
+            clicks: a.clicks,
+            zoom_in: !a.no_zoom_in,
+        },
+    )?;
+    std::fs::create_dir_all(&a.out)
+        .with_context(|| format!("{}: cannot create the output folder", a.out.display()))?;
+    let b = boxes[class - 1];
+    out!(
+        "{:<6} {:<22} {:>7} {:>7} {:>8}",
+        "step",
+        "prompt",
+        "DSC",
+        "NSD",
+        "seconds"
+    );
+    let click_of = |k: usize| -> String {
+        let c = &r.clicks[0];
+        let (mut f, mut g) = (0usize, 0usize);
+        for (i, o) in c.order.iter().enumerate() {
+            let this = match o {
+                Some(true) => {
+                    f += 1;
+                    c.fg.get(f - 1).map(|p| format!("fg {p:?}"))
+                }
+                Some(false) => {
+                    g += 1;
+                    c.bg.get(g - 1).map(|p| format!("bg {p:?}"))
+                }
+                None => Some("none (no error)".into()),
+            };
+            if i + 1 == k {
+                return this.unwrap_or_default();
+            }
+        }
+        String::new()
+    };
+    let mut written = Vec::new();
+    for (i, s) in r.steps.iter().enumerate() {
+        let prompt = if i == 0 {
+            format!("box z{}..{}", b.lo[0], b.hi[0])
+        } else {
+            click_of(i)
+        };
+        out!(
+            "{:<6} {:<22} {:>7.4} {:>7.4} {:>8.2}",
+            if i == 0 {
+                "box".to_string()
+            } else {
+                format!("click{i}")
+            },
+            prompt,
+            s.dsc,
+            s.nsd,
+            s.seconds
+        );
+        if let Some(m) = masks.get(i) {
+            let f = a.out.join(if i == 0 {
+                "mask_box.nii.gz".to_string()
+            } else {
+                format!("mask_click{i}.nii.gz")
+            });
+            write_mask(&f, m, input.dims, input.spacing)?;
+            written.push(f);
+        }
+    }
+    let img = a.out.join("image.nii.gz");
+    write_nifti(&img, &input.volume)?;
+    let preview = a.out.join("preview.png");
+    let rows: Vec<&[u8]> = masks.iter().map(Vec::as_slice).collect();
+    crate::preview::write_montage(
+        &preview,
+        &input.volume.data,
+        input.dims,
+        input.spacing,
+        &rows,
+        Some(&gt),
+        256,
+    )?;
+    out!(
+        "DSC_AUC {:.4}  NSD_AUC {:.4}  (over the clicks, CVPR25 rule)",
+        r.dsc_auc,
+        r.nsd_auc
+    );
+    out!(
+        "wrote {} masks, {} and {} (rows: box, then each click; red = mask, green = \
+         ground-truth outline)",
+        written.len(),
+        img.display(),
+        preview.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,50 @@
+//! The model segvol-rs ships as its default: SegVol with the `small` preset and its GRU
+//! corrector, trained on `shared/data/train` by `segvol train --config
+//! train/configs/shipped.toml` (data, command, seed, hardware, time and validation numbers in
+//! `docs/model-card.md`). Both are embedded in the binary, so `segvol segment`, `eval` and
+//! `demo` work with no file; `--weights` / `--corrector` still override them.
+//!
+//! The SegVol weights are stored as f16 (burnpack) and cast to f32 on load; the corrector is
+//! f32 safetensors in PyTorch's layout. Together about 11 MB.
+#![deny(missing_docs)]
+
+use burn::tensor::backend::Backend;
+use segvol_core::weights::{LoadReport, WeightsError, load_segvol_static};
+use segvol_core::{SegVol, SegVolConfig};
+use segvol_gru::{GruCorrector, GruLoadError, load_corrector_bytes};
+
+/// The shipped SegVol weights (burnpack, f16).
+pub const SEGVOL_BPK: &[u8] = include_bytes!("../weights/segvol-small.bpk");
+
+/// The shipped GRU corrector (safetensors, PyTorch layout).
+pub const CORRECTOR_SAFETENSORS: &[u8] = include_bytes!("../weights/corrector.safetensors");
+
+/// The name errors and reports give the embedded SegVol weights.
+pub const SEGVOL_NAME: &str = "<shipped segvol-small.bpk>";
+
+/// The name errors give the embedded corrector.
+pub const CORRECTOR_NAME: &str = "<shipped corrector.safetensors>";
+
+/// The shipped model's configuration.
+pub fn config() -> SegVolConfig {
+    SegVolConfig::small()
+}
+
+/// The shipped SegVol, ready to use.
+///
+/// # Errors
+/// [`WeightsError`] if the embedded weights do not fit the model (a build error, in practice:
+/// a test checks it).
+pub fn segvol<B: Backend>(device: &B::Device) -> Result<(SegVol<B>, LoadReport), WeightsError> {
+    let mut m = SegVol::<B>::new(&config(), device);
+    let r = load_segvol_static(&mut m, SEGVOL_BPK, SEGVOL_NAME)?;
+    Ok((m, r))
+}
+
+/// The shipped GRU corrector.
+///
+/// # Errors
+/// [`GruLoadError`] if the embedded file is broken (a test checks it is not).
+pub fn corrector<B: Backend>(device: &B::Device) -> Result<GruCorrector<B>, GruLoadError> {
+    load_corrector_bytes(CORRECTOR_SAFETENSORS, CORRECTOR_NAME, device)
+}
