@@ -21,6 +21,7 @@ mod evalcase;
 mod evalcmd;
 mod forward;
 mod info;
+mod predict;
 mod preview;
 mod sample;
 mod segment;
@@ -59,6 +60,9 @@ enum Command {
     /// Run SegVol (optionally with the GRU corrector) through the CVPR 2025 click protocol on a
     /// case with ground truth: DSC/NSD per step, AUCs, timings.
     Eval(evalcase::EvalArgs),
+    /// The CVPR 2025 challenge entry point: segment every class of every .npz in a folder
+    /// (boxes, clicks, prev_pred as the evaluator passes them) and write its `segs`.
+    Predict(predict::PredictArgs),
     /// The raw SegVol call on a model-grid .npy input: logits (and embedding) as .npy.
     Forward(forward::ForwardArgs),
     /// Convert SegVol weights (.bin, .pth, .safetensors) to the fast .bpk format.
@@ -81,6 +85,7 @@ fn main() -> ExitCode {
         Command::Segment(a) => segment::run(&a),
         Command::Eval(a) => evalcase::run(&a),
         Command::Forward(a) => forward::run(&a),
+        Command::Predict(a) => predict::run(&a),
         Command::Convert(a) => convert::run(&a),
         Command::Bench(a) => bench::run(&a),
         Command::Train(a) => train::run(&a),

@@ -125,29 +125,57 @@ impl BackendTask for CaseStep {
     type Output = Result<Vec<u8>>;
     fn run<B: Backend>(self, device: &B::Device) -> Result<Vec<u8>> {
         let (model, corrector) = self.files.load::<B>(&self.bar, device)?;
-        let n_classes = self
-            .boxes
-            .as_ref()
-            .map_or(self.clicks.len(), |b| b.len().max(self.clicks.len()));
-        let mut clicks = self.clicks.clone();
-        clicks.resize(n_classes, Clicks::default());
-        self.bar
-            .set_message(format!("segmenting {n_classes} class(es)"));
-        let mut p =
-            SegVolPredictor::new(&model, corrector.as_ref(), device).with_zoom_in(self.zoom_in);
-        let steps = clicks.iter().map(|c| c.order.len()).max().unwrap_or(0);
-        let req = PredictRequest {
-            dims: self.dims,
-            spacing: self.spacing,
-            image: &self.image,
-            n_classes,
-            boxes: self.boxes.as_deref(),
-            clicks: &clicks,
-            prev_pred: self.prev_pred.as_deref(),
-            step: steps + 1,
-        };
-        p.predict(&req).map_err(|e| anyhow::anyhow!("{e}"))
+        self.bar.set_message("segmenting");
+        challenge_step(
+            &model,
+            corrector.as_ref(),
+            self.zoom_in,
+            &self.image,
+            self.dims,
+            self.spacing,
+            self.boxes.as_deref(),
+            &self.clicks,
+            self.prev_pred.as_deref(),
+            device,
+        )
     }
+}
+
+/// One challenge step on a case: every class from its box (if any) and accumulated clicks,
+/// the corrector's hidden state rebuilt by replaying the clicks; later classes overwrite
+/// earlier ones.
+///
+/// # Errors
+/// The model's error.
+#[allow(clippy::too_many_arguments)]
+pub fn challenge_step<B: Backend>(
+    model: &segvol_core::SegVol<B>,
+    corrector: Option<&segvol_gru::GruCorrector<B>>,
+    zoom_in: bool,
+    image: &[u8],
+    dims: [usize; 3],
+    spacing: [f64; 3],
+    boxes: Option<&[Box3]>,
+    clicks: &[Clicks],
+    prev_pred: Option<&[u8]>,
+    device: &B::Device,
+) -> Result<Vec<u8>> {
+    let n_classes = boxes.map_or(clicks.len(), |b| b.len().max(clicks.len()));
+    let mut clicks = clicks.to_vec();
+    clicks.resize(n_classes, Clicks::default());
+    let mut p = SegVolPredictor::new(model, corrector, device).with_zoom_in(zoom_in);
+    let steps = clicks.iter().map(|c| c.order.len()).max().unwrap_or(0);
+    let req = PredictRequest {
+        dims,
+        spacing,
+        image,
+        n_classes,
+        boxes,
+        clicks: &clicks,
+        prev_pred,
+        step: steps + 1,
+    };
+    p.predict(&req).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 /// `segvol segment --image CASE.npz --out SEGS.npz` with neither --box nor --points: the

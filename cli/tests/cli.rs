@@ -838,11 +838,12 @@ feedback = 4
     ] {
         assert!(run.join(f).is_file(), "{f} missing");
     }
-    // The three variants, each with DSC per step for the validation class.
+    // The box-filled reference and the three variants, each with DSC per step.
     let v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run.join("validation.json")).unwrap())
             .unwrap();
-    assert_eq!(v.as_array().unwrap().len(), 3);
+    assert_eq!(v.as_array().unwrap().len(), 4);
+    assert!(v[0]["name"].as_str().unwrap().starts_with("box"));
     assert_eq!(v[0]["classes"][0]["dsc"].as_array().unwrap().len(), 3);
     // Box-step validation lines at steps 2 and 3.
     let log = std::fs::read_to_string(run.join("log.jsonl")).unwrap();
@@ -877,4 +878,54 @@ feedback = 4
         "1",
     ]);
     assert_eq!(code, 0, "{err}");
+}
+
+#[test]
+fn predict_writes_one_segs_per_case_and_survives_a_broken_one() {
+    let w = shared().join("fixtures/segvol_tiny/weights.safetensors");
+    let dir = tempfile::tempdir().unwrap();
+    let (inp, out) = (dir.path().join("in"), dir.path().join("out"));
+    std::fs::create_dir_all(&inp).unwrap();
+    for f in ["ct_kidney_right.npz", "ct_pelvis_multi6_clicks.npz"] {
+        std::fs::copy(shared().join("data/npz").join(f), inp.join(f)).unwrap();
+    }
+    // Sorted first, so the good cases come after a failure.
+    std::fs::copy(
+        shared().join("data/tiny/ct_patch_truncated.npz"),
+        inp.join("a_broken.npz"),
+    )
+    .unwrap();
+    let (code, stdout, err) = segvol(&[
+        "predict",
+        "--input-dir",
+        inp.to_str().unwrap(),
+        "--output-dir",
+        out.to_str().unwrap(),
+        "--weights",
+        w.to_str().unwrap(),
+        "--config",
+        "tiny",
+    ]);
+    assert_ne!(code, 0, "a failed case is reported in the exit code");
+    assert!(err.contains("a_broken.npz"), "{err}");
+    assert!(err.contains("1 of 3 cases failed"), "{err}");
+    assert!(stdout.contains("first mask"), "{stdout}");
+    let mut written: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    written.sort();
+    assert_eq!(
+        written,
+        ["ct_kidney_right.npz", "ct_pelvis_multi6_clicks.npz"]
+    );
+    for f in &written {
+        let c = segvol_io::ChallengeCase::read(out.join(f)).unwrap();
+        let src = segvol_io::ChallengeCase::read(inp.join(f)).unwrap();
+        let segs = c.segs.unwrap();
+        assert_eq!(Some(segs.dims), src.dims());
+        assert_eq!(c.keys, ["segs"]);
+        let n = src.boxes.map_or(0, |b| b.len()) as u8;
+        assert!(segs.data.iter().all(|&v| v <= n));
+    }
 }

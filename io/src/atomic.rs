@@ -16,11 +16,16 @@ pub(crate) fn write_atomically(
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    let tmp = tempfile::Builder::new()
-        .prefix(".segvol-tmp-")
-        .suffix(suffix)
-        .tempfile_in(dir)
-        .map_err(|e| IoError::os(path, e))?;
+    let mut b = tempfile::Builder::new();
+    b.prefix(".segvol-tmp-").suffix(suffix);
+    // A temporary file is private (0600); the output is not: the usual 0644 less the umask,
+    // as a plain `File::create` would give (the challenge reads outputs as another user).
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        b.permissions(std::fs::Permissions::from_mode(0o644));
+    }
+    let tmp = b.tempfile_in(dir).map_err(|e| IoError::os(path, e))?;
     write(tmp.path())?;
     tmp.persist(path).map_err(|e| IoError::os(path, e.error))?;
     Ok(())

@@ -65,6 +65,30 @@ pub fn quick_validate<B: Backend>(
     })
 }
 
+/// A reference "model" that fills each class's box (the challenge box: its z range with the
+/// in-plane box of the middle slice) and ignores clicks: what a box alone is worth.
+pub struct BoxFill;
+
+impl segvol_eval::protocol::Predictor for BoxFill {
+    fn predict(
+        &mut self,
+        req: &segvol_eval::protocol::PredictRequest<'_>,
+    ) -> Result<Vec<u8>, Box<dyn std::error::Error + Send + Sync>> {
+        let [_, h, w] = req.dims;
+        let mut out = vec![0u8; req.dims.iter().product()];
+        for (i, b) in req.boxes.unwrap_or_default().iter().enumerate() {
+            let label = u8::try_from(i + 1)?;
+            for z in b.lo[0]..=b.hi[0] {
+                for y in b.lo[1]..=b.hi[1] {
+                    let row = (z * h + y) * w;
+                    out[row + b.lo[2]..=row + b.hi[2]].fill(label);
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
 /// One class under one variant.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClassRow {
@@ -119,15 +143,34 @@ pub fn run_variant<B: Backend>(
     device: &B::Device,
     progress: &mut dyn FnMut(&str),
 ) -> Result<VariantReport, TrainError> {
+    let mut make = || -> Box<dyn segvol_eval::protocol::Predictor + '_> {
+        Box::new(
+            SegVolPredictor::new(model, corrector, device)
+                .with_zoom_in(settings.zoom_in)
+                .with_feedback(feedback),
+        )
+    };
+    run_predictor(name, &mut make, val, settings, progress)
+}
+
+/// Runs the protocol for any predictor (a fresh one per case from `make`).
+///
+/// # Errors
+/// [`TrainError::Model`] when the protocol fails on a case.
+pub fn run_predictor<'p>(
+    name: &str,
+    make: &mut dyn FnMut() -> Box<dyn segvol_eval::protocol::Predictor + 'p>,
+    val: &[ValCase],
+    settings: &ValidationSettings,
+    progress: &mut dyn FnMut(&str),
+) -> Result<VariantReport, TrainError> {
     let t = std::time::Instant::now();
     let mut classes = Vec::new();
     for case in val {
         progress(&format!("{name}: {}", case.name));
-        let mut p = SegVolPredictor::new(model, corrector, device)
-            .with_zoom_in(settings.zoom_in)
-            .with_feedback(feedback);
+        let mut p = make();
         let r = run_case(
-            &mut p,
+            p.as_mut(),
             &case.image,
             &case.gts,
             case.dims,
@@ -178,7 +221,14 @@ pub fn validate_protocol<B: Backend>(
     device: &B::Device,
     progress: &mut dyn FnMut(&str),
 ) -> Result<Vec<VariantReport>, TrainError> {
-    let mut out = vec![run_variant(
+    let mut out = vec![run_predictor(
+        "box: the box filled (reference, no model)",
+        &mut || Box::new(BoxFill),
+        val,
+        settings,
+        progress,
+    )?];
+    out.push(run_variant(
         "a: SegVol, clicks as points",
         model,
         None,
@@ -187,7 +237,7 @@ pub fn validate_protocol<B: Backend>(
         settings,
         device,
         progress,
-    )?];
+    )?);
     if let Some(c) = corrector {
         out.push(run_variant(
             "b: (a) + GRU corrector",
