@@ -18,8 +18,22 @@ use segvol_interactive::{SegVolPredictor, StepLog};
 #[derive(Args, Debug)]
 pub struct EvalArgs {
     /// Challenge case .npz with `imgs`, `gts` and (for the box step) `boxes`.
+    #[arg(long, required_unless_present = "data", conflicts_with = "data")]
+    pub case: Option<PathBuf>,
+    /// A folder of such cases: run them all and write metrics.csv, summary.json and
+    /// dsc_per_click.png into --out.
+    #[arg(long, requires = "out")]
+    pub data: Option<PathBuf>,
+    /// Output folder of a --data run.
     #[arg(long)]
-    pub case: PathBuf,
+    pub out: Option<PathBuf>,
+    /// With --data: only these cases (file stems, comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub cases: Option<Vec<String>>,
+    /// With --data: run shard I of N (0-based, `I/N`): case k of the sorted list belongs to
+    /// shard k mod N, for a Slurm array or an indexed job.
+    #[arg(long)]
+    pub shard: Option<String>,
     #[command(flatten)]
     pub model: ModelArgs,
     /// GRU corrector: a file (.safetensors / .pth) or `shipped`; corrects every click step.
@@ -62,26 +76,33 @@ struct Eval {
 /// (name, result, per-step log)
 type Run = (&'static str, CaseResult, Vec<StepLog>);
 
+/// The variants a run compares: (name, corrector, feedback points).
+pub fn variants<'c, B: Backend>(
+    corrector: Option<&'c segvol_gru::GruCorrector<B>>,
+    compare: bool,
+    feedback: usize,
+) -> Vec<(&'static str, Option<&'c segvol_gru::GruCorrector<B>>, usize)> {
+    let mut v = Vec::new();
+    if corrector.is_none() || compare {
+        v.push(("segvol", None, 0));
+    }
+    if let Some(c) = corrector {
+        if feedback == 0 || compare {
+            v.push(("segvol+gru", Some(c), 0));
+        }
+        if feedback > 0 {
+            v.push(("segvol+gru+feedback", Some(c), feedback));
+        }
+    }
+    v
+}
+
 impl BackendTask for Eval {
     type Output = Result<Vec<Run>>;
     fn run<B: Backend>(self, device: &B::Device) -> Result<Vec<Run>> {
         let (model, corrector) = self.files.load::<B>(&self.bar, device)?;
-        // (name, corrector, feedback points)
-        let mut variants: Vec<(&'static str, Option<&segvol_gru::GruCorrector<B>>, usize)> =
-            Vec::new();
-        if corrector.is_none() || self.compare {
-            variants.push(("segvol", None, 0));
-        }
-        if let Some(c) = &corrector {
-            if self.feedback == 0 || self.compare {
-                variants.push(("segvol+gru", Some(c), 0));
-            }
-            if self.feedback > 0 {
-                variants.push(("segvol+gru+feedback", Some(c), self.feedback));
-            }
-        }
         let mut runs = Vec::new();
-        for (name, corr, feedback) in variants {
+        for (name, corr, feedback) in variants(corrector.as_ref(), self.compare, self.feedback) {
             self.bar
                 .set_message(format!("{name}: running the protocol"));
             let mut p = SegVolPredictor::new(&model, corr, device)
@@ -115,8 +136,14 @@ pub fn run(args: &EvalArgs) -> Result<()> {
             bail!("--feedback needs --corrector (a file, or `shipped`)");
         }
     }
-    let path = args.case.display();
-    let input = read_case(&args.case)?;
+    if let Some(dir) = &args.data {
+        return crate::evaldata::run(args, dir, files);
+    }
+    let Some(case) = &args.case else {
+        bail!("give --case FILE or --data DIR");
+    };
+    let path = case.display();
+    let input = read_case(case)?;
     let gts = input
         .gts
         .with_context(|| format!("{path}: no `gts`: `segvol eval` needs ground truth"))?;
@@ -167,7 +194,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
             .collect();
         out!(
             "{}",
-            serde_json::to_string_pretty(&json!({"case": args.case, "runs": all}))?
+            serde_json::to_string_pretty(&json!({"case": case, "runs": all}))?
         );
         return Ok(());
     }

@@ -18,6 +18,7 @@ mod case;
 mod convert;
 mod demo;
 mod evalcase;
+mod evaldata;
 mod evalcmd;
 mod forward;
 mod info;

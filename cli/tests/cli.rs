@@ -929,3 +929,89 @@ fn predict_writes_one_segs_per_case_and_survives_a_broken_one() {
         assert!(segs.data.iter().all(|&v| v <= n));
     }
 }
+
+#[test]
+fn eval_over_a_folder_writes_the_official_csv_summary_and_plot() {
+    let w = shared().join("fixtures/segvol_tiny/weights.safetensors");
+    let dir = tempfile::tempdir().unwrap();
+    let run = |out: &Path, extra: &[&str]| {
+        let mut a = vec![
+            "eval",
+            "--data",
+            shared().join("data/npz").to_str().unwrap().to_string().leak(),
+            "--out",
+            out.to_str().unwrap().to_string().leak(),
+            "--weights",
+            w.to_str().unwrap().to_string().leak(),
+            "--config",
+            "tiny",
+            "--cases",
+            "ct_kidney_right,ct_vertebra_L3,mr_abdomen_multi3",
+        ];
+        a.extend_from_slice(extra);
+        segvol(&a)
+    };
+    let all = dir.path().join("all");
+    let (code, _, err) = run(&all, &[]);
+    assert_eq!(code, 0, "{err}");
+    let csv = std::fs::read_to_string(all.join("metrics.csv")).unwrap();
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    assert_eq!(header.len(), 26);
+    assert_eq!(header[0], "CaseName");
+    assert_eq!(header[8], "DSC_AUC");
+    assert_eq!(header[25], "runtime_upperbound");
+    let rows: Vec<Vec<String>> = lines
+        .map(|l| l.split(',').map(str::to_string).collect())
+        .collect();
+    assert_eq!(rows.len(), 3);
+    assert_eq!(rows[0][0], "ct_kidney_right.npz");
+    // Each row equals what the library-level runner gives for that case (the single-case
+    // command is that runner).
+    let (code, js, err) = segvol(&[
+        "eval",
+        "--case",
+        shared().join("data/npz/mr_abdomen_multi3.npz").to_str().unwrap(),
+        "--weights",
+        w.to_str().unwrap(),
+        "--config",
+        "tiny",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&js).unwrap();
+    let r = &v["runs"][0];
+    let row = &rows[2];
+    assert_eq!(row[0], "mr_abdomen_multi3.npz");
+    let f = |s: &str| s.parse::<f64>().unwrap();
+    assert_eq!(f(&row[8]), r["dsc_auc"].as_f64().unwrap());
+    assert_eq!(f(&row[10]), r["dsc_final"].as_f64().unwrap());
+    for i in 0..6 {
+        assert_eq!(f(&row[12 + i]), r["steps"][i]["dsc"].as_f64().unwrap());
+        assert_eq!(f(&row[18 + i]), r["steps"][i]["nsd"].as_f64().unwrap());
+    }
+    assert_eq!(row[24], "3");
+    assert_eq!(row[25], "270");
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(all.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["cases"], 3);
+    assert!(summary["variants"][0]["per_modality"]["ct"]["cases"] == 2);
+    assert!(all.join("dsc_per_click.png").is_file());
+    // Shards partition the cases.
+    let (s0, s1) = (dir.path().join("s0"), dir.path().join("s1"));
+    assert_eq!(run(&s0, &["--shard", "0/2"]).0, 0);
+    assert_eq!(run(&s1, &["--shard", "1/2"]).0, 0);
+    let names = |p: &Path| -> Vec<String> {
+        std::fs::read_to_string(p.join("metrics.csv"))
+            .unwrap()
+            .lines()
+            .skip(1)
+            .map(|l| l.split(',').next().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(names(&s0), ["ct_kidney_right.npz", "mr_abdomen_multi3.npz"]);
+    assert_eq!(names(&s1), ["ct_vertebra_L3.npz"]);
+    let (code, _, err) = run(&dir.path().join("bad"), &["--shard", "2/2"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("--shard"), "{err}");
+}

@@ -319,3 +319,30 @@ pub fn run_case(
         clicks,
     })
 }
+
+/// The official evaluator's `metrics.csv` header for `steps` steps (6 in the challenge):
+/// `CaseName,TotalRunningTime,RunningTime_1..,DSC_AUC,NSD_AUC,DSC_Final,NSD_Final,DSC_1..,
+/// NSD_1..,num_class,runtime_upperbound`.
+pub fn csv_header(steps: usize) -> String {
+    let mut cols = vec!["CaseName".to_string(), "TotalRunningTime".to_string()];
+    cols.extend((1..=steps).map(|i| format!("RunningTime_{i}")));
+    cols.extend(["DSC_AUC", "NSD_AUC", "DSC_Final", "NSD_Final"].map(String::from));
+    cols.extend((1..=steps).map(|i| format!("DSC_{i}")));
+    cols.extend((1..=steps).map(|i| format!("NSD_{i}")));
+    cols.extend(["num_class", "runtime_upperbound"].map(String::from));
+    cols.join(",")
+}
+
+/// One `metrics.csv` row for a case (`name` with its `.npz`, as the evaluator writes it);
+/// `runtime_upperbound` is the challenge's 90 s per class.
+pub fn csv_row(name: &str, r: &CaseResult) -> String {
+    let n = r.steps.first().map_or(0, |s| s.class_dsc.len());
+    let mut v = vec![name.to_string(), format!("{}", r.total_seconds)];
+    v.extend(r.steps.iter().map(|s| format!("{}", s.seconds)));
+    v.extend([r.dsc_auc, r.nsd_auc, r.dsc_final, r.nsd_final].map(|x| format!("{x}")));
+    v.extend(r.steps.iter().map(|s| format!("{}", s.dsc)));
+    v.extend(r.steps.iter().map(|s| format!("{}", s.nsd)));
+    v.push(n.to_string());
+    v.push((90 * n).to_string());
+    v.join(",")
+}
