@@ -43,6 +43,7 @@ pub fn read_case(path: &Path) -> Result<CaseInput> {
         .with_context(|| format!("{p}: no `imgs`"))?;
     let dims = imgs.dims();
     let volume = imgs.to_f32();
+    check_finite(path, &volume.data)?;
     let image: Vec<u8> = match imgs {
         AnyVolume::U8(v) => v.data.clone(),
         _ => volume
@@ -121,6 +122,20 @@ pub fn read_case(path: &Path) -> Result<CaseInput> {
         gts: case.gts,
         prev_pred: case.prev_pred.map(|v| v.data),
     })
+}
+
+/// Refuses an image with NaN or infinite voxels (they would silently segment as nothing):
+/// the error names the file, the count and the first voxel.
+pub fn check_finite(path: &Path, data: &[f32]) -> Result<()> {
+    let bad = data.iter().filter(|v| !v.is_finite()).count();
+    if let Some(first) = data.iter().position(|v| !v.is_finite()) {
+        bail!(
+            "{}: the image holds {bad} NaN or infinite voxels (the first at flat index {first}); \
+             fix or mask them before segmenting",
+            path.display()
+        );
+    }
+    Ok(())
 }
 
 /// A spinner with elapsed time and a message, ticking on its own.

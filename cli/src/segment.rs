@@ -275,6 +275,7 @@ pub fn run(args: &SegmentArgs) -> Result<()> {
     let kind = args.model.backend()?;
     let bar = spinner();
     let vol = img.to_f32();
+    crate::case::check_finite(&args.image, &vol.data)?;
     let logits = dispatch(
         kind,
         Segment {

@@ -1015,3 +1015,27 @@ fn eval_over_a_folder_writes_the_official_csv_summary_and_plot() {
     assert_ne!(code, 0);
     assert!(err.contains("--shard"), "{err}");
 }
+
+#[test]
+fn nan_voxels_are_refused_with_the_file_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/sample/ct_patch.npz");
+    let mut case = segvol_io::ChallengeCase::read(&src).unwrap();
+    let mut v = case.imgs.as_ref().unwrap().to_f32();
+    v.data[100] = f32::NAN;
+    v.data[7] = f32::INFINITY;
+    case.imgs = Some(segvol_io::AnyVolume::F32(v));
+    let bad = dir.path().join("nan.npz");
+    case.write(&bad).unwrap();
+    let out = dir.path().join("segs.npz");
+    let (code, _, err) = segvol(&[
+        "segment",
+        "--image",
+        bad.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_ne!(code, 0);
+    assert!(err.contains("nan.npz") && err.contains("2 NaN or infinite"), "{err}");
+    assert!(!out.exists());
+}
