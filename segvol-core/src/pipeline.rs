@@ -238,6 +238,11 @@ impl<'m, B: Backend> Session<'m, B> {
         &self.crop_img
     }
 
+    /// Shape `[z, y, x]` of the image.
+    pub fn dims(&self) -> [usize; 3] {
+        self.dims
+    }
+
     /// The crop the model sees.
     pub fn zoom(&self) -> ZoomOut {
         self.zoom

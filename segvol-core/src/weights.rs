@@ -293,6 +293,12 @@ pub fn load_segvol<B: Backend>(
     path: impl AsRef<Path>,
 ) -> Result<LoadReport, WeightsError> {
     let path = path.as_ref();
+    if path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("mpk"))
+    {
+        return load_checkpoint_mpk(model, path);
+    }
     let mut r = load_with(model, path, &SEGVOL_REMAPS)?;
     let (ignored, unexpected): (Vec<String>, Vec<String>) = r
         .unused
@@ -390,6 +396,42 @@ pub fn save_burnpack_f16<B: Backend>(
     path: impl AsRef<Path>,
 ) -> Result<(), WeightsError> {
     save_burnpack_as(model, config, source, path.as_ref(), true)
+}
+
+/// A `segvol train` checkpoint (`RUN/<stage>/checkpoint/model.mpk`, burn's named
+/// MessagePack record), so a run can be evaluated before it ends.
+fn load_checkpoint_mpk<B: Backend>(
+    model: &mut SegVol<B>,
+    path: &Path,
+) -> Result<LoadReport, WeightsError> {
+    use burn::module::Module;
+    use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
+    if !path.exists() {
+        return Err(WeightsError::NotFound {
+            path: path.to_path_buf(),
+        });
+    }
+    let Some(device) = model.devices().into_iter().next() else {
+        return Err(WeightsError::Read {
+            path: path.to_path_buf(),
+            detail: "the model has no parameters".into(),
+        });
+    };
+    let rec = NamedMpkFileRecorder::<FullPrecisionSettings>::new();
+    let loaded = model
+        .clone()
+        .load_file(path, &rec, &device)
+        .map_err(|e| WeightsError::Mismatch {
+            path: path.to_path_buf(),
+            detail: e.to_string(),
+        })?;
+    *model = loaded;
+    Ok(LoadReport {
+        applied: vec!["(whole record)".into()],
+        unused: Vec::new(),
+        missing: Vec::new(),
+        ignored: Vec::new(),
+    })
 }
 
 /// Saves a loaded model in our fast format: burn's burnpack (`.bpk`), in burn's own tensor
