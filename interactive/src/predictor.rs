@@ -187,33 +187,17 @@ pub fn corrected_logits<B: Backend>(
 }
 
 /// Image-grid logits: the zoom-out pass from the cached embedding, or zoom-out + zoom-in.
-///
-/// With a box, slices outside its z range are set to "no object" (−1e4). A deliberate
-/// difference from SegVol, which lets the mask leak past the box: the CVPR25 box's z range is
-/// the structure's exact first and last slice (CHALLENGE.md §2), and a box a person draws
-/// bounds the object too, so anything beyond it is a false positive. In plane the box only
-/// holds the middle slice's extent, so nothing is cut there.
 pub fn decode<B: Backend>(
     session: &Session<'_, B>,
     zoom_in: bool,
     boxes: Option<([usize; 3], [usize; 3])>,
     seq: &[VoxelClick],
 ) -> Result<Vec<f32>, BoxError> {
-    let mut logits = if zoom_in {
-        session.predict_zoom_in(boxes, seq, &mut |_, _| {})?.0
+    if zoom_in {
+        Ok(session.predict_zoom_in(boxes, seq, &mut |_, _| {})?.0)
     } else {
-        session.predict(boxes, seq)?
-    };
-    if let Some((lo, hi)) = boxes {
-        let dims = session.dims();
-        let plane = dims[1] * dims[2];
-        for (z, slice) in logits.chunks_mut(plane).enumerate() {
-            if z < lo[0] || z > hi[0] {
-                slice.fill(-1e4);
-            }
-        }
+        Ok(session.predict(boxes, seq)?)
     }
-    Ok(logits)
 }
 
 impl<B: Backend> Predictor for SegVolPredictor<'_, B> {
