@@ -77,11 +77,11 @@ struct Eval {
 type Run = (&'static str, CaseResult, Vec<StepLog>);
 
 /// The variants a run compares: (name, corrector, feedback points).
-pub fn variants<'c, B: Backend>(
-    corrector: Option<&'c segvol_gru::GruCorrector<B>>,
+pub fn variants<B: Backend>(
+    corrector: Option<&segvol_gru::GruCorrector<B>>,
     compare: bool,
     feedback: usize,
-) -> Vec<(&'static str, Option<&'c segvol_gru::GruCorrector<B>>, usize)> {
+) -> Vec<(&'static str, Option<&segvol_gru::GruCorrector<B>>, usize)> {
     let mut v = Vec::new();
     if corrector.is_none() || compare {
         v.push(("segvol", None, 0));

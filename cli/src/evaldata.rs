@@ -25,8 +25,7 @@ pub fn select_cases(
     cases: Option<&[String]>,
     shard: Option<&str>,
 ) -> Result<Vec<PathBuf>> {
-    let rd =
-        std::fs::read_dir(dir).with_context(|| format!("{}: cannot list", dir.display()))?;
+    let rd = std::fs::read_dir(dir).with_context(|| format!("{}: cannot list", dir.display()))?;
     let mut files: Vec<PathBuf> = rd
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "npz"))
@@ -48,7 +47,12 @@ pub fn select_cases(
     if let Some(s) = shard {
         let (i, n) = s
             .split_once('/')
-            .and_then(|(i, n)| Some((i.trim().parse::<usize>().ok()?, n.trim().parse::<usize>().ok()?)))
+            .and_then(|(i, n)| {
+                Some((
+                    i.trim().parse::<usize>().ok()?,
+                    n.trim().parse::<usize>().ok()?,
+                ))
+            })
             .with_context(|| format!("--shard {s}: expected I/N, e.g. 0/4"))?;
         if n == 0 || i >= n {
             bail!("--shard {s}: need 0 ≤ I < N");
@@ -133,7 +137,8 @@ fn mean_sd(v: &[f64]) -> (f64, f64) {
 
 fn means(rs: &[&CaseResult]) -> serde_json::Value {
     let steps = rs.first().map_or(0, |r| r.steps.len());
-    let col = |f: &dyn Fn(&CaseResult) -> f64| mean_sd(&rs.iter().map(|r| f(r)).collect::<Vec<_>>()).0;
+    let col =
+        |f: &dyn Fn(&CaseResult) -> f64| mean_sd(&rs.iter().map(|r| f(r)).collect::<Vec<_>>()).0;
     json!({
         "cases": rs.len(),
         "DSC_AUC": col(&|r| r.dsc_auc), "NSD_AUC": col(&|r| r.nsd_auc),
@@ -150,8 +155,7 @@ pub fn run(args: &EvalArgs, dir: &Path, files: ModelFiles) -> Result<()> {
         bail!("--data needs --out RUN_DIR");
     };
     let cases = select_cases(dir, args.cases.as_deref(), args.shard.as_deref())?;
-    std::fs::create_dir_all(out)
-        .with_context(|| format!("{}: cannot create", out.display()))?;
+    std::fs::create_dir_all(out).with_context(|| format!("{}: cannot create", out.display()))?;
     let results = dispatch(
         args.model.backend()?,
         Dataset {
@@ -231,7 +235,10 @@ pub fn run(args: &EvalArgs, dir: &Path, files: ModelFiles) -> Result<()> {
     write_atomic(&out.join("summary.json"), text.as_bytes())?;
     steps_png(
         &out.join("dsc_per_click.png"),
-        &format!("{} cases: mean per step (band: ±1 SD over cases)", cases.len()),
+        &format!(
+            "{} cases: mean per step (band: ±1 SD over cases)",
+            cases.len()
+        ),
         &dsc_series,
     )?;
     if args.json {

@@ -938,7 +938,12 @@ fn eval_over_a_folder_writes_the_official_csv_summary_and_plot() {
         let mut a = vec![
             "eval",
             "--data",
-            shared().join("data/npz").to_str().unwrap().to_string().leak(),
+            shared()
+                .join("data/npz")
+                .to_str()
+                .unwrap()
+                .to_string()
+                .leak(),
             "--out",
             out.to_str().unwrap().to_string().leak(),
             "--weights",
@@ -971,7 +976,10 @@ fn eval_over_a_folder_writes_the_official_csv_summary_and_plot() {
     let (code, js, err) = segvol(&[
         "eval",
         "--case",
-        shared().join("data/npz/mr_abdomen_multi3.npz").to_str().unwrap(),
+        shared()
+            .join("data/npz/mr_abdomen_multi3.npz")
+            .to_str()
+            .unwrap(),
         "--weights",
         w.to_str().unwrap(),
         "--config",
@@ -1036,6 +1044,9 @@ fn nan_voxels_are_refused_with_the_file_named() {
         out.to_str().unwrap(),
     ]);
     assert_ne!(code, 0);
-    assert!(err.contains("nan.npz") && err.contains("2 NaN or infinite"), "{err}");
+    assert!(
+        err.contains("nan.npz") && err.contains("2 NaN or infinite"),
+        "{err}"
+    );
     assert!(!out.exists());
 }

@@ -418,13 +418,14 @@ fn load_checkpoint_mpk<B: Backend>(
         });
     };
     let rec = NamedMpkFileRecorder::<FullPrecisionSettings>::new();
-    let loaded = model
-        .clone()
-        .load_file(path, &rec, &device)
-        .map_err(|e| WeightsError::Mismatch {
-            path: path.to_path_buf(),
-            detail: e.to_string(),
-        })?;
+    let loaded =
+        model
+            .clone()
+            .load_file(path, &rec, &device)
+            .map_err(|e| WeightsError::Mismatch {
+                path: path.to_path_buf(),
+                detail: e.to_string(),
+            })?;
     *model = loaded;
     Ok(LoadReport {
         applied: vec!["(whole record)".into()],

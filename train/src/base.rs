@@ -219,7 +219,7 @@ pub fn train_base<B: AutodiffBackend>(
                 detail: e.to_string(),
             })?;
         let orec = rec
-            .load(ck.join("optim").into(), device)
+            .load(ck.join("optim"), device)
             .map_err(|e| TrainError::Io {
                 path: ck.join("optim.mpk"),
                 detail: e.to_string(),
@@ -316,30 +316,30 @@ pub fn train_base<B: AutodiffBackend>(
                 step: state.step,
             });
         }
-        if (settings.val_every > 0 && state.step.is_multiple_of(settings.val_every)) || last {
-            if !val.is_empty() {
-                let _ = progress(&Progress {
-                    stage,
-                    step: state.step,
-                    steps: settings.steps,
-                    loss: loss_v,
-                    samples_per_s: 0.0,
-                    message: Some("validating".into()),
-                });
-                let v = quick_validate(&model.valid(), val, device)?;
-                run.log(&serde_json::json!({
-                    "stage": stage.name(), "step": state.step, "val_box_dsc": v.mean_dsc,
-                    "val_per_case": v.per_case,
-                }))?;
-                let _ = progress(&Progress {
-                    stage,
-                    step: state.step,
-                    steps: settings.steps,
-                    loss: loss_v,
-                    samples_per_s: 0.0,
-                    message: Some(format!("validation box DSC {:.4}", v.mean_dsc)),
-                });
-            }
+        if ((settings.val_every > 0 && state.step.is_multiple_of(settings.val_every)) || last)
+            && !val.is_empty()
+        {
+            let _ = progress(&Progress {
+                stage,
+                step: state.step,
+                steps: settings.steps,
+                loss: loss_v,
+                samples_per_s: 0.0,
+                message: Some("validating".into()),
+            });
+            let v = quick_validate(&model.valid(), val, device)?;
+            run.log(&serde_json::json!({
+                "stage": stage.name(), "step": state.step, "val_box_dsc": v.mean_dsc,
+                "val_per_case": v.per_case,
+            }))?;
+            let _ = progress(&Progress {
+                stage,
+                step: state.step,
+                steps: settings.steps,
+                loss: loss_v,
+                samples_per_s: 0.0,
+                message: Some(format!("validation box DSC {:.4}", v.mean_dsc)),
+            });
         }
         if state.step.is_multiple_of(settings.checkpoint_every) || last {
             save(&model, &optim, &state)?;

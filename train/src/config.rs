@@ -287,14 +287,20 @@ impl TrainConfig {
             ("base_box", &self.base_box),
             ("base_points", &self.base_points),
         ] {
-            if s.batch == 0 || !(s.lr > 0.0) || s.checkpoint_every == 0 {
+            if s.batch == 0 || s.lr.is_nan() || s.lr <= 0.0 || s.checkpoint_every == 0 {
                 return Err(format!(
                     "{name}: batch, lr and checkpoint_every must be positive"
                 ));
             }
         }
         let c = &self.corrector;
-        if c.batch == 0 || c.k == 0 || c.hidden == 0 || c.checkpoint_every == 0 || !(c.lr > 0.0) {
+        if c.batch == 0
+            || c.k == 0
+            || c.hidden == 0
+            || c.checkpoint_every == 0
+            || c.lr.is_nan()
+            || c.lr <= 0.0
+        {
             return Err(
                 "corrector: batch, k, hidden, lr and checkpoint_every must be positive".into(),
             );

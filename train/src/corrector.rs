@@ -135,7 +135,7 @@ pub fn train_corrector<B: AutodiffBackend>(
                 detail: e.to_string(),
             })?;
         let orec = rec
-            .load(ck.join("optim").into(), device)
+            .load(ck.join("optim"), device)
             .map_err(|e| TrainError::Io {
                 path: ck.join("optim.mpk"),
                 detail: e.to_string(),

@@ -307,10 +307,11 @@ fn file_of(dir: &Path, name: &str) -> PathBuf {
     d.join(format!("{name}.npz"))
 }
 
+/// Image (f32), labels, shape and the whole case.
+type ImageAndLabels = (Vec<f32>, Vec<u8>, [usize; 3], ChallengeCase);
+
 /// Reads image, labels and spacing of a challenge case; the image as f32 (0..255 for `imgs`).
-fn read_image_and_labels(
-    path: &Path,
-) -> Result<(Vec<f32>, Vec<u8>, [usize; 3], ChallengeCase), TrainError> {
+fn read_image_and_labels(path: &Path) -> Result<ImageAndLabels, TrainError> {
     let bad = |detail: String| TrainError::Data {
         path: path.to_path_buf(),
         detail,

@@ -136,7 +136,12 @@ pub fn steps_png(
         path: path.to_path_buf(),
         detail: d,
     };
-    let n = series.iter().map(|s| s.values.len()).max().unwrap_or(1).max(2);
+    let n = series
+        .iter()
+        .map(|s| s.values.len())
+        .max()
+        .unwrap_or(1)
+        .max(2);
     let (w, h) = (720u32, 480u32);
     let mut buf = vec![255u8; (w * h * 3) as usize];
     {

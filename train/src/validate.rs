@@ -133,6 +133,7 @@ fn auc(v: &[f64]) -> f64 {
 ///
 /// # Errors
 /// [`TrainError::Model`] when the protocol fails on a case.
+#[allow(clippy::too_many_arguments)]
 pub fn run_variant<B: Backend>(
     name: &str,
     model: &SegVol<B>,
