@@ -15,7 +15,7 @@ fn shipped_weights_load_strictly() {
     let (_, report) = segvol_models::segvol::<Flex>(&device).expect("segvol");
     assert!(report.missing.is_empty(), "{:?}", report.missing);
     assert!(report.unused.is_empty(), "{:?}", report.unused);
-    // SegVol's 178 tensors for this config (tiny has 166 with mask_downscaling) + the dense prompts.
+    // Every tensor of the small model, the dense prompt vectors included.
     assert_eq!(report.applied.len(), 179);
     let c = segvol_models::corrector::<Flex>(&device).expect("corrector");
     assert_eq!(c.config().k, 100);
