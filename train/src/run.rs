@@ -103,10 +103,15 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".segvol-tmp-")
-        .tempfile_in(dir)
-        .map_err(|e| io_err(path, e))?;
+    let mut b = tempfile::Builder::new();
+    b.prefix(".segvol-tmp-");
+    // Outputs get the usual 0644 less the umask, not the temporary file's private 0600.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        b.permissions(std::fs::Permissions::from_mode(0o644));
+    }
+    let mut tmp = b.tempfile_in(dir).map_err(|e| io_err(path, e))?;
     tmp.write_all(bytes).map_err(|e| io_err(path, e))?;
     tmp.persist(path).map_err(|e| io_err(path, e.error))?;
     Ok(())
