@@ -770,7 +770,10 @@ fn demo_runs_offline_with_the_shipped_model_and_prints_every_step() {
     // A class name that is not in the sample is a clear error.
     let (code, _, err) = segvol(&["demo", "--class", "liver", "--out", out.to_str().unwrap()]);
     assert_ne!(code, 0);
-    assert!(err.contains("liver") && err.contains("autochthon_right"), "{err}");
+    assert!(
+        err.contains("liver") && err.contains("autochthon_right"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -69,13 +69,14 @@ pub fn mask_box(mask: &[bool], dims: [usize; 3]) -> Option<([usize; 3], [usize; 
     any.then_some((lo, hi))
 }
 
-fn sub_block<T: Copy + Default>(
+/// Reads `out` voxels of `data` (shape `dims`) starting at `lo`, which may be negative or run
+/// past the end: the default value (zero) there.
+pub fn sub_block<T: Copy + Default>(
     data: &[T],
     dims: [usize; 3],
     lo: [isize; 3],
     out: [usize; 3],
 ) -> Vec<T> {
-    // Reads `out` voxels starting at `lo` (may be negative or past the end: zero/default).
     let mut v = vec![T::default(); out.iter().product()];
     for z in 0..out[0] {
         let sz = lo[0] + z as isize;
@@ -288,6 +289,14 @@ mod tests {
         assert_eq!(roi_axis(10, 60, 32, 100), (10, 61));
         // Near the end: hi clamps at size.
         assert_eq!(roi_axis(95, 99, 32, 100), (82, 100));
+    }
+
+    #[test]
+    fn sub_block_pads_with_zeros_outside() {
+        // 1×2×3 volume 1..=6, read a 1×3×4 block from (0,-1,-1).
+        let data: Vec<u8> = (1..=6).collect();
+        let b = sub_block(&data, [1, 2, 3], [0, -1, -1], [1, 3, 4]);
+        assert_eq!(b, vec![0, 0, 0, 0, 0, 1, 2, 3, 0, 4, 5, 6]);
     }
 
     #[test]

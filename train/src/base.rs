@@ -14,9 +14,7 @@
 use std::time::Instant;
 
 use burn::module::AutodiffModule;
-use burn::module::Module;
-use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
-use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder, Recorder};
+use burn::optim::{GradientsParams, Optimizer};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Tensor, TensorData};
 use segvol_core::{Prompts, SegVol, SegVolConfig};
@@ -26,11 +24,9 @@ use segvol_gru::training::draw_rounds;
 
 use crate::config::{StageSettings, lr_at};
 use crate::data::{Dataset, Rng, Sample, ValCase, box_prompt, step_seed};
-use crate::run::{Run, Stage, StageState};
+use crate::run::{Run, Stage, adamw};
 use crate::validate::quick_validate;
 use crate::{Progress, TrainError};
-
-type Rec = NamedMpkFileRecorder<FullPrecisionSettings>;
 
 /// Loss of one sample and its parts.
 pub struct BaseLoss<B: AutodiffBackend> {
@@ -191,7 +187,7 @@ pub fn train_base<B: AutodiffBackend>(
     run: &Run,
     stage: Stage,
     config: &SegVolConfig,
-    mut model: SegVol<B>,
+    model: SegVol<B>,
     data: &Dataset,
     val: &[ValCase],
     device: &B::Device,
@@ -201,57 +197,16 @@ pub fn train_base<B: AutodiffBackend>(
         Stage::BaseBox => run.config.base_box.clone(),
         _ => run.config.base_points.clone(),
     };
-    let mut optim_cfg = AdamWConfig::new().with_weight_decay(settings.weight_decay as f32);
-    if settings.grad_clip > 0.0 {
-        optim_cfg = optim_cfg.with_grad_clipping(Some(
-            burn::grad_clipping::GradientClippingConfig::Norm(settings.grad_clip as f32),
-        ));
-    }
-    let mut optim = optim_cfg.init::<B, SegVol<B>>();
-    let mut state = StageState::default();
-    let ck = run.checkpoint_dir(stage);
-    if let Some(s) = run.state(stage) {
-        let rec = Rec::new();
-        model = model
-            .load_file(ck.join("model"), &rec, device)
-            .map_err(|e| TrainError::Io {
-                path: ck.join("model.mpk"),
-                detail: e.to_string(),
-            })?;
-        let orec = rec
-            .load(ck.join("optim"), device)
-            .map_err(|e| TrainError::Io {
-                path: ck.join("optim.mpk"),
-                detail: e.to_string(),
-            })?;
-        optim = optim.load_record(orec);
-        state = s;
-    }
+    let (mut model, mut optim, mut state) = run.resume(
+        stage,
+        model,
+        adamw::<B, SegVol<B>>(settings.weight_decay, settings.grad_clip),
+        device,
+    )?;
     let grid = config.image_size;
     let aug = run.config.augment.clone();
     let started = Instant::now();
     let base_elapsed = state.elapsed_s;
-    let save =
-        |model: &SegVol<B>,
-         optim: &burn::optim::adaptor::OptimizerAdaptor<burn::optim::AdamW, SegVol<B>, B>,
-         state: &StageState|
-         -> Result<(), TrainError> {
-            run.save_checkpoint(stage, state, |dir| {
-                let rec = Rec::new();
-                model
-                    .clone()
-                    .save_file(dir.join("model"), &rec)
-                    .map_err(|e| TrainError::Io {
-                        path: dir.join("model.mpk"),
-                        detail: e.to_string(),
-                    })?;
-                rec.record(optim.to_record(), dir.join("optim"))
-                    .map_err(|e| TrainError::Io {
-                        path: dir.join("optim.mpk"),
-                        detail: e.to_string(),
-                    })
-            })
-        };
     while state.step < settings.steps {
         let step = state.step;
         let t0 = Instant::now();
@@ -310,7 +265,7 @@ pub fn train_base<B: AutodiffBackend>(
             message: None,
         });
         if !go_on {
-            save(&model, &optim, &state)?;
+            run.checkpoint(stage, &state, &model, &optim)?;
             return Err(TrainError::Stopped {
                 stage: stage.name(),
                 step: state.step,
@@ -342,7 +297,7 @@ pub fn train_base<B: AutodiffBackend>(
             });
         }
         if state.step.is_multiple_of(settings.checkpoint_every) || last {
-            save(&model, &optim, &state)?;
+            run.checkpoint(stage, &state, &model, &optim)?;
         }
         if out_of_time {
             break;
@@ -360,7 +315,7 @@ pub fn train_base<B: AutodiffBackend>(
         detail: e.to_string(),
     })?;
     state.done = true;
-    save(&model, &optim, &state)?;
+    run.checkpoint(stage, &state, &model, &optim)?;
     run.log(&serde_json::json!({
         "stage": stage.name(), "event": "done", "step": state.step,
         "elapsed_s": state.elapsed_s, "samples": state.samples,

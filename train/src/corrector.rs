@@ -10,9 +10,7 @@
 
 use std::time::Instant;
 
-use burn::module::Module;
-use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
-use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder, Recorder};
+use burn::optim::{GradientsParams, Optimizer};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Tensor, TensorData};
 use segvol_core::{Prompts, SegVol};
@@ -22,10 +20,8 @@ use segvol_sampler::{Click, SamplerConfig};
 
 use crate::config::lr_at;
 use crate::data::{Dataset, Rng, box_prompt, step_seed};
-use crate::run::{Run, Stage, StageState};
+use crate::run::{Run, Stage, adamw};
 use crate::{Progress, TrainError};
-
-type Rec = NamedMpkFileRecorder<FullPrecisionSettings>;
 
 /// One cached sample: what the frozen model says once, reused every time it is drawn.
 pub struct Cached<B: Backend> {
@@ -116,33 +112,12 @@ pub fn train_corrector<B: AutodiffBackend>(
     cfg.validate().map_err(TrainError::Model)?;
     // Seeded initial weights: the same run gives the same corrector.
     B::seed(device, run.config.seed ^ 0xC0DE);
-    let mut corrector: GruCorrector<B> = cfg.init(device);
-    let mut optim_cfg = AdamWConfig::new().with_weight_decay(st.weight_decay as f32);
-    if st.grad_clip > 0.0 {
-        optim_cfg = optim_cfg.with_grad_clipping(Some(
-            burn::grad_clipping::GradientClippingConfig::Norm(st.grad_clip as f32),
-        ));
-    }
-    let mut optim = optim_cfg.init::<B, GruCorrector<B>>();
-    let mut state = StageState::default();
-    let ck = run.checkpoint_dir(stage);
-    if let Some(s) = run.state(stage) {
-        let rec = Rec::new();
-        corrector = corrector
-            .load_file(ck.join("model"), &rec, device)
-            .map_err(|e| TrainError::Io {
-                path: ck.join("model.mpk"),
-                detail: e.to_string(),
-            })?;
-        let orec = rec
-            .load(ck.join("optim"), device)
-            .map_err(|e| TrainError::Io {
-                path: ck.join("optim.mpk"),
-                detail: e.to_string(),
-            })?;
-        optim = optim.load_record(orec);
-        state = s;
-    }
+    let (mut corrector, mut optim, mut state) = run.resume(
+        stage,
+        cfg.init::<B>(device),
+        adamw::<B, GruCorrector<B>>(st.weight_decay, st.grad_clip),
+        device,
+    )?;
     let grid = base.image_size();
     let mut cache_progress = |i: usize, n: usize| {
         let _ = progress(&Progress {
@@ -178,26 +153,6 @@ pub fn train_corrector<B: AutodiffBackend>(
         consistency: st.consistency,
         ..LossWeights::default()
     };
-    let save =
-        |c: &GruCorrector<B>,
-         o: &burn::optim::adaptor::OptimizerAdaptor<burn::optim::AdamW, GruCorrector<B>, B>,
-         state: &StageState|
-         -> Result<(), TrainError> {
-            run.save_checkpoint(stage, state, |dir| {
-                let rec = Rec::new();
-                c.clone()
-                    .save_file(dir.join("model"), &rec)
-                    .map_err(|e| TrainError::Io {
-                        path: dir.join("model.mpk"),
-                        detail: e.to_string(),
-                    })?;
-                rec.record(o.to_record(), dir.join("optim"))
-                    .map_err(|e| TrainError::Io {
-                        path: dir.join("optim.mpk"),
-                        detail: e.to_string(),
-                    })
-            })
-        };
     let started = Instant::now();
     let base_elapsed = state.elapsed_s;
     while state.step < st.steps {
@@ -284,7 +239,7 @@ pub fn train_corrector<B: AutodiffBackend>(
             message: None,
         });
         if !go_on {
-            save(&corrector, &optim, &state)?;
+            run.checkpoint(stage, &state, &corrector, &optim)?;
             return Err(TrainError::Stopped {
                 stage: stage.name(),
                 step: state.step,
@@ -294,7 +249,7 @@ pub fn train_corrector<B: AutodiffBackend>(
             .max_minutes
             .is_some_and(|m| started.elapsed().as_secs_f64() > m * 60.0);
         if state.step.is_multiple_of(st.checkpoint_every) || state.step == st.steps || out_of_time {
-            save(&corrector, &optim, &state)?;
+            run.checkpoint(stage, &state, &corrector, &optim)?;
         }
         if out_of_time {
             break;
@@ -306,7 +261,7 @@ pub fn train_corrector<B: AutodiffBackend>(
         detail: e.to_string(),
     })?;
     state.done = true;
-    save(&corrector, &optim, &state)?;
+    run.checkpoint(stage, &state, &corrector, &optim)?;
     run.log(&serde_json::json!({
         "stage": stage.name(), "event": "done", "step": state.step,
         "elapsed_s": state.elapsed_s, "samples": state.samples,

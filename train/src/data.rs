@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 
 use segvol_core::pipeline::{foreground_box, foreground_normalize, min_max};
 use segvol_core::resize::{ResizeMode, resize};
+use segvol_core::zoom::sub_block;
 use segvol_eval::protocol::Box3;
 use segvol_eval::rng::Mt19937;
 use segvol_io::{AnyVolume, ChallengeCase};
@@ -510,40 +511,6 @@ pub struct Sample {
     pub positive: bool,
 }
 
-/// Reads `out` voxels of `data` (shape `dims`) starting at `lo` (may be negative or run past
-/// the end: zeros there).
-fn block<T: Copy + Default>(
-    data: &[T],
-    dims: [usize; 3],
-    lo: [isize; 3],
-    out: [usize; 3],
-) -> Vec<T> {
-    let mut v = vec![T::default(); out.iter().product()];
-    for z in 0..out[0] {
-        let sz = lo[0] + z as isize;
-        if sz < 0 || sz as usize >= dims[0] {
-            continue;
-        }
-        for y in 0..out[1] {
-            let sy = lo[1] + y as isize;
-            if sy < 0 || sy as usize >= dims[1] {
-                continue;
-            }
-            let x0 = lo[2].max(0);
-            let x1 = (lo[2] + out[2] as isize).min(dims[2] as isize);
-            if x0 >= x1 {
-                continue;
-            }
-            let src = (sz as usize * dims[1] + sy as usize) * dims[2];
-            let dst = (z * out[1] + y) * out[2];
-            let n = (x1 - x0) as usize;
-            let d0 = (x0 - lo[2]) as usize;
-            v[dst + d0..dst + d0 + n].copy_from_slice(&data[src + x0 as usize..src + x1 as usize]);
-        }
-    }
-    v
-}
-
 fn flip_axis<T: Copy>(v: &mut [T], dims: [usize; 3], axis: usize) {
     let [d, h, w] = dims;
     let idx = |z: usize, y: usize, x: usize| (z * h + y) * w + x;
@@ -617,8 +584,8 @@ impl Dataset {
                     -(((ext[a] - dims[a]) / 2) as isize)
                 }
             });
-            let img = block(&case.image, dims, lo, ext);
-            let lab = block(&case.labels, dims, lo, ext);
+            let img = sub_block(&case.image, dims, lo, ext);
+            let lab = sub_block(&case.labels, dims, lo, ext);
             let m: Vec<f32> = lab
                 .iter()
                 .map(|&l| f32::from(u8::from(l == class.label)))
@@ -694,14 +661,6 @@ pub fn box_prompt(gt: &[bool], dims: [usize; 3], rng: &mut Rng) -> [f32; 6] {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn block_pads_with_zeros_outside() {
-        // 1×2×3 volume 1..=6, read a 1×3×4 block from (0,-1,-1).
-        let data: Vec<u8> = (1..=6).collect();
-        let b = block(&data, [1, 2, 3], [0, -1, -1], [1, 3, 4]);
-        assert_eq!(b, vec![0, 0, 0, 0, 0, 1, 2, 3, 0, 4, 5, 6]);
-    }
 
     #[test]
     fn flips_reverse_one_axis() {

@@ -16,6 +16,11 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use burn::module::AutodiffModule;
+use burn::optim::adaptor::OptimizerAdaptor;
+use burn::optim::{AdamW, AdamWConfig, Optimizer};
+use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder, Recorder};
+use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
 
 use crate::TrainError;
@@ -75,6 +80,22 @@ pub struct StageState {
     /// Whether the stage is complete (its final weights exist).
     pub done: bool,
 }
+
+/// AdamW with a weight decay and, when `grad_clip > 0`, clipping by global norm.
+pub fn adamw<B: AutodiffBackend, M: AutodiffModule<B>>(
+    weight_decay: f64,
+    grad_clip: f64,
+) -> OptimizerAdaptor<AdamW, M, B> {
+    let mut c = AdamWConfig::new().with_weight_decay(weight_decay as f32);
+    if grad_clip > 0.0 {
+        c = c.with_grad_clipping(Some(burn::grad_clipping::GradientClippingConfig::Norm(
+            grad_clip as f32,
+        )));
+    }
+    c.init()
+}
+
+type Rec = NamedMpkFileRecorder<FullPrecisionSettings>;
 
 /// An open run folder.
 #[derive(Debug)]
@@ -206,6 +227,64 @@ impl Run {
     pub fn state(&self, stage: Stage) -> Option<StageState> {
         let text = std::fs::read_to_string(self.checkpoint_dir(stage).join("state.json")).ok()?;
         serde_json::from_str(&text).ok()
+    }
+
+    /// The stage's model, optimiser and state from its checkpoint, when it has one (else the
+    /// given ones and a fresh state).
+    ///
+    /// # Errors
+    /// [`TrainError::Io`] naming the checkpoint file that does not load.
+    pub fn resume<B, M, O>(
+        &self,
+        stage: Stage,
+        model: M,
+        optim: O,
+        device: &B::Device,
+    ) -> Result<(M, O, StageState), TrainError>
+    where
+        B: AutodiffBackend,
+        M: AutodiffModule<B>,
+        O: Optimizer<M, B>,
+    {
+        let Some(state) = self.state(stage) else {
+            return Ok((model, optim, StageState::default()));
+        };
+        let ck = self.checkpoint_dir(stage);
+        let rec = Rec::new();
+        let model = model
+            .load_file(ck.join("model"), &rec, device)
+            .map_err(|e| io_err(&ck.join("model.mpk"), e))?;
+        let orec = rec
+            .load(ck.join("optim"), device)
+            .map_err(|e| io_err(&ck.join("optim.mpk"), e))?;
+        Ok((model, optim.load_record(orec), state))
+    }
+
+    /// Writes `model`, `optim` and `state` as the stage's checkpoint ([`Run::save_checkpoint`]).
+    ///
+    /// # Errors
+    /// [`TrainError::Io`].
+    pub fn checkpoint<B, M, O>(
+        &self,
+        stage: Stage,
+        state: &StageState,
+        model: &M,
+        optim: &O,
+    ) -> Result<(), TrainError>
+    where
+        B: AutodiffBackend,
+        M: AutodiffModule<B>,
+        O: Optimizer<M, B>,
+    {
+        self.save_checkpoint(stage, state, |dir| {
+            let rec = Rec::new();
+            model
+                .clone()
+                .save_file(dir.join("model"), &rec)
+                .map_err(|e| io_err(&dir.join("model.mpk"), e))?;
+            rec.record(optim.to_record(), dir.join("optim"))
+                .map_err(|e| io_err(&dir.join("optim.mpk"), e))
+        })
     }
 
     /// Replaces the stage's checkpoint: `write` fills a fresh folder, which then takes the
