@@ -179,7 +179,7 @@ impl<B: Backend> Session<'_, B> {
         let img = padded(&roi_img);
         let glob = padded_b(&roi_glob);
         // One window: its box comes from the box cube (from the global prediction when the
-        // request has no box).
+        // request has no box). Several: from the global prediction, else the box cube.
         let cube = if crop_box.is_some() {
             padded_b(&sub_block(&box_cube, cd, rlo.map(|v| v as isize), rd))
         } else {
@@ -209,11 +209,21 @@ impl<B: Backend> Session<'_, B> {
                     );
                     let emb = self.model().embed(t);
                     let src = if total == 1 { &cube } else { &glob };
-                    let wmask = sub_block(src, pd, s.map(|v| v as isize), grid);
-                    // An empty window gives [-1; 6], fed unchanged (quirk of the reference).
-                    let wbox = mask_box(&wmask, grid).map_or([-1.0; 6], |(lo, hi)| {
-                        [lo[0], lo[1], lo[2], hi[0], hi[1], hi[2]].map(|v| v as f32)
-                    });
+                    let at = s.map(|v| v as isize);
+                    // A window where the global pass found nothing takes the user's box
+                    // clipped to the window (a deliberate difference: the reference feeds
+                    // [-1; 6] there, which tells the model "nothing here" exactly where the
+                    // user's box says there is something, and a weak global pass then empties
+                    // the whole zoom-in). A window outside the box still gets [-1; 6].
+                    let wbox = mask_box(&sub_block(src, pd, at, grid), grid)
+                        .or_else(|| {
+                            (total > 1 && crop_box.is_some())
+                                .then(|| mask_box(&sub_block(&cube, pd, at, grid), grid))
+                                .flatten()
+                        })
+                        .map_or([-1.0; 6], |(lo, hi)| {
+                            [lo[0], lo[1], lo[2], hi[0], hi[1], hi[2]].map(|v| v as f32)
+                        });
                     let points = clicks_padded
                         .iter()
                         .filter_map(|(c, fg)| {
