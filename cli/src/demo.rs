@@ -40,7 +40,7 @@ const SAMPLE_NAMES: [&str; 14] = [
 
 /// The structure the demo segments unless told otherwise.
 /// (A mid-sized muscle, typical of what the shipped model does: 0.55 after the box, 0.69
-/// after 3 clicks. On the vertebrae of this MR it does worst: 0.36 and 0.33; see
+/// after 3 clicks. On the vertebrae of this MR it does worst: 0.36 and 0.20; see
 /// docs/model-card.md for every class.)
 const DEFAULT_CLASS: &str = "autochthon_right";
 
@@ -63,6 +63,11 @@ pub struct DemoArgs {
     /// Leave the GRU corrector out (clicks only become point prompts).
     #[arg(long)]
     pub no_corrector: bool,
+    /// Prompt feedback (GRU_CORRECTION.md §6): up to this many corrected voxels go back to
+    /// SegVol as point prompts after each correction; 0 = the corrector's write-back alone.
+    /// The default, 10, is the variant that validated best (docs/model-card.md).
+    #[arg(long, default_value_t = 10)]
+    pub feedback: usize,
     /// Skip SegVol's zoom-in (faster, coarser).
     #[arg(long)]
     pub no_zoom_in: bool,
@@ -99,6 +104,7 @@ struct Demo {
     boxes: Vec<Box3>,
     clicks: usize,
     zoom_in: bool,
+    feedback: usize,
 }
 
 impl BackendTask for Demo {
@@ -107,8 +113,14 @@ impl BackendTask for Demo {
         let bar = spinner();
         let (model, corrector) = self.files.load::<B>(&bar, device)?;
         bar.set_message("segmenting");
-        let mut p =
-            SegVolPredictor::new(&model, corrector.as_ref(), device).with_zoom_in(self.zoom_in);
+        let feedback = if corrector.is_some() {
+            self.feedback
+        } else {
+            0
+        };
+        let mut p = SegVolPredictor::new(&model, corrector.as_ref(), device)
+            .with_zoom_in(self.zoom_in)
+            .with_feedback(feedback);
         let mut rec = Recording {
             inner: &mut p,
             masks: Vec::new(),
@@ -214,7 +226,11 @@ pub fn run(a: &DemoArgs) -> Result<()> {
                 .map(|w| w.display().to_string())
                 .unwrap_or_default()
         },
-        if with_corrector { "on" } else { "off" },
+        match (with_corrector, a.feedback) {
+            (false, _) => "off".to_string(),
+            (true, 0) => "on".to_string(),
+            (true, m) => format!("on, prompt feedback of up to {m} points"),
+        },
         if a.no_zoom_in { "off" } else { "on" }
     );
     let (r, masks) = dispatch(
@@ -228,6 +244,7 @@ pub fn run(a: &DemoArgs) -> Result<()> {
             boxes: vec![boxes[class - 1]],
             clicks: a.clicks,
             zoom_in: !a.no_zoom_in,
+            feedback: a.feedback,
         },
     )?;
     std::fs::create_dir_all(&a.out)

@@ -27,7 +27,7 @@ fn shipped_weights_load_strictly() {
 
 /// The shipped sample (validation split: never trained on), autochthon_right (label 13, what
 /// `segvol demo` segments), through the CVPR25 protocol with zoom-in: box, then 3 clicks, with
-/// the shipped corrector.
+/// the shipped corrector and prompt feedback of 10 points (the demo's default).
 #[test]
 fn shipped_model_keeps_its_recorded_dsc_on_a_held_out_case() {
     let case = ChallengeCase::read(
@@ -53,7 +53,9 @@ fn shipped_model_keeps_its_recorded_dsc_on_a_held_out_case() {
     let device = Default::default();
     let (model, _) = segvol_models::segvol::<Flex>(&device).expect("segvol");
     let corrector = segvol_models::corrector::<Flex>(&device).expect("corrector");
-    let mut p = SegVolPredictor::new(&model, Some(&corrector), &device).with_zoom_in(true);
+    let mut p = SegVolPredictor::new(&model, Some(&corrector), &device)
+        .with_zoom_in(true)
+        .with_feedback(10);
     let r = run_case(
         &mut p,
         &image,
@@ -77,6 +79,6 @@ fn shipped_model_keeps_its_recorded_dsc_on_a_held_out_case() {
     }
 }
 
-/// DSC after the box and clicks 1..3 at shipping time (0.5462, 0.5512, 0.6817, 0.6873 from
+/// DSC after the box and clicks 1..3 at shipping time (0.54617, 0.55990, 0.53846, 0.68799 from
 /// `segvol demo`), rounded down to 3 decimals.
-const RECORDED: [f64; 4] = [0.546, 0.551, 0.681, 0.687];
+const RECORDED: [f64; 4] = [0.546, 0.559, 0.538, 0.687];
