@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use segvol_core::pipeline::{foreground_box, foreground_normalize, min_max};
 use segvol_core::resize::{ResizeMode, resize};
-use segvol_core::zoom::sub_block;
+use segvol_core::zoom::{mask_box, sub_block};
 use segvol_eval::protocol::Box3;
 use segvol_eval::rng::Mt19937;
 use segvol_io::{AnyVolume, ChallengeCase};
@@ -351,15 +351,11 @@ impl Case {
         let (raw, labels, dims, _) = read_image_and_labels(path)?;
         let norm = min_max(&foreground_normalize(&raw));
         let (mut lo, mut hi) = foreground_box(&norm, dims);
-        for (i, _) in labels.iter().enumerate().filter(|(_, l)| **l > 0) {
-            let p = [
-                i / (dims[1] * dims[2]),
-                (i / dims[2]) % dims[1],
-                i % dims[2],
-            ];
+        let labelled: Vec<bool> = labels.iter().map(|&l| l > 0).collect();
+        if let Some((l0, l1)) = mask_box(&labelled, dims) {
             for a in 0..3 {
-                lo[a] = lo[a].min(p[a]);
-                hi[a] = hi[a].max(p[a] + 1);
+                lo[a] = lo[a].min(l0[a]);
+                hi[a] = hi[a].max(l1[a] + 1);
             }
         }
         let cd = [0, 1, 2].map(|a| hi[a] - lo[a]);
@@ -629,7 +625,7 @@ impl Dataset {
 /// side then grows by 0–2 voxels. An empty mask gives `[-1; 6]`, which is what SegVol's
 /// zoom-in feeds for a window with nothing in it (SEGVOL.md §9.3).
 pub fn box_prompt(gt: &[bool], dims: [usize; 3], rng: &mut Rng) -> [f32; 6] {
-    let Some((mut lo, mut hi)) = segvol_core::zoom::mask_box(gt, dims) else {
+    let Some((mut lo, mut hi)) = mask_box(gt, dims) else {
         return [-1.0; 6];
     };
     if rng.chance(0.5) {
@@ -643,7 +639,7 @@ pub fn box_prompt(gt: &[bool], dims: [usize; 3], rng: &mut Rng) -> [f32; 6] {
             .collect();
         let zm = zs[zs.len() / 2];
         let slice = &gt[zm * dims[1] * dims[2]..(zm + 1) * dims[1] * dims[2]];
-        if let Some((l2, h2)) = segvol_core::zoom::mask_box(slice, [1, dims[1], dims[2]]) {
+        if let Some((l2, h2)) = mask_box(slice, [1, dims[1], dims[2]]) {
             lo[1] = l2[1];
             lo[2] = l2[2];
             hi[1] = h2[1];
