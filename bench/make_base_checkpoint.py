@@ -4,15 +4,17 @@ shared/docs/SEGVOL.md section 11.3 with its exact shape and dtype (random float3
 position_ids), written as HF's `pytorch_model.bin` (torch.save, zip) and as `model.safetensors`.
 Used to time weight loading at full size (`segvol convert`, `segvol bench`) and to check that the
 strict loader accepts the official key list, where the real 724 MB file cannot be downloaded.
-Never run in CI.
+Without torch (numpy + safetensors only) it writes model.safetensors alone. Never run in CI.
 
     python3 bench/make_base_checkpoint.py OUT_DIR
 """
 import sys
 from pathlib import Path
 
-import torch
-from safetensors.torch import save_file
+try:
+    import torch
+except ImportError:  # numpy + safetensors alone: model.safetensors only
+    torch = None
 
 
 def keys():
@@ -114,8 +116,24 @@ def keys():
 def main():
     out = Path(sys.argv[1] if len(sys.argv) > 1 else "/tmp/segvol_base_random")
     out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(0)
     k = keys()
+    if torch is None:
+        import numpy as np
+        from safetensors.numpy import save_file
+
+        rng = np.random.default_rng(0)
+        sd = {
+            name: (np.arange(77, dtype=np.int64).reshape(1, 77) if name.endswith("position_ids")
+                   else (rng.standard_normal(shape, dtype=np.float32) * 0.02))
+            for name, shape in k.items()
+        }
+        print(f"{len(sd)} tensors")
+        save_file(sd, str(out / "model.safetensors"))
+        print("model.safetensors", (out / "model.safetensors").stat().st_size, "bytes")
+        return
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
     sd = {}
     for name, shape in k.items():
         if name.endswith("position_ids"):

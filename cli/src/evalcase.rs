@@ -27,6 +27,20 @@ pub struct EvalArgs {
     /// Output folder of a --data run.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// With --data: ground truth from this folder (`gts` in an npz of the same name, the
+    /// official validation layout) instead of each case's own `gts`.
+    #[arg(long, requires = "data")]
+    pub gt_dir: Option<PathBuf>,
+    /// With --data: keep every step's prediction as RUN_DIR/masks/<variant>/<case>.npz
+    /// (`segs` = last step, `all_segs` = every step, as the official evaluator stores them).
+    #[arg(long, requires = "data")]
+    pub save_masks: bool,
+    /// With --data: score an external predictor instead of our model. The command runs
+    /// (`sh -c`) once per step in a workspace with `inputs/<case>.npz` (boxes, clicks,
+    /// clicks_order, prev_pred as the official evaluator writes them) and must write
+    /// `outputs/<case>.npz` with `segs`, exactly as a challenge container's `predict.sh`.
+    #[arg(long, requires = "data", conflicts_with_all = ["compare", "feedback", "corrector", "zoom_in"])]
+    pub predict_cmd: Option<String>,
     /// With --data: only these cases (file stems, comma-separated).
     #[arg(long, value_delimiter = ',')]
     pub cases: Option<Vec<String>>,

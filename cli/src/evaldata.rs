@@ -10,13 +10,15 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use segvol_backends::{Backend, BackendTask, dispatch};
+use segvol_eval::protocol::Predictor;
 use segvol_eval::protocol::{CaseResult, ProtocolOptions, csv_header, csv_row, run_case};
-use segvol_interactive::SegVolPredictor;
-use segvol_train::plot::{StepSeries, steps_png};
+use segvol_interactive::{ExternalPredictor, Recording, SegVolPredictor};
+use segvol_io::npy::{NpyArray, NpyData};
+use segvol_train::plot::{StepSeries, steps_png, steps_svg};
 use segvol_train::run::write_atomic;
 use serde_json::json;
 
-use crate::case::{ModelFiles, read_case};
+use crate::case::{CaseInput, ModelFiles, read_case};
 use crate::evalcase::{EvalArgs, variants};
 
 /// The cases of `dir` this run takes: sorted, filtered by `--cases`, then by `--shard I/N`.
@@ -77,10 +79,114 @@ struct Dataset {
     feedback: usize,
     zoom_in: bool,
     opts: ProtocolOptions,
+    gt_dir: Option<PathBuf>,
+    masks: Option<PathBuf>,
 }
 
 /// Per variant: (name, per case: (case file name, result)).
 type Results = Vec<(&'static str, Vec<(String, CaseResult)>)>;
+
+/// A case ready for the protocol: its file name, the input, the GT labels, and whether the GT
+/// came from the case file itself (the official loop then passes `gts` on to the predictor).
+struct Loaded {
+    name: String,
+    case: CaseInput,
+    gts: Vec<u8>,
+    gts_in_case: bool,
+}
+
+/// Reads `path` and its ground truth: from `gt_dir/<same name>` (`gts`, as the official
+/// validation layout keeps it) when given, otherwise from the case's own `gts`.
+fn load(path: &Path, gt_dir: Option<&Path>) -> Result<Loaded> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let case = read_case(path)?;
+    let (gts, gts_in_case) = match gt_dir {
+        Some(dir) => {
+            let gp = dir.join(&name);
+            let g = segvol_io::read_labels(&gp, Some("gts"))?;
+            if g.dims != case.dims {
+                bail!(
+                    "{}: `gts` has shape {:?}, the image {} has {:?}",
+                    gp.display(),
+                    g.dims,
+                    path.display(),
+                    case.dims
+                );
+            }
+            (g.data, false)
+        }
+        None => {
+            let g = case.gts.as_ref().with_context(|| {
+                format!(
+                    "{}: no `gts` (give --gt-dir for a separate GT folder)",
+                    path.display()
+                )
+            })?;
+            (g.data.clone(), true)
+        }
+    };
+    Ok(Loaded {
+        name,
+        case,
+        gts,
+        gts_in_case,
+    })
+}
+
+fn progress(len: usize) -> ProgressBar {
+    let bar = ProgressBar::new(len as u64);
+    bar.set_style(
+        ProgressStyle::with_template("[{bar:30}] {pos}/{len} {msg} (ETA {eta})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar
+}
+
+/// Runs one variant on one case, saving its masks under `masks/<variant>/` when asked (the
+/// official evaluator's record: `segs` = the last step, `all_segs` = every step).
+fn run_one(
+    p: &mut dyn Predictor,
+    l: &Loaded,
+    opts: ProtocolOptions,
+    masks: Option<&Path>,
+    variant: &str,
+) -> Result<CaseResult> {
+    let c = &l.case;
+    let mut rec = Recording::new(p);
+    let r = run_case(
+        &mut rec,
+        &c.image,
+        &l.gts,
+        c.dims,
+        c.spacing,
+        c.boxes.as_deref(),
+        opts,
+    )
+    .with_context(|| format!("evaluating {}", l.name))?;
+    if let Some(dir) = masks {
+        let dir = dir.join(variant.replace('+', "_"));
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("{}: cannot create", dir.display()))?;
+        let n: usize = c.dims.iter().product();
+        let last = rec.masks.last().cloned().unwrap_or_else(|| vec![0; n]);
+        let mut shape = vec![rec.masks.len()];
+        shape.extend(c.dims);
+        let all = NpyArray {
+            shape,
+            data: NpyData::U8(rec.masks.concat()),
+        };
+        let segs = NpyArray {
+            shape: c.dims.to_vec(),
+            data: NpyData::U8(last),
+        };
+        segvol_io::write_npz(dir.join(&l.name), &[("segs", &segs), ("all_segs", &all)])?;
+    }
+    Ok(r)
+}
 
 impl BackendTask for Dataset {
     type Output = Result<Results>;
@@ -88,44 +194,60 @@ impl BackendTask for Dataset {
         let hidden = ProgressBar::hidden();
         let (model, corrector) = self.files.load::<B>(&hidden, device)?;
         let vs = variants(corrector.as_ref(), self.compare, self.feedback);
-        let bar = ProgressBar::new((self.cases.len() * vs.len()) as u64);
-        bar.set_style(
-            ProgressStyle::with_template("[{bar:30}] {pos}/{len} {msg} (ETA {eta})")
-                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                .progress_chars("=> "),
-        );
+        let bar = progress(self.cases.len() * vs.len());
         let mut out: Results = vs.iter().map(|v| (v.0, Vec::new())).collect();
         for path in &self.cases {
-            let name = path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let c = read_case(path)?;
-            let gts = c
-                .gts
-                .with_context(|| format!("{}: no `gts`", path.display()))?;
+            let l = load(path, self.gt_dir.as_deref())?;
             for (k, (vname, corr, feedback)) in vs.iter().enumerate() {
-                bar.set_message(format!("{name} ({vname})"));
+                bar.set_message(format!("{} ({vname})", l.name));
                 let mut p = SegVolPredictor::new(&model, *corr, device)
                     .with_zoom_in(self.zoom_in)
                     .with_feedback(*feedback);
-                let r = run_case(
-                    &mut p,
-                    &c.image,
-                    &gts.data,
-                    c.dims,
-                    c.spacing,
-                    c.boxes.as_deref(),
-                    self.opts,
-                )
-                .with_context(|| format!("evaluating {}", path.display()))?;
-                out[k].1.push((name.clone(), r));
+                let r = run_one(&mut p, &l, self.opts, self.masks.as_deref(), vname)?;
+                out[k].1.push((l.name.clone(), r));
                 bar.inc(1);
             }
         }
         bar.finish_and_clear();
         Ok(out)
     }
+}
+
+/// `--predict-cmd`: the command as the model, one workspace per case under `out/.work`.
+fn run_external(
+    cmd: &str,
+    cases: &[PathBuf],
+    gt_dir: Option<&Path>,
+    out: &Path,
+    opts: ProtocolOptions,
+    masks: Option<&Path>,
+) -> Result<Results> {
+    let bar = progress(cases.len());
+    let mut rows = Vec::new();
+    let work_root = out.join(".work");
+    for path in cases {
+        let l = load(path, gt_dir)?;
+        bar.set_message(l.name.clone());
+        let work = work_root.join(path.file_stem().unwrap_or_default());
+        let mut p = ExternalPredictor::new(cmd, &work, path, l.gts_in_case)?;
+        let r = run_one(&mut p, &l, opts, masks, "external")?;
+        for run in &p.runs {
+            if !run.wrote_output {
+                bar.suspend(|| {
+                    eprintln!(
+                        "warning: {} step {}: the command wrote no outputs/{} (exit {:?}); \
+                         scored as the previous file or zeros, as the official loop does",
+                        l.name, run.step, l.name, run.exit_code
+                    );
+                });
+            }
+        }
+        rows.push((l.name.clone(), r));
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    std::fs::remove_dir_all(&work_root).ok();
+    Ok(vec![("external", rows)])
 }
 
 fn mean_sd(v: &[f64]) -> (f64, f64) {
@@ -156,20 +278,34 @@ pub fn run(args: &EvalArgs, dir: &Path, files: ModelFiles) -> Result<()> {
     };
     let cases = select_cases(dir, args.cases.as_deref(), args.shard.as_deref())?;
     std::fs::create_dir_all(out).with_context(|| format!("{}: cannot create", out.display()))?;
-    let results = dispatch(
-        args.model.backend()?,
-        Dataset {
-            files,
-            cases: cases.clone(),
-            compare: args.compare,
-            feedback: args.feedback,
-            zoom_in: args.zoom_in,
-            opts: ProtocolOptions {
-                click_steps: args.steps,
-                ..ProtocolOptions::default()
+    let opts = ProtocolOptions {
+        click_steps: args.steps,
+        ..ProtocolOptions::default()
+    };
+    let masks = args.save_masks.then(|| out.join("masks"));
+    let results = match &args.predict_cmd {
+        Some(cmd) => run_external(
+            cmd,
+            &cases,
+            args.gt_dir.as_deref(),
+            out,
+            opts,
+            masks.as_deref(),
+        )?,
+        None => dispatch(
+            args.model.backend()?,
+            Dataset {
+                files,
+                cases: cases.clone(),
+                compare: args.compare,
+                feedback: args.feedback,
+                zoom_in: args.zoom_in,
+                opts,
+                gt_dir: args.gt_dir.clone(),
+                masks,
             },
-        },
-    )?;
+        )?,
+    };
     let steps = args.steps + 1;
     let main = results.len() - 1;
     let mut summary_variants = Vec::new();
@@ -228,13 +364,21 @@ pub fn run(args: &EvalArgs, dir: &Path, files: ModelFiles) -> Result<()> {
         "command": std::env::args().collect::<Vec<_>>(),
         "segvol_version": env!("CARGO_PKG_VERSION"),
         "data": dir, "cases": cases.len(), "shard": args.shard, "steps": steps,
-        "zoom_in": args.zoom_in,
+        "zoom_in": args.zoom_in, "gt_dir": args.gt_dir, "predict_cmd": args.predict_cmd,
         "variants": summary_variants,
     });
     let text = serde_json::to_string_pretty(&summary)?;
     write_atomic(&out.join("summary.json"), text.as_bytes())?;
     steps_png(
         &out.join("dsc_per_click.png"),
+        &format!(
+            "{} cases: mean per step (band: ±1 SD over cases)",
+            cases.len()
+        ),
+        &dsc_series,
+    )?;
+    steps_svg(
+        &out.join("dsc_per_click.svg"),
         &format!(
             "{} cases: mean per step (band: ±1 SD over cases)",
             cases.len()
@@ -260,7 +404,7 @@ pub fn run(args: &EvalArgs, dir: &Path, files: ModelFiles) -> Result<()> {
         );
     }
     out!(
-        "wrote {}/metrics.csv, summary.json, dsc_per_click.png",
+        "wrote {}/metrics.csv, summary.json, dsc_per_click.png/.svg",
         out.display()
     );
     Ok(())

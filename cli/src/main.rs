@@ -24,6 +24,7 @@ mod forward;
 mod info;
 mod predict;
 mod preview;
+mod report;
 mod sample;
 mod segment;
 mod train;
@@ -61,6 +62,9 @@ enum Command {
     /// Run SegVol (optionally with the GRU corrector) through the CVPR 2025 click protocol on a
     /// case with ground truth: DSC/NSD per step, AUCs, timings.
     Eval(evalcase::EvalArgs),
+    /// Merge the shards of an `eval --data` run (--merge), or compare runs: a table and one
+    /// plot of DSC per step.
+    Report(report::ReportArgs),
     /// The CVPR 2025 challenge entry point: segment every class of every .npz in a folder
     /// (boxes, clicks, prev_pred as the evaluator passes them) and write its `segs`.
     Predict(predict::PredictArgs),
@@ -87,6 +91,7 @@ fn main() -> ExitCode {
         Command::Eval(a) => evalcase::run(&a),
         Command::Forward(a) => forward::run(&a),
         Command::Predict(a) => predict::run(&a),
+        Command::Report(a) => report::run(&a),
         Command::Convert(a) => convert::run(&a),
         Command::Bench(a) => bench::run(&a),
         Command::Train(a) => train::run(&a),

@@ -1053,3 +1053,171 @@ fn nan_voxels_are_refused_with_the_file_named() {
     );
     assert!(!out.exists());
 }
+
+#[test]
+fn eval_with_gt_dir_masks_report_and_an_external_predictor() {
+    let w = shared().join("fixtures/segvol_tiny/weights.safetensors");
+    let w = w.to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let names = ["ct_kidney_right", "mr_abdomen_multi3"];
+    // The official validation layout: cases without `gts`, the GT in a folder of its own.
+    let (cases, gts) = (dir.path().join("imgs"), dir.path().join("gts"));
+    std::fs::create_dir_all(&cases).unwrap();
+    std::fs::create_dir_all(&gts).unwrap();
+    for n in names {
+        let mut c =
+            segvol_io::ChallengeCase::read(shared().join(format!("data/npz/{n}.npz"))).unwrap();
+        let g = segvol_io::ChallengeCase {
+            imgs: None,
+            gts: c.gts.take(),
+            prev_pred: None,
+            segs: None,
+            spacing: None,
+            boxes: None,
+            clicks: None,
+            clicks_order: None,
+            keys: vec!["gts".into()],
+        };
+        c.keys.retain(|k| k != "gts");
+        c.write(cases.join(format!("{n}.npz"))).unwrap();
+        g.write(gts.join(format!("{n}.npz"))).unwrap();
+    }
+    let p = |x: &Path| x.to_str().unwrap().to_string();
+    let eval = |out: &Path, data: &Path, extra: &[&str]| {
+        let mut a: Vec<String> = ["eval", "--data", &p(data), "--out", &p(out)]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        a.extend(extra.iter().map(|s| s.to_string()));
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        segvol(&a)
+    };
+    let metric_cols = |out: &Path| -> Vec<String> {
+        // Everything but the running times (columns 1..=7).
+        std::fs::read_to_string(out.join("metrics.csv"))
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let c: Vec<&str> = l.split(',').collect();
+                [&c[..1], &c[8..]].concat().join(",")
+            })
+            .collect()
+    };
+    let model = ["--weights", w, "--config", "tiny", "--zoom-in"];
+    let (inproc, ext, sep) = (
+        dir.path().join("inproc"),
+        dir.path().join("ext"),
+        dir.path().join("sep"),
+    );
+    let mut a = model.to_vec();
+    a.extend([
+        "--cases",
+        "ct_kidney_right,mr_abdomen_multi3",
+        "--save-masks",
+    ]);
+    let (code, _, err) = eval(&inproc, &shared().join("data/npz"), &a);
+    assert_eq!(code, 0, "{err}");
+    // The same run with the GT from the separate folder gives the same numbers.
+    let mut a = model.to_vec();
+    a.extend(["--gt-dir", gts.to_str().unwrap()]);
+    let (code, _, err) = eval(&sep, &cases, &a);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(metric_cols(&sep), metric_cols(&inproc));
+    // Without --gt-dir those cases have no GT: a clear error.
+    let (code, _, err) = eval(&dir.path().join("nogt"), &cases, &model);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("no `gts`") && err.contains("--gt-dir"),
+        "{err}"
+    );
+    // `segvol predict` run as an external command, exactly as the official evaluator runs a
+    // container, scores the same as our in-process runner: same model, same protocol.
+    let cmd = format!(
+        "{} predict --input-dir inputs --output-dir outputs --weights {w} --config tiny",
+        env!("CARGO_BIN_EXE_segvol")
+    );
+    let (code, _, err) = eval(
+        &ext,
+        &cases,
+        &[
+            "--gt-dir",
+            gts.to_str().unwrap(),
+            "--predict-cmd",
+            &cmd,
+            "--save-masks",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(metric_cols(&ext), metric_cols(&inproc));
+    assert!(ext.join("dsc_per_click.svg").is_file());
+    assert!(!ext.join(".work").exists(), "workspaces are removed");
+    // Saved masks: `segs` = the last step of `all_segs`, both runs alike.
+    let a = segvol_io::read_npz(inproc.join("masks/segvol/mr_abdomen_multi3.npz")).unwrap();
+    let b = segvol_io::read_npz(ext.join("masks/external/mr_abdomen_multi3.npz")).unwrap();
+    assert_eq!(a, b);
+    let all = &a.iter().find(|(k, _)| k == "all_segs").unwrap().1;
+    let segs = &a.iter().find(|(k, _)| k == "segs").unwrap().1;
+    assert_eq!(all.shape[0], 6);
+    assert_eq!(&all.shape[1..], &segs.shape[..]);
+    // A predictor that writes nothing scores zeros (the official rule) with a warning.
+    let none = dir.path().join("none");
+    let (code, _, err) = eval(
+        &none,
+        &cases,
+        &["--gt-dir", gts.to_str().unwrap(), "--predict-cmd", "true"],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("wrote no outputs/"), "{err}");
+    let dsc = |out: &Path| -> Vec<f64> {
+        std::fs::read_to_string(out.join("metrics.csv"))
+            .unwrap()
+            .lines()
+            .skip(1)
+            .map(|l| l.split(',').nth(10).unwrap().parse().unwrap())
+            .collect()
+    };
+    assert_eq!(dsc(&none), [0.0, 0.0]);
+    // Shards merge into the unsharded run's tables.
+    let (s0, s1) = (dir.path().join("s0"), dir.path().join("s1"));
+    for (s, i) in [(&s0, "0/2"), (&s1, "1/2")] {
+        let mut a = model.to_vec();
+        a.extend(["--gt-dir", gts.to_str().unwrap(), "--shard", i]);
+        assert_eq!(eval(s, &cases, &a).0, 0);
+    }
+    let merged = dir.path().join("merged");
+    let (code, _, err) = segvol(&["report", "--merge", &p(&s1), &p(&s0), "--out", &p(&merged)]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(metric_cols(&merged), metric_cols(&sep));
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(merged.join("summary.json")).unwrap())
+            .unwrap();
+    assert_eq!(summary["cases"], 2);
+    assert!(merged.join("dsc_per_click.png").is_file());
+    // One shard alone is refused, naming the missing one.
+    let (code, _, err) = segvol(&[
+        "report",
+        "--merge",
+        &p(&s0),
+        "--out",
+        &p(&dir.path().join("m2")),
+    ]);
+    assert_ne!(code, 0);
+    assert!(err.contains("1/2"), "{err}");
+    // Runs side by side: a table row per run and the plot.
+    let rep = dir.path().join("rep");
+    let (code, out, err) = segvol(&[
+        "report",
+        &p(&inproc),
+        &p(&ext),
+        "--names",
+        "ours,external",
+        "--out",
+        &p(&rep),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("| ours | segvol | 2 |") && out.contains("| external | external | 2 |"),
+        "{out}"
+    );
+    assert!(rep.join("report.png").is_file() && rep.join("report.svg").is_file());
+}

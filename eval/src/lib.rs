@@ -6,6 +6,7 @@ pub mod components;
 pub mod edt;
 pub mod metrics;
 pub mod protocol;
+pub mod report;
 pub mod rng;
 mod surfel_table;
 

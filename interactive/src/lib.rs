@@ -5,7 +5,10 @@
 //! validation).
 #![deny(missing_docs)]
 
+mod external;
 mod predictor;
+
+pub use external::{CommandRun, ExternalError, ExternalPredictor, Recording};
 
 pub use predictor::{
     DecodeOptions, SegVolPredictor, StepLog, click_sequence, corrected_logits, decode,
