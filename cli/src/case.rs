@@ -34,7 +34,8 @@ pub struct CaseInput {
 }
 
 /// Reads `path` and checks every box and click lies inside the image.
-pub fn read_case(path: &Path) -> Result<CaseInput> {
+pub fn read_case(path: &Path, max_voxels: u64) -> Result<CaseInput> {
+    check_voxels(path, max_voxels)?;
     let case = ChallengeCase::read(path)?;
     let p = path.display();
     let imgs = case
@@ -43,7 +44,7 @@ pub fn read_case(path: &Path) -> Result<CaseInput> {
         .with_context(|| format!("{p}: no `imgs`"))?;
     let dims = imgs.dims();
     let volume = imgs.to_f32();
-    check_finite(path, &volume.data)?;
+    segvol_io::check_image(path, dims, &volume.data)?;
     let image: Vec<u8> = match imgs {
         AnyVolume::U8(v) => v.data.clone(),
         _ => volume
@@ -124,20 +125,6 @@ pub fn read_case(path: &Path) -> Result<CaseInput> {
     })
 }
 
-/// Refuses an image with NaN or infinite voxels (they would silently segment as nothing):
-/// the error names the file, the count and the first voxel.
-pub fn check_finite(path: &Path, data: &[f32]) -> Result<()> {
-    let bad = data.iter().filter(|v| !v.is_finite()).count();
-    if let Some(first) = data.iter().position(|v| !v.is_finite()) {
-        bail!(
-            "{}: the image holds {bad} NaN or infinite voxels (the first at flat index {first}); \
-             fix or mask them before segmenting",
-            path.display()
-        );
-    }
-    Ok(())
-}
-
 /// A spinner with elapsed time and a message, ticking on its own.
 pub fn spinner() -> ProgressBar {
     let bar = ProgressBar::new_spinner();
@@ -163,6 +150,27 @@ pub struct ModelArgs {
     /// Backend (default: flex).
     #[arg(long)]
     pub backend: Option<String>,
+    /// Refuse images with more voxels than this, before reading them (the pipeline holds about
+    /// 15 bytes per voxel: docs/reliability.md). The default admits a 1000×512×512 CT.
+    #[arg(long, default_value_t = DEFAULT_MAX_VOXELS)]
+    pub max_voxels: u64,
+}
+
+/// `--max-voxels`' default: 600 million voxels (about 9 GB of pipeline memory).
+pub const DEFAULT_MAX_VOXELS: u64 = 600_000_000;
+
+/// Refuses `path` when its header declares more than `max` voxels.
+pub fn check_voxels(path: &Path, max: u64) -> Result<()> {
+    if let Some(n) = segvol_io::peek_voxels(path)
+        && n > max
+    {
+        bail!(
+            "{}: {n} voxels, more than --max-voxels {max}; crop or resample it, or raise \
+             --max-voxels if this machine has the memory (about 15 bytes per voxel)",
+            path.display()
+        );
+    }
+    Ok(())
 }
 
 impl ModelArgs {
@@ -259,4 +267,21 @@ impl ModelFiles {
         };
         Ok((model, corrector))
     }
+}
+
+/// Refuses an output that is the input itself (the same file, or the same folder for
+/// folder-to-folder commands): writing it would destroy the input.
+pub fn refuse_same(input: &Path, output: &Path, what: &str) -> Result<()> {
+    let same = match (std::fs::canonicalize(input), std::fs::canonicalize(output)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    };
+    if same {
+        bail!(
+            "{}: {what} is the input {}; writing it would destroy the input",
+            output.display(),
+            input.display()
+        );
+    }
+    Ok(())
 }

@@ -78,6 +78,7 @@ impl BackendTask for Convert {
 }
 
 pub fn run(args: &ConvertArgs) -> Result<()> {
+    crate::case::refuse_same(&args.from, &args.to, "--to")?;
     let config = config_named(&args.config)?;
     let ext_ok = args
         .to

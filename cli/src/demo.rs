@@ -172,7 +172,7 @@ pub fn run(a: &DemoArgs) -> Result<()> {
         .map_or("the shipped sample (mr_abdomen)".to_string(), |p| {
             p.display().to_string()
         });
-    let input = read_case(&path).with_context(|| format!("reading {shown}"))?;
+    let input = read_case(&path, u64::MAX).with_context(|| format!("reading {shown}"))?;
     let gts = input
         .gts
         .with_context(|| format!("{shown}: no `gts`: the demo scores against ground truth"))?;

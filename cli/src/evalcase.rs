@@ -157,7 +157,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         bail!("give --case FILE or --data DIR");
     };
     let path = case.display();
-    let input = read_case(case)?;
+    let input = read_case(case, args.model.max_voxels)?;
     let gts = input
         .gts
         .with_context(|| format!("{path}: no `gts`: `segvol eval` needs ground truth"))?;

@@ -81,6 +81,7 @@ struct Dataset {
     opts: ProtocolOptions,
     gt_dir: Option<PathBuf>,
     masks: Option<PathBuf>,
+    max_voxels: u64,
 }
 
 /// Per variant: (name, per case: (case file name, result)).
@@ -97,12 +98,12 @@ struct Loaded {
 
 /// Reads `path` and its ground truth: from `gt_dir/<same name>` (`gts`, as the official
 /// validation layout keeps it) when given, otherwise from the case's own `gts`.
-fn load(path: &Path, gt_dir: Option<&Path>) -> Result<Loaded> {
+fn load(path: &Path, gt_dir: Option<&Path>, max_voxels: u64) -> Result<Loaded> {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let case = read_case(path)?;
+    let case = read_case(path, max_voxels)?;
     let (gts, gts_in_case) = match gt_dir {
         Some(dir) => {
             let gp = dir.join(&name);
@@ -197,7 +198,7 @@ impl BackendTask for Dataset {
         let bar = progress(self.cases.len() * vs.len());
         let mut out: Results = vs.iter().map(|v| (v.0, Vec::new())).collect();
         for path in &self.cases {
-            let l = load(path, self.gt_dir.as_deref())?;
+            let l = load(path, self.gt_dir.as_deref(), self.max_voxels)?;
             for (k, (vname, corr, feedback)) in vs.iter().enumerate() {
                 bar.set_message(format!("{} ({vname})", l.name));
                 let mut p = SegVolPredictor::new(&model, *corr, device)
@@ -221,12 +222,13 @@ fn run_external(
     out: &Path,
     opts: ProtocolOptions,
     masks: Option<&Path>,
+    max_voxels: u64,
 ) -> Result<Results> {
     let bar = progress(cases.len());
     let mut rows = Vec::new();
     let work_root = out.join(".work");
     for path in cases {
-        let l = load(path, gt_dir)?;
+        let l = load(path, gt_dir, max_voxels)?;
         bar.set_message(l.name.clone());
         let work = work_root.join(path.file_stem().unwrap_or_default());
         let mut p = ExternalPredictor::new(cmd, &work, path, l.gts_in_case)?;
@@ -291,6 +293,7 @@ pub fn run(args: &EvalArgs, dir: &Path, files: ModelFiles) -> Result<()> {
             out,
             opts,
             masks.as_deref(),
+            args.model.max_voxels,
         )?,
         None => dispatch(
             args.model.backend()?,
@@ -303,6 +306,7 @@ pub fn run(args: &EvalArgs, dir: &Path, files: ModelFiles) -> Result<()> {
                 opts,
                 gt_dir: args.gt_dir.clone(),
                 masks,
+                max_voxels: args.model.max_voxels,
             },
         )?,
     };

@@ -39,6 +39,7 @@ struct Predict {
     output_dir: PathBuf,
     zoom_in: bool,
     started: Instant,
+    max_voxels: u64,
 }
 
 impl BackendTask for Predict {
@@ -54,7 +55,7 @@ impl BackendTask for Predict {
             let name = path.file_name().map(PathBuf::from).unwrap_or_default();
             let out = self.output_dir.join(&name);
             let r = (|| -> Result<usize> {
-                let c = read_case(path)?;
+                let c = read_case(path, self.max_voxels)?;
                 if c.boxes.is_none() && c.clicks.iter().all(|k| k.fg.is_empty() && k.bg.is_empty())
                 {
                     bail!(
@@ -108,6 +109,7 @@ impl BackendTask for Predict {
 /// Runs `segvol predict`.
 pub fn run(a: &PredictArgs) -> Result<()> {
     let started = Instant::now();
+    crate::case::refuse_same(&a.input_dir, &a.output_dir, "the output folder")?;
     let rd = std::fs::read_dir(&a.input_dir)
         .with_context(|| format!("{}: cannot list the input folder", a.input_dir.display()))?;
     let mut inputs: Vec<PathBuf> = rd
@@ -134,6 +136,7 @@ pub fn run(a: &PredictArgs) -> Result<()> {
             output_dir: a.output_dir.clone(),
             zoom_in: !a.no_zoom_in,
             started,
+            max_voxels: a.model.max_voxels,
         },
     )?;
     if failed > 0 {

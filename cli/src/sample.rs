@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::Args;
 use segvol_sampler::{Click, MapKind, SampledSet, SamplerConfig, sample};
 use serde_json::json;
@@ -39,41 +39,14 @@ pub struct SampleArgs {
 }
 
 pub fn parse_clicks(s: &str) -> Result<Vec<Click>> {
-    s.split(';')
-        .map(str::trim)
-        .filter(|p| !p.is_empty())
-        .enumerate()
-        .map(|(i, part)| {
-            let f: Vec<&str> = part.split(',').map(str::trim).collect();
-            if f.len() != 4 {
-                bail!("click {i} `{part}`: expected z,y,x,fg or z,y,x,bg");
-            }
-            let mut zyx = [0usize; 3];
-            for ax in 0..3 {
-                zyx[ax] = f[ax].parse().with_context(|| {
-                    format!("click {i} `{part}`: `{}` is not a voxel index", f[ax])
-                })?;
-            }
-            let foreground = match f[3].to_ascii_lowercase().as_str() {
-                "fg" | "1" | "+" => true,
-                "bg" | "0" | "-" => false,
-                o => bail!("click {i} `{part}`: label `{o}` is neither fg nor bg"),
-            };
-            Ok(Click { zyx, foreground })
-        })
-        .collect()
+    Ok(segvol_io::prompt::parse_clicks(s)?
+        .into_iter()
+        .map(|(zyx, foreground)| Click { zyx, foreground })
+        .collect())
 }
 
 pub fn parse_zyx(s: &str, what: &str) -> Result<[f64; 3]> {
-    let v: Vec<f64> = s
-        .split(',')
-        .map(|x| x.trim().parse::<f64>())
-        .collect::<Result<_, _>>()
-        .with_context(|| format!("{what} `{s}` is not three numbers z,y,x"))?;
-    if v.len() != 3 {
-        bail!("{what} `{s}` is not three numbers z,y,x");
-    }
-    Ok([v[0], v[1], v[2]])
+    Ok(segvol_io::prompt::parse_zyx(s, what)?)
 }
 
 fn set_json(set: &SampledSet) -> serde_json::Value {

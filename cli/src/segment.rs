@@ -194,7 +194,7 @@ fn run_case_step(args: &SegmentArgs, files: ModelFiles, out_kind: FileKind) -> R
         clicks,
         prev_pred,
         ..
-    } = read_case(&args.image)?;
+    } = read_case(&args.image, args.model.max_voxels)?;
     if boxes.is_none() && clicks.iter().all(|c| c.fg.is_empty() && c.bg.is_empty()) {
         bail!("{path}: no --box / --points given and the case has neither `boxes` nor clicks");
     }
@@ -234,6 +234,7 @@ fn run_case_step(args: &SegmentArgs, files: ModelFiles, out_kind: FileKind) -> R
 
 pub fn run(args: &SegmentArgs) -> Result<()> {
     let files = ModelFiles::new(&args.model, args.corrector.as_ref())?;
+    crate::case::refuse_same(&args.image, &args.out, "--out")?;
     let out_kind = FileKind::of(&args.out)?;
     if out_kind == FileKind::Npy {
         bail!(
@@ -247,24 +248,9 @@ pub fn run(args: &SegmentArgs) -> Result<()> {
     {
         return run_case_step(args, files, out_kind);
     }
+    crate::case::check_voxels(&args.image, args.model.max_voxels)?;
     let img = read_image(&args.image)?;
     let dims = img.dims();
-    let boxes = match &args.box_ {
-        None => None,
-        Some(s) => {
-            let v: Vec<usize> = s
-                .split(',')
-                .map(|x| x.trim().parse::<usize>())
-                .collect::<Result<_, _>>()
-                .with_context(|| {
-                    format!("--box `{s}`: expected six voxel indices z0,y0,x0,z1,y1,x1")
-                })?;
-            if v.len() != 6 {
-                bail!("--box `{s}`: expected six voxel indices z0,y0,x0,z1,y1,x1");
-            }
-            Some(([v[0], v[1], v[2]], [v[3], v[4], v[5]]))
-        }
-    };
     let clicks: Vec<VoxelClick> = parse_clicks(&args.points)?
         .into_iter()
         .map(|c| VoxelClick {
@@ -274,14 +260,26 @@ pub fn run(args: &SegmentArgs) -> Result<()> {
         .collect();
     let kind = args.model.backend()?;
     let bar = spinner();
-    let vol = img.to_f32();
-    crate::case::check_finite(&args.image, &vol.data)?;
+    let mut vol = img.to_f32();
+    // Memory: the file's own type is not needed past here, and the float image only for the
+    // preview (docs/reliability.md counts the bytes per voxel).
+    drop(img);
+    segvol_io::check_image(&args.image, dims, &vol.data)?;
+    let boxes = match &args.box_ {
+        None => None,
+        Some(s) => Some(segvol_io::prompt::parse_box(s, Some(dims))?),
+    };
+    let image = if args.preview.is_some() {
+        vol.data.clone()
+    } else {
+        std::mem::take(&mut vol.data)
+    };
     let logits = dispatch(
         kind,
         Segment {
             zoom_in: !args.no_zoom_in,
             files,
-            image: vol.data.clone(),
+            image,
             dims,
             boxes,
             clicks,
@@ -292,7 +290,19 @@ pub fn run(args: &SegmentArgs) -> Result<()> {
     bar.finish_and_clear();
     let mask: Vec<u8> = logits.iter().map(|&l| u8::from(l > 0.0)).collect();
     let voxels = mask.iter().filter(|&&m| m == 1).count();
-    let mvol = vol.with_data(mask)?;
+    let logits = if args.logits.is_some() || args.preview.is_some() {
+        logits
+    } else {
+        drop(logits);
+        Vec::new()
+    };
+    let mvol = segvol_io::Volume {
+        data: mask,
+        dims: vol.dims,
+        spacing: vol.spacing,
+        affine: vol.affine,
+        header: vol.header.clone(),
+    };
     match out_kind {
         FileKind::Npz => write_segs(&args.out, &mvol)?,
         _ => write_nifti(&args.out, &mvol)?,

@@ -11,12 +11,14 @@ pub enum IoError {
         path: PathBuf,
     },
     /// An operating-system error while reading or writing.
-    #[error("{}: {source}", path.display())]
+    // `error`, not `source`: the message already carries it, and a `source` would make
+    // `{:#}` chains print it twice.
+    #[error("{}: {error}", path.display())]
     Os {
         /// The file.
         path: PathBuf,
         /// The underlying error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The extension is none of `.nii`, `.nii.gz`, `.npz`, `.npy`.
     #[error("{}: unknown file type (expected .nii, .nii.gz, .npz or .npy)", path.display())]
@@ -152,7 +154,7 @@ impl IoError {
         } else {
             IoError::Os {
                 path: path.to_path_buf(),
-                source,
+                error: source,
             }
         }
     }

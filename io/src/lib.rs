@@ -7,6 +7,7 @@ mod nifti_io;
 pub mod npy;
 mod npz;
 pub mod pickle;
+pub mod prompt;
 mod volume;
 
 use std::path::Path;
@@ -278,6 +279,73 @@ pub fn read_labels(path: impl AsRef<Path>, key: Option<&str>) -> Result<Volume<u
                 path: path.to_path_buf(),
                 key: key.unwrap_or("segs").to_string(),
             })
+        }
+    }
+}
+
+/// Checks that an image can be segmented: no zero-sized axis, no NaN or infinite voxel, and
+/// not one constant value (no structure to find: SegVol's normalisation would divide by a zero
+/// spread). Every model command calls it on what it read from `path`.
+///
+/// # Errors
+/// [`IoError::Invalid`] naming `path` and the problem.
+pub fn check_image(path: &Path, dims: [usize; 3], data: &[f32]) -> Result<()> {
+    if dims.contains(&0) {
+        return Err(IoError::invalid(
+            path,
+            format!("the image has shape {dims:?}: an axis of size 0 holds no voxel"),
+        ));
+    }
+    if let Some(first) = data.iter().position(|v| !v.is_finite()) {
+        let bad = data.iter().filter(|v| !v.is_finite()).count();
+        return Err(IoError::invalid(
+            path,
+            format!(
+                "the image holds {bad} NaN or infinite voxels (the first at flat index \
+                 {first}); fix or mask them before segmenting"
+            ),
+        ));
+    }
+    if let Some(&v0) = data.first()
+        && data.iter().all(|&v| v == v0)
+    {
+        return Err(IoError::invalid(
+            path,
+            format!("every voxel of the image is {v0}: a constant image has nothing to segment"),
+        ));
+    }
+    Ok(())
+}
+
+/// The number of voxels of the image in `path`, read from its header alone (the NIfTI header;
+/// the `.npy` header; the header of an `.npz`'s `imgs` member): what a command can check before
+/// it allocates the volume. `None` when the header does not say (the full read then reports
+/// the problem).
+pub fn peek_voxels(path: impl AsRef<Path>) -> Option<u64> {
+    use std::io::Read as _;
+    let path = path.as_ref();
+    let from_npy = |r: &mut dyn std::io::Read| -> Option<u64> {
+        let mut head = Vec::new();
+        r.take(70_000).read_to_end(&mut head).ok()?;
+        let h = npy::parse_header(&head).ok()?;
+        h.shape
+            .iter()
+            .try_fold(1u64, |a, &b| a.checked_mul(b as u64))
+    };
+    match FileKind::of(path).ok()? {
+        FileKind::Nifti => {
+            let h = nifti::NiftiHeader::from_file(path).ok()?;
+            let n = usize::from(h.dim[0].clamp(0, 7) as u16);
+            h.dim[1..=n]
+                .iter()
+                .try_fold(1u64, |a, &d| a.checked_mul(u64::try_from(d).ok()?))
+        }
+        FileKind::Npy => from_npy(&mut std::fs::File::open(path).ok()?),
+        FileKind::Npz => {
+            let f = std::fs::File::open(path).ok()?;
+            let mut zip = zip::ZipArchive::new(std::io::BufReader::new(f)).ok()?;
+            let mut m = zip.by_name("imgs.npy").ok()?;
+            from_npy(&mut m)
         }
     }
 }

@@ -11,6 +11,14 @@ use crate::{AnyVolume, Dtype};
 
 const SUPPORTED: &str = "uint8, int16, int32, float32, float64";
 
+/// The decompressed length of a `.gz` file when its gzip stream is complete (`None`: it is cut
+/// short or not gzip). Only called on an error path.
+fn complete_gzip_len(path: &Path) -> Option<u64> {
+    let f = std::fs::File::open(path).ok()?;
+    let mut d = flate2::read::MultiGzDecoder::new(std::io::BufReader::new(f));
+    std::io::copy(&mut d, &mut std::io::sink()).ok()
+}
+
 fn map_nifti_error(path: &Path, e: nifti::NiftiError) -> IoError {
     use nifti::NiftiError as E;
     match e {
@@ -24,9 +32,28 @@ fn map_nifti_error(path: &Path, e: nifti::NiftiError) -> IoError {
         },
         E::Io(io) => match io.kind() {
             std::io::ErrorKind::UnexpectedEof => {
-                if crate::is_gz(path) {
-                    IoError::TruncatedGzip {
+                if std::fs::metadata(path).is_ok_and(|m| m.len() == 0) {
+                    IoError::BadHeader {
                         path: path.to_path_buf(),
+                        detail: "the file is empty".into(),
+                    }
+                } else if crate::is_gz(path) {
+                    match complete_gzip_len(path) {
+                        // The gzip stream is whole: its content is what is short.
+                        Some(n) if n < 348 => IoError::BadHeader {
+                            path: path.to_path_buf(),
+                            detail: format!(
+                                "the decompressed file has {n} bytes, too few for a NIfTI-1 \
+                                 header (348): not a NIfTI file"
+                            ),
+                        },
+                        Some(_) => IoError::BadHeader {
+                            path: path.to_path_buf(),
+                            detail: "the decompressed file ends early".into(),
+                        },
+                        None => IoError::TruncatedGzip {
+                            path: path.to_path_buf(),
+                        },
                     }
                 } else {
                     IoError::BadHeader {

@@ -97,14 +97,14 @@ impl NpyArray {
 }
 
 /// The parsed `.npy` header dict.
-struct Header {
+pub(crate) struct Header {
     descr: String,
     fortran: bool,
-    shape: Vec<usize>,
+    pub(crate) shape: Vec<usize>,
     data_offset: usize,
 }
 
-fn parse_header(bytes: &[u8]) -> std::result::Result<Header, String> {
+pub(crate) fn parse_header(bytes: &[u8]) -> std::result::Result<Header, String> {
     if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
         return Err("not an .npy array (bad magic)".into());
     }
