@@ -27,6 +27,7 @@ mod preview;
 mod report;
 mod sample;
 mod segment;
+mod serve;
 mod train;
 
 use std::process::ExitCode;
@@ -68,6 +69,9 @@ enum Command {
     /// The CVPR 2025 challenge entry point: segment every class of every .npz in a folder
     /// (boxes, clicks, prev_pred as the evaluator passes them) and write its `segs`.
     Predict(predict::PredictArgs),
+    /// Serve the nnInteractive remote protocol: napari's and 3D Slicer's nnInteractive plugins
+    /// (remote mode) segment with SegVol + the corrector through it (docs/serve.md).
+    Serve(serve::ServeArgs),
     /// The raw SegVol call on a model-grid .npy input: logits (and embedding) as .npy.
     Forward(forward::ForwardArgs),
     /// Convert SegVol weights (.bin, .pth, .safetensors) to the fast .bpk format.
@@ -92,6 +96,7 @@ fn main() -> ExitCode {
         Command::Forward(a) => forward::run(&a),
         Command::Predict(a) => predict::run(&a),
         Command::Report(a) => report::run(&a),
+        Command::Serve(a) => serve::run(&a),
         Command::Convert(a) => convert::run(&a),
         Command::Bench(a) => bench::run(&a),
         Command::Train(a) => train::run(&a),

@@ -72,7 +72,7 @@ impl RoundReport {
 
 /// The corrector's state for one target. Create one per target (class); [`Self::reset`] when
 /// the target changes or the clicks are undone to none.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct CorrectionSession<'c, B: Backend> {
     corrector: &'c GruCorrector<B>,
     sampler: SamplerConfig,

@@ -7,9 +7,11 @@
 
 mod external;
 mod predictor;
+mod session;
 
 pub use external::{CommandRun, ExternalError, ExternalPredictor, Recording};
 
 pub use predictor::{
     DecodeOptions, SegVolPredictor, StepLog, click_sequence, corrected_logits, decode,
 };
+pub use session::{InteractiveSession, Prompts, SessionError, Update, VoxelBox, diff_box};

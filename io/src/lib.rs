@@ -335,10 +335,10 @@ pub fn peek_voxels(path: impl AsRef<Path>) -> Option<u64> {
     match FileKind::of(path).ok()? {
         FileKind::Nifti => {
             let h = nifti::NiftiHeader::from_file(path).ok()?;
-            let n = usize::from(h.dim[0].clamp(0, 7) as u16);
+            let n = usize::from(h.dim[0].min(7));
             h.dim[1..=n]
                 .iter()
-                .try_fold(1u64, |a, &d| a.checked_mul(u64::try_from(d).ok()?))
+                .try_fold(1u64, |a, &d| a.checked_mul(u64::from(d)))
         }
         FileKind::Npy => from_npy(&mut std::fs::File::open(path).ok()?),
         FileKind::Npz => {

@@ -259,7 +259,15 @@ pub fn parse_npy(path: &Path, key: &str, bytes: &[u8]) -> Result<NpyArray> {
             }
             let big = h.descr.starts_with('>');
             let mut out = Vec::with_capacity(n);
-            for el in body[..need].chunks_exact(width * 4).take(n) {
+            if width == 0 {
+                // `<U0`: numpy's zero-width strings, all empty (a fuzz find: chunks of 0 bytes
+                // panicked).
+                out.resize(n, String::new());
+            }
+            for el in body[..need]
+                .chunks_exact((width * 4).max(1))
+                .take(n * usize::from(width > 0))
+            {
                 let mut s = String::new();
                 for c in el.chunks_exact(4) {
                     let a = [c[0], c[1], c[2], c[3]];

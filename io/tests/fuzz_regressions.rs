@@ -58,10 +58,13 @@ fn crash_inputs_are_refused_cleanly() {
     for f in found {
         let name = f.file_name().unwrap().to_str().unwrap().to_string();
         let target = name.split('-').next().unwrap();
+        // Every input kept here once panicked or exhausted memory. Now none panics; those that
+        // asked for impossible memory (`-oom-`) are refused, the others may be valid.
         let err = replay(target, &std::fs::read(&f).unwrap(), tmp.path());
-        // Every input kept here once crashed or exhausted memory; now it is an error.
-        let err = err.unwrap_or_else(|| panic!("{name}: accepted"));
-        eprintln!("{name}: {err}");
+        if name.contains("-oom-") {
+            assert!(err.is_some(), "{name}: accepted");
+        }
+        eprintln!("{name}: {}", err.as_deref().unwrap_or("accepted"));
     }
 }
 

@@ -1,0 +1,444 @@
+//! [`InteractiveSession`]: the interactive loop a viewer or a server drives, one image at a
+//! time: a box (3-D, or 2-D on one slice), positive and negative points, the GRU corrector's
+//! hidden state across clicks, undo (a history), reset, several objects in one label map, the
+//! current mask and the region each action changed, timings.
+//!
+//! The encoder runs once per image (again only if a prompt falls outside the crop it encoded);
+//! every action re-decodes from that cache. Axes are the array's own (`[a0, a1, a2]`, usually
+//! `[z, y, x]`); nothing is reoriented.
+
+use std::time::Instant;
+
+use burn::tensor::backend::Backend;
+use segvol_core::SegVol;
+use segvol_core::pipeline::{Session, VoxelClick};
+use segvol_gru::{CorrectionSession, GruCorrector};
+
+use crate::predictor::{DecodeOptions, StepLog, corrected_logits, decode};
+
+/// Errors of an interactive session.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// The image or a prompt does not fit.
+    #[error("{0}")]
+    Invalid(String),
+    /// The model failed.
+    #[error("model: {0}")]
+    Model(String),
+}
+
+/// Inclusive voxel box `(lo, hi)` in array axes.
+pub type VoxelBox = ([usize; 3], [usize; 3]);
+
+/// The prompts of the current object.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Prompts {
+    /// The box, if any (the last one given wins: SegVol takes one box).
+    pub bbox: Option<VoxelBox>,
+    /// Points in time order.
+    pub clicks: Vec<VoxelClick>,
+}
+
+/// What one action did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Update {
+    /// Whether the model ran (false: nothing to predict from, or nothing changed).
+    pub ran: bool,
+    /// Tight inclusive box of the voxels of the current object's mask that changed, if any.
+    pub changed: Option<VoxelBox>,
+    /// Seconds: encoding (0 unless the image was (re-)encoded), decoding + correction.
+    pub encode_s: f64,
+    /// Seconds of decoding and correction.
+    pub decode_s: f64,
+}
+
+/// One interactive session on one image.
+pub struct InteractiveSession<'m, B: Backend> {
+    model: &'m SegVol<B>,
+    corrector: Option<&'m GruCorrector<B>>,
+    device: B::Device,
+    image: Vec<f32>,
+    dims: [usize; 3],
+    spacing: [f64; 3],
+    zoom_in: bool,
+    use_corrector: bool,
+    encoded: Option<Session<'m, B>>,
+    corr: Option<CorrectionSession<'m, B>>,
+    prompts: Prompts,
+    mask: Vec<u8>,
+    /// Committed objects: label `k` = the `k`-th object (0 = background).
+    labels: Vec<u8>,
+    objects: u8,
+    history: Vec<Snapshot<'m, B>>,
+    max_history: usize,
+}
+
+/// What undo restores: the prompts, the mask and the corrector's state before an action.
+struct Snapshot<'m, B: Backend> {
+    prompts: Prompts,
+    mask: Vec<u8>,
+    corr: Option<CorrectionSession<'m, B>>,
+}
+
+fn inside(p: [usize; 3], lo: [usize; 3], hi: [usize; 3]) -> bool {
+    (0..3).all(|a| p[a] >= lo[a] && p[a] < hi[a])
+}
+
+impl<'m, B: Backend> InteractiveSession<'m, B> {
+    /// A session on `image` (`dims` voxels, array order) with its `spacing` (mm per axis, used
+    /// only to extend 2-D boxes). The corrector, when given, corrects every click.
+    ///
+    /// # Errors
+    /// [`SessionError::Invalid`] for an empty image, a length that is not `dims`, or
+    /// non-finite voxels.
+    pub fn new(
+        model: &'m SegVol<B>,
+        corrector: Option<&'m GruCorrector<B>>,
+        device: &B::Device,
+        image: Vec<f32>,
+        dims: [usize; 3],
+        spacing: [f64; 3],
+    ) -> Result<Self, SessionError> {
+        let n: usize = dims.iter().product();
+        if n == 0 || image.len() != n {
+            return Err(SessionError::Invalid(format!(
+                "image of {} voxels does not fill shape {dims:?}",
+                image.len()
+            )));
+        }
+        if image.iter().any(|v| !v.is_finite()) {
+            return Err(SessionError::Invalid(
+                "the image holds NaN or infinite voxels".into(),
+            ));
+        }
+        let spacing = spacing.map(|s| if s.is_finite() && s > 0.0 { s } else { 1.0 });
+        Ok(InteractiveSession {
+            model,
+            corrector,
+            device: device.clone(),
+            image,
+            dims,
+            spacing,
+            zoom_in: false,
+            use_corrector: corrector.is_some(),
+            encoded: None,
+            corr: None,
+            prompts: Prompts::default(),
+            mask: vec![0; n],
+            labels: vec![0; n],
+            objects: 0,
+            history: Vec::new(),
+            max_history: 32,
+        })
+    }
+
+    /// Also run SegVol's zoom-in (re-encodes the windows at every action: slower, finer).
+    pub fn set_zoom_in(&mut self, on: bool) {
+        self.zoom_in = on;
+    }
+
+    /// Turn the corrector on or off (off, or none loaded: the plain SegVol prediction).
+    pub fn set_corrector(&mut self, on: bool) {
+        self.use_corrector = on && self.corrector.is_some();
+        self.corr = None;
+    }
+
+    /// Shape of the image.
+    pub fn dims(&self) -> [usize; 3] {
+        self.dims
+    }
+
+    /// The current object's mask (0/1).
+    pub fn mask(&self) -> &[u8] {
+        &self.mask
+    }
+
+    /// The label map: committed objects 1..=k, and the current object on top as `k + 1`.
+    pub fn label_map(&self) -> Vec<u8> {
+        let cur = self.objects.saturating_add(1);
+        self.labels
+            .iter()
+            .zip(&self.mask)
+            .map(|(&l, &m)| if m > 0 { cur } else { l })
+            .collect()
+    }
+
+    /// The current object's prompts.
+    pub fn prompts(&self) -> &Prompts {
+        &self.prompts
+    }
+
+    /// Actions that can be undone.
+    pub fn undo_depth(&self) -> usize {
+        self.history.len()
+    }
+
+    fn check(&self, p: [usize; 3], what: &str) -> Result<(), SessionError> {
+        if (0..3).all(|a| p[a] < self.dims[a]) {
+            Ok(())
+        } else {
+            Err(SessionError::Invalid(format!(
+                "{what} {p:?} is outside the image {:?}",
+                self.dims
+            )))
+        }
+    }
+
+    fn push_history(&mut self) {
+        self.history.push(Snapshot {
+            prompts: self.prompts.clone(),
+            mask: self.mask.clone(),
+            corr: self.corr.clone(),
+        });
+        if self.history.len() > self.max_history {
+            self.history.remove(0);
+        }
+    }
+
+    /// Sets the object's 3-D box (inclusive corners) and predicts.
+    ///
+    /// # Errors
+    /// A corner outside the image or inverted; the model's error.
+    pub fn set_box(&mut self, lo: [usize; 3], hi: [usize; 3]) -> Result<Update, SessionError> {
+        self.check(lo, "box corner")?;
+        self.check(hi, "box corner")?;
+        if (0..3).any(|a| lo[a] > hi[a]) {
+            return Err(SessionError::Invalid(format!(
+                "box {lo:?}..={hi:?} is inverted"
+            )));
+        }
+        self.push_history();
+        self.prompts.bbox = Some((lo, hi));
+        self.corr = None; // the rounds so far were corrected under the old box
+        self.run()
+    }
+
+    /// A 2-D box drawn on one slice (`lo[axis] == hi[axis]`): SegVol takes 3-D boxes, so it is
+    /// extended along `axis` by half the shorter in-plane side, in millimetres (spacing-aware),
+    /// on each side, clipped to the image. Deliberate: a guess of a roundish object's depth.
+    ///
+    /// # Errors
+    /// As [`InteractiveSession::set_box`], or a box that is not one slice thick on `axis`.
+    pub fn set_box_2d(
+        &mut self,
+        axis: usize,
+        lo: [usize; 3],
+        hi: [usize; 3],
+    ) -> Result<Update, SessionError> {
+        if axis > 2 || lo[axis] != hi[axis] {
+            return Err(SessionError::Invalid(format!(
+                "a 2-D box must be one slice thick on axis {axis}: {lo:?}..={hi:?}"
+            )));
+        }
+        let (lo3, hi3) = self.extend_2d(axis, lo, hi);
+        self.set_box(lo3, hi3)
+    }
+
+    /// The 3-D box [`InteractiveSession::set_box_2d`] uses.
+    pub fn extend_2d(&self, axis: usize, lo: [usize; 3], hi: [usize; 3]) -> VoxelBox {
+        let side_mm = (0..3)
+            .filter(|&a| a != axis)
+            .map(|a| (hi[a].saturating_sub(lo[a]) + 1) as f64 * self.spacing[a])
+            .fold(f64::INFINITY, f64::min);
+        let ext = ((side_mm / 2.0) / self.spacing[axis]).round().max(1.0) as usize;
+        let (mut l, mut h) = (lo, hi);
+        l[axis] = lo[axis].saturating_sub(ext);
+        h[axis] = (hi[axis] + ext).min(self.dims[axis] - 1);
+        (l, h)
+    }
+
+    /// Adds a positive (`foreground`) or negative point and predicts.
+    ///
+    /// # Errors
+    /// A point outside the image; the model's error.
+    pub fn add_point(&mut self, zyx: [usize; 3], foreground: bool) -> Result<Update, SessionError> {
+        self.check(zyx, "point")?;
+        self.push_history();
+        self.prompts.clicks.push(VoxelClick { zyx, foreground });
+        self.run()
+    }
+
+    /// Queues a point without predicting (for protocols that batch); [`InteractiveSession::predict`]
+    /// then runs once.
+    ///
+    /// # Errors
+    /// A point outside the image.
+    pub fn queue_point(&mut self, zyx: [usize; 3], foreground: bool) -> Result<(), SessionError> {
+        self.check(zyx, "point")?;
+        self.push_history();
+        self.prompts.clicks.push(VoxelClick { zyx, foreground });
+        Ok(())
+    }
+
+    /// Queues a box without predicting.
+    ///
+    /// # Errors
+    /// A corner outside the image or inverted.
+    pub fn queue_box(&mut self, lo: [usize; 3], hi: [usize; 3]) -> Result<(), SessionError> {
+        self.check(lo, "box corner")?;
+        self.check(hi, "box corner")?;
+        if (0..3).any(|a| lo[a] > hi[a]) {
+            return Err(SessionError::Invalid(format!(
+                "box {lo:?}..={hi:?} is inverted"
+            )));
+        }
+        self.push_history();
+        self.prompts.bbox = Some((lo, hi));
+        self.corr = None;
+        Ok(())
+    }
+
+    /// Predicts from the current prompts (after queued actions).
+    ///
+    /// # Errors
+    /// The model's error.
+    pub fn predict(&mut self) -> Result<Update, SessionError> {
+        self.run()
+    }
+
+    /// Reverts the last action: its prompts and its mask. `None` when there is nothing to undo.
+    pub fn undo(&mut self) -> Option<Update> {
+        let snap = self.history.pop()?;
+        let changed = diff_box(&self.mask, &snap.mask, self.dims);
+        self.prompts = snap.prompts;
+        self.mask = snap.mask;
+        // The corrector's state as it was before the undone action (a tensor handle, no
+        // replay needed). A session re-encoded since then replays instead.
+        self.corr = snap.corr;
+        Some(Update {
+            ran: true,
+            changed,
+            encode_s: 0.0,
+            decode_s: 0.0,
+        })
+    }
+
+    /// Clears the current object's prompts and mask (and the undo history).
+    pub fn reset(&mut self) -> Option<VoxelBox> {
+        let empty = vec![0u8; self.mask.len()];
+        let changed = diff_box(&self.mask, &empty, self.dims);
+        self.mask = empty;
+        self.prompts = Prompts::default();
+        self.corr = None;
+        self.history.clear();
+        changed
+    }
+
+    /// Commits the current object into the label map (as the next label) and starts a new one.
+    /// Returns the committed label, or `None` when the current object is empty.
+    pub fn next_object(&mut self) -> Option<u8> {
+        if self.mask.iter().all(|&m| m == 0) || self.objects == u8::MAX - 1 {
+            return None;
+        }
+        self.objects += 1;
+        let k = self.objects;
+        for (l, &m) in self.labels.iter_mut().zip(&self.mask) {
+            if m > 0 {
+                *l = k;
+            }
+        }
+        self.reset();
+        Some(k)
+    }
+
+    fn run(&mut self) -> Result<Update, SessionError> {
+        let Prompts { bbox, clicks } = self.prompts.clone();
+        if bbox.is_none() && clicks.is_empty() {
+            let changed = diff_box(&self.mask, &vec![0; self.mask.len()], self.dims);
+            self.mask.iter_mut().for_each(|m| *m = 0);
+            return Ok(Update {
+                ran: false,
+                changed,
+                encode_s: 0.0,
+                decode_s: 0.0,
+            });
+        }
+        let mut encode_s = 0.0;
+        let mut pts: Vec<[usize; 3]> = clicks.iter().map(|c| c.zyx).collect();
+        if let Some((lo, hi)) = bbox {
+            pts.extend([lo, hi]);
+        }
+        let covered = self.encoded.as_ref().is_some_and(|s| {
+            let z = s.zoom();
+            pts.iter().all(|&p| inside(p, z.crop_lo, z.crop_hi))
+        });
+        if !covered {
+            let t = Instant::now();
+            let s = Session::new(self.model, &self.image, self.dims, &pts, &self.device)
+                .map_err(|e| SessionError::Model(e.to_string()))?;
+            self.encoded = Some(s);
+            self.corr = None;
+            encode_s = t.elapsed().as_secs_f64();
+        }
+        let Some(session) = self.encoded.as_ref() else {
+            return Err(SessionError::Model("no encoding".into()));
+        };
+        let t = Instant::now();
+        let opts = DecodeOptions {
+            zoom_in: self.zoom_in,
+            feedback: 0,
+        };
+        let logits = match self.corrector {
+            Some(c) if self.use_corrector && !clicks.is_empty() => {
+                let cs = self
+                    .corr
+                    .get_or_insert_with(|| CorrectionSession::new(c, &self.device));
+                corrected_logits(
+                    session,
+                    opts,
+                    cs,
+                    self.dims,
+                    bbox,
+                    &clicks,
+                    &mut StepLog::default(),
+                )
+            }
+            _ => decode(session, self.zoom_in, bbox, &clicks),
+        }
+        .map_err(|e| SessionError::Model(e.to_string()))?;
+        let new: Vec<u8> = logits.iter().map(|&l| u8::from(l > 0.0)).collect();
+        let changed = diff_box(&self.mask, &new, self.dims);
+        self.mask = new;
+        Ok(Update {
+            ran: true,
+            changed,
+            encode_s,
+            decode_s: t.elapsed().as_secs_f64(),
+        })
+    }
+}
+
+/// Tight inclusive box of the voxels where `a` and `b` differ.
+pub fn diff_box(a: &[u8], b: &[u8], dims: [usize; 3]) -> Option<VoxelBox> {
+    let mut lo = dims;
+    let mut hi = [0usize; 3];
+    let mut any = false;
+    let (d1, d2) = (dims[1], dims[2]);
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        if x != y {
+            let p = [i / (d1 * d2), (i / d2) % d1, i % d2];
+            for k in 0..3 {
+                lo[k] = lo[k].min(p[k]);
+                hi[k] = hi[k].max(p[k]);
+            }
+            any = true;
+        }
+    }
+    any.then_some((lo, hi))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn diff_box_is_the_tight_box_of_changes() {
+        let dims = [2, 3, 4];
+        let a = vec![0u8; 24];
+        let mut b = a.clone();
+        assert_eq!(diff_box(&a, &b, dims), None);
+        b[4 + 1] = 1; // (0, 1, 1)
+        b[12 + 8 + 3] = 1; // (1, 2, 3)
+        assert_eq!(diff_box(&a, &b, dims), Some(([0, 1, 1], [1, 2, 3])));
+    }
+}

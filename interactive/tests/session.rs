@@ -1,0 +1,115 @@
+//! [`InteractiveSession`] against independent expectations: its mask equals a direct decode
+//! of the same prompts; undo restores the exact earlier mask (and corrector state); a 2-D box
+//! is extended by half the shorter in-plane side; objects stack into a label map.
+
+// Test code: a panic with the failing value is the right outcome.
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+
+use segvol_backends::Flex;
+use segvol_core::pipeline::{Session, VoxelClick};
+use segvol_core::{SegVol, SegVolConfig};
+use segvol_interactive::{InteractiveSession, diff_box};
+
+fn shared() -> PathBuf {
+    std::env::var_os("SEGVOL_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared"))
+}
+
+#[test]
+fn session_matches_direct_decodes_and_undoes_exactly() {
+    let device = Default::default();
+    let mut model = SegVol::<Flex>::new(&SegVolConfig::preset("tiny").unwrap(), &device);
+    segvol_core::weights::load_segvol(
+        &mut model,
+        shared().join("fixtures/segvol_tiny/weights.safetensors"),
+    )
+    .unwrap();
+    let corrector = segvol_gru::load_corrector::<Flex>(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../gru-corrector/tests/data/corrector.safetensors"),
+        &device,
+    )
+    .unwrap();
+    let img =
+        segvol_io::read_image(shared().join("data/nifti/ct_kidney_right_img.nii.gz")).unwrap();
+    let (dims, spacing) = (img.dims(), img.spacing());
+    let image = img.to_f32().data;
+    let mut s = InteractiveSession::new(
+        &model,
+        Some(&corrector),
+        &device,
+        image.clone(),
+        dims,
+        spacing,
+    )
+    .unwrap();
+    let (lo, hi) = ([4, 8, 8], [16, 30, 28]);
+    let u = s.set_box(lo, hi).unwrap();
+    assert!(u.ran && u.encode_s > 0.0);
+    // The same box through the pipeline directly (same crop: the box's corners covered).
+    let direct = Session::new(&model, &image, dims, &[lo, hi], &device).unwrap();
+    let want: Vec<u8> = direct
+        .predict(Some((lo, hi)), &[])
+        .unwrap()
+        .iter()
+        .map(|&l| u8::from(l > 0.0))
+        .collect();
+    assert_eq!(s.mask(), &want[..]);
+    assert_eq!(u.changed, diff_box(&vec![0; want.len()], &want, dims));
+    let after_box = s.mask().to_vec();
+    let u = s.add_point([10, 20, 20], true).unwrap();
+    assert_eq!(
+        u.encode_s, 0.0,
+        "clicks inside the crop re-decode, never re-encode"
+    );
+    let after_pos = s.mask().to_vec();
+    s.add_point([10, 12, 12], false).unwrap();
+    let after_neg = s.mask().to_vec();
+    // Undo twice: back to the box's mask, exactly.
+    assert!(s.undo().is_some());
+    assert_eq!(s.mask(), &after_pos[..]);
+    assert!(s.undo().is_some());
+    assert_eq!(s.mask(), &after_box[..]);
+    // Redo the same two clicks: the corrector state was restored, so the result is the same.
+    s.add_point([10, 20, 20], true).unwrap();
+    assert_eq!(s.mask(), &after_pos[..]);
+    s.add_point([10, 12, 12], false).unwrap();
+    assert_eq!(s.mask(), &after_neg[..]);
+    assert_eq!(s.prompts().clicks.len(), 2);
+    assert_eq!(
+        s.prompts().clicks[1],
+        VoxelClick {
+            zyx: [10, 12, 12],
+            foreground: false
+        }
+    );
+    // A 2-D box on slice 10: in-plane 11 × 9 voxels of 3 mm; depth ±(27 mm / 2) / 3 mm = ±4.5
+    // → 5 slices (rounded) on each side, clipped to the image (24 slices).
+    assert_eq!(
+        s.extend_2d(0, [10, 5, 5], [10, 15, 13]),
+        ([5, 5, 5], [15, 15, 13])
+    );
+    assert_eq!(s.extend_2d(0, [1, 5, 5], [1, 15, 13]).0[0], 0);
+    // Objects: commit, reset, a second one; the label map holds both.
+    assert_eq!(s.next_object(), Some(1));
+    assert!(s.mask().iter().all(|&m| m == 0));
+    assert_eq!(s.undo_depth(), 0);
+    s.set_box([2, 2, 2], [6, 10, 10]).unwrap();
+    let labels = s.label_map();
+    for (i, &l) in labels.iter().enumerate() {
+        let want = if s.mask()[i] > 0 {
+            2
+        } else if after_neg[i] > 0 {
+            1
+        } else {
+            0
+        };
+        assert_eq!(l, want, "voxel {i}");
+    }
+    // Prompts outside the image are errors, not panics.
+    assert!(s.add_point([99, 0, 0], true).is_err());
+    assert!(s.set_box([5, 5, 5], [1, 1, 1]).is_err());
+}
