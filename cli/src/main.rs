@@ -29,6 +29,7 @@ mod sample;
 mod segment;
 mod serve;
 mod train;
+mod view;
 
 use std::process::ExitCode;
 
@@ -72,6 +73,9 @@ enum Command {
     /// Serve the nnInteractive remote protocol: napari's and 3D Slicer's nnInteractive plugins
     /// (remote mode) segment with SegVol + the corrector through it (docs/serve.md).
     Serve(serve::ServeArgs),
+    /// Open a volume in the browser viewer on 127.0.0.1: draw a box, click to correct, undo,
+    /// several objects, save the label map (docs/viewer.md).
+    View(view::ViewArgs),
     /// The raw SegVol call on a model-grid .npy input: logits (and embedding) as .npy.
     Forward(forward::ForwardArgs),
     /// Convert SegVol weights (.bin, .pth, .safetensors) to the fast .bpk format.
@@ -97,6 +101,7 @@ fn main() -> ExitCode {
         Command::Predict(a) => predict::run(&a),
         Command::Report(a) => report::run(&a),
         Command::Serve(a) => serve::run(&a),
+        Command::View(a) => view::run(&a),
         Command::Convert(a) => convert::run(&a),
         Command::Bench(a) => bench::run(&a),
         Command::Train(a) => train::run(&a),

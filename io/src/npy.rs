@@ -258,7 +258,16 @@ pub fn parse_npy(path: &Path, key: &str, bytes: &[u8]) -> Result<NpyArray> {
                 ));
             }
             let big = h.descr.starts_with('>');
-            let mut out = Vec::with_capacity(n);
+            // Zero-width strings take no bytes, so the data cannot bound their count: cap it
+            // (a fuzz find: a `<U0` header declaring 8.9e9 of them).
+            if width == 0 && n > 1 << 20 {
+                return Err(IoError::npy(
+                    path,
+                    key,
+                    format!("{n} zero-width strings: more than this reader accepts"),
+                ));
+            }
+            let mut out = Vec::with_capacity(n.min(body.len().max(1)));
             if width == 0 {
                 // `<U0`: numpy's zero-width strings, all empty (a fuzz find: chunks of 0 bytes
                 // panicked).

@@ -9,6 +9,7 @@
 #![deny(missing_docs)]
 
 pub mod nnia;
+pub mod ui;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -1,0 +1,438 @@
+//! `segvol view IMAGE`: a page on 127.0.0.1 that shows the volume with NiiVue (vendored,
+//! `serve/ui/`) and segments it with an [`InteractiveSession`]: drag a box, click points,
+//! undo, reset, next object, corrector on/off, save the label map (NIfTI with the image's
+//! geometry) and a screenshot. One image, one session; the model runs on the calling thread.
+//!
+//! Every action the page sends is also recorded ([`Action`]), so the same actions can be
+//! replayed through the library alone ([`replay`]): the browser test compares the two.
+
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use burn::tensor::backend::Backend;
+use segvol_core::SegVol;
+use segvol_gru::GruCorrector;
+use segvol_interactive::{InteractiveSession, SessionError, Update};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+use crate::ServeError;
+
+const INDEX: &[u8] = include_bytes!("../ui/index.html");
+const NIIVUE: &[u8] = include_bytes!("../ui/niivue.umd.js");
+
+/// One user action, as the page sends it (voxel indices in array order `[z, y, x]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum Action {
+    /// A box; one slice thick on some axis = a 2-D box (extended by the session).
+    Box {
+        /// Low corner (inclusive).
+        lo: [usize; 3],
+        /// High corner (inclusive).
+        hi: [usize; 3],
+    },
+    /// A positive (`fg`) or negative point.
+    Point {
+        /// The voxel.
+        zyx: [usize; 3],
+        /// Positive?
+        fg: bool,
+    },
+    /// Undo the last action.
+    Undo,
+    /// Clear the current object.
+    Reset,
+    /// Commit the current object and start the next.
+    Next,
+    /// Corrector on or off.
+    Corrector {
+        /// On?
+        on: bool,
+    },
+}
+
+/// Applies one action to a session (what the server and [`replay`] both do).
+///
+/// # Errors
+/// A prompt outside the image; the model's error.
+pub fn apply<B: Backend>(
+    s: &mut InteractiveSession<'_, B>,
+    a: &Action,
+) -> Result<Option<Update>, SessionError> {
+    Ok(match *a {
+        Action::Box { lo, hi } => {
+            let thin = (0..3).find(|&k| lo[k] == hi[k]);
+            Some(match thin {
+                Some(axis) => s.set_box_2d(axis, lo, hi)?,
+                None => s.set_box(lo, hi)?,
+            })
+        }
+        Action::Point { zyx, fg } => Some(s.add_point(zyx, fg)?),
+        Action::Undo => s.undo(),
+        Action::Reset => {
+            s.reset();
+            None
+        }
+        Action::Next => {
+            s.next_object();
+            None
+        }
+        Action::Corrector { on } => {
+            s.set_corrector(on);
+            None
+        }
+    })
+}
+
+/// Replays `actions` on a fresh session and returns the label map.
+///
+/// # Errors
+/// As [`apply`].
+pub fn replay<B: Backend>(
+    s: &mut InteractiveSession<'_, B>,
+    actions: &[Action],
+) -> Result<Vec<u8>, SessionError> {
+    for a in actions {
+        apply(s, a)?;
+    }
+    Ok(s.label_map())
+}
+
+/// Viewer settings.
+#[derive(Debug, Clone)]
+pub struct ViewConfig {
+    /// Address (127.0.0.1).
+    pub host: String,
+    /// Port (0 = any free one).
+    pub port: u16,
+    /// Where "Save" also writes the label map on the server side.
+    pub out: Option<PathBuf>,
+}
+
+/// Writes a label map (u8, the image's grid) as NIfTI bytes with the image's geometry.
+pub type LabelsToNifti = Box<dyn Fn(&[u8]) -> Result<Vec<u8>, String> + Send + Sync>;
+
+/// The image as the page loads it, and its grid.
+pub struct ViewImage {
+    /// The image as a NIfTI file (`.nii` or `.nii.gz` bytes) NiiVue reads.
+    pub file: Vec<u8>,
+    /// Its name (the extension tells NiiVue the format).
+    pub name: String,
+    /// Voxels as float, `[z, y, x]` C order.
+    pub data: Vec<f32>,
+    /// Shape.
+    pub dims: [usize; 3],
+    /// Spacing (mm).
+    pub spacing: [f64; 3],
+    /// The label map (u8) as NIfTI bytes with the image's geometry, from a label array.
+    pub labels_nifti: LabelsToNifti,
+}
+
+enum Job {
+    Act(Action, oneshot::Sender<Result<Value, String>>),
+    Labels(oneshot::Sender<Vec<u8>>),
+}
+
+/// `"z,y,x"` → indices.
+fn triple(v: &str) -> Option<[usize; 3]> {
+    let p: Vec<usize> = v
+        .split(',')
+        .map(|x| x.trim().parse().ok())
+        .collect::<Option<_>>()?;
+    (p.len() == 3).then(|| [p[0], p[1], p[2]])
+}
+
+/// The inclusive box `lo..=hi` of a `[z, y, x]` C-order volume, C order (what the page pastes
+/// after an action instead of the whole label map).
+fn sub_block(l: &[u8], d: [usize; 3], lo: [usize; 3], hi: [usize; 3]) -> Option<Vec<u8>> {
+    if (0..3).any(|a| lo[a] > hi[a] || hi[a] >= d[a]) || l.len() != d.iter().product::<usize>() {
+        return None;
+    }
+    let mut out = Vec::with_capacity((0..3).map(|a| hi[a] + 1 - lo[a]).product());
+    for z in lo[0]..=hi[0] {
+        for y in lo[1]..=hi[1] {
+            let row = (z * d[1] + y) * d[2];
+            out.extend_from_slice(&l[row + lo[2]..=row + hi[2]]);
+        }
+    }
+    Some(out)
+}
+
+struct Shared {
+    dims: [usize; 3],
+    cfg: ViewConfig,
+    file: Vec<u8>,
+    name: String,
+    labels_nifti: LabelsToNifti,
+    jobs: Mutex<mpsc::Sender<Job>>,
+    actions: Mutex<Vec<Action>>,
+}
+
+type St = State<Arc<Shared>>;
+
+fn fail(code: StatusCode, msg: impl Into<String>) -> Response {
+    (code, axum::Json(json!({"detail": msg.into()}))).into_response()
+}
+
+fn with_type(body: Vec<u8>, ctype: &'static str) -> Response {
+    let mut h = HeaderMap::new();
+    h.insert("content-type", HeaderValue::from_static(ctype));
+    h.insert("cache-control", HeaderValue::from_static("no-store"));
+    (StatusCode::OK, h, body).into_response()
+}
+
+async fn labels(s: &Shared) -> Result<Vec<u8>, Response> {
+    let (tx, rx) = oneshot::channel();
+    s.jobs
+        .lock()
+        .map_err(|_| fail(StatusCode::INTERNAL_SERVER_ERROR, "lock"))?
+        .send(Job::Labels(tx))
+        .map_err(|_| fail(StatusCode::SERVICE_UNAVAILABLE, "stopping"))?;
+    rx.await
+        .map_err(|_| fail(StatusCode::INTERNAL_SERVER_ERROR, "model thread"))
+}
+
+async fn act(State(s): St, body: Bytes) -> Response {
+    let a: Action = match serde_json::from_slice(&body) {
+        Ok(a) => a,
+        Err(e) => return fail(StatusCode::BAD_REQUEST, format!("bad action: {e}")),
+    };
+    let (tx, rx) = oneshot::channel();
+    let sent = s
+        .jobs
+        .lock()
+        .map(|j| j.send(Job::Act(a.clone(), tx)).is_ok())
+        .unwrap_or(false);
+    if !sent {
+        return fail(StatusCode::SERVICE_UNAVAILABLE, "stopping");
+    }
+    match rx.await {
+        Ok(Ok(v)) => {
+            if let Ok(mut l) = s.actions.lock() {
+                l.push(a);
+            }
+            axum::Json(v).into_response()
+        }
+        Ok(Err(e)) => fail(StatusCode::BAD_REQUEST, e),
+        Err(_) => fail(StatusCode::INTERNAL_SERVER_ERROR, "model thread"),
+    }
+}
+
+async fn save(State(s): St) -> Response {
+    let l = match labels(&s).await {
+        Ok(l) => l,
+        Err(r) => return r,
+    };
+    let bytes = match (s.labels_nifti)(&l) {
+        Ok(b) => b,
+        Err(e) => return fail(StatusCode::INTERNAL_SERVER_ERROR, e),
+    };
+    let Some(out) = &s.cfg.out else {
+        return axum::Json(json!({"saved": null})).into_response();
+    };
+    // Temporary file, then rename: never half a file at `out`.
+    let tmp = out.with_extension("part");
+    let r = std::fs::write(&tmp, &bytes).and_then(|()| std::fs::rename(&tmp, out));
+    match r {
+        Ok(()) => {
+            tracing::info!(path = %out.display(), "label map saved");
+            axum::Json(json!({"saved": out})).into_response()
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            fail(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("{}: {e}", out.display()),
+            )
+        }
+    }
+}
+
+fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/", get(|| async { with_type(INDEX.to_vec(), "text/html; charset=utf-8") }))
+        .route(
+            "/niivue.umd.js",
+            get(|| async { with_type(NIIVUE.to_vec(), "text/javascript") }),
+        )
+        .route(
+            "/image/{name}",
+            get(|State(s): St| async move { with_type(s.file.clone(), "application/octet-stream") }),
+        )
+        .route(
+            "/api/info",
+            get(|State(s): St| async move {
+                axum::Json(json!({"image": format!("/image/{}", s.name), "name": s.name}))
+            }),
+        )
+        .route(
+            "/labels/{name}",
+            get(
+                |State(s): St, axum::extract::Path(name): axum::extract::Path<String>| async move {
+                    let l = match labels(&s).await {
+                        Ok(l) => l,
+                        Err(r) => return r,
+                    };
+                    let b = match (s.labels_nifti)(&l) {
+                        Ok(b) => b,
+                        Err(e) => return fail(StatusCode::INTERNAL_SERVER_ERROR, e),
+                    };
+                    if !name.ends_with(".gz") {
+                        return with_type(b, "application/octet-stream");
+                    }
+                    // A mostly-empty label map gzips ~1000:1: the page's first load is small.
+                    let gz = tokio::task::spawn_blocking(move || {
+                        use std::io::Write as _;
+                        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                        e.write_all(&b).and_then(|()| e.finish())
+                    })
+                    .await;
+                    match gz {
+                        Ok(Ok(z)) => with_type(z, "application/octet-stream"),
+                        _ => fail(StatusCode::INTERNAL_SERVER_ERROR, "gzip"),
+                    }
+                },
+            ),
+        )
+        .route(
+            "/api/labels",
+            get(
+                |State(s): St, q: axum::extract::Query<std::collections::HashMap<String, String>>| async move {
+                    let l = match labels(&s).await {
+                        Ok(l) => l,
+                        Err(r) => return r,
+                    };
+                    match (q.get("lo").and_then(|v| triple(v)), q.get("hi").and_then(|v| triple(v))) {
+                        (Some(lo), Some(hi)) => match sub_block(&l, s.dims, lo, hi) {
+                            Some(b) => with_type(b, "application/octet-stream"),
+                            None => fail(StatusCode::BAD_REQUEST, "box outside the image"),
+                        },
+                        _ => with_type(l, "application/octet-stream"),
+                    }
+                },
+            ),
+        )
+        .route("/api/action", post(act))
+        .route(
+            "/api/actions",
+            get(|State(s): St| async move {
+                let l = s.actions.lock().map(|l| l.clone()).unwrap_or_default();
+                axum::Json(l).into_response()
+            }),
+        )
+        .route("/api/save", post(save))
+        .with_state(shared)
+}
+
+/// Serves the page until interrupted; the model runs on this thread.
+///
+/// # Errors
+/// [`ServeError::Io`] when the address cannot be bound.
+pub fn view<B: Backend>(
+    cfg: ViewConfig,
+    image: ViewImage,
+    model: &SegVol<B>,
+    corrector: Option<&GruCorrector<B>>,
+    device: &B::Device,
+    ready: impl FnOnce(std::net::SocketAddr) + Send + 'static,
+) -> Result<(), ServeError> {
+    let mut session = InteractiveSession::new(
+        model,
+        corrector,
+        device,
+        image.data,
+        image.dims,
+        image.spacing,
+    )
+    .map_err(|e| ServeError::Io(e.to_string()))?;
+    let (tx, rx) = mpsc::channel::<Job>();
+    let shared = Arc::new(Shared {
+        dims: image.dims,
+        cfg: cfg.clone(),
+        file: image.file,
+        name: image.name,
+        labels_nifti: image.labels_nifti,
+        jobs: Mutex::new(tx),
+        actions: Mutex::new(Vec::new()),
+    });
+    let (bound_tx, bound_rx) = mpsc::channel::<Result<(), ServeError>>();
+    let http = {
+        let shared = shared.clone();
+        std::thread::spawn(move || {
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = bound_tx.send(Err(ServeError::Io(e.to_string())));
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                let addr = format!("{}:{}", shared.cfg.host, shared.cfg.port);
+                let listener = match tokio::net::TcpListener::bind(&addr).await {
+                    Ok(l) => l,
+                    Err(e) => {
+                        let _ = bound_tx.send(Err(ServeError::Io(format!("{addr}: {e}"))));
+                        return;
+                    }
+                };
+                let _ = bound_tx.send(Ok(()));
+                if let Ok(a) = listener.local_addr() {
+                    ready(a);
+                }
+                let _ = axum::serve(listener, router(shared.clone()))
+                    .with_graceful_shutdown(async {
+                        let _ = tokio::signal::ctrl_c().await;
+                    })
+                    .await;
+                if let Ok(mut j) = shared.jobs.lock() {
+                    *j = mpsc::channel().0;
+                }
+            });
+        })
+    };
+    bound_rx
+        .recv()
+        .map_err(|e| ServeError::Io(e.to_string()))??;
+    drop(shared);
+    while let Ok(job) = rx.recv() {
+        match job {
+            Job::Labels(reply) => {
+                let _ = reply.send(session.label_map());
+            }
+            Job::Act(a, reply) => {
+                let t = Instant::now();
+                let r = apply(&mut session, &a)
+                    .map(|u| {
+                        let ms = t.elapsed().as_secs_f64() * 1e3;
+                        let fg = session.mask().iter().filter(|&&m| m > 0).count();
+                        tracing::info!(?a, ms, voxels = fg, "action");
+                        json!({
+                            "ms": ms,
+                            "encode_s": u.as_ref().map_or(0.0, |u| u.encode_s),
+                            "changed": u.as_ref().and_then(|u| u.changed),
+                            "voxels": fg,
+                            "undo_depth": session.undo_depth(),
+                        })
+                    })
+                    .map_err(|e| e.to_string());
+                let _ = reply.send(r);
+            }
+        }
+    }
+    let _ = http.join();
+    Ok(())
+}
