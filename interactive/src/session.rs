@@ -163,6 +163,30 @@ impl<'m, B: Backend> InteractiveSession<'m, B> {
             .collect()
     }
 
+    /// The label map inside the inclusive box `lo..=hi`, C order (what a viewer repaints after
+    /// an action, without copying the whole map). `None` for a box outside the image.
+    pub fn label_block(&self, lo: [usize; 3], hi: [usize; 3]) -> Option<Vec<u8>> {
+        let d = self.dims;
+        if (0..3).any(|a| lo[a] > hi[a] || hi[a] >= d[a]) {
+            return None;
+        }
+        let cur = self.objects.saturating_add(1);
+        let mut out = Vec::with_capacity((0..3).map(|a| hi[a] + 1 - lo[a]).product());
+        for z in lo[0]..=hi[0] {
+            for y in lo[1]..=hi[1] {
+                let row = (z * d[1] + y) * d[2];
+                let r = row + lo[2]..=row + hi[2];
+                out.extend(
+                    self.labels[r.clone()]
+                        .iter()
+                        .zip(&self.mask[r])
+                        .map(|(&l, &m)| if m > 0 { cur } else { l }),
+                );
+            }
+        }
+        Some(out)
+    }
+
     /// The current object's prompts.
     pub fn prompts(&self) -> &Prompts {
         &self.prompts

@@ -141,6 +141,7 @@ pub struct ViewImage {
 enum Job {
     Act(Action, oneshot::Sender<Result<Value, String>>),
     Labels(oneshot::Sender<Vec<u8>>),
+    Block([usize; 3], [usize; 3], oneshot::Sender<Option<Vec<u8>>>),
 }
 
 /// `"z,y,x"` → indices.
@@ -152,24 +153,7 @@ fn triple(v: &str) -> Option<[usize; 3]> {
     (p.len() == 3).then(|| [p[0], p[1], p[2]])
 }
 
-/// The inclusive box `lo..=hi` of a `[z, y, x]` C-order volume, C order (what the page pastes
-/// after an action instead of the whole label map).
-fn sub_block(l: &[u8], d: [usize; 3], lo: [usize; 3], hi: [usize; 3]) -> Option<Vec<u8>> {
-    if (0..3).any(|a| lo[a] > hi[a] || hi[a] >= d[a]) || l.len() != d.iter().product::<usize>() {
-        return None;
-    }
-    let mut out = Vec::with_capacity((0..3).map(|a| hi[a] + 1 - lo[a]).product());
-    for z in lo[0]..=hi[0] {
-        for y in lo[1]..=hi[1] {
-            let row = (z * d[1] + y) * d[2];
-            out.extend_from_slice(&l[row + lo[2]..=row + hi[2]]);
-        }
-    }
-    Some(out)
-}
-
 struct Shared {
-    dims: [usize; 3],
     cfg: ViewConfig,
     file: Vec<u8>,
     name: String,
@@ -308,16 +292,24 @@ fn router(shared: Arc<Shared>) -> Router {
             "/api/labels",
             get(
                 |State(s): St, q: axum::extract::Query<std::collections::HashMap<String, String>>| async move {
-                    let l = match labels(&s).await {
-                        Ok(l) => l,
-                        Err(r) => return r,
-                    };
                     match (q.get("lo").and_then(|v| triple(v)), q.get("hi").and_then(|v| triple(v))) {
-                        (Some(lo), Some(hi)) => match sub_block(&l, s.dims, lo, hi) {
-                            Some(b) => with_type(b, "application/octet-stream"),
-                            None => fail(StatusCode::BAD_REQUEST, "box outside the image"),
+                        (Some(lo), Some(hi)) => {
+                            let (tx, rx) = oneshot::channel();
+                            let sent = s
+                                .jobs
+                                .lock()
+                                .map(|j| j.send(Job::Block(lo, hi, tx)).is_ok())
+                                .unwrap_or(false);
+                            match (sent, rx.await) {
+                                (true, Ok(Some(b))) => with_type(b, "application/octet-stream"),
+                                (true, Ok(None)) => fail(StatusCode::BAD_REQUEST, "box outside the image"),
+                                _ => fail(StatusCode::SERVICE_UNAVAILABLE, "stopping"),
+                            }
+                        }
+                        _ => match labels(&s).await {
+                            Ok(l) => with_type(l, "application/octet-stream"),
+                            Err(r) => r,
                         },
-                        _ => with_type(l, "application/octet-stream"),
                     }
                 },
             ),
@@ -357,7 +349,6 @@ pub fn view<B: Backend>(
     .map_err(|e| ServeError::Io(e.to_string()))?;
     let (tx, rx) = mpsc::channel::<Job>();
     let shared = Arc::new(Shared {
-        dims: image.dims,
         cfg: cfg.clone(),
         file: image.file,
         name: image.name,
@@ -412,6 +403,9 @@ pub fn view<B: Backend>(
         match job {
             Job::Labels(reply) => {
                 let _ = reply.send(session.label_map());
+            }
+            Job::Block(lo, hi, reply) => {
+                let _ = reply.send(session.label_block(lo, hi));
             }
             Job::Act(a, reply) => {
                 let t = Instant::now();

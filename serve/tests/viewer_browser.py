@@ -94,6 +94,8 @@ try:
         wait(f"window.segvol.done > {n} && !window.segvol.busy", what)
         ms = (time.perf_counter() - t) * 1e3
         err = driver.execute_script("return window.segvol.error;")
+        last = driver.execute_script("return window.segvol.last;") or {}
+        print(f"     {what}: round trip {ms:.0f} ms, model {last.get('ms', float('nan')):.0f} ms", flush=True)
         return ms, err
 
     # A box: drag across the middle of the axial slice.
