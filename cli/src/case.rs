@@ -285,3 +285,14 @@ pub fn refuse_same(input: &Path, output: &Path, what: &str) -> Result<()> {
     }
     Ok(())
 }
+
+/// The log of the long-running commands (`serve`, `view`): stderr, `RUST_LOG` or `info`.
+pub fn init_log() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+}

@@ -91,12 +91,6 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         request_timeout: Duration::from_secs(55),
         zoom_in: args.zoom_in,
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    crate::case::init_log();
     dispatch(args.model.backend()?, Serve { cfg, files })
 }

@@ -159,13 +159,7 @@ pub fn run(args: &ViewArgs) -> Result<()> {
         }
     };
     if replay.is_none() {
-        tracing_subscriber::fmt()
-            .with_env_filter(
-                tracing_subscriber::EnvFilter::try_from_default_env()
-                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-            )
-            .with_writer(std::io::stderr)
-            .init();
+        crate::case::init_log();
     }
     let g2 = geom.clone();
     let image = ViewImage {

@@ -208,6 +208,17 @@ impl<'m, B: Backend> InteractiveSession<'m, B> {
         }
     }
 
+    fn check_box(&self, lo: [usize; 3], hi: [usize; 3]) -> Result<(), SessionError> {
+        self.check(lo, "box corner")?;
+        self.check(hi, "box corner")?;
+        if (0..3).any(|a| lo[a] > hi[a]) {
+            return Err(SessionError::Invalid(format!(
+                "box {lo:?}..={hi:?} is inverted"
+            )));
+        }
+        Ok(())
+    }
+
     fn push_history(&mut self) {
         self.history.push(Snapshot {
             prompts: self.prompts.clone(),
@@ -224,13 +235,7 @@ impl<'m, B: Backend> InteractiveSession<'m, B> {
     /// # Errors
     /// A corner outside the image or inverted; the model's error.
     pub fn set_box(&mut self, lo: [usize; 3], hi: [usize; 3]) -> Result<Update, SessionError> {
-        self.check(lo, "box corner")?;
-        self.check(hi, "box corner")?;
-        if (0..3).any(|a| lo[a] > hi[a]) {
-            return Err(SessionError::Invalid(format!(
-                "box {lo:?}..={hi:?} is inverted"
-            )));
-        }
+        self.check_box(lo, hi)?;
         self.push_history();
         self.prompts.bbox = Some((lo, hi));
         self.corr = None; // the rounds so far were corrected under the old box
@@ -299,13 +304,7 @@ impl<'m, B: Backend> InteractiveSession<'m, B> {
     /// # Errors
     /// A corner outside the image or inverted.
     pub fn queue_box(&mut self, lo: [usize; 3], hi: [usize; 3]) -> Result<(), SessionError> {
-        self.check(lo, "box corner")?;
-        self.check(hi, "box corner")?;
-        if (0..3).any(|a| lo[a] > hi[a]) {
-            return Err(SessionError::Invalid(format!(
-                "box {lo:?}..={hi:?} is inverted"
-            )));
-        }
+        self.check_box(lo, hi)?;
         self.push_history();
         self.prompts.bbox = Some((lo, hi));
         self.corr = None;

@@ -181,55 +181,78 @@ pub fn serve<B: Backend>(
         leases: Mutex::new(HashMap::new()),
         jobs: Mutex::new(tx),
     });
-    let (bound_tx, bound_rx) = std::sync::mpsc::channel::<Result<(), ServeError>>();
+    let addr = format!("{}:{}", cfg.host, cfg.port);
     let http = {
-        let shared = shared.clone();
-        std::thread::spawn(move || {
-            let rt = match tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    let _ = bound_tx.send(Err(ServeError::Io(e.to_string())));
-                    return;
-                }
-            };
-            rt.block_on(async move {
-                let addr = format!("{}:{}", shared.cfg.host, shared.cfg.port);
-                let listener = match tokio::net::TcpListener::bind(&addr).await {
-                    Ok(l) => l,
-                    Err(e) => {
-                        let _ = bound_tx.send(Err(ServeError::Io(format!("{addr}: {e}"))));
-                        return;
-                    }
-                };
-                let _ = bound_tx.send(Ok(()));
-                if let Ok(a) = listener.local_addr() {
-                    ready(a);
-                }
-                tokio::spawn(reaper(shared.clone()));
-                let app = router(shared.clone());
-                let _ = axum::serve(listener, app)
-                    .with_graceful_shutdown(async {
-                        let _ = tokio::signal::ctrl_c().await;
-                    })
-                    .await;
+        let (s1, s2) = (shared.clone(), shared.clone());
+        spawn_http(
+            addr,
+            router(shared.clone()),
+            ready,
+            move || {
+                tokio::spawn(reaper(s1));
+            },
+            move || {
                 // Closing the job channel ends the model loop.
-                if let Ok(mut j) = shared.jobs.lock() {
+                if let Ok(mut j) = s2.jobs.lock() {
                     *j = mpsc::channel().0;
                 }
-            });
-        })
+            },
+        )?
     };
-    bound_rx
-        .recv()
-        .map_err(|e| ServeError::Io(e.to_string()))??;
     drop(shared);
     model_loop(&cfg, rx, model, corrector, device);
     let _ = http.join();
     Ok(())
+}
+
+/// Serves `app` on `addr` from a thread of its own with a small tokio runtime; returns once the
+/// address is bound (or with the bind error). `start` runs inside the runtime before serving,
+/// `stop` after Ctrl-C ends it.
+pub(crate) fn spawn_http(
+    addr: String,
+    app: Router,
+    ready: impl FnOnce(SocketAddr) + Send + 'static,
+    start: impl FnOnce() + Send + 'static,
+    stop: impl FnOnce() + Send + 'static,
+) -> Result<std::thread::JoinHandle<()>, ServeError> {
+    let (bound_tx, bound_rx) = mpsc::channel::<Result<(), ServeError>>();
+    let handle = std::thread::spawn(move || {
+        let rt = match tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => {
+                let _ = bound_tx.send(Err(ServeError::Io(e.to_string())));
+                return;
+            }
+        };
+        rt.block_on(async move {
+            let listener = match tokio::net::TcpListener::bind(&addr).await {
+                Ok(l) => l,
+                Err(e) => {
+                    let _ = bound_tx.send(Err(ServeError::Io(format!("{addr}: {e}"))));
+                    return;
+                }
+            };
+            let _ = bound_tx.send(Ok(()));
+            if let Ok(a) = listener.local_addr() {
+                ready(a);
+            }
+            start();
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = tokio::signal::ctrl_c().await;
+                })
+                .await;
+            stop();
+        });
+    });
+    bound_rx
+        .recv()
+        .map_err(|e| ServeError::Io(e.to_string()))??;
+    Ok(handle)
 }
 
 /// Routes of the protocol (§3).

@@ -356,48 +356,19 @@ pub fn view<B: Backend>(
         jobs: Mutex::new(tx),
         actions: Mutex::new(Vec::new()),
     });
-    let (bound_tx, bound_rx) = mpsc::channel::<Result<(), ServeError>>();
-    let http = {
-        let shared = shared.clone();
-        std::thread::spawn(move || {
-            let rt = match tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    let _ = bound_tx.send(Err(ServeError::Io(e.to_string())));
-                    return;
-                }
-            };
-            rt.block_on(async move {
-                let addr = format!("{}:{}", shared.cfg.host, shared.cfg.port);
-                let listener = match tokio::net::TcpListener::bind(&addr).await {
-                    Ok(l) => l,
-                    Err(e) => {
-                        let _ = bound_tx.send(Err(ServeError::Io(format!("{addr}: {e}"))));
-                        return;
-                    }
-                };
-                let _ = bound_tx.send(Ok(()));
-                if let Ok(a) = listener.local_addr() {
-                    ready(a);
-                }
-                let _ = axum::serve(listener, router(shared.clone()))
-                    .with_graceful_shutdown(async {
-                        let _ = tokio::signal::ctrl_c().await;
-                    })
-                    .await;
-                if let Ok(mut j) = shared.jobs.lock() {
-                    *j = mpsc::channel().0;
-                }
-            });
-        })
-    };
-    bound_rx
-        .recv()
-        .map_err(|e| ServeError::Io(e.to_string()))??;
+    let addr = format!("{}:{}", cfg.host, cfg.port);
+    let closer = shared.clone();
+    let http = crate::spawn_http(
+        addr,
+        router(shared.clone()),
+        ready,
+        || {},
+        move || {
+            if let Ok(mut j) = closer.jobs.lock() {
+                *j = mpsc::channel().0;
+            }
+        },
+    )?;
     drop(shared);
     while let Ok(job) = rx.recv() {
         match job {
