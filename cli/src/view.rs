@@ -38,6 +38,7 @@ pub struct ViewArgs {
 }
 
 /// The label map as NIfTI bytes with the image's geometry (a temporary file, read back).
+/// `geom` carries the geometry only (its voxels were moved into the session).
 fn labels_nifti(geom: &Volume<f32>, labels: &[u8]) -> Result<Vec<u8>, String> {
     let v = Volume {
         data: labels.to_vec(),
@@ -161,11 +162,14 @@ pub fn run(args: &ViewArgs) -> Result<()> {
     if replay.is_none() {
         crate::case::init_log();
     }
+    // The voxels go to the session once; the label writer needs only the geometry.
+    let mut geom = geom;
+    let data = std::mem::take(&mut geom.data);
     let g2 = geom.clone();
     let image = ViewImage {
         file,
         name,
-        data: geom.data.clone(),
+        data,
         dims: geom.dims,
         spacing: geom.spacing,
         labels_nifti: Box::new(move |l: &[u8]| labels_nifti(&g2, l)),
