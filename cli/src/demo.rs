@@ -7,10 +7,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use segvol_backends::{Backend, BackendTask, dispatch};
-use segvol_eval::protocol::{
-    Box3, CaseResult, PredictRequest, Predictor, ProtocolOptions, run_case,
-};
-use segvol_interactive::SegVolPredictor;
+use segvol_eval::protocol::{Box3, CaseResult, ProtocolOptions, run_case};
+use segvol_interactive::{Recording, SegVolPredictor};
 use segvol_io::{Volume, write_nifti};
 
 use crate::case::{CorrectorSource, ModelArgs, ModelFiles, read_case, spinner};
@@ -78,23 +76,6 @@ pub struct DemoArgs {
     pub model: ModelArgs,
 }
 
-/// Keeps every mask the predictor returns.
-struct Recording<'p, P: Predictor> {
-    inner: &'p mut P,
-    masks: Vec<Vec<u8>>,
-}
-
-impl<P: Predictor> Predictor for Recording<'_, P> {
-    fn predict(
-        &mut self,
-        req: &PredictRequest<'_>,
-    ) -> Result<Vec<u8>, Box<dyn std::error::Error + Send + Sync>> {
-        let m = self.inner.predict(req)?;
-        self.masks.push(m.clone());
-        Ok(m)
-    }
-}
-
 struct Demo {
     files: ModelFiles,
     image: Vec<u8>,
@@ -121,10 +102,7 @@ impl BackendTask for Demo {
         let mut p = SegVolPredictor::new(&model, corrector.as_ref(), device)
             .with_zoom_in(self.zoom_in)
             .with_feedback(feedback);
-        let mut rec = Recording {
-            inner: &mut p,
-            masks: Vec::new(),
-        };
+        let mut rec = Recording::new(&mut p);
         let r = run_case(
             &mut rec,
             &self.image,
