@@ -110,11 +110,15 @@ def main():
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--iters", type=int, default=3)
     ap.add_argument("--ops", action="store_true", help="time one ViT block's operations alone")
+    ap.add_argument("--e2e", metavar="NPY", help="time an end-to-end segmentation of this volume")
+    ap.add_argument("--box", help="z0,y0,x0,z1,y1,x1 for --e2e")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     if a.ops:
         return ops(a)
+    if a.e2e:
+        return e2e(a)
     vit = ViT(in_channels=1, img_size=(32, 256, 256), patch_size=(4, 16, 16), hidden_size=768,
               mlp_dim=3072, num_layers=12, num_heads=12, proj_type="perceptron",
               pos_embed_type="learnable", classification=False, dropout_rate=0.0).eval()
@@ -138,6 +142,79 @@ def main():
     for name, t in [("patch embedding", patch), ("one ViT block", block), ("full encoder", enc),
                     ("decode (box prompt, incl. upsample)", decode), ("encoder + decode", enc + decode)]:
         print(f"| {name} | {t * 1e3:.1f} |")
+
+
+def e2e(a):
+    """SegVol's inference path on a whole volume, the work `segvol segment` does: read the
+    `.npy`, normalise (foreground percentiles 0.5/99.5, z-score), zoom-out (trilinear resize to
+    32x256x256, encode, decode the box, logits back to the volume's size), zoom-in (the box's
+    region at native resolution in 32x256x256 sliding windows, each encoded and decoded, the
+    mean written back), threshold, write the mask. Random weights; the timing is the point."""
+    vit = ViT(in_channels=1, img_size=(32, 256, 256), patch_size=(4, 16, 16), hidden_size=768,
+              mlp_dim=3072, num_layers=12, num_heads=12, proj_type="perceptron",
+              pos_embed_type="learnable", classification=False, dropout_rate=0.0).eval()
+    dec = Decoder().eval()
+    pe = torch.randn(1, 768, 8, 16, 16)
+    sparse = torch.randn(1, 2, 768)
+    dense = torch.randn(1, 768, 1, 1, 1).expand(1, 768, 8, 16, 16)
+    box = [int(v) for v in a.box.split(",")]
+    t0 = time.perf_counter()
+    import numpy as np
+    with torch.inference_mode():
+        img = torch.from_numpy(np.load(a.e2e).astype(np.float32))
+        fg = img[img > img.mean()]
+        lo, hi = torch.quantile(fg[:: max(1, fg.numel() // 1_000_000)], torch.tensor([0.005, 0.995]))
+        img = img.clamp(lo, hi)
+        img = (img - fg.mean()) / fg.std()
+        d, h, w = img.shape
+
+        def segment(vol):
+            x = F.interpolate(vol[None, None], size=(32, 256, 256), mode="trilinear", align_corners=False)
+            out, _ = vit(x)
+            emb = out.transpose(1, 2).reshape(1, 768, 8, 16, 16)
+            return F.interpolate(dec(emb, pe, sparse, dense), size=vol.shape, mode="trilinear",
+                                 align_corners=False)[0, 0]
+
+        logits = segment(img)
+        # Zoom-in as segvol-rs does it (segvol-core/src/zoom.rs): the ROI around the box grown
+        # to the window (32x256x256) at native resolution, sliding windows with overlap 0.5,
+        # each encoded and decoded, the mean written over the global logits.
+        win = (32, 256, 256)
+
+        def roi_axis(lo, hi, w, size):
+            pad = max(0, w - (hi - lo + 1))
+            return max(lo - pad // 2, 0), min(min(hi + pad // 2, size) + 1, size)
+
+        def starts(size, w):
+            if size <= w:
+                return [0]
+            step = max(w // 2, 1)
+            n = -(-(size - w) // step) + 1
+            return [min(i * step, size - w) for i in range(n)]
+
+        z0, y0, x0, z1, y1, x1 = box
+        roi = [roi_axis(a, b, w, n) for a, b, w, n in zip((z0, y0, x0), (z1, y1, x1), win, (d, h, w))]
+        crop = img[roi[0][0]:roi[0][1], roi[1][0]:roi[1][1], roi[2][0]:roi[2][1]]
+        pads = [max(0, wi - s) for wi, s in zip(win, crop.shape)]
+        crop = F.pad(crop, (0, pads[2], 0, pads[1], 0, pads[0]))
+        acc = torch.zeros_like(crop)
+        cnt = torch.zeros_like(crop)
+        for sz in starts(crop.shape[0], win[0]):
+            for sy in starts(crop.shape[1], win[1]):
+                for sx in starts(crop.shape[2], win[2]):
+                    sl = (slice(sz, sz + win[0]), slice(sy, sy + win[1]), slice(sx, sx + win[2]))
+                    out, _ = vit(crop[sl][None, None])
+                    emb = out.transpose(1, 2).reshape(1, 768, 8, 16, 16)
+                    acc[sl] += dec(emb, pe, sparse, dense)[0, 0]
+                    cnt[sl] += 1
+        zoom = acc / cnt
+        r = [b - a for a, b in roi]
+        logits[roi[0][0]:roi[0][1], roi[1][0]:roi[1][1], roi[2][0]:roi[2][1]] = zoom[:r[0], :r[1], :r[2]]
+        mask = (logits > 0).to(torch.uint8).numpy()
+        np.save("/tmp/segvol_torch_e2e_mask.npy", mask)
+    t = time.perf_counter() - t0
+    print(f"torch {torch.__version__}, {a.threads} threads")
+    print(f"| end-to-end segment {d}x{h}x{w} | {t * 1e3:.1f} |")
 
 
 def ops(a):

@@ -27,6 +27,58 @@ pub struct BenchArgs {
     /// `bench/segvol_torch_bench.py --ops` prints the same table for PyTorch.
     #[arg(long)]
     pub ops: bool,
+    /// Instead, time each stage of one per-click decode (prompt encoder, two-way transformer,
+    /// upscaling, hypernetwork, upsample to the model grid).
+    #[arg(long)]
+    pub decode_ops: bool,
+}
+
+/// The stages of one per-click decode, each the mean of `iters` runs after a warm-up.
+struct DecodeOpsBench {
+    config: SegVolConfig,
+    iters: usize,
+}
+
+impl BackendTask for DecodeOpsBench {
+    type Output = Vec<(&'static str, Duration)>;
+    fn run<B: Backend>(self, device: &B::Device) -> Vec<(&'static str, Duration)> {
+        let c = &self.config;
+        let model = segvol_core::SegVol::<B>::new(c, device);
+        let [gd, gh, gw] = c.grid();
+        let emb = Tensor::<B, 5>::random(
+            [1, c.hidden_size, gd, gh, gw],
+            Distribution::Normal(0.0, 1.0),
+            device,
+        );
+        let prompts = segvol_core::Prompts {
+            boxes: Some([2.0, 20.0, 20.0, 20.0, 120.0, 140.0]),
+            points: vec![([10.0, 60.0, 70.0], 1)],
+            text: None,
+        };
+        let mut sums: Vec<(&'static str, Duration)> = Vec::new();
+        for run in 0..=self.iters {
+            let mut marks: Vec<(&'static str, Instant)> = Vec::new();
+            let start = Instant::now();
+            let out = model.decode_marked(emb.clone(), &prompts, &mut |stage| {
+                marks.push((stage, Instant::now()))
+            });
+            let _ = out.logits.into_data();
+            if run == 0 {
+                continue; // warm-up
+            }
+            let mut prev = start;
+            for (i, (stage, t)) in marks.into_iter().enumerate() {
+                if sums.len() <= i {
+                    sums.push((stage, Duration::ZERO));
+                }
+                sums[i].1 += t - prev;
+                prev = t;
+            }
+        }
+        sums.into_iter()
+            .map(|(s, d)| (s, d / self.iters.max(1) as u32))
+            .collect()
+    }
 }
 
 /// The operations of one ViT block at the config's sizes, each timed alone.
@@ -208,6 +260,29 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             .collect::<Result<_, _>>()?
     };
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if args.decode_ops {
+        out!(
+            "One per-click decode by stage, config {}, {} timed runs after 1 warm-up, {threads} threads",
+            args.config,
+            args.iters
+        );
+        for kind in kinds {
+            let rows = dispatch(
+                kind,
+                DecodeOpsBench {
+                    config: config.clone(),
+                    iters: args.iters,
+                },
+            );
+            out!("\n{kind}\n| stage | ms |\n|---|---|");
+            let total: Duration = rows.iter().map(|r| r.1).sum();
+            for (name, d) in rows {
+                out!("| {name} | {:.1} |", d.as_secs_f64() * 1e3);
+            }
+            out!("| total | {:.1} |", total.as_secs_f64() * 1e3);
+        }
+        return Ok(());
+    }
     if args.ops {
         out!(
             "One ViT block's operations, config {} (tokens {}, hidden {}, mlp {}, heads {}), {} timed runs after 1 warm-up, {threads} threads",

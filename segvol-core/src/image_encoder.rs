@@ -33,7 +33,13 @@ impl<B: Backend> PatchEmbedding<B> {
             .reshape([b * gd, pd, gh, ph, gw, pw]) // [b·gd, pd, gh, ph, gw, pw]
             .permute([0, 2, 4, 1, 3, 5]) // [b·gd, gh, gw, pd, ph, pw]
             .reshape([b, gd * gh * gw, pd * ph * pw]); // [b, tokens, patch_dim]
-        self.patch_embeddings.forward(x) + self.position_embeddings.val()
+        let pos = self.position_embeddings.val();
+        if b == 1
+            && let Some(y) = crate::fast::linear(&self.patch_embeddings, &x, Some(&pos), false)
+        {
+            return y;
+        }
+        self.patch_embeddings.forward(x) + pos
     }
 }
 
@@ -52,6 +58,9 @@ impl<B: Backend> SelfAttention<B> {
         let [b, n, c] = x.dims();
         let (heads, dh) = (self.num_heads, c / self.num_heads);
         let qkv = self.qkv.forward(x); // [b, n, 3c]
+        if let Some(out) = crate::fast::fused_qkv_attention(&qkv, heads) {
+            return self.out_proj.forward(out);
+        }
         let split = |i: usize| {
             qkv.clone()
                 .narrow(2, i * c, c)
@@ -76,6 +85,8 @@ pub struct VitBlock<B: Backend> {
     pub(crate) norm2: LayerNorm<B>,
     pub(crate) linear1: Linear<B>,
     pub(crate) linear2: Linear<B>,
+    /// Both LayerNorms' epsilon (burn keeps `LayerNorm`'s private; the fast path needs it).
+    eps: f64,
 }
 
 impl<B: Backend> VitBlock<B> {
@@ -94,15 +105,36 @@ impl<B: Backend> VitBlock<B> {
             norm2: norm(),
             linear1: LinearConfig::new(hidden, mlp).init(device),
             linear2: LinearConfig::new(mlp, hidden).init(device),
+            eps,
         }
     }
 
     /// # Shapes
     /// - `x`: `[batch, tokens, hidden]` → same
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        if let Some(y) = self.forward_fast(&x) {
+            return y;
+        }
         let x = x.clone() + self.attn.forward(self.norm1.forward(x));
         let h = gelu(self.linear1.forward(self.norm2.forward(x.clone())));
         x + self.linear2.forward(h)
+    }
+}
+
+impl<B: Backend> VitBlock<B> {
+    /// The same block through `crate::fast` (burn-flex only): LayerNorm, the qkv projection,
+    /// fused attention, the out projection with bias and residual in its GEMM, LayerNorm, the
+    /// first MLP layer with bias and GELU, the second with bias and residual. `None` on other
+    /// backends.
+    fn forward_fast(&self, x: &Tensor<B, 3>) -> Option<Tensor<B, 3>> {
+        use crate::fast;
+        let h = fast::layer_norm(&self.norm1, self.eps, x)?;
+        let qkv = fast::linear(&self.attn.qkv, &h, None, false)?;
+        let a = fast::fused_qkv_attention(&qkv, self.attn.num_heads)?;
+        let x = fast::linear(&self.attn.out_proj, &a, Some(x), false)?;
+        let h = fast::layer_norm(&self.norm2, self.eps, &x)?;
+        let h = fast::linear(&self.linear1, &h, None, true)?;
+        fast::linear(&self.linear2, &h, Some(&x), false)
     }
 }
 

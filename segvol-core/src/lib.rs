@@ -2,6 +2,7 @@
 #![deny(missing_docs)]
 
 mod config;
+pub mod fast;
 pub mod image_encoder;
 pub mod mask_decoder;
 pub mod model;

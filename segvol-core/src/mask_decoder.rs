@@ -36,6 +36,9 @@ impl<B: Backend> Attention<B> {
     /// # Shapes
     /// - `q`: `[b, nq, dim]`, `k`, `v`: `[b, nk, dim]` → `[b, nq, dim]`
     pub fn forward(&self, q: Tensor<B, 3>, k: Tensor<B, 3>, v: Tensor<B, 3>) -> Tensor<B, 3> {
+        if let Some(out) = self.forward_fast(&q, &k, &v) {
+            return out;
+        }
         let heads = self.num_heads;
         let split = |x: Tensor<B, 3>| {
             let [b, n, c] = x.dims();
@@ -52,6 +55,23 @@ impl<B: Backend> Attention<B> {
         let out = attn.matmul(v).swap_dims(1, 2); // [b, nq, heads, dh]
         let [b, n, h, d] = out.dims();
         self.out_proj.forward(out.reshape([b, n, h * d]))
+    }
+}
+
+impl<B: Backend> Attention<B> {
+    /// The same through `crate::fast` (burn-flex only); `None` on other backends.
+    fn forward_fast(
+        &self,
+        q: &Tensor<B, 3>,
+        k: &Tensor<B, 3>,
+        v: &Tensor<B, 3>,
+    ) -> Option<Tensor<B, 3>> {
+        use crate::fast;
+        let q = fast::linear(&self.q_proj, q, None, false)?;
+        let k = fast::linear(&self.k_proj, k, None, false)?;
+        let v = fast::linear(&self.v_proj, v, None, false)?;
+        let out = fast::attention(&q, &k, &v, self.num_heads)?;
+        fast::linear(&self.out_proj, &out, None, false)
     }
 }
 
@@ -178,6 +198,16 @@ impl<B: Backend> Up2<B> {
             ConvTransposeOptions::new([2; 3], [0; 3], [0; 3], [1; 3], 1),
         )
     }
+
+    /// `gelu(self.forward(x))`, fused on the fast path.
+    fn forward_gelu(&self, x: Tensor<B, 5>) -> Tensor<B, 5> {
+        if let Some(y) =
+            crate::fast::conv_transpose_k2s2(&x, &self.weight.val(), &self.bias.val(), true)
+        {
+            return y;
+        }
+        gelu(self.forward(x))
+    }
 }
 
 /// SegVol's `LayerNorm((C, D, H, W))`: statistics over the whole sample, element-wise affine
@@ -198,6 +228,16 @@ impl<B: Backend> FullLayerNorm<B> {
         let var = centred.clone().powi_scalar(2).mean_dim(1);
         let normed = (centred / var.add_scalar(1e-5).sqrt()).reshape([b, c, d, h, w]);
         normed * self.weight.val().unsqueeze::<5>() + self.bias.val().unsqueeze::<5>()
+    }
+
+    /// `gelu(self.forward(x))`, fused on the fast path.
+    fn forward_gelu(&self, x: Tensor<B, 5>) -> Tensor<B, 5> {
+        if let Some(y) =
+            crate::fast::full_layer_norm(&x, &self.weight.val(), &self.bias.val(), 1e-5, true)
+        {
+            return y;
+        }
+        gelu(self.forward(x))
     }
 }
 
@@ -282,6 +322,20 @@ impl<B: Backend> MaskDecoder<B> {
         dense: Tensor<B, 5>,
         text: Option<Tensor<B, 2>>,
     ) -> (Tensor<B, 5>, Tensor<B, 5>) {
+        self.forward_marked(image_embedding, image_pe, sparse, dense, text, &mut |_| {})
+    }
+
+    /// [`forward`](Self::forward), calling `mark(stage)` as each stage ends (`segvol bench
+    /// --decode-ops` times them; on an asynchronous GPU backend the marks mean nothing).
+    pub fn forward_marked(
+        &self,
+        image_embedding: Tensor<B, 5>,
+        image_pe: Tensor<B, 5>,
+        sparse: Tensor<B, 3>,
+        dense: Tensor<B, 5>,
+        text: Option<Tensor<B, 2>>,
+        mark: &mut dyn FnMut(&'static str),
+    ) -> (Tensor<B, 5>, Tensor<B, 5>) {
         let [b, c, gd, gh, gw] = image_embedding.dims();
         let out_tokens = Tensor::cat(
             vec![self.iou_token.weight.val(), self.mask_tokens.weight.val()],
@@ -302,11 +356,14 @@ impl<B: Backend> MaskDecoder<B> {
             k.clone(),
         );
         let hs = self.transformer.norm_final_attn.forward(q + attn); // [b, T, C]
+        mark("two-way transformer");
         let src = k.swap_dims(1, 2).reshape([b, c, gd, gh, gw]);
-        let e = gelu(
-            self.up_conv2
-                .forward(gelu(self.up_norm.forward(self.up_conv1.forward(src)))),
-        );
+        let up1 = self.up_conv1.forward(src);
+        mark("ConvTranspose3d 1");
+        let up1 = self.up_norm.forward_gelu(up1);
+        mark("LayerNorm(C,D,H,W) + GELU");
+        let e = self.up_conv2.forward_gelu(up1);
+        mark("ConvTranspose3d 2 + GELU");
         let [_, ce, de, he, we] = e.dims();
         // Only mask token 0 is used (multimask_output = false), so only hypernetwork 0 runs.
         let h0 = self.output_hypernetworks_mlps[0]
@@ -321,6 +378,8 @@ impl<B: Backend> MaskDecoder<B> {
                 .reshape([b, 1, ce]);
             masks = masks + t.matmul(flat_e);
         }
-        (e, masks.reshape([b, 1, de, he, we]))
+        let masks = masks.reshape([b, 1, de, he, we]);
+        mark("hypernetwork MLP · E");
+        (e, masks)
     }
 }

@@ -75,6 +75,16 @@ impl<B: Backend> SegVol<B> {
 
     /// The cheap step, per prompt: decode `prompts` against a cached embedding.
     pub fn decode(&self, embedding: Tensor<B, 5>, prompts: &Prompts) -> DecodeOutput<B> {
+        self.decode_marked(embedding, prompts, &mut |_| {})
+    }
+
+    /// [`decode`](Self::decode), calling `mark(stage)` as each stage ends (profiling).
+    pub fn decode_marked(
+        &self,
+        embedding: Tensor<B, 5>,
+        prompts: &Prompts,
+        mark: &mut dyn FnMut(&'static str),
+    ) -> DecodeOutput<B> {
         let device = embedding.device();
         let (sparse, dense) = self.prompt_encoder.forward(prompts, &device);
         let pe = self.prompt_encoder.dense_pe(&device);
@@ -82,10 +92,17 @@ impl<B: Backend> SegVol<B> {
             .text
             .as_ref()
             .map(|t| Tensor::<B, 2>::from_data(TensorData::new(t.clone(), [1, t.len()]), &device));
-        let (upscaled, low) =
-            self.mask_decoder
-                .forward(embedding, pe, sparse.clone(), dense.clone(), text);
+        mark("prompt encoder");
+        let (upscaled, low) = self.mask_decoder.forward_marked(
+            embedding,
+            pe,
+            sparse.clone(),
+            dense.clone(),
+            text,
+            mark,
+        );
         let logits = upsample_trilinear(low.clone(), self.image_size);
+        mark("upsample to the model grid");
         DecodeOutput {
             sparse,
             dense,

@@ -1,0 +1,77 @@
+//! Times each kernel at one ViT-B block's sizes (2048 tokens, 768 wide, 12 heads, MLP 3072):
+//! `cargo run --release -p segvol-kernels --example kernel_times`.
+
+use std::time::Instant;
+
+use segvol_kernels::{Heads, MatRef, attention, gelu_in_place, layer_norm, linear};
+
+fn time(label: &str, iters: usize, mut f: impl FnMut()) {
+    f();
+    let t = Instant::now();
+    for _ in 0..iters {
+        f();
+    }
+    println!(
+        "| {label} | {:.1} |",
+        t.elapsed().as_secs_f64() * 1e3 / iters as f64
+    );
+}
+
+fn main() -> Result<(), segvol_kernels::KernelError> {
+    let (n, c, m, heads) = (2048usize, 768usize, 3072usize, 12usize);
+    let v = |len: usize| -> Vec<f32> {
+        (0..len)
+            .map(|i| ((i * 7919) % 1000) as f32 * 1e-3 - 0.5)
+            .collect()
+    };
+    let x = v(n * c);
+    let (g, b) = (v(c), v(c));
+    let wqkv = v(c * 3 * c);
+    let w1 = v(c * m);
+    let w2 = v(m * c);
+    let h = v(n * m);
+    let qkv = v(n * 3 * c);
+    println!("| kernel | ms |\n|---|---|");
+    time("layer norm", 5, || drop(layer_norm(&x, c, &g, &b, 1e-5)));
+    time("qkv linear", 5, || {
+        drop(linear(
+            MatRef::row_major(&x, n, c).unwrap_or_else(|_| unreachable!()),
+            MatRef::row_major(&wqkv, c, 3 * c).unwrap_or_else(|_| unreachable!()),
+            None,
+            None,
+            false,
+        ))
+    });
+    time("mlp linear1 + bias + gelu", 5, || {
+        drop(linear(
+            MatRef::row_major(&x, n, c).unwrap_or_else(|_| unreachable!()),
+            MatRef::row_major(&w1, c, m).unwrap_or_else(|_| unreachable!()),
+            Some(&v(m)),
+            None,
+            true,
+        ))
+    });
+    time("mlp linear2 + bias + residual", 5, || {
+        drop(linear(
+            MatRef::row_major(&h, n, m).unwrap_or_else(|_| unreachable!()),
+            MatRef::row_major(&w2, m, c).unwrap_or_else(|_| unreachable!()),
+            Some(&b),
+            Some(&x),
+            false,
+        ))
+    });
+    let mut hh = h.clone();
+    time("gelu alone", 5, || gelu_in_place(&mut hh));
+    let hd = |offset| Heads {
+        data: &qkv,
+        rows: n,
+        row_stride: 3 * c,
+        offset,
+        heads,
+        dim: c / heads,
+    };
+    time("attention (12 heads)", 5, || {
+        drop(attention(hd(0), hd(c), hd(2 * c), 0.125))
+    });
+    Ok(())
+}

@@ -1,0 +1,409 @@
+//! Fast CPU kernels for SegVol's hot operations, on plain row-major `f32` slices.
+//!
+//! burn's CPU backend spends most of a ViT block outside its GEMM: bias added in a second pass,
+//! attention scores for all heads materialised (12 × 2048 × 2048 floats) before a separate
+//! softmax, erf-GELU through a scalar libm call. These kernels do each of those in one pass:
+//!
+//! - [`linear`]: `x·W (+ bias) (+ residual)`, GELU optional, as one strided GEMM into a
+//!   destination pre-filled with bias and residual;
+//! - [`attention`]: softmax(q·kᵀ·scale)·v for every head, parallel over heads and query
+//!   blocks, keeping only one block of scores per task (no `[heads, n, n]` tensor);
+//! - [`layer_norm`], [`gelu_in_place`]: one pass per row, vectorised `exp`/`erf`.
+//!
+//! `segvol-core` calls them when the backend is burn-flex (and keeps burn's generic code for
+//! every other backend and for training); docs/performance.md has the measurements.
+
+#![deny(missing_docs)]
+
+mod gemm;
+pub mod math;
+
+use multiversion::multiversion;
+use rayon::prelude::*;
+
+pub use crate::gemm::{MatMut, MatRef, auto_threads, matmul};
+
+/// A kernel was handed inconsistent shapes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KernelError {
+    /// What did not fit.
+    Shape(&'static str),
+}
+
+impl std::fmt::Display for KernelError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KernelError::Shape(s) => write!(f, "kernel shape error: {s}"),
+        }
+    }
+}
+
+impl std::error::Error for KernelError {}
+
+/// Rows per parallel task for row-wise kernels (enough work to be worth a task).
+fn rows_per_task(cols: usize) -> usize {
+    (16_384 / cols.max(1)).max(1)
+}
+
+/// LayerNorm over the last axis of a row-major `[rows, cols]` slice: `(x − mean)/√(var + eps)
+/// · gamma + beta`, the biased variance as PyTorch.
+pub fn layer_norm(
+    x: &[f32],
+    cols: usize,
+    gamma: &[f32],
+    beta: &[f32],
+    eps: f32,
+) -> Result<Vec<f32>, KernelError> {
+    if cols == 0 || x.len() % cols != 0 || gamma.len() != cols || beta.len() != cols {
+        return Err(KernelError::Shape(
+            "layer_norm: width does not divide or match",
+        ));
+    }
+    let mut out = vec![0.0f32; x.len()];
+    let chunk = rows_per_task(cols) * cols;
+    out.par_chunks_mut(chunk)
+        .zip(x.par_chunks(chunk))
+        .for_each(|(o, xi)| {
+            for (orow, xrow) in o.chunks_exact_mut(cols).zip(xi.chunks_exact(cols)) {
+                layer_norm_row(orow, xrow, gamma, beta, eps);
+            }
+        });
+    Ok(out)
+}
+
+#[multiversion(targets("x86_64+avx512f+avx512bw+avx512dq+avx512vl", "x86_64+avx2+fma"))]
+fn layer_norm_row(out: &mut [f32], x: &[f32], gamma: &[f32], beta: &[f32], eps: f32) {
+    let n = x.len() as f32;
+    let mean = x.iter().sum::<f32>() / n;
+    let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
+    let inv = 1.0 / (var + eps).sqrt();
+    for (((o, &v), &g), &b) in out.iter_mut().zip(x).zip(gamma).zip(beta) {
+        *o = (v - mean) * inv * g + b;
+    }
+}
+
+/// Exact GELU in place, in parallel chunks.
+pub fn gelu_in_place(x: &mut [f32]) {
+    x.par_chunks_mut(16_384).for_each(gelu_chunk);
+}
+
+#[multiversion(targets("x86_64+avx512f+avx512bw+avx512dq+avx512vl", "x86_64+avx2+fma"))]
+fn gelu_chunk(x: &mut [f32]) {
+    for v in x.iter_mut() {
+        *v = math::gelu(*v);
+    }
+}
+
+/// Softmax of each row of a row-major `[rows, cols]` slice, in place.
+pub fn softmax_rows_in_place(s: &mut [f32], cols: usize) {
+    if cols == 0 {
+        return;
+    }
+    for row in s.chunks_exact_mut(cols) {
+        softmax_row(row);
+    }
+}
+
+#[multiversion(targets("x86_64+avx512f+avx512bw+avx512dq+avx512vl", "x86_64+avx2+fma"))]
+fn softmax_row(row: &mut [f32]) {
+    // Sixteen running maxima and sums: a single accumulator is a serial chain the compiler may
+    // not reorder (float addition), sixteen lanes are one vector register.
+    const L: usize = 16;
+    let mut mx = [f32::NEG_INFINITY; L];
+    let mut chunks = row.chunks_exact(L);
+    for c in &mut chunks {
+        for (m, &v) in mx.iter_mut().zip(c) {
+            *m = m.max(v);
+        }
+    }
+    let max = chunks
+        .remainder()
+        .iter()
+        .chain(mx.iter())
+        .fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    let mut acc = [0.0f32; L];
+    let mut chunks = row.chunks_exact_mut(L);
+    for c in &mut chunks {
+        for (a, v) in acc.iter_mut().zip(c.iter_mut()) {
+            *v = math::exp(*v - max);
+            *a += *v;
+        }
+    }
+    let mut sum = 0.0f32;
+    for v in chunks.into_remainder() {
+        *v = math::exp(*v - max);
+        sum += *v;
+    }
+    sum += acc.iter().sum::<f32>();
+    let inv = 1.0 / sum;
+    for v in row.iter_mut() {
+        *v *= inv;
+    }
+}
+
+/// `x·w (+ bias) (+ residual)`, then GELU if asked: `x` is `[rows, in]`, `w` `[in, out]` (any
+/// strides: burn's `[in, out]` weight or a transposed `[out, in]` one, without a copy), `bias`
+/// `[out]`, `residual` `[rows, out]` row-major. Returns `[rows, out]` row-major.
+pub fn linear(
+    x: MatRef<'_>,
+    w: MatRef<'_>,
+    bias: Option<&[f32]>,
+    residual: Option<&[f32]>,
+    gelu: bool,
+) -> Result<Vec<f32>, KernelError> {
+    let [rows, _] = x.dims();
+    let [_, out_dim] = w.dims();
+    if bias.is_some_and(|b| b.len() != out_dim)
+        || residual.is_some_and(|r| r.len() != rows * out_dim)
+    {
+        return Err(KernelError::Shape("linear: bias or residual size"));
+    }
+    let mut out = match residual {
+        Some(r) => r.to_vec(),
+        None => vec![0.0f32; rows * out_dim],
+    };
+    if let Some(b) = bias
+        && out_dim > 0
+    {
+        out.par_chunks_mut(rows_per_task(out_dim) * out_dim)
+            .for_each(|c| {
+                for row in c.chunks_exact_mut(out_dim) {
+                    add_row(row, b);
+                }
+            });
+    }
+    let accumulate = bias.is_some() || residual.is_some();
+    let [m, k] = x.dims();
+    let threads = auto_threads(m, out_dim, k);
+    matmul(
+        MatMut::row_major(&mut out, rows, out_dim)?,
+        accumulate,
+        x,
+        w,
+        1.0,
+        threads,
+    )?;
+    if gelu {
+        gelu_in_place(&mut out);
+    }
+    Ok(out)
+}
+
+fn add_row(row: &mut [f32], b: &[f32]) {
+    for (o, &v) in row.iter_mut().zip(b) {
+        *o += v;
+    }
+}
+
+/// Per-head matrices inside one slice: head `h` is the `[rows, dim]` matrix starting at column
+/// `offset + h·dim` of a row-major buffer with `row_stride` floats per row (q, k and v of a
+/// fused `[n, 3c]` projection are three of these over the same slice).
+#[derive(Clone, Copy, Debug)]
+pub struct Heads<'a> {
+    /// The buffer.
+    pub data: &'a [f32],
+    /// Rows (tokens).
+    pub rows: usize,
+    /// Floats from one row to the next.
+    pub row_stride: usize,
+    /// Column of head 0's first feature.
+    pub offset: usize,
+    /// Number of heads.
+    pub heads: usize,
+    /// Features per head.
+    pub dim: usize,
+}
+
+impl<'a> Heads<'a> {
+    fn head(&self, h: usize, row0: usize, rows: usize) -> Result<MatRef<'a>, KernelError> {
+        MatRef::new(
+            self.data,
+            self.offset + h * self.dim + row0 * self.row_stride,
+            [rows, self.dim],
+            [self.row_stride, 1],
+        )
+    }
+}
+
+/// Multi-head attention `softmax(q·kᵀ·scale)·v`, heads concatenated: returns `[q.rows,
+/// heads·v.dim]` row-major, head `h` in columns `h·v.dim ..`. Parallel over (query block,
+/// head); each task holds one `[block, k.rows]` block of scores.
+pub fn attention(
+    q: Heads<'_>,
+    k: Heads<'_>,
+    v: Heads<'_>,
+    scale: f32,
+) -> Result<Vec<f32>, KernelError> {
+    if q.heads != k.heads || q.heads != v.heads || q.dim != k.dim || k.rows != v.rows {
+        return Err(KernelError::Shape("attention: q, k, v do not agree"));
+    }
+    let (nq, nk, heads, dv) = (q.rows, k.rows, q.heads, v.dim);
+    let width = heads * dv;
+    let mut out = vec![0.0f32; nq * width];
+    if nq == 0 || nk == 0 || width == 0 {
+        return Ok(out);
+    }
+    // Each head's kᵀ `[dim, nk]` and v `[nk, dv]` copied dense once: the GEMM packs its right
+    // operand on every call, and packing from a dense buffer is several times faster than
+    // gathering every `row_stride`-th float.
+    let packed: Vec<Result<(Vec<f32>, Vec<f32>), KernelError>> = (0..heads)
+        .into_par_iter()
+        .map(|h| {
+            let (kh, vh) = (k.head(h, 0, nk)?, v.head(h, 0, nk)?);
+            let mut kt = vec![0.0f32; q.dim * nk];
+            for (j, row) in kt.chunks_exact_mut(nk).enumerate() {
+                for (i, o) in row.iter_mut().enumerate() {
+                    *o = kh.at(i, j);
+                }
+            }
+            let mut vd = vec![0.0f32; nk * dv];
+            for (i, row) in vd.chunks_exact_mut(dv).enumerate() {
+                for (j, o) in row.iter_mut().enumerate() {
+                    *o = vh.at(i, j);
+                }
+            }
+            Ok((kt, vd))
+        })
+        .collect();
+    let packed = packed.into_iter().collect::<Result<Vec<_>, _>>()?;
+    // Query rows per task: enough that the GEMM's fixed cost (packing kᵀ and v, both
+    // `nk × dim`) is small against its work, few enough that every thread gets tasks and the
+    // `[block, nk]` scores stay in L2.
+    let block = (262_144 / nk).clamp(16, 256).min(nq);
+    let blocks = nq.div_ceil(block);
+    let results: Vec<Result<(usize, usize, Vec<f32>), KernelError>> = (0..blocks * heads)
+        .into_par_iter()
+        .map(|task| {
+            let (bi, h) = (task / heads, task % heads);
+            let row0 = bi * block;
+            let rows = block.min(nq - row0);
+            let (kt, vd) = &packed[h];
+            let mut scores = vec![0.0f32; rows * nk];
+            matmul(
+                MatMut::row_major(&mut scores, rows, nk)?,
+                false,
+                q.head(h, row0, rows)?,
+                MatRef::row_major(kt, q.dim, nk)?,
+                scale,
+                1,
+            )?;
+            softmax_rows_in_place(&mut scores, nk);
+            let mut o = vec![0.0f32; rows * dv];
+            matmul(
+                MatMut::row_major(&mut o, rows, dv)?,
+                false,
+                MatRef::row_major(&scores, rows, nk)?,
+                MatRef::row_major(vd, nk, dv)?,
+                1.0,
+                1,
+            )?;
+            Ok((row0, h, o))
+        })
+        .collect();
+    for r in results {
+        let (row0, h, o) = r?;
+        for (i, orow) in o.chunks_exact(dv).enumerate() {
+            let at = (row0 + i) * width + h * dv;
+            out[at..at + dv].copy_from_slice(orow);
+        }
+    }
+    Ok(out)
+}
+
+/// `ConvTranspose3d(kernel 2, stride 2, no padding)` for one sample, then GELU if asked:
+/// `x` is `[cin, d, h, w]`, `weight` PyTorch's `[cin, cout, 2, 2, 2]`, `bias` `[cout]`; returns
+/// `[cout, 2d, 2h, 2w]`. The windows do not overlap, so it is one GEMM (`xᵀ·W`, every voxel's
+/// `cout·8` outputs at once) and a scatter into place.
+pub fn conv_transpose_k2s2(
+    x: &[f32],
+    [cin, d, h, w]: [usize; 4],
+    weight: &[f32],
+    bias: &[f32],
+    gelu: bool,
+) -> Result<Vec<f32>, KernelError> {
+    let n = d * h * w;
+    if cin == 0 || x.len() != cin * n || weight.len() % (cin * 8) != 0 {
+        return Err(KernelError::Shape(
+            "conv_transpose_k2s2: input or weight size",
+        ));
+    }
+    let cout = weight.len() / (cin * 8);
+    if bias.len() != cout {
+        return Err(KernelError::Shape("conv_transpose_k2s2: bias size"));
+    }
+    let mut y = vec![0.0f32; n * cout * 8];
+    let xt = MatRef::new(x, 0, [n, cin], [1, n])?; // xᵀ: voxel-major view of [cin, n]
+    let wm = MatRef::row_major(weight, cin, cout * 8)?;
+    matmul(
+        MatMut::row_major(&mut y, n, cout * 8)?,
+        false,
+        xt,
+        wm,
+        1.0,
+        auto_threads(n, cout * 8, cin),
+    )?;
+    let (od, oh, ow) = (2 * d, 2 * h, 2 * w);
+    let plane = od * oh * ow;
+    let mut out = vec![0.0f32; cout * plane];
+    if plane == 0 {
+        return Ok(out);
+    }
+    out.par_chunks_mut(plane).enumerate().for_each(|(co, o)| {
+        let b = bias[co];
+        for z in 0..d {
+            for yy in 0..h {
+                for xx in 0..w {
+                    let src = &y[((z * h + yy) * w + xx) * cout * 8 + co * 8..][..8];
+                    for (t, &v) in src.iter().enumerate() {
+                        let (i, j, k) = (t >> 2, (t >> 1) & 1, t & 1);
+                        o[((2 * z + i) * oh + 2 * yy + j) * ow + 2 * xx + k] = v + b;
+                    }
+                }
+            }
+        }
+        if gelu {
+            gelu_chunk(o);
+        }
+    });
+    Ok(out)
+}
+
+/// SegVol's `LayerNorm((C, D, H, W))` on one sample: statistics over every element, then the
+/// element-wise affine `weight`, `bias` (same length as `x`), then GELU if asked.
+pub fn full_layer_norm(
+    x: &[f32],
+    weight: &[f32],
+    bias: &[f32],
+    eps: f32,
+    gelu: bool,
+) -> Result<Vec<f32>, KernelError> {
+    if x.is_empty() || weight.len() != x.len() || bias.len() != x.len() {
+        return Err(KernelError::Shape("full_layer_norm: sizes"));
+    }
+    // f64 partial sums: millions of elements.
+    let n = x.len() as f64;
+    let mean = x
+        .par_chunks(16_384)
+        .map(|c| c.iter().map(|&v| v as f64).sum::<f64>())
+        .sum::<f64>()
+        / n;
+    let var = x
+        .par_chunks(16_384)
+        .map(|c| c.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>())
+        .sum::<f64>()
+        / n;
+    let (mean, inv) = (mean as f32, (1.0 / (var + eps as f64).sqrt()) as f32);
+    let mut out = vec![0.0f32; x.len()];
+    out.par_chunks_mut(16_384)
+        .zip(x.par_chunks(16_384))
+        .zip(weight.par_chunks(16_384).zip(bias.par_chunks(16_384)))
+        .for_each(|((o, xs), (ws, bs))| {
+            for (((o, &v), &g), &b) in o.iter_mut().zip(xs).zip(ws).zip(bs) {
+                *o = (v - mean) * inv * g + b;
+            }
+            if gelu {
+                gelu_chunk(o);
+            }
+        });
+    Ok(out)
+}

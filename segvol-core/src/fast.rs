@@ -1,0 +1,381 @@
+//! Fast CPU paths for the encoder's hot operations when the backend is burn-flex.
+//!
+//! burn's way to give one backend its own kernels is a backend-extension trait that every
+//! generic function holding the model must then name (`B: SegVolBackend`), with an `impl` per
+//! backend: in this workspace that is ~130 signatures in nine crates, and burn has no
+//! specialisation to default it. The same effect with none of that: at run time, if `B` *is*
+//! `burn_flex::Flex` (a `TypeId` comparison), its tensors are `FlexTensor`s — moved out with
+//! `Any::downcast`, computed on by `segvol-kernels` on their f32 slices, and moved back. For
+//! every other backend (ndarray, wgpu, cuda, and `Autodiff<_>` in training) the functions
+//! here return `None` and the caller runs burn's generic code, unchanged.
+//!
+//! Parity: `tests/parity.rs` runs the PyTorch fixtures on flex (this path) and ndarray
+//! (burn's generic code); `tests/fast_paths.rs` compares the two paths on the base config's
+//! shapes.
+
+use burn::nn::{LayerNorm, Linear};
+use burn::tensor::{Tensor, backend::Backend};
+
+/// Whether the fast paths are compiled in (cargo feature `fast-cpu`, on by default) and, when
+/// `SEGVOL_GENERIC_OPS` is set in the environment, switched off for comparisons.
+pub fn enabled() -> bool {
+    cfg!(feature = "fast-cpu") && std::env::var_os("SEGVOL_GENERIC_OPS").is_none()
+}
+
+#[cfg(feature = "fast-cpu")]
+mod imp {
+    use std::any::{Any, TypeId};
+    use std::sync::OnceLock;
+
+    use burn::tensor::{DType, Tensor, TensorData, TensorPrimitive, backend::Backend};
+    use burn_flex::{Flex, FlexTensor};
+    use segvol_kernels::MatRef;
+
+    /// Read once: the environment switch is not expected to change while running.
+    pub(super) fn active<B: Backend>() -> bool {
+        static ON: OnceLock<bool> = OnceLock::new();
+        TypeId::of::<B>() == TypeId::of::<Flex>() && *ON.get_or_init(super::enabled)
+    }
+
+    /// `B`'s float tensor as a contiguous-or-strided f32 `FlexTensor`, or `None` (another
+    /// backend, a quantised tensor, another float type).
+    pub(super) fn flex<B: Backend, const D: usize>(t: Tensor<B, D>) -> Option<FlexTensor> {
+        if !active::<B>() {
+            return None;
+        }
+        match t.into_primitive() {
+            TensorPrimitive::Float(p) => {
+                let any: Box<dyn Any> = Box::new(p);
+                let f = any.downcast::<FlexTensor>().ok()?;
+                (f.dtype() == DType::F32).then_some(*f)
+            }
+            TensorPrimitive::QFloat(_) => None,
+        }
+    }
+
+    /// An f32 buffer back into a `Tensor<B, D>` (B is Flex: checked by the caller's `flex`).
+    pub(super) fn tensor<B: Backend, const D: usize>(
+        data: Vec<f32>,
+        shape: [usize; D],
+    ) -> Option<Tensor<B, D>> {
+        let any: Box<dyn Any> = Box::new(FlexTensor::from_data(TensorData::new(data, shape)));
+        let p = any.downcast::<B::FloatTensorPrimitive>().ok()?;
+        Some(Tensor::from_primitive(TensorPrimitive::Float(*p)))
+    }
+
+    /// The tensor's elements in row-major order as one slice (copied only if strided).
+    pub(super) fn dense(t: FlexTensor) -> FlexTensor {
+        if t.is_contiguous() && t.layout().start_offset() == 0 {
+            t
+        } else {
+            t.to_contiguous()
+        }
+    }
+
+    /// A dense tensor's elements (its buffer may be longer than the tensor).
+    pub(super) fn slice(t: &FlexTensor) -> &[f32] {
+        let n = t.layout().shape().num_elements();
+        &t.storage::<f32>()[..n]
+    }
+
+    /// A 2-D FlexTensor as a strided matrix view (no copy; `None` for negative strides).
+    pub(super) fn mat(t: &FlexTensor) -> Option<MatRef<'_>> {
+        let shape = t.layout().shape();
+        let strides = t.layout().strides();
+        if shape.num_dims() != 2 {
+            return None;
+        }
+        let rs = usize::try_from(strides[0]).ok()?;
+        let cs = usize::try_from(strides[1]).ok()?;
+        MatRef::new(
+            t.storage::<f32>(),
+            t.layout().start_offset(),
+            [shape[0], shape[1]],
+            [rs, cs],
+        )
+        .ok()
+    }
+}
+
+/// A Linear layer's weight and bias as FlexTensors (bias dense).
+#[cfg(feature = "fast-cpu")]
+struct FlexLinear {
+    weight: burn_flex::FlexTensor,
+    bias: Option<burn_flex::FlexTensor>,
+}
+
+#[cfg(feature = "fast-cpu")]
+fn flex_linear<B: Backend>(l: &Linear<B>) -> Option<FlexLinear> {
+    let weight = imp::flex(l.weight.val())?;
+    let bias = match &l.bias {
+        Some(b) => Some(imp::dense(imp::flex(b.val())?)),
+        None => None,
+    };
+    Some(FlexLinear { weight, bias })
+}
+
+/// `linear(x)` (+ `residual`) (then GELU) on the fast path; `None` → use burn's code.
+/// `x` is `[.., in]`, flattened to rows.
+pub fn linear<B: Backend, const D: usize>(
+    layer: &Linear<B>,
+    x: &Tensor<B, D>,
+    residual: Option<&Tensor<B, D>>,
+    gelu: bool,
+) -> Option<Tensor<B, D>> {
+    #[cfg(feature = "fast-cpu")]
+    {
+        if !imp::active::<B>() {
+            return None;
+        }
+        let dims = x.dims();
+        let l = flex_linear(layer)?;
+        let x = imp::dense(imp::flex(x.clone())?);
+        let residual = match residual {
+            Some(r) => Some(imp::dense(imp::flex(r.clone())?)),
+            None => None,
+        };
+        let din = dims[D - 1];
+        let rows = dims[..D - 1].iter().product::<usize>();
+        let w = imp::mat(&l.weight)?;
+        let out = segvol_kernels::linear(
+            segvol_kernels::MatRef::row_major(imp::slice(&x), rows, din).ok()?,
+            w,
+            l.bias.as_ref().map(|b| imp::slice(b)),
+            residual.as_ref().map(|r| imp::slice(r)),
+            gelu,
+        )
+        .ok()?;
+        let mut shape = dims;
+        shape[D - 1] = w.dims()[1];
+        imp::tensor(out, shape)
+    }
+    #[cfg(not(feature = "fast-cpu"))]
+    {
+        let _ = (layer, x, residual, gelu);
+        None
+    }
+}
+
+/// `LayerNorm(x)` over the last axis on the fast path (`eps` is the layer's, which burn keeps
+/// private); `None` → use burn's code.
+pub fn layer_norm<B: Backend, const D: usize>(
+    norm: &LayerNorm<B>,
+    eps: f64,
+    x: &Tensor<B, D>,
+) -> Option<Tensor<B, D>> {
+    #[cfg(feature = "fast-cpu")]
+    {
+        if !imp::active::<B>() {
+            return None;
+        }
+        let dims = x.dims();
+        let gamma = imp::dense(imp::flex(norm.gamma.val())?);
+        let beta = match &norm.beta {
+            Some(b) => imp::dense(imp::flex(b.val())?),
+            None => return None,
+        };
+        let x = imp::dense(imp::flex(x.clone())?);
+        let out = segvol_kernels::layer_norm(
+            imp::slice(&x),
+            dims[D - 1],
+            imp::slice(&gamma),
+            imp::slice(&beta),
+            eps as f32,
+        )
+        .ok()?;
+        imp::tensor(out, dims)
+    }
+    #[cfg(not(feature = "fast-cpu"))]
+    {
+        let _ = (norm, eps, x);
+        None
+    }
+}
+
+/// MONAI's self-attention core on a fused `qkv` of shape `[b, n, 3c]` (`[q | k | v]`, heads
+/// head-major): `[b, n, c]`, heads merged `h·dh + d`. `None` → use burn's code.
+pub fn fused_qkv_attention<B: Backend>(qkv: &Tensor<B, 3>, heads: usize) -> Option<Tensor<B, 3>> {
+    #[cfg(feature = "fast-cpu")]
+    {
+        if !imp::active::<B>() {
+            return None;
+        }
+        let [b, n, c3] = qkv.dims();
+        let c = c3 / 3;
+        if heads == 0 || c % heads != 0 || c3 != 3 * c {
+            return None;
+        }
+        let dh = c / heads;
+        let qkv = imp::dense(imp::flex(qkv.clone())?);
+        let data = imp::slice(&qkv);
+        let mut out = Vec::with_capacity(b * n * c);
+        for bi in 0..b {
+            let part = &data[bi * n * c3..(bi + 1) * n * c3];
+            let h = |offset| segvol_kernels::Heads {
+                data: part,
+                rows: n,
+                row_stride: c3,
+                offset,
+                heads,
+                dim: dh,
+            };
+            let scale = (dh as f32).powf(-0.5);
+            out.extend(segvol_kernels::attention(h(0), h(c), h(2 * c), scale).ok()?);
+        }
+        imp::tensor(out, [b, n, c])
+    }
+    #[cfg(not(feature = "fast-cpu"))]
+    {
+        let _ = (qkv, heads);
+        None
+    }
+}
+
+/// Attention over separate q `[b, nq, heads·d]`, k `[b, nk, heads·d]`, v `[b, nk, heads·dv]`:
+/// `[b, nq, heads·dv]` (SAM's decoder attention after its projections). `None` → burn's code.
+pub fn attention<B: Backend>(
+    q: &Tensor<B, 3>,
+    k: &Tensor<B, 3>,
+    v: &Tensor<B, 3>,
+    heads: usize,
+) -> Option<Tensor<B, 3>> {
+    #[cfg(feature = "fast-cpu")]
+    {
+        if !imp::active::<B>() {
+            return None;
+        }
+        let [b, nq, cq] = q.dims();
+        let [_, nk, cv] = v.dims();
+        if heads == 0 || cq % heads != 0 || cv % heads != 0 || k.dims() != [b, nk, cq] {
+            return None;
+        }
+        let (d, dv) = (cq / heads, cv / heads);
+        let (q, k, v) = (
+            imp::dense(imp::flex(q.clone())?),
+            imp::dense(imp::flex(k.clone())?),
+            imp::dense(imp::flex(v.clone())?),
+        );
+        let (qs, ks, vs) = (imp::slice(&q), imp::slice(&k), imp::slice(&v));
+        let mut out = Vec::with_capacity(b * nq * cv);
+        for bi in 0..b {
+            let hq = segvol_kernels::Heads {
+                data: &qs[bi * nq * cq..(bi + 1) * nq * cq],
+                rows: nq,
+                row_stride: cq,
+                offset: 0,
+                heads,
+                dim: d,
+            };
+            let hk = segvol_kernels::Heads {
+                data: &ks[bi * nk * cq..(bi + 1) * nk * cq],
+                rows: nk,
+                ..hq
+            };
+            let hv = segvol_kernels::Heads {
+                data: &vs[bi * nk * cv..(bi + 1) * nk * cv],
+                rows: nk,
+                row_stride: cv,
+                offset: 0,
+                heads,
+                dim: dv,
+            };
+            out.extend(segvol_kernels::attention(hq, hk, hv, (d as f32).powf(-0.5)).ok()?);
+        }
+        imp::tensor(out, [b, nq, cv])
+    }
+    #[cfg(not(feature = "fast-cpu"))]
+    {
+        let _ = (q, k, v, heads);
+        None
+    }
+}
+
+/// `ConvTranspose3d(k = 2, s = 2)` (+ GELU) on the fast path: `x` `[b, cin, d, h, w]`, `weight`
+/// `[cin, cout, 2, 2, 2]`, `bias` `[cout]`. `None` → burn's code.
+pub fn conv_transpose_k2s2<B: Backend>(
+    x: &Tensor<B, 5>,
+    weight: &Tensor<B, 5>,
+    bias: &Tensor<B, 1>,
+    gelu: bool,
+) -> Option<Tensor<B, 5>> {
+    #[cfg(feature = "fast-cpu")]
+    {
+        if !imp::active::<B>() {
+            return None;
+        }
+        let [b, cin, d, h, w] = x.dims();
+        let [wc, cout, k1, k2, k3] = weight.dims();
+        if wc != cin || [k1, k2, k3] != [2, 2, 2] {
+            return None;
+        }
+        let x = imp::dense(imp::flex(x.clone())?);
+        let wt = imp::dense(imp::flex(weight.clone())?);
+        let bs = imp::dense(imp::flex(bias.clone())?);
+        let xs = imp::slice(&x);
+        let per = cin * d * h * w;
+        let mut out = Vec::with_capacity(b * cout * 8 * d * h * w);
+        for bi in 0..b {
+            out.extend(
+                segvol_kernels::conv_transpose_k2s2(
+                    &xs[bi * per..(bi + 1) * per],
+                    [cin, d, h, w],
+                    imp::slice(&wt),
+                    imp::slice(&bs),
+                    gelu,
+                )
+                .ok()?,
+            );
+        }
+        imp::tensor(out, [b, cout, 2 * d, 2 * h, 2 * w])
+    }
+    #[cfg(not(feature = "fast-cpu"))]
+    {
+        let _ = (x, weight, bias, gelu);
+        None
+    }
+}
+
+/// SegVol's whole-sample LayerNorm (+ GELU) on the fast path: `x` `[b, c, d, h, w]`, `weight`
+/// and `bias` `[c, d, h, w]`. `None` → burn's code.
+pub fn full_layer_norm<B: Backend>(
+    x: &Tensor<B, 5>,
+    weight: &Tensor<B, 4>,
+    bias: &Tensor<B, 4>,
+    eps: f64,
+    gelu: bool,
+) -> Option<Tensor<B, 5>> {
+    #[cfg(feature = "fast-cpu")]
+    {
+        if !imp::active::<B>() {
+            return None;
+        }
+        let dims = x.dims();
+        let per: usize = dims[1..].iter().product();
+        if weight.dims().iter().product::<usize>() != per {
+            return None;
+        }
+        let x = imp::dense(imp::flex(x.clone())?);
+        let wt = imp::dense(imp::flex(weight.clone())?);
+        let bs = imp::dense(imp::flex(bias.clone())?);
+        let xs = imp::slice(&x);
+        let mut out = Vec::with_capacity(xs.len());
+        for bi in 0..dims[0] {
+            out.extend(
+                segvol_kernels::full_layer_norm(
+                    &xs[bi * per..(bi + 1) * per],
+                    imp::slice(&wt),
+                    imp::slice(&bs),
+                    eps as f32,
+                    gelu,
+                )
+                .ok()?,
+            );
+        }
+        imp::tensor(out, dims)
+    }
+    #[cfg(not(feature = "fast-cpu"))]
+    {
+        let _ = (x, weight, bias, eps, gelu);
+        None
+    }
+}
