@@ -88,6 +88,12 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Freed activation buffers stay in the process for the next block / click instead of being
+    // unmapped and page-faulted in again (segvol_kernels::keep_freed_memory; measured in
+    // docs/performance.md). SEGVOL_MALLOC=system keeps glibc's defaults.
+    if std::env::var_os("SEGVOL_MALLOC").is_none_or(|v| v != "system") {
+        segvol_kernels::keep_freed_memory();
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Demo(a) => demo::run(&a),

@@ -73,5 +73,29 @@ fn main() -> Result<(), segvol_kernels::KernelError> {
     time("attention (12 heads)", 5, || {
         drop(attention(hd(0), hd(c), hd(2 * c), 0.125))
     });
+    let x1 = v(768 * 8 * 16 * 16);
+    let w1c = v(768 * 192 * 8);
+    let b1 = v(192);
+    time("ConvTranspose3d 768→192 on 8×16×16", 5, || {
+        drop(segvol_kernels::conv_transpose_k2s2(
+            &x1,
+            [768, 8, 16, 16],
+            &w1c,
+            &b1,
+            false,
+        ))
+    });
+    let x2 = v(192 * 16 * 32 * 32);
+    let w2c = v(192 * 96 * 8);
+    let b2 = v(96);
+    time("ConvTranspose3d 192→96 on 16×32×32 + GELU", 5, || {
+        drop(segvol_kernels::conv_transpose_k2s2(
+            &x2,
+            [192, 16, 32, 32],
+            &w2c,
+            &b2,
+            true,
+        ))
+    });
     Ok(())
 }

@@ -40,6 +40,52 @@ impl std::fmt::Display for KernelError {
 
 impl std::error::Error for KernelError {}
 
+/// Copies the strided matrix `src` into `dst` row-major (`dst.len()` = rows·cols), in 32×32
+/// tiles so that a transposed source is read and written a cache line at a time.
+pub fn copy_into(src: MatRef<'_>, dst: &mut [f32]) -> Result<(), KernelError> {
+    let [rows, cols] = src.dims();
+    if dst.len() != rows * cols {
+        return Err(KernelError::Shape("copy_into: destination size"));
+    }
+    const T: usize = 32;
+    for i0 in (0..rows).step_by(T) {
+        for j0 in (0..cols).step_by(T) {
+            for j in j0..(j0 + T).min(cols) {
+                for i in i0..(i0 + T).min(rows) {
+                    dst[i * cols + j] = src.at(i, j);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Asks glibc's allocator to keep freed memory for reuse instead of returning it to the kernel
+/// (`M_MMAP_MAX = 0`: large buffers come from the heap, not from their own `mmap`;
+/// `M_TRIM_THRESHOLD` = 2 GiB: the heap is not trimmed below that). SegVol frees and allocates tens of
+/// megabytes per block and per click; by default glibc unmaps each and the next page-faults
+/// 4 KiB at a time: measured, one base-size decode takes 195 ms with this against 262 ms
+/// without (docs/performance.md). The cost: a long-running process keeps its peak heap.
+/// Call it once, at the start of `main`, before threads allocate. No-op off glibc; returns
+/// whether it took effect. (jemalloc and mimalloc as the global allocator were measured too
+/// and were slower: docs/performance.md.)
+pub fn keep_freed_memory() -> bool {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: `mallopt` only sets allocator parameters; these two are valid options with
+        // valid values, and it is called before other threads exist.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::mallopt(libc::M_MMAP_MAX, 0) == 1
+                && libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX) == 1
+        }
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        false
+    }
+}
+
 /// Rows per parallel task for row-wise kernels (enough work to be worth a task).
 fn rows_per_task(cols: usize) -> usize {
     (16_384 / cols.max(1)).max(1)
@@ -312,8 +358,9 @@ pub fn attention(
 
 /// `ConvTranspose3d(kernel 2, stride 2, no padding)` for one sample, then GELU if asked:
 /// `x` is `[cin, d, h, w]`, `weight` PyTorch's `[cin, cout, 2, 2, 2]`, `bias` `[cout]`; returns
-/// `[cout, 2d, 2h, 2w]`. The windows do not overlap, so it is one GEMM (`xᵀ·W`, every voxel's
-/// `cout·8` outputs at once) and a scatter into place.
+/// `[cout, 2d, 2h, 2w]`. The windows do not overlap, so each of the eight kernel offsets
+/// `(i, j, k)` is one GEMM, `W[:, :, i, j, k]ᵀ·x` (`[cout, d·h·w]`, read from the weight in
+/// place by strides), whose rows are then written every other voxel into the output.
 pub fn conv_transpose_k2s2(
     x: &[f32],
     [cin, d, h, w]: [usize; 4],
@@ -331,41 +378,57 @@ pub fn conv_transpose_k2s2(
     if bias.len() != cout {
         return Err(KernelError::Shape("conv_transpose_k2s2: bias size"));
     }
-    let mut y = vec![0.0f32; n * cout * 8];
-    let xt = MatRef::new(x, 0, [n, cin], [1, n])?; // xᵀ: voxel-major view of [cin, n]
-    let wm = MatRef::row_major(weight, cin, cout * 8)?;
-    matmul(
-        MatMut::row_major(&mut y, n, cout * 8)?,
-        false,
-        xt,
-        wm,
-        1.0,
-        auto_threads(n, cout * 8, cin),
-    )?;
-    let (od, oh, ow) = (2 * d, 2 * h, 2 * w);
-    let plane = od * oh * ow;
+    let xm = MatRef::row_major(x, cin, n)?;
+    let (oh, ow) = (2 * h, 2 * w);
+    let plane = 8 * n;
     let mut out = vec![0.0f32; cout * plane];
-    if plane == 0 {
+    if plane == 0 || cout == 0 {
         return Ok(out);
     }
-    out.par_chunks_mut(plane).enumerate().for_each(|(co, o)| {
-        let b = bias[co];
-        for z in 0..d {
-            for yy in 0..h {
-                for xx in 0..w {
-                    let src = &y[((z * h + yy) * w + xx) * cout * 8 + co * 8..][..8];
-                    for (t, &v) in src.iter().enumerate() {
-                        let (i, j, k) = (t >> 2, (t >> 1) & 1, t & 1);
-                        o[((2 * z + i) * oh + 2 * yy + j) * ow + 2 * xx + k] = v + b;
+    // One `[cout, n]` product at a time into a scratch buffer kept between calls (first-touching
+    // tens of fresh megabytes costs more than the arithmetic), then its rows written into place.
+    SCRATCH.with(|cell| -> Result<(), KernelError> {
+        let mut part = cell.take();
+        part.resize(cout * n, 0.0);
+        for t in 0..8 {
+            let wt = MatRef::new(weight, t, [cout, cin], [8, cout * 8])?;
+            matmul(
+                MatMut::row_major(&mut part, cout, n)?,
+                false,
+                wt,
+                xm,
+                1.0,
+                auto_threads(cout, n, cin),
+            )?;
+            let (i, j, k) = (t >> 2, (t >> 1) & 1, t & 1);
+            out.par_chunks_mut(plane)
+                .zip(part.par_chunks(n))
+                .enumerate()
+                .for_each(|(co, (o, src))| {
+                    let b = bias[co];
+                    for z in 0..d {
+                        for y in 0..h {
+                            let row = &src[(z * h + y) * w..][..w];
+                            let at = ((2 * z + i) * oh + 2 * y + j) * ow + k;
+                            for (dst, &v) in o[at..].iter_mut().step_by(2).zip(row) {
+                                *dst = v + b;
+                            }
+                        }
                     }
-                }
-            }
+                });
         }
-        if gelu {
-            gelu_chunk(o);
-        }
-    });
+        cell.set(part);
+        Ok(())
+    })?;
+    if gelu {
+        gelu_in_place(&mut out);
+    }
     Ok(out)
+}
+
+thread_local! {
+    /// `conv_transpose_k2s2`'s scratch product, kept for the next call on this thread.
+    static SCRATCH: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
 /// SegVol's `LayerNorm((C, D, H, W))` on one sample: statistics over every element, then the

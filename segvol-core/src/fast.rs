@@ -22,6 +22,18 @@ pub fn enabled() -> bool {
     cfg!(feature = "fast-cpu") && std::env::var_os("SEGVOL_GENERIC_OPS").is_none()
 }
 
+/// Whether the fast paths run for backend `B` (burn-flex, compiled in, not switched off).
+pub fn is_active<B: Backend>() -> bool {
+    #[cfg(feature = "fast-cpu")]
+    {
+        imp::active::<B>()
+    }
+    #[cfg(not(feature = "fast-cpu"))]
+    {
+        false
+    }
+}
+
 #[cfg(feature = "fast-cpu")]
 mod imp {
     use std::any::{Any, TypeId};
@@ -63,12 +75,47 @@ mod imp {
         Some(Tensor::from_primitive(TensorPrimitive::Float(*p)))
     }
 
-    /// The tensor's elements in row-major order as one slice (copied only if strided).
+    /// The tensor's elements in row-major order as one slice (copied only if strided; a
+    /// rank-2 or rank-3 tensor with its last two axes swapped, the common case here, by a tiled
+    /// transpose instead of burn-flex's element-by-element strided walk).
     pub(super) fn dense(t: FlexTensor) -> FlexTensor {
         if t.is_contiguous() && t.layout().start_offset() == 0 {
-            t
+            return t;
+        }
+        let shape = t.layout().shape().clone();
+        let strides = t.layout().strides().to_vec();
+        let off = t.layout().start_offset();
+        let rank = shape.num_dims();
+        let nonneg: Option<Vec<usize>> = strides.iter().map(|&s| usize::try_from(s).ok()).collect();
+        if t.dtype() == DType::F32
+            && (rank == 2 || rank == 3)
+            && let Some(st) = nonneg
+        {
+            let (b, sb) = if rank == 3 { (shape[0], st[0]) } else { (1, 0) };
+            let (r, c) = (shape[rank - 2], shape[rank - 1]);
+            let mut out = vec![0.0f32; b * r * c];
+            let data = t.storage::<f32>();
+            let ok = (0..b).all(|i| {
+                MatRef::new(data, off + i * sb, [r, c], [st[rank - 2], st[rank - 1]])
+                    .and_then(|m| {
+                        segvol_kernels::copy_into(m, &mut out[i * r * c..(i + 1) * r * c])
+                    })
+                    .is_ok()
+            });
+            if ok {
+                return FlexTensor::from_data(TensorData::new(out, shape));
+            }
+        }
+        t.to_contiguous()
+    }
+
+    /// Appends one sample's result: moved, not copied, when it is the first (batch 1, the usual
+    /// case; a copy of tens of megabytes costs as much as the kernel).
+    pub(super) fn append(out: &mut Vec<f32>, part: Vec<f32>) {
+        if out.is_empty() {
+            *out = part;
         } else {
-            t.to_contiguous()
+            out.extend(part);
         }
     }
 
@@ -208,7 +255,7 @@ pub fn fused_qkv_attention<B: Backend>(qkv: &Tensor<B, 3>, heads: usize) -> Opti
         let dh = c / heads;
         let qkv = imp::dense(imp::flex(qkv.clone())?);
         let data = imp::slice(&qkv);
-        let mut out = Vec::with_capacity(b * n * c);
+        let mut out = Vec::new();
         for bi in 0..b {
             let part = &data[bi * n * c3..(bi + 1) * n * c3];
             let h = |offset| segvol_kernels::Heads {
@@ -220,7 +267,10 @@ pub fn fused_qkv_attention<B: Backend>(qkv: &Tensor<B, 3>, heads: usize) -> Opti
                 dim: dh,
             };
             let scale = (dh as f32).powf(-0.5);
-            out.extend(segvol_kernels::attention(h(0), h(c), h(2 * c), scale).ok()?);
+            imp::append(
+                &mut out,
+                segvol_kernels::attention(h(0), h(c), h(2 * c), scale).ok()?,
+            );
         }
         imp::tensor(out, [b, n, c])
     }
@@ -256,7 +306,7 @@ pub fn attention<B: Backend>(
             imp::dense(imp::flex(v.clone())?),
         );
         let (qs, ks, vs) = (imp::slice(&q), imp::slice(&k), imp::slice(&v));
-        let mut out = Vec::with_capacity(b * nq * cv);
+        let mut out = Vec::new();
         for bi in 0..b {
             let hq = segvol_kernels::Heads {
                 data: &qs[bi * nq * cq..(bi + 1) * nq * cq],
@@ -279,7 +329,10 @@ pub fn attention<B: Backend>(
                 heads,
                 dim: dv,
             };
-            out.extend(segvol_kernels::attention(hq, hk, hv, (d as f32).powf(-0.5)).ok()?);
+            imp::append(
+                &mut out,
+                segvol_kernels::attention(hq, hk, hv, (d as f32).powf(-0.5)).ok()?,
+            );
         }
         imp::tensor(out, [b, nq, cv])
     }
@@ -313,9 +366,10 @@ pub fn conv_transpose_k2s2<B: Backend>(
         let bs = imp::dense(imp::flex(bias.clone())?);
         let xs = imp::slice(&x);
         let per = cin * d * h * w;
-        let mut out = Vec::with_capacity(b * cout * 8 * d * h * w);
+        let mut out = Vec::new();
         for bi in 0..b {
-            out.extend(
+            imp::append(
+                &mut out,
                 segvol_kernels::conv_transpose_k2s2(
                     &xs[bi * per..(bi + 1) * per],
                     [cin, d, h, w],
@@ -358,9 +412,10 @@ pub fn full_layer_norm<B: Backend>(
         let wt = imp::dense(imp::flex(weight.clone())?);
         let bs = imp::dense(imp::flex(bias.clone())?);
         let xs = imp::slice(&x);
-        let mut out = Vec::with_capacity(xs.len());
+        let mut out = Vec::new();
         for bi in 0..dims[0] {
-            out.extend(
+            imp::append(
+                &mut out,
                 segvol_kernels::full_layer_norm(
                     &xs[bi * per..(bi + 1) * per],
                     imp::slice(&wt),
@@ -376,6 +431,29 @@ pub fn full_layer_norm<B: Backend>(
     #[cfg(not(feature = "fast-cpu"))]
     {
         let _ = (x, weight, bias, eps, gelu);
+        None
+    }
+}
+
+/// `t` with its elements laid out row-major (a strided view copied once); `None` → leave it
+/// to burn (other backends, or already contiguous).
+pub fn contiguous<B: Backend, const D: usize>(t: &Tensor<B, D>) -> Option<Tensor<B, D>> {
+    #[cfg(feature = "fast-cpu")]
+    {
+        if !imp::active::<B>() {
+            return None;
+        }
+        let dims = t.dims();
+        let f = imp::flex(t.clone())?;
+        if f.is_contiguous() && f.layout().start_offset() == 0 {
+            return None;
+        }
+        let d = imp::dense(f);
+        imp::tensor(imp::slice(&d).to_vec(), dims)
+    }
+    #[cfg(not(feature = "fast-cpu"))]
+    {
+        let _ = t;
         None
     }
 }

@@ -127,11 +127,13 @@ impl<B: Backend> TwoWayBlock<B> {
             .forward(relu(self.mlp.lin1.forward(queries.clone())));
         let queries = self.norm3.forward(queries + mlp);
         let q = queries.clone() + query_pe;
-        let keys = self.norm4.forward(
-            keys + self
+        let keys = keys
+            + self
                 .cross_attn_image_to_token
-                .forward(k, q, queries.clone()),
-        );
+                .forward(k, q, queries.clone());
+        // SAM's LayerNorms keep PyTorch's default epsilon.
+        let keys = crate::fast::layer_norm(&self.norm4, 1e-5, &keys)
+            .unwrap_or_else(|| self.norm4.forward(keys));
         (queries, keys)
     }
 }
@@ -191,6 +193,11 @@ impl<B: Backend> Up2<B> {
         }
     }
     fn forward(&self, x: Tensor<B, 5>) -> Tensor<B, 5> {
+        if let Some(y) =
+            crate::fast::conv_transpose_k2s2(&x, &self.weight.val(), &self.bias.val(), false)
+        {
+            return y;
+        }
         conv_transpose3d(
             x,
             self.weight.val(),
@@ -346,9 +353,14 @@ impl<B: Backend> MaskDecoder<B> {
         let src = image_embedding + dense;
         let keys = src.reshape([b, c, gd * gh * gw]).swap_dims(1, 2); // [b, N, C]
         let key_pe = image_pe.reshape([1, c, gd * gh * gw]).swap_dims(1, 2);
+        // Token-major copies once, not a strided walk in every add of the transformer.
+        let keys = crate::fast::contiguous(&keys).unwrap_or(keys);
+        let key_pe = crate::fast::contiguous(&key_pe).unwrap_or(key_pe);
         let (mut q, mut k) = (tokens.clone(), keys);
+        mark("tokens, keys");
         for layer in &self.transformer.layers {
             (q, k) = layer.forward(q, k, tokens.clone(), key_pe.clone());
+            mark("two-way layer");
         }
         let attn = self.transformer.final_attn_token_to_image.forward(
             q.clone() + tokens,
@@ -356,8 +368,11 @@ impl<B: Backend> MaskDecoder<B> {
             k.clone(),
         );
         let hs = self.transformer.norm_final_attn.forward(q + attn); // [b, T, C]
-        mark("two-way transformer");
-        let src = k.swap_dims(1, 2).reshape([b, c, gd, gh, gw]);
+        mark("final token-to-image attention");
+        let src = k.swap_dims(1, 2);
+        let src = crate::fast::contiguous(&src)
+            .unwrap_or(src)
+            .reshape([b, c, gd, gh, gw]);
         let up1 = self.up_conv1.forward(src);
         mark("ConvTranspose3d 1");
         let up1 = self.up_norm.forward_gelu(up1);

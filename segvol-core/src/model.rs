@@ -18,7 +18,15 @@ pub struct SegVol<B: Backend> {
     pub(crate) prompt_encoder: PromptEncoder<B>,
     pub(crate) mask_decoder: MaskDecoder<B>,
     image_size: [usize; 3],
+    /// The dense positional encoding is the same for every decode: it depends only on the grid
+    /// and the prompt encoder's Gaussian matrix. On the CPU fast path it is kept here with the
+    /// matrix it came from and reused while the matrix is unchanged (new weights, training).
+    #[module(skip)]
+    pe_cache: PeCache,
 }
+
+/// `(Gaussian matrix, dense PE, dims)` of the last decode.
+type PeCache = std::sync::Arc<std::sync::Mutex<Option<(Vec<f32>, Vec<f32>, [usize; 5])>>>;
 
 /// Every intermediate of one decode, for parity checks and debugging.
 #[derive(Debug, Clone)]
@@ -43,6 +51,7 @@ impl<B: Backend> SegVol<B> {
             prompt_encoder: PromptEncoder::new(config, device),
             mask_decoder: MaskDecoder::new(config, device),
             image_size: config.image_size,
+            pe_cache: PeCache::default(),
         }
     }
 
@@ -87,7 +96,7 @@ impl<B: Backend> SegVol<B> {
     ) -> DecodeOutput<B> {
         let device = embedding.device();
         let (sparse, dense) = self.prompt_encoder.forward(prompts, &device);
-        let pe = self.prompt_encoder.dense_pe(&device);
+        let pe = self.cached_dense_pe(&device);
         let text = prompts
             .text
             .as_ref()
@@ -110,6 +119,39 @@ impl<B: Backend> SegVol<B> {
             low_res_logits: low,
             logits,
         }
+    }
+}
+
+impl<B: Backend> SegVol<B> {
+    /// The dense PE, from the cache on the fast CPU path (see `pe_cache`), computed otherwise.
+    fn cached_dense_pe(&self, device: &B::Device) -> Tensor<B, 5> {
+        if !crate::fast::is_active::<B>() {
+            return self.prompt_encoder.dense_pe(device);
+        }
+        let key: Vec<f32> = match self
+            .prompt_encoder
+            .pe_layer
+            .positional_encoding_gaussian_matrix
+            .val()
+            .into_data()
+            .to_vec()
+        {
+            Ok(v) => v,
+            Err(_) => return self.prompt_encoder.dense_pe(device),
+        };
+        let Ok(mut slot) = self.pe_cache.lock() else {
+            return self.prompt_encoder.dense_pe(device);
+        };
+        if let Some((k, pe, dims)) = slot.as_ref()
+            && *k == key
+        {
+            return Tensor::from_data(TensorData::new(pe.clone(), *dims), device);
+        }
+        let pe = self.prompt_encoder.dense_pe(device);
+        if let Ok(v) = pe.clone().into_data().to_vec::<f32>() {
+            *slot = Some((key, v, pe.dims()));
+        }
+        pe
     }
 }
 
