@@ -112,6 +112,7 @@ def main():
     ap.add_argument("--ops", action="store_true", help="time one ViT block's operations alone")
     ap.add_argument("--e2e", metavar="NPY", help="time an end-to-end segmentation of this volume")
     ap.add_argument("--box", help="z0,y0,x0,z1,y1,x1 for --e2e")
+    ap.add_argument("--zoom-in", action="store_true", help="--e2e: also the zoom-in windows over the box")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
@@ -147,7 +148,7 @@ def main():
 def e2e(a):
     """SegVol's inference path on a whole volume, the work `segvol segment` does: read the
     `.npy`, normalise (foreground percentiles 0.5/99.5, z-score), zoom-out (trilinear resize to
-    32x256x256, encode, decode the box, logits back to the volume's size), zoom-in (the box's
+    32x256x256, encode, decode the box, logits back to the volume's size), with --zoom-in (the box's
     region at native resolution in 32x256x256 sliding windows, each encoded and decoded, the
     mean written back), threshold, write the mask. Random weights; the timing is the point."""
     vit = ViT(in_channels=1, img_size=(32, 256, 256), patch_size=(4, 16, 16), hidden_size=768,
@@ -176,6 +177,12 @@ def e2e(a):
                                  align_corners=False)[0, 0]
 
         logits = segment(img)
+        if not a.zoom_in:
+            mask = (logits > 0).to(torch.uint8).numpy()
+            np.save("/tmp/segvol_torch_e2e_mask.npy", mask)
+            print(f"torch {torch.__version__}, {a.threads} threads")
+            print(f"| end-to-end segment {d}x{h}x{w} | {(time.perf_counter() - t0) * 1e3:.1f} |")
+            return
         # Zoom-in as segvol-rs does it (segvol-core/src/zoom.rs): the ROI around the box grown
         # to the window (32x256x256) at native resolution, sliding windows with overlap 0.5,
         # each encoded and decoded, the mean written over the global logits.

@@ -100,7 +100,7 @@ pub fn layer_norm(
     beta: &[f32],
     eps: f32,
 ) -> Result<Vec<f32>, KernelError> {
-    if cols == 0 || x.len() % cols != 0 || gamma.len() != cols || beta.len() != cols {
+    if cols == 0 || !x.len().is_multiple_of(cols) || gamma.len() != cols || beta.len() != cols {
         return Err(KernelError::Shape(
             "layer_norm: width does not divide or match",
         ));
@@ -241,6 +241,11 @@ fn add_row(row: &mut [f32], b: &[f32]) {
     }
 }
 
+/// One head's kᵀ `[dim, nk]` and v `[nk, dv]`, dense.
+type PackedHead = (Vec<f32>, Vec<f32>);
+/// One (query block, head) result: first row, head, `[rows, dv]` values.
+type BlockOut = (usize, usize, Vec<f32>);
+
 /// Per-head matrices inside one slice: head `h` is the `[rows, dim]` matrix starting at column
 /// `offset + h·dim` of a row-major buffer with `row_stride` floats per row (q, k and v of a
 /// fused `[n, 3c]` projection are three of these over the same slice).
@@ -292,7 +297,7 @@ pub fn attention(
     // Each head's kᵀ `[dim, nk]` and v `[nk, dv]` copied dense once: the GEMM packs its right
     // operand on every call, and packing from a dense buffer is several times faster than
     // gathering every `row_stride`-th float.
-    let packed: Vec<Result<(Vec<f32>, Vec<f32>), KernelError>> = (0..heads)
+    let packed: Vec<Result<PackedHead, KernelError>> = (0..heads)
         .into_par_iter()
         .map(|h| {
             let (kh, vh) = (k.head(h, 0, nk)?, v.head(h, 0, nk)?);
@@ -317,7 +322,7 @@ pub fn attention(
     // `[block, nk]` scores stay in L2.
     let block = (262_144 / nk).clamp(16, 256).min(nq);
     let blocks = nq.div_ceil(block);
-    let results: Vec<Result<(usize, usize, Vec<f32>), KernelError>> = (0..blocks * heads)
+    let results: Vec<Result<BlockOut, KernelError>> = (0..blocks * heads)
         .into_par_iter()
         .map(|task| {
             let (bi, h) = (task / heads, task % heads);
@@ -369,7 +374,7 @@ pub fn conv_transpose_k2s2(
     gelu: bool,
 ) -> Result<Vec<f32>, KernelError> {
     let n = d * h * w;
-    if cin == 0 || x.len() != cin * n || weight.len() % (cin * 8) != 0 {
+    if cin == 0 || x.len() != cin * n || !weight.len().is_multiple_of(cin * 8) {
         return Err(KernelError::Shape(
             "conv_transpose_k2s2: input or weight size",
         ));

@@ -187,8 +187,8 @@ pub fn linear<B: Backend, const D: usize>(
         let out = segvol_kernels::linear(
             segvol_kernels::MatRef::row_major(imp::slice(&x), rows, din).ok()?,
             w,
-            l.bias.as_ref().map(|b| imp::slice(b)),
-            residual.as_ref().map(|r| imp::slice(r)),
+            l.bias.as_ref().map(imp::slice),
+            residual.as_ref().map(imp::slice),
             gelu,
         )
         .ok()?;
