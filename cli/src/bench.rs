@@ -33,6 +33,27 @@ pub struct BenchArgs {
     pub decode_ops: bool,
 }
 
+/// A random model of `c`'s size, a random image embedding and a box + one click: the inputs
+/// of one per-click decode.
+fn decode_setup<B: Backend>(
+    c: &SegVolConfig,
+    device: &B::Device,
+) -> (segvol_core::SegVol<B>, Tensor<B, 5>, segvol_core::Prompts) {
+    let model = segvol_core::SegVol::<B>::new(c, device);
+    let [gd, gh, gw] = c.grid();
+    let emb = Tensor::<B, 5>::random(
+        [1, c.hidden_size, gd, gh, gw],
+        Distribution::Normal(0.0, 1.0),
+        device,
+    );
+    let prompts = segvol_core::Prompts {
+        boxes: Some([2.0, 20.0, 20.0, 20.0, 120.0, 140.0]),
+        points: vec![([10.0, 60.0, 70.0], 1)],
+        text: None,
+    };
+    (model, emb, prompts)
+}
+
 /// The stages of one per-click decode, each the mean of `iters` runs after a warm-up.
 struct DecodeOpsBench {
     config: SegVolConfig,
@@ -43,18 +64,7 @@ impl BackendTask for DecodeOpsBench {
     type Output = Vec<(&'static str, Duration)>;
     fn run<B: Backend>(self, device: &B::Device) -> Vec<(&'static str, Duration)> {
         let c = &self.config;
-        let model = segvol_core::SegVol::<B>::new(c, device);
-        let [gd, gh, gw] = c.grid();
-        let emb = Tensor::<B, 5>::random(
-            [1, c.hidden_size, gd, gh, gw],
-            Distribution::Normal(0.0, 1.0),
-            device,
-        );
-        let prompts = segvol_core::Prompts {
-            boxes: Some([2.0, 20.0, 20.0, 20.0, 120.0, 140.0]),
-            points: vec![([10.0, 60.0, 70.0], 1)],
-            text: None,
-        };
+        let (model, emb, prompts) = decode_setup::<B>(c, device);
         let mut sums: Vec<(&'static str, Duration)> = Vec::new();
         for run in 0..=self.iters {
             let mut marks: Vec<(&'static str, Instant)> = Vec::new();
@@ -216,18 +226,7 @@ impl BackendTask for EncoderBench {
             let _ = block.forward(tokens.clone()).into_data();
         });
         // Per-click cost: prompt encoder + mask decoder + final upsampling on a cached embedding.
-        let model = segvol_core::SegVol::<B>::new(c, device);
-        let [gd, gh, gw] = c.grid();
-        let emb = Tensor::<B, 5>::random(
-            [1, c.hidden_size, gd, gh, gw],
-            Distribution::Normal(0.0, 1.0),
-            device,
-        );
-        let prompts = segvol_core::Prompts {
-            boxes: Some([2.0, 20.0, 20.0, 20.0, 120.0, 140.0]),
-            points: vec![([10.0, 60.0, 70.0], 1)],
-            text: None,
-        };
+        let (model, emb, prompts) = decode_setup::<B>(c, device);
         let decode = time(self.iters, || {
             let _ = model.decode(emb.clone(), &prompts).logits.into_data();
         });

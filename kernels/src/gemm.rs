@@ -49,6 +49,19 @@ fn last_index(
         .ok_or(KernelError::Shape("matrix view overflows usize"))
 }
 
+/// Errors unless every element of the view lies below `len`.
+fn check_inside(
+    len: usize,
+    offset: usize,
+    [rows, cols]: [usize; 2],
+    [rs, cs]: [usize; 2],
+) -> Result<(), KernelError> {
+    match last_index(offset, rows, cols, rs, cs)? {
+        Some(last) if last >= len => Err(KernelError::Shape("matrix view reaches past its slice")),
+        _ => Ok(()),
+    }
+}
+
 impl<'a> MatRef<'a> {
     /// A strided view; errors if an element lies outside `data`.
     pub fn new(
@@ -57,11 +70,7 @@ impl<'a> MatRef<'a> {
         [rows, cols]: [usize; 2],
         [row_stride, col_stride]: [usize; 2],
     ) -> Result<Self, KernelError> {
-        if let Some(last) = last_index(offset, rows, cols, row_stride, col_stride)?
-            && last >= data.len()
-        {
-            return Err(KernelError::Shape("matrix view reaches past its slice"));
-        }
+        check_inside(data.len(), offset, [rows, cols], [row_stride, col_stride])?;
         Ok(MatRef {
             data,
             offset,
@@ -109,11 +118,7 @@ impl<'a> MatMut<'a> {
         [rows, cols]: [usize; 2],
         [row_stride, col_stride]: [usize; 2],
     ) -> Result<Self, KernelError> {
-        if let Some(last) = last_index(offset, rows, cols, row_stride, col_stride)?
-            && last >= data.len()
-        {
-            return Err(KernelError::Shape("matrix view reaches past its slice"));
-        }
+        check_inside(data.len(), offset, [rows, cols], [row_stride, col_stride])?;
         let disjoint = rows <= 1 && (cols <= 1 || col_stride >= 1)
             || cols <= 1 && row_stride >= 1
             || col_stride == 1 && row_stride >= cols
