@@ -363,8 +363,8 @@ pub fn attention(
 
 /// `ConvTranspose3d(kernel 2, stride 2, no padding)` for one sample, then GELU if asked:
 /// `x` is `[cin, d, h, w]`, `weight` PyTorch's `[cin, cout, 2, 2, 2]`, `bias` `[cout]`; returns
-/// `[cout, 2d, 2h, 2w]`. The windows do not overlap, so each of the eight kernel offsets
-/// `(i, j, k)` is one GEMM, `W[:, :, i, j, k]ᵀ·x` (`[cout, d·h·w]`, read from the weight in
+/// `[cout, 2d, 2h, 2w]`. The windows do not overlap, so it is one GEMM, `Wᵀ·x` with the eight
+/// kernel offsets `(i, j, k)` as extra output rows (`[cout·8, d·h·w]`, the weight read in
 /// place by strides), whose rows are then written every other voxel into the output.
 pub fn conv_transpose_k2s2(
     x: &[f32],
@@ -390,27 +390,29 @@ pub fn conv_transpose_k2s2(
     if plane == 0 || cout == 0 {
         return Ok(out);
     }
-    // One `[cout, n]` product at a time into a scratch buffer kept between calls (first-touching
-    // tens of fresh megabytes costs more than the arithmetic), then its rows written into place.
+    // All eight kernel offsets in one product, `[cout·8, n]` (row `co·8 + t`; the weight read
+    // in place as `[cout·8, cin]` with strides (1, cout·8)), into a scratch buffer kept between
+    // calls (first-touching tens of fresh megabytes costs more than the arithmetic); then each
+    // row written every other voxel into its output plane.
     SCRATCH.with(|cell| -> Result<(), KernelError> {
         let mut part = cell.take();
-        part.resize(cout * n, 0.0);
-        for t in 0..8 {
-            let wt = MatRef::new(weight, t, [cout, cin], [8, cout * 8])?;
-            matmul(
-                MatMut::row_major(&mut part, cout, n)?,
-                false,
-                wt,
-                xm,
-                1.0,
-                auto_threads(cout, n, cin),
-            )?;
-            let (i, j, k) = (t >> 2, (t >> 1) & 1, t & 1);
-            out.par_chunks_mut(plane)
-                .zip(part.par_chunks(n))
-                .enumerate()
-                .for_each(|(co, (o, src))| {
-                    let b = bias[co];
+        part.resize(cout * 8 * n, 0.0);
+        let wm = MatRef::new(weight, 0, [cout * 8, cin], [1, cout * 8])?;
+        matmul(
+            MatMut::row_major(&mut part, cout * 8, n)?,
+            false,
+            wm,
+            xm,
+            1.0,
+            auto_threads(cout * 8, n, cin),
+        )?;
+        out.par_chunks_mut(plane)
+            .zip(part.par_chunks(8 * n))
+            .enumerate()
+            .for_each(|(co, (o, rows8))| {
+                let b = bias[co];
+                for (t, src) in rows8.chunks_exact(n).enumerate() {
+                    let (i, j, k) = (t >> 2, (t >> 1) & 1, t & 1);
                     for z in 0..d {
                         for y in 0..h {
                             let row = &src[(z * h + y) * w..][..w];
@@ -420,8 +422,8 @@ pub fn conv_transpose_k2s2(
                             }
                         }
                     }
-                });
-        }
+                }
+            });
         cell.set(part);
         Ok(())
     })?;
