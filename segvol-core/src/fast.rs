@@ -70,7 +70,12 @@ mod imp {
         data: Vec<f32>,
         shape: [usize; D],
     ) -> Option<Tensor<B, D>> {
-        let any: Box<dyn Any> = Box::new(FlexTensor::from_data(TensorData::new(data, shape)));
+        from_flex(FlexTensor::from_data(TensorData::new(data, shape)))
+    }
+
+    /// A FlexTensor as a `Tensor<B, D>` (B is Flex: checked by the caller's `flex`), no copy.
+    pub(super) fn from_flex<B: Backend, const D: usize>(t: FlexTensor) -> Option<Tensor<B, D>> {
+        let any: Box<dyn Any> = Box::new(t);
         let p = any.downcast::<B::FloatTensorPrimitive>().ok()?;
         Some(Tensor::from_primitive(TensorPrimitive::Float(*p)))
     }
@@ -443,13 +448,12 @@ pub fn contiguous<B: Backend, const D: usize>(t: &Tensor<B, D>) -> Option<Tensor
         if !imp::active::<B>() {
             return None;
         }
-        let dims = t.dims();
         let f = imp::flex(t.clone())?;
         if f.is_contiguous() && f.layout().start_offset() == 0 {
             return None;
         }
-        let d = imp::dense(f);
-        imp::tensor(imp::slice(&d).to_vec(), dims)
+        // The dense copy becomes the tensor itself (same shape, row-major), not copied again.
+        imp::from_flex(imp::dense(f))
     }
     #[cfg(not(feature = "fast-cpu"))]
     {
