@@ -9,6 +9,7 @@ pub mod model;
 pub mod pipeline;
 pub mod prompt_encoder;
 pub mod resize;
+pub mod text;
 pub mod weights;
 pub mod zoom;
 

@@ -9,15 +9,24 @@ use crate::SegVolConfig;
 use crate::image_encoder::ImageEncoder;
 use crate::mask_decoder::MaskDecoder;
 use crate::prompt_encoder::{PromptEncoder, Prompts};
+use crate::text::{TextEncoder, TextError};
 
-/// SegVol without the text tower. Create with [`SegVol::new`], then load weights with
-/// [`crate::weights::load_segvol`].
+/// SegVol: image encoder, prompt encoder, mask decoder and, when the weights carry it, the CLIP
+/// text tower. Create with [`SegVol::new`] (no text tower), then load weights with
+/// [`crate::weights::load_segvol`], which adds the tower when the checkpoint has its keys.
 #[derive(Module, Debug)]
 pub struct SegVol<B: Backend> {
     pub(crate) image_encoder: ImageEncoder<B>,
     pub(crate) prompt_encoder: PromptEncoder<B>,
     pub(crate) mask_decoder: MaskDecoder<B>,
+    /// SegVol's `text_encoder` (frozen CLIP + `dim_align`); `None` for weights without it.
+    pub(crate) text_encoder: Option<TextEncoder<B>>,
     image_size: [usize; 3],
+    /// The model's width (`dim_align`'s output).
+    hidden: usize,
+    /// Text embeddings by name, and where the weights came from (for the "no text tower" error).
+    #[module(skip)]
+    text_cache: TextCache,
     /// The dense positional encoding is the same for every decode: it depends only on the grid
     /// and the prompt encoder's Gaussian matrix. On the CPU fast path it is kept here with the
     /// matrix it came from and reused while the matrix is unchanged (new weights, training).
@@ -27,6 +36,13 @@ pub struct SegVol<B: Backend> {
 
 /// `(Gaussian matrix, dense PE, dims)` of the last decode.
 type PeCache = std::sync::Arc<std::sync::Mutex<Option<(Vec<f32>, Vec<f32>, [usize; 5])>>>;
+
+/// Name → embedding, computed once per process; and the weights' name.
+#[derive(Debug, Clone, Default)]
+struct TextCache {
+    names: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, Vec<f32>>>>,
+    weights: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+}
 
 /// Every intermediate of one decode, for parity checks and debugging.
 #[derive(Debug, Clone)]
@@ -50,7 +66,10 @@ impl<B: Backend> SegVol<B> {
             image_encoder: ImageEncoder::new(config, device),
             prompt_encoder: PromptEncoder::new(config, device),
             mask_decoder: MaskDecoder::new(config, device),
+            text_encoder: None,
             image_size: config.image_size,
+            hidden: config.hidden_size,
+            text_cache: TextCache::default(),
             pe_cache: PeCache::default(),
         }
     }
@@ -80,6 +99,97 @@ impl<B: Backend> SegVol<B> {
     ) {
         self.mask_decoder.txt_align_upscaled_embedding.weight = weight;
         self.mask_decoder.txt_align_upscaled_embedding.bias = Some(bias);
+    }
+
+    /// The model's width (768 for the released SegVol): the length of a text embedding.
+    pub fn hidden_size(&self) -> usize {
+        self.hidden
+    }
+
+    /// Whether the text tower is loaded.
+    pub fn has_text(&self) -> bool {
+        self.text_encoder.is_some()
+    }
+
+    /// Sets (or removes) the text tower; forgets cached text embeddings.
+    pub fn set_text_encoder(&mut self, text: Option<TextEncoder<B>>) {
+        self.text_encoder = text;
+        if let Ok(mut c) = self.text_cache.names.lock() {
+            c.clear();
+        }
+    }
+
+    /// Takes the text tower out (e.g. to load the image model's weights on their own).
+    pub fn take_text_encoder(&mut self) -> Option<TextEncoder<B>> {
+        if let Ok(mut c) = self.text_cache.names.lock() {
+            c.clear();
+        }
+        self.text_encoder.take()
+    }
+
+    /// Records where the weights came from, for error messages.
+    pub fn set_weights_name(&self, name: &str) {
+        if let Ok(mut w) = self.text_cache.weights.lock() {
+            *w = Some(name.to_string());
+        }
+    }
+
+    fn text_tower(&self) -> Result<&TextEncoder<B>, TextError> {
+        self.text_encoder
+            .as_ref()
+            .ok_or_else(|| TextError::NotLoaded {
+                weights: self
+                    .text_cache
+                    .weights
+                    .lock()
+                    .ok()
+                    .and_then(|w| w.clone())
+                    .unwrap_or_else(|| "the model".into()),
+            })
+    }
+
+    /// SegVol's text embedding (`dim_align(pooler_output)`, `hidden_size` values) of CLIP token
+    /// ids (start and end tokens included).
+    ///
+    /// # Errors
+    /// [`TextError::NotLoaded`] without a text tower; [`TextError::BadIds`] / `TooLong` for
+    /// ids the tower cannot take.
+    pub fn embed_text_ids(&self, ids: &[u32]) -> Result<Vec<f32>, TextError> {
+        self.text_tower()?.embed_ids(ids)
+    }
+
+    /// SegVol's text embedding of a structure's name: the prompt
+    /// `"A computerized tomography of a {name}."`, CLIP's tokenizer, the tower and `dim_align`.
+    /// Computed once per name and model, then taken from a cache.
+    ///
+    /// # Errors
+    /// [`TextError::NotLoaded`] without a text tower; [`TextError::TooLong`] for a name whose
+    /// prompt exceeds 77 tokens.
+    #[cfg(feature = "text")]
+    pub fn embed_text(&self, name: &str) -> Result<Vec<f32>, TextError> {
+        let tower = self.text_tower()?;
+        if let Some(v) = self
+            .text_cache
+            .names
+            .lock()
+            .ok()
+            .and_then(|c| c.get(name).cloned())
+        {
+            return Ok(v);
+        }
+        let ids = crate::text::tokenizer().encode(&crate::text::prompt(name));
+        let v = tower.embed_ids(&ids).map_err(|e| match e {
+            TextError::TooLong { tokens, max, .. } => TextError::TooLong {
+                name: name.to_string(),
+                tokens,
+                max,
+            },
+            other => other,
+        })?;
+        if let Ok(mut c) = self.text_cache.names.lock() {
+            c.insert(name.to_string(), v.clone());
+        }
+        Ok(v)
     }
 
     /// The cheap step, per prompt: decode `prompts` against a cached embedding.

@@ -4,7 +4,9 @@
 //!
 //! Supported files: HF `pytorch_model.bin` and `.safetensors` (`model.<part>.…`), the original
 //! `SegVol_v1.pth` (`{'model': {'module.<part>.…'}}`) and the encoder-only `vit_pretrain.ckpt`
-//! (`{'state_dict': {'model.encoder.…'}}`, encoder only). The text tower is not ported yet.
+//! (`{'state_dict': {'model.encoder.…'}}`, encoder only). The CLIP text tower
+//! (`model.text_encoder.…`) loads with the rest when the file has it ([`load_segvol`]), or on
+//! its own ([`load_text_encoder`]).
 
 use std::path::{Path, PathBuf};
 
@@ -17,6 +19,7 @@ use burn_store::{
 
 use crate::image_encoder::ImageEncoder;
 use crate::model::SegVol;
+use crate::text::{TextConfig, TextEncoder};
 
 /// Checkpoint key (after the prefix rules) → our module path, for the image encoder.
 /// Regexes applied in order by burn-store's `KeyRemapper`.
@@ -176,9 +179,45 @@ pub const SEGVOL_REMAPS: [(&str, &str); 6] = [
     ),
 ];
 
-/// Checkpoint tensors left out on purpose (SEGVOL.md §11.2): the dead 2-D mask branch, CLIP's
-/// int64 `position_ids`, and the text tower (not ported yet).
+/// Checkpoint tensors left out on purpose (SEGVOL.md §11.2): the dead 2-D mask branch and
+/// CLIP's int64 `position_ids`; and, for the image model's own load, the text tower, which
+/// [`load_segvol`] then loads on its own.
 pub const IGNORED_ON_PURPOSE: [&str; 3] = ["mask_downscaling.", "position_ids", "text_encoder."];
+
+/// Checkpoint key → module path for the text tower (SEGVOL.md §7, §11.2): the `model.` /
+/// `module.` prefix goes; transformers 5.x's names, which drop CLIP's `text_model.` level, get
+/// it back. `dim_align` and everything else keep their names.
+pub const TEXT_REMAPS: [(&str, &str); 2] = [
+    (r"^(model|module)\.", ""),
+    (
+        r"^text_encoder\.clip_text_model\.(embeddings|encoder|final_layer_norm)\.",
+        "text_encoder.clip_text_model.text_model.$1.",
+    ),
+];
+
+/// The text tower under its checkpoint name, so its paths are the checkpoint's keys.
+#[derive(burn::module::Module, Debug)]
+struct TextHolder<B: Backend> {
+    text_encoder: TextEncoder<B>,
+}
+
+/// Loads SegVol's text tower (CLIP + `dim_align`) of shape `config` from a checkpoint in any of
+/// the formats [`load_segvol`] takes, strictly: every tower tensor must be there with its shape.
+/// The checkpoint's other tensors are reported as unused.
+///
+/// # Errors
+/// [`WeightsError`] naming the file; [`WeightsError::Mismatch`] listing missing tower tensors.
+pub fn load_text_encoder<B: Backend>(
+    path: impl AsRef<Path>,
+    config: &TextConfig,
+    device: &B::Device,
+) -> Result<(TextEncoder<B>, LoadReport), WeightsError> {
+    let mut holder = TextHolder {
+        text_encoder: TextEncoder::new(config, device),
+    };
+    let r = load_with(&mut holder, path.as_ref(), &TEXT_REMAPS)?;
+    Ok((holder.text_encoder, r))
+}
 
 /// Applies `remaps` and loads `path` into `module`, trying a plain state dict, then
 /// `{'model': …}` and `{'state_dict': …}` for PyTorch pickles.
@@ -299,8 +338,11 @@ pub fn load_segvol<B: Backend>(
     {
         return load_checkpoint_mpk(model, path);
     }
+    model.set_weights_name(&path.display().to_string());
+    // The image model first, without the tower; then the tower, if the file has it.
+    drop(model.take_text_encoder());
     let mut r = load_with(model, path, &SEGVOL_REMAPS)?;
-    let (ignored, unexpected): (Vec<String>, Vec<String>) = r
+    let (mut ignored, unexpected): (Vec<String>, Vec<String>) = r
         .unused
         .drain(..)
         .partition(|k| IGNORED_ON_PURPOSE.iter().any(|p| k.contains(p)));
@@ -318,6 +360,16 @@ pub fn load_segvol<B: Backend>(
                     .join(", ")
             ),
         });
+    }
+    let has_text = ignored
+        .iter()
+        .any(|k| k.contains("text_encoder.") && !k.contains("position_ids"));
+    if has_text && let Some(device) = burn::module::Module::devices(model).into_iter().next() {
+        let config = TextConfig::clip_b32(model.hidden_size());
+        let (text, tr) = load_text_encoder::<B>(path, &config, &device)?;
+        model.set_text_encoder(Some(text));
+        ignored.retain(|k| !k.contains("text_encoder.") || k.contains("position_ids"));
+        r.applied.extend(tr.applied);
     }
     r.ignored = ignored;
     Ok(r)
