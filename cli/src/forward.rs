@@ -26,6 +26,10 @@ pub struct ForwardArgs {
     /// Point labels `(N)` or `(1,N)` .npy: 1 positive, 0 negative, −1 padding.
     #[arg(long, requires = "points")]
     pub labels: Option<PathBuf>,
+    /// A structure's name as a text prompt ("liver"): SegVol's prompt template, CLIP's
+    /// tokenizer and text tower (the weights must carry it: the official checkpoint does).
+    #[arg(long)]
+    pub text: Option<String>,
     /// Where to write the logits `(1,1,D,H,W)` float32 .npy.
     #[arg(long)]
     pub logits: PathBuf,
@@ -58,6 +62,7 @@ struct Forward {
     config: SegVolConfig,
     image: Vec<f32>,
     prompts: Prompts,
+    text: Option<String>,
 }
 
 type Out = Result<(Vec<f32>, Vec<usize>, Vec<f32>, Vec<usize>)>;
@@ -73,11 +78,15 @@ impl BackendTask for Forward {
             }
             None => segvol_models::segvol::<B>(device)?.0,
         };
+        let mut prompts = self.prompts;
+        if let Some(name) = &self.text {
+            prompts.text = Some(model.embed_text(name)?);
+        }
         let [d, h, w] = self.config.image_size;
         let x = Tensor::<B, 5>::from_data(TensorData::new(self.image, [1, 1, d, h, w]), device);
         let emb = model.embed(x);
         let edims = emb.dims().to_vec();
-        let out = model.decode(emb.clone(), &self.prompts);
+        let out = model.decode(emb.clone(), &prompts);
         let ldims = out.logits.dims().to_vec();
         let to_vec = |d: TensorData| {
             d.convert::<f32>()
@@ -137,8 +146,8 @@ pub fn run(args: &ForwardArgs) -> Result<()> {
             .map(|(i, &lab)| ([pv[3 * i], pv[3 * i + 1], pv[3 * i + 2]], lab as i64))
             .collect();
     }
-    if prompts.boxes.is_none() && prompts.points.is_empty() {
-        bail!("give a --box, --points/--labels, or both");
+    if prompts.boxes.is_none() && prompts.points.is_empty() && args.text.is_none() {
+        bail!("give a --box, --points/--labels, --text, or several of them");
     }
     let kind = args.model.backend()?;
     let (logits, ldims, emb, edims) = dispatch(
@@ -148,6 +157,7 @@ pub fn run(args: &ForwardArgs) -> Result<()> {
             config,
             image,
             prompts,
+            text: args.text.clone(),
         },
     )?;
     segvol_io::write_npy(

@@ -6,7 +6,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use indicatif::ProgressBar;
 use segvol_backends::{Backend, BackendTask, dispatch};
-use segvol_core::pipeline::{Session, VoxelClick, check_prompts};
+use segvol_core::pipeline::{SegmentError, Session, VoxelClick, check_prompts};
 use segvol_eval::protocol::{Box3, Clicks, PredictRequest, Predictor};
 use segvol_gru::CorrectionSession;
 use segvol_io::npy::{NpyArray, NpyData};
@@ -30,6 +30,13 @@ pub struct SegmentArgs {
     /// Clicks `z,y,x,fg;z,y,x,bg` in voxel indices.
     #[arg(long, default_value = "")]
     pub points: String,
+    /// Structure names as text prompts (SegVol's CLIP text tower; the weights must carry it, as
+    /// the official checkpoint does). One name alone segments it in the whole volume; with
+    /// --box / --points the prompts are combined, as SegVol does. Several names, comma
+    /// separated (`liver,spleen`), give a label map: label i for the i-th name, each voxel to
+    /// the name with the highest positive logit.
+    #[arg(long, value_delimiter = ',')]
+    pub text: Vec<String>,
     #[command(flatten)]
     pub model: ModelArgs,
     /// The mask: .nii / .nii.gz (the image's geometry) or .npz (challenge `segs`).
@@ -58,30 +65,63 @@ struct Segment {
     dims: [usize; 3],
     boxes: Option<([usize; 3], [usize; 3])>,
     clicks: Vec<VoxelClick>,
+    /// Text prompts: one prediction per name (none: one prediction without text).
+    text: Vec<String>,
     bar: ProgressBar,
 }
 
 impl BackendTask for Segment {
-    type Output = Result<Vec<f32>>;
-    fn run<B: Backend>(self, device: &B::Device) -> Result<Vec<f32>> {
+    /// Logits on the image grid, one per name (one when there is no text).
+    type Output = Result<Vec<Vec<f32>>>;
+    fn run<B: Backend>(self, device: &B::Device) -> Result<Vec<Vec<f32>>> {
         let (model, corrector) = self.files.load::<B>(&self.bar, device)?;
         // Refuse a bad box or click before any model work, then one encoder pass on the crop
         // that covers the prompts (SEGVOL.md §9.1).
-        check_prompts(self.dims, self.boxes, &self.clicks)?;
+        match check_prompts(self.dims, self.boxes, &self.clicks) {
+            Err(SegmentError::NoPrompt) if !self.text.is_empty() => {}
+            r => r?,
+        }
+        let mut texts = Vec::with_capacity(self.text.len());
+        for name in &self.text {
+            self.bar.set_message(format!("encoding the text {name:?}"));
+            texts.push(Some(model.embed_text(name)?));
+        }
+        if texts.is_empty() {
+            texts.push(None);
+        }
         let mut cover: Vec<[usize; 3]> = self.clicks.iter().map(|c| c.zyx).collect();
         if let Some((b0, b1)) = self.boxes {
             cover.extend([b0, b1]);
         }
         self.bar.set_message("encoding (zoom-out pass)");
-        let session = Session::new(&model, &self.image, self.dims, &cover, device)?;
-        let logits = match &corrector {
+        let mut session = Session::new(&model, &self.image, self.dims, &cover, device)?;
+        let mut out = Vec::with_capacity(texts.len());
+        for (i, text) in texts.into_iter().enumerate() {
+            if let Some(name) = self.text.get(i) {
+                self.bar.set_message(format!("segmenting {name:?}"));
+            }
+            session.set_text(text)?;
+            out.push(self.predict(&session, corrector.as_ref(), device)?);
+        }
+        Ok(out)
+    }
+}
+
+impl Segment {
+    fn predict<B: Backend>(
+        &self,
+        session: &Session<'_, B>,
+        corrector: Option<&segvol_gru::GruCorrector<B>>,
+        device: &B::Device,
+    ) -> Result<Vec<f32>> {
+        let logits = match corrector {
             Some(c) if !self.clicks.is_empty() => {
                 self.bar.set_message(format!(
                     "decoding and correcting {} click(s)",
                     self.clicks.len()
                 ));
                 corrected_logits(
-                    &session,
+                    session,
                     DecodeOptions {
                         zoom_in: self.zoom_in,
                         feedback: 0,
@@ -244,9 +284,29 @@ pub fn run(args: &SegmentArgs) -> Result<()> {
     }
     if args.box_.is_none()
         && args.points.trim().is_empty()
+        && args.text.is_empty()
         && FileKind::of(&args.image)? == FileKind::Npz
     {
         return run_case_step(args, files, out_kind);
+    }
+    if let Some(bad) = args.text.iter().find(|t| t.trim().is_empty()) {
+        bail!("--text {bad:?}: an empty name (separate names with single commas)");
+    }
+    if args.text.len() > 1 && (args.box_.is_some() || !args.points.trim().is_empty()) {
+        bail!(
+            "--text with {} names takes no --box / --points: a box or a click belongs to one \
+             structure (segment one name with its box, or the names alone)",
+            args.text.len()
+        );
+    }
+    if args.text.len() > 1 && args.logits.is_some() {
+        bail!("--logits needs one object; several --text names give a label map only");
+    }
+    if args.text.len() > 255 {
+        bail!(
+            "--text: {} names, at most 255 labels fit a mask",
+            args.text.len()
+        );
     }
     crate::case::check_voxels(&args.image, args.model.max_voxels)?;
     let img = read_image(&args.image)?;
@@ -274,7 +334,7 @@ pub fn run(args: &SegmentArgs) -> Result<()> {
     } else {
         std::mem::take(&mut vol.data)
     };
-    let logits = dispatch(
+    let per_name = dispatch(
         kind,
         Segment {
             zoom_in: !args.no_zoom_in,
@@ -283,14 +343,16 @@ pub fn run(args: &SegmentArgs) -> Result<()> {
             dims,
             boxes,
             clicks,
+            text: args.text.clone(),
             bar: bar.clone(),
         },
     )
     .with_context(|| format!("segmenting {}", args.image.display()))?;
     bar.finish_and_clear();
-    let mask: Vec<u8> = logits.iter().map(|&l| u8::from(l > 0.0)).collect();
-    let voxels = mask.iter().filter(|&&m| m == 1).count();
-    let logits = if args.logits.is_some() || args.preview.is_some() {
+    let mask = label_map(&per_name);
+    let voxels = mask.iter().filter(|&&m| m > 0).count();
+    let logits = per_name.into_iter().next().unwrap_or_default();
+    let logits = if args.logits.is_some() {
         logits
     } else {
         drop(logits);
@@ -308,8 +370,7 @@ pub fn run(args: &SegmentArgs) -> Result<()> {
         _ => write_nifti(&args.out, &mvol)?,
     }
     if let Some(p) = &args.preview {
-        let m: Vec<u8> = logits.iter().map(|&l| u8::from(l > 0.0)).collect();
-        write_preview(p, &vol.data, dims, vol.spacing, &m)?;
+        write_preview(p, &vol.data, dims, vol.spacing, &mvol.data)?;
     }
     if let Some(l) = &args.logits {
         segvol_io::write_npy(
@@ -324,5 +385,32 @@ pub fn run(args: &SegmentArgs) -> Result<()> {
         "wrote {} ({voxels} voxels segmented, shape {dims:?})",
         args.out.display()
     );
+    for (i, name) in args.text.iter().enumerate().filter(|_| args.text.len() > 1) {
+        let label = i + 1;
+        let n = mvol
+            .data
+            .iter()
+            .filter(|&&m| usize::from(m) == label)
+            .count();
+        out!("  label {label}: {name} ({n} voxels)");
+    }
     Ok(())
+}
+
+/// One object's mask (`logits > 0`), or for several, the label `i + 1` of the object with the
+/// highest positive logit at each voxel (0 where none is positive).
+fn label_map(logits: &[Vec<f32>]) -> Vec<u8> {
+    let n = logits.first().map_or(0, Vec::len);
+    (0..n)
+        .map(|v| {
+            let mut best = (0u8, 0.0f32);
+            for (i, l) in logits.iter().enumerate() {
+                let x = l.get(v).copied().unwrap_or(f32::NEG_INFINITY);
+                if x > best.1 {
+                    best = (u8::try_from(i + 1).unwrap_or(u8::MAX), x);
+                }
+            }
+            best.0
+        })
+        .collect()
 }

@@ -1221,3 +1221,139 @@ fn eval_with_gt_dir_masks_report_and_an_external_predictor() {
     );
     assert!(rep.join("report.png").is_file() && rep.join("report.svg").is_file());
 }
+
+/// `--text` end to end: the tiny parity model with a (randomly initialised) full-size CLIP
+/// tower saved as a `.bpk`; `forward --text` equals the library's text embedding + decode,
+/// `segment --text` alone, with a box, and with two names (a label map); the shipped model,
+/// which has no tower, refuses with the reason.
+#[test]
+fn text_prompts_through_forward_and_segment() {
+    use burn::tensor::{Tensor, TensorData};
+    use segvol_core::text::{TextConfig, TextEncoder};
+    type B = segvol_backends::Flex;
+    let f = shared().join("fixtures/segvol_tiny");
+    let dir = tempfile::tempdir().unwrap();
+    let device = Default::default();
+    let mut model = segvol_core::SegVol::<B>::new(&segvol_core::SegVolConfig::tiny(), &device);
+    segvol_core::weights::load_segvol(&mut model, f.join("weights.safetensors")).unwrap();
+    model.set_text_encoder(Some(TextEncoder::new(&TextConfig::clip_b32(96), &device)));
+    let bpk = dir.path().join("tiny_text.bpk");
+    segvol_core::weights::save_burnpack(&model, &segvol_core::SegVolConfig::tiny(), "t", &bpk)
+        .unwrap();
+    let p = |x: &Path| x.to_str().unwrap().to_string();
+
+    // forward --text (text only) against the library.
+    let out = dir.path().join("logits.npy");
+    let (code, _, err) = segvol(&[
+        "forward",
+        "--weights",
+        &p(&bpk),
+        "--config",
+        "tiny",
+        "--image",
+        &p(&f.join("image.npy")),
+        "--text",
+        "liver",
+        "--logits",
+        &p(&out),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let got = segvol_io::read_npy(&out).unwrap().to_f64().unwrap();
+    let image = segvol_io::read_npy(f.join("image.npy"))
+        .unwrap()
+        .to_f64()
+        .unwrap();
+    let image: Vec<f32> = image.into_iter().map(|v| v as f32).collect();
+    let emb = model.embed(Tensor::from_data(
+        TensorData::new(image, [1, 1, 32, 64, 64]),
+        &device,
+    ));
+    let text = model.embed_text("liver").unwrap();
+    let prompts = segvol_core::Prompts {
+        text: Some(text),
+        ..Default::default()
+    };
+    let want: Vec<f32> = model
+        .decode(emb, &prompts)
+        .logits
+        .into_data()
+        .to_vec()
+        .unwrap();
+    let max = got
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| (a - *b as f64).abs())
+        .fold(0.0, f64::max);
+    assert!(
+        max <= 1e-5,
+        "forward --text differs from the library by {max}"
+    );
+
+    // segment: text alone, text + box, two names.
+    let img = shared().join("data/nifti/ct_kidney_right_img.nii.gz");
+    let src = segvol_io::read_nifti(&img).unwrap();
+    for (extra, max_label) in [
+        (vec!["--text", "kidney"], 1u8),
+        (vec!["--text", "kidney", "--box", "2,5,5,20,30,30"], 1),
+        (vec!["--text", "kidney,liver"], 2),
+    ] {
+        let mask = dir.path().join("mask.nii.gz");
+        let mut args = vec![
+            "segment",
+            "--image",
+            img.to_str().unwrap(),
+            "--weights",
+            bpk.to_str().unwrap(),
+            "--config",
+            "tiny",
+            "--no-zoom-in",
+            "--out",
+            mask.to_str().unwrap(),
+        ];
+        args.extend(extra.iter().copied());
+        let (code, stdout, err) = segvol(&args);
+        assert_eq!(code, 0, "{extra:?}: {err}");
+        assert!(stdout.contains("wrote"), "{stdout}");
+        let m = segvol_io::read_nifti(&mask).unwrap();
+        assert_eq!(m.dims(), src.dims());
+        assert!(m.to_labels().unwrap().data.iter().all(|&v| v <= max_label));
+        if max_label == 2 {
+            assert!(stdout.contains("label 2: liver"), "{stdout}");
+        }
+    }
+    // Two names with a box: refused before any work.
+    let bad = dir.path().join("bad.nii.gz");
+    let (code, _, err) = segvol(&[
+        "segment",
+        "--image",
+        img.to_str().unwrap(),
+        "--weights",
+        bpk.to_str().unwrap(),
+        "--config",
+        "tiny",
+        "--text",
+        "kidney,liver",
+        "--box",
+        "2,5,5,20,30,30",
+        "--out",
+        bad.to_str().unwrap(),
+    ]);
+    assert_ne!(code, 0);
+    assert!(err.contains("a box or a click belongs to one"), "{err}");
+    // The shipped model has no text tower: one clear line, nothing written.
+    let (code, _, err) = segvol(&[
+        "segment",
+        "--image",
+        img.to_str().unwrap(),
+        "--text",
+        "kidney",
+        "--out",
+        bad.to_str().unwrap(),
+    ]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("carry no text tower") && err.contains("shipped"),
+        "{err}"
+    );
+    assert!(!bad.exists());
+}

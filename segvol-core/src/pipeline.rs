@@ -114,9 +114,17 @@ pub enum SegmentError {
         /// The volume.
         dims: [usize; 3],
     },
-    /// Neither a box nor a click.
+    /// Neither a box nor a click (nor a text prompt).
     #[error("give a box, clicks, or both")]
     NoPrompt,
+    /// A text embedding of the wrong length for the model.
+    #[error("a text embedding of {len} values, but the model is {expected} wide")]
+    TextLength {
+        /// Its length.
+        len: usize,
+        /// The model's width.
+        expected: usize,
+    },
 }
 
 /// Where the model grid sits in the original volume.
@@ -173,6 +181,8 @@ pub struct Session<'m, B: Backend> {
     embedding: Tensor<B, 5>,
     /// The normalised crop at native resolution (the zoom-in reads its windows from it).
     crop_img: Vec<f32>,
+    /// A text prompt's embedding, added to every decode (global and zoom-in windows).
+    text: Option<Vec<f32>>,
     device: B::Device,
 }
 
@@ -222,8 +232,35 @@ impl<'m, B: Backend> Session<'m, B> {
             },
             embedding: model.embed(t),
             crop_img,
+            text: None,
             device: device.clone(),
         })
+    }
+
+    /// Sets (or clears) the text prompt: SegVol's embedding of a name
+    /// ([`SegVol::embed_text`](crate::SegVol::embed_text)). It joins every later prediction, as
+    /// the last sparse token and the text-similarity map; with it, a prediction needs no box or
+    /// click (SegVol's text-only segmentation).
+    ///
+    /// # Errors
+    /// [`SegmentError::TextLength`] when its length is not the model's width.
+    pub fn set_text(&mut self, text: Option<Vec<f32>>) -> Result<(), SegmentError> {
+        let expected = self.model.hidden_size();
+        if let Some(t) = &text
+            && t.len() != expected
+        {
+            return Err(SegmentError::TextLength {
+                len: t.len(),
+                expected,
+            });
+        }
+        self.text = text;
+        Ok(())
+    }
+
+    /// The text prompt's embedding, if one is set.
+    pub fn text(&self) -> Option<&[f32]> {
+        self.text.as_deref()
     }
 
     pub(crate) fn model(&self) -> &SegVol<B> {
@@ -268,7 +305,10 @@ impl<'m, B: Backend> Session<'m, B> {
         boxes: Option<([usize; 3], [usize; 3])>,
         clicks: &[VoxelClick],
     ) -> Result<Vec<f32>, SegmentError> {
-        check_prompts(self.dims, boxes, clicks)?;
+        match check_prompts(self.dims, boxes, clicks) {
+            Err(SegmentError::NoPrompt) if self.text.is_some() => {}
+            r => r?,
+        }
         let (lo, hi) = (self.zoom.crop_lo, self.zoom.crop_hi);
         let cdims = [0, 1, 2].map(|a| hi[a] - lo[a]);
         let grid = self.model.image_size();
@@ -296,7 +336,7 @@ impl<'m, B: Backend> Session<'m, B> {
                     )
                 })
                 .collect(),
-            text: None,
+            text: self.text.clone(),
         };
         let logits = self.model.decode(self.embedding.clone(), &prompts).logits;
         let grid_logits: Vec<f32> = logits

@@ -15,8 +15,9 @@ pub struct Prompts {
     pub points: Vec<([f32; 3], i64)>,
     /// A text prompt as its embedding: `hidden_size` values, what SegVol's CLIP text tower
     /// followed by `dim_align` produces for e.g. "liver". It becomes the last sparse token and
-    /// adds the text-similarity map in the decoder (SEGVOL.md §5.4, §6.6). The text tower itself
-    /// is not ported (feature `text`, reserved), so the embedding is computed elsewhere.
+    /// adds the text-similarity map in the decoder (SEGVOL.md §5.4, §6.6). Make it with
+    /// [`SegVol::embed_text`](crate::SegVol::embed_text) (a name) or
+    /// [`SegVol::embed_text_ids`](crate::SegVol::embed_text_ids) (token ids).
     pub text: Option<Vec<f32>>,
 }
 

@@ -416,6 +416,7 @@ pub fn load_segvol_static<B: Backend>(
     name: &str,
 ) -> Result<LoadReport, WeightsError> {
     let path = Path::new(name);
+    model.set_weights_name(name);
     // Not zero-copy: `include_bytes!` data has no alignment guarantee, and the f16 → f32 cast
     // copies every tensor anyway.
     let mut store = BurnpackStore::from_static(bytes)

@@ -233,10 +233,12 @@ impl<B: Backend> Session<'_, B> {
                                 .then(|| (w.map(|v| v as f32), i64::from(*fg)))
                         })
                         .collect();
+                    // The text prompt joins every window, as in SegVol's sliding-window
+                    // inference.
                     let prompts = Prompts {
                         boxes: Some(wbox),
                         points,
-                        text: None,
+                        text: self.text().map(<[f32]>::to_vec),
                     };
                     let out: Vec<f32> = self
                         .model()
