@@ -37,6 +37,8 @@ pub struct Prompts {
     pub bbox: Option<VoxelBox>,
     /// Points in time order.
     pub clicks: Vec<VoxelClick>,
+    /// A structure's name as a text prompt (SegVol's CLIP tower), if any.
+    pub text: Option<String>,
 }
 
 /// What one action did.
@@ -276,6 +278,29 @@ impl<'m, B: Backend> InteractiveSession<'m, B> {
         (l, h)
     }
 
+    /// Sets (or, with `None`, clears) the object's text prompt, a structure's name such as
+    /// "liver", and predicts: alone it segments that structure, with a box or points it joins
+    /// them, as SegVol combines prompts. The name's embedding is computed once per name.
+    ///
+    /// # Errors
+    /// [`SessionError::Invalid`] for an empty name, weights without a text tower or a name too
+    /// long for it; the model's error.
+    pub fn set_text(&mut self, name: Option<&str>) -> Result<Update, SessionError> {
+        let name = name.map(str::trim);
+        if let Some(n) = name {
+            if n.is_empty() {
+                return Err(SessionError::Invalid("an empty text prompt".into()));
+            }
+            self.model
+                .embed_text(n)
+                .map_err(|e| SessionError::Invalid(e.to_string()))?;
+        }
+        self.push_history();
+        self.prompts.text = name.map(str::to_string);
+        self.corr = None; // the rounds so far were corrected under the old prompt
+        self.run()
+    }
+
     /// Adds a positive (`foreground`) or negative point and predicts.
     ///
     /// # Errors
@@ -365,8 +390,8 @@ impl<'m, B: Backend> InteractiveSession<'m, B> {
     }
 
     fn run(&mut self) -> Result<Update, SessionError> {
-        let Prompts { bbox, clicks } = self.prompts.clone();
-        if bbox.is_none() && clicks.is_empty() {
+        let Prompts { bbox, clicks, text } = self.prompts.clone();
+        if bbox.is_none() && clicks.is_empty() && text.is_none() {
             let changed = diff_box(&self.mask, &vec![0; self.mask.len()], self.dims);
             self.mask.iter_mut().for_each(|m| *m = 0);
             return Ok(Update {
@@ -393,9 +418,21 @@ impl<'m, B: Backend> InteractiveSession<'m, B> {
             self.corr = None;
             encode_s = t.elapsed().as_secs_f64();
         }
-        let Some(session) = self.encoded.as_ref() else {
+        let text = match &text {
+            Some(n) => Some(
+                self.model
+                    .embed_text(n)
+                    .map_err(|e| SessionError::Invalid(e.to_string()))?,
+            ),
+            None => None,
+        };
+        let Some(session) = self.encoded.as_mut() else {
             return Err(SessionError::Model("no encoding".into()));
         };
+        session
+            .set_text(text)
+            .map_err(|e| SessionError::Model(e.to_string()))?;
+        let session = &*session;
         let t = Instant::now();
         let opts = DecodeOptions {
             zoom_in: self.zoom_in,

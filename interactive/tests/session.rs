@@ -113,3 +113,68 @@ fn session_matches_direct_decodes_and_undoes_exactly() {
     assert!(s.add_point([99, 0, 0], true).is_err());
     assert!(s.set_box([5, 5, 5], [1, 1, 1]).is_err());
 }
+
+/// A text prompt: alone it equals the pipeline's text-only decode, with a box the pipeline's
+/// text + box decode; undo restores the box-only state; clearing it returns to the box's mask;
+/// weights without a tower give a clear error and leave the session as it was.
+#[test]
+fn text_prompt_alone_and_with_a_box() {
+    use segvol_core::text::{TextConfig, TextEncoder};
+    let device = Default::default();
+    let mut model = SegVol::<Flex>::new(&SegVolConfig::tiny(), &device);
+    segvol_core::weights::load_segvol(
+        &mut model,
+        shared().join("fixtures/segvol_tiny/weights.safetensors"),
+    )
+    .unwrap();
+    let plain = model.clone();
+    <Flex as burn::tensor::backend::Backend>::seed(&device, 7);
+    model.set_text_encoder(Some(TextEncoder::new(&TextConfig::clip_b32(96), &device)));
+    let img =
+        segvol_io::read_image(shared().join("data/nifti/ct_kidney_right_img.nii.gz")).unwrap();
+    let (dims, spacing) = (img.dims(), img.spacing());
+    let image = img.to_f32().data;
+    let mask = |l: Vec<f32>| -> Vec<u8> { l.iter().map(|&v| u8::from(v > 0.0)).collect() };
+    let text = model.embed_text("kidney").unwrap();
+
+    let mut s =
+        InteractiveSession::new(&model, None, &device, image.clone(), dims, spacing).unwrap();
+    let u = s.set_text(Some("kidney")).unwrap();
+    assert!(u.ran);
+    let mut direct = Session::new(&model, &image, dims, &[], &device).unwrap();
+    direct.set_text(Some(text.clone())).unwrap();
+    assert_eq!(s.mask(), &mask(direct.predict(None, &[]).unwrap())[..]);
+    assert_eq!(s.prompts().text.as_deref(), Some("kidney"));
+
+    let (lo, hi) = ([4, 8, 8], [16, 30, 28]);
+    let mut s =
+        InteractiveSession::new(&model, None, &device, image.clone(), dims, spacing).unwrap();
+    s.set_box(lo, hi).unwrap();
+    let box_only = s.mask().to_vec();
+    s.set_text(Some("kidney")).unwrap();
+    let mut direct = Session::new(&model, &image, dims, &[lo, hi], &device).unwrap();
+    direct.set_text(Some(text)).unwrap();
+    let want = mask(direct.predict(Some((lo, hi)), &[]).unwrap());
+    assert_eq!(s.mask(), &want[..]);
+    assert_ne!(
+        want, box_only,
+        "the text changes the mask (else undo proves nothing)"
+    );
+    s.undo().unwrap();
+    assert_eq!(s.mask(), &box_only[..]);
+    assert_eq!(s.prompts().text, None);
+    s.set_text(Some("kidney")).unwrap();
+    assert_eq!(s.mask(), &want[..]);
+    s.set_text(None).unwrap();
+    assert_eq!(s.mask(), &box_only[..]);
+
+    // No tower: refused with the reason, nothing changed.
+    let mut s = InteractiveSession::new(&plain, None, &device, image, dims, spacing).unwrap();
+    s.set_box(lo, hi).unwrap();
+    let before = s.mask().to_vec();
+    let err = s.set_text(Some("kidney")).unwrap_err().to_string();
+    assert!(err.contains("no text tower"), "{err}");
+    assert!(s.set_text(Some("  ")).is_err());
+    assert_eq!(s.mask(), &before[..]);
+    assert_eq!(s.undo_depth(), 1);
+}
