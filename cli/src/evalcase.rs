@@ -65,6 +65,14 @@ pub struct EvalArgs {
     /// feeding up to this many corrected voxels back to SegVol as point prompts.
     #[arg(long, default_value_t = 0)]
     pub feedback: usize,
+    /// Add each class's name as SegVol's text prompt to its box and clicks (the weights must
+    /// carry the text tower). Names come from --class-names, else from the manifest.json in
+    /// the data folder or its parent (shared/data and shared/data/train have one).
+    #[arg(long, conflicts_with = "predict_cmd")]
+    pub text_from_class_names: bool,
+    /// JSON with the class names per case (see --text-from-class-names).
+    #[arg(long, requires = "text_from_class_names")]
+    pub class_names: Option<PathBuf>,
     /// Click steps after the box step.
     #[arg(long, default_value_t = 5)]
     pub steps: usize,
@@ -84,6 +92,8 @@ struct Eval {
     spacing: [f64; 3],
     boxes: Option<Vec<Box3>>,
     opts: ProtocolOptions,
+    /// Class names (text prompts) of this case, with its file name.
+    names: Option<(crate::classnames::ClassNames, String)>,
     bar: ProgressBar,
 }
 
@@ -115,13 +125,18 @@ impl BackendTask for Eval {
     type Output = Result<Vec<Run>>;
     fn run<B: Backend>(self, device: &B::Device) -> Result<Vec<Run>> {
         let (model, corrector) = self.files.load::<B>(&self.bar, device)?;
+        let texts = match &self.names {
+            Some((names, case)) => crate::classnames::class_texts(&model, names, case)?,
+            None => Vec::new(),
+        };
         let mut runs = Vec::new();
         for (name, corr, feedback) in variants(corrector.as_ref(), self.compare, self.feedback) {
             self.bar
                 .set_message(format!("{name}: running the protocol"));
             let mut p = SegVolPredictor::new(&model, corr, device)
                 .with_zoom_in(self.zoom_in)
-                .with_feedback(feedback);
+                .with_feedback(feedback)
+                .with_class_texts(texts.clone());
             let r = run_case(
                 &mut p,
                 &self.image,
@@ -162,6 +177,16 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         .gts
         .with_context(|| format!("{path}: no `gts`: `segvol eval` needs ground truth"))?;
     let (image, dims, boxes) = (input.image, input.dims, input.boxes);
+    let names = if args.text_from_class_names {
+        let m = crate::classnames::manifest_path(args.class_names.as_deref(), case)?;
+        let file = case
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        Some((crate::classnames::read_class_names(&m)?, file))
+    } else {
+        None
+    };
     let kind = args.model.backend()?;
     let bar = spinner();
     let runs = dispatch(
@@ -180,6 +205,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
                 click_steps: args.steps,
                 ..ProtocolOptions::default()
             },
+            names,
             bar: bar.clone(),
         },
     )

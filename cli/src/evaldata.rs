@@ -82,6 +82,8 @@ struct Dataset {
     gt_dir: Option<PathBuf>,
     masks: Option<PathBuf>,
     max_voxels: u64,
+    /// Class names as text prompts (--text-from-class-names).
+    names: Option<crate::classnames::ClassNames>,
 }
 
 /// Per variant: (name, per case: (case file name, result)).
@@ -199,11 +201,16 @@ impl BackendTask for Dataset {
         let mut out: Results = vs.iter().map(|v| (v.0, Vec::new())).collect();
         for path in &self.cases {
             let l = load(path, self.gt_dir.as_deref(), self.max_voxels)?;
+            let texts = match &self.names {
+                Some(names) => crate::classnames::class_texts(&model, names, &l.name)?,
+                None => Vec::new(),
+            };
             for (k, (vname, corr, feedback)) in vs.iter().enumerate() {
                 bar.set_message(format!("{} ({vname})", l.name));
                 let mut p = SegVolPredictor::new(&model, *corr, device)
                     .with_zoom_in(self.zoom_in)
-                    .with_feedback(*feedback);
+                    .with_feedback(*feedback)
+                    .with_class_texts(texts.clone());
                 let r = run_one(&mut p, &l, self.opts, self.masks.as_deref(), vname)?;
                 out[k].1.push((l.name.clone(), r));
                 bar.inc(1);
@@ -285,6 +292,12 @@ pub fn run(args: &EvalArgs, dir: &Path, files: ModelFiles) -> Result<()> {
         ..ProtocolOptions::default()
     };
     let masks = args.save_masks.then(|| out.join("masks"));
+    let names = if args.text_from_class_names {
+        let m = crate::classnames::manifest_path(args.class_names.as_deref(), dir)?;
+        Some(crate::classnames::read_class_names(&m)?)
+    } else {
+        None
+    };
     let results = match &args.predict_cmd {
         Some(cmd) => run_external(
             cmd,
@@ -307,6 +320,7 @@ pub fn run(args: &EvalArgs, dir: &Path, files: ModelFiles) -> Result<()> {
                 gt_dir: args.gt_dir.clone(),
                 masks,
                 max_voxels: args.model.max_voxels,
+                names,
             },
         )?,
     };

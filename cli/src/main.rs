@@ -15,6 +15,7 @@ macro_rules! out {
 
 mod bench;
 mod case;
+mod classnames;
 mod convert;
 mod demo;
 mod evalcase;

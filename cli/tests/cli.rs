@@ -1321,6 +1321,33 @@ fn text_prompts_through_forward_and_segment() {
             assert!(stdout.contains("label 2: liver"), "{stdout}");
         }
     }
+    // eval --text-from-class-names: the dev manifest's names ("kidney right") as prompts.
+    let case = shared().join("data/npz/ct_kidney_right.npz");
+    let eval = |extra: &[&str]| {
+        let mut a = vec![
+            "eval",
+            "--case",
+            case.to_str().unwrap(),
+            "--weights",
+            bpk.to_str().unwrap(),
+            "--config",
+            "tiny",
+            "--steps",
+            "1",
+            "--json",
+            "--text-from-class-names",
+        ];
+        a.extend(extra);
+        segvol(&a)
+    };
+    let (code, stdout, err) = eval(&[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(stdout.contains("\"dsc_final\""), "{stdout}");
+    let names = dir.path().join("names.json");
+    std::fs::write(&names, r#"{"some_other_case": ["liver"]}"#).unwrap();
+    let (code, _, err) = eval(&["--class-names", names.to_str().unwrap()]);
+    assert_ne!(code, 0);
+    assert!(err.contains("no class names for this case"), "{err}");
     // Two names with a box: refused before any work.
     let bad = dir.path().join("bad.nii.gz");
     let (code, _, err) = segvol(&[

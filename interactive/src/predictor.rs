@@ -33,6 +33,9 @@ pub struct SegVolPredictor<'a, B: Backend> {
     /// Per class: the clicks seen and the mask of the last prediction (reused when a step
     /// brings this class no new click).
     last: Vec<Option<(usize, Vec<bool>)>>,
+    /// Per class: a text prompt's embedding joined to that class's prompts (SegVol's text
+    /// tower, e.g. from the dataset's class names), if any.
+    texts: Vec<Option<Vec<f32>>>,
     /// Per step: encoder seconds (first call only), decoder calls, correction rounds and
     /// their milliseconds.
     pub log: Vec<StepLog>,
@@ -71,6 +74,14 @@ impl<'a, B: Backend> SegVolPredictor<'a, B> {
         self
     }
 
+    /// Per class (label `i + 1` ↔ index `i`), a text embedding
+    /// ([`SegVol::embed_text`](segvol_core::SegVol::embed_text) of its name) added to that
+    /// class's box and clicks at every step.
+    pub fn with_class_texts(mut self, texts: Vec<Option<Vec<f32>>>) -> Self {
+        self.texts = texts;
+        self
+    }
+
     /// A predictor for one case; `corrector` = `None` is the plain SegVol baseline.
     pub fn new(
         model: &'a SegVol<B>,
@@ -86,6 +97,7 @@ impl<'a, B: Backend> SegVolPredictor<'a, B> {
             session: None,
             corr: Vec::new(),
             last: Vec::new(),
+            texts: Vec::new(),
             log: Vec::new(),
         }
     }
@@ -226,11 +238,13 @@ impl<B: Backend> Predictor for SegVolPredictor<'_, B> {
             )?);
             log.encode_s = t.elapsed().as_secs_f64();
         }
-        let Some(session) = self.session.as_ref() else {
+        let Some(session) = self.session.as_mut() else {
             return Err("no session".into());
         };
         let mut out = vec![0u8; n];
         for class in 0..req.n_classes {
+            session.set_text(self.texts.get(class).cloned().flatten())?;
+            let session = &*session;
             let boxes = req.boxes.and_then(|b| b.get(class)).map(|b| (b.lo, b.hi));
             let seq = req
                 .clicks

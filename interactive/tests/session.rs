@@ -178,3 +178,69 @@ fn text_prompt_alone_and_with_a_box() {
     assert_eq!(s.mask(), &before[..]);
     assert_eq!(s.undo_depth(), 1);
 }
+
+/// The CVPR25 predictor with per-class text prompts gives, class by class, the pipeline's
+/// decode with that text (and without texts, the plain decode): the texts reach the model.
+#[test]
+fn predictor_class_texts_reach_the_decoder() {
+    use segvol_core::text::{TextConfig, TextEncoder};
+    use segvol_eval::protocol::{Box3, Clicks, PredictRequest, Predictor};
+    use segvol_interactive::SegVolPredictor;
+    let device = Default::default();
+    let mut model = SegVol::<Flex>::new(&SegVolConfig::tiny(), &device);
+    segvol_core::weights::load_segvol(
+        &mut model,
+        shared().join("fixtures/segvol_tiny/weights.safetensors"),
+    )
+    .unwrap();
+    <Flex as burn::tensor::backend::Backend>::seed(&device, 11);
+    model.set_text_encoder(Some(TextEncoder::new(&TextConfig::clip_b32(96), &device)));
+    let img =
+        segvol_io::read_image(shared().join("data/nifti/ct_kidney_right_img.nii.gz")).unwrap();
+    let dims = img.dims();
+    let f = img.to_f32().data;
+    let (lo, hi) = f
+        .iter()
+        .fold((f32::MAX, f32::MIN), |a, &v| (a.0.min(v), a.1.max(v)));
+    let image: Vec<u8> = f
+        .iter()
+        .map(|&v| ((v - lo) / (hi - lo) * 255.0).round() as u8)
+        .collect();
+    let boxes = [Box3 {
+        lo: [4, 8, 8],
+        hi: [16, 30, 28],
+    }];
+    let clicks = [Clicks::default()];
+    let req = PredictRequest {
+        dims,
+        spacing: [3.0; 3],
+        image: &image,
+        n_classes: 1,
+        boxes: Some(&boxes),
+        clicks: &clicks,
+        prev_pred: None,
+        step: 1,
+    };
+    let text = model.embed_text("kidney").unwrap();
+    let as_f32: Vec<f32> = image.iter().map(|&v| f32::from(v)).collect();
+    let mut direct =
+        Session::new(&model, &as_f32, dims, &[boxes[0].lo, boxes[0].hi], &device).unwrap();
+    let plain: Vec<u8> = direct
+        .predict(Some((boxes[0].lo, boxes[0].hi)), &[])
+        .unwrap()
+        .iter()
+        .map(|&l| u8::from(l > 0.0))
+        .collect();
+    direct.set_text(Some(text.clone())).unwrap();
+    let with_text: Vec<u8> = direct
+        .predict(Some((boxes[0].lo, boxes[0].hi)), &[])
+        .unwrap()
+        .iter()
+        .map(|&l| u8::from(l > 0.0))
+        .collect();
+    assert_ne!(plain, with_text);
+    let mut p = SegVolPredictor::new(&model, None, &device);
+    assert_eq!(p.predict(&req).unwrap(), plain);
+    let mut p = SegVolPredictor::new(&model, None, &device).with_class_texts(vec![Some(text)]);
+    assert_eq!(p.predict(&req).unwrap(), with_text);
+}

@@ -126,6 +126,10 @@ enum Op {
         include: bool,
         run: bool,
     },
+    /// segvol-rs's extension: a structure's name as SegVol's text prompt (`None` clears it).
+    Text {
+        name: Option<String>,
+    },
     Predict,
     Undo,
     Drop,
@@ -159,6 +163,8 @@ struct Shared {
     cfg: ServeConfig,
     leases: Mutex<HashMap<String, Lease>>,
     jobs: Mutex<mpsc::Sender<Job>>,
+    /// The model has SegVol's text tower (`/add_text_interaction` works).
+    text: bool,
 }
 
 type St = State<Arc<Shared>>;
@@ -180,6 +186,7 @@ pub fn serve<B: Backend>(
         cfg: cfg.clone(),
         leases: Mutex::new(HashMap::new()),
         jobs: Mutex::new(tx),
+        text: model.has_text(),
     });
     let addr = format!("{}:{}", cfg.host, cfg.port);
     let http = {
@@ -281,6 +288,7 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/reset_interactions", post(reset_interactions))
         .route("/add_bbox_interaction", post(add_bbox))
         .route("/add_point_interaction", post(add_point))
+        .route("/add_text_interaction", post(add_text))
         .route("/add_scribble_interaction", post(add_scribble))
         .route("/add_lasso_interaction", post(add_lasso))
         .route("/add_initial_seg_interaction", post(add_initial_seg))
@@ -457,6 +465,8 @@ async fn capabilities(State(s): St, h: HeaderMap) -> ApiResult {
         "supports_undo": true,
         "do_autozoom": false,
         "patch_size": null,
+        // segvol-rs's extension (docs/serve.md): POST /add_text_interaction {"text": "liver"}.
+        "supports_text": s.text,
     }))
 }
 
@@ -750,6 +760,26 @@ async fn add_point(State(s): St, h: HeaderMap, body: Bytes) -> ApiResult {
         run: flag(&v, "run_prediction", true)?,
     };
     prediction(&s, t, op).await
+}
+
+/// segvol-rs's extension (not in the nnInteractive protocol): `{"text": "liver"}` sets the
+/// current object's text prompt and predicts; `{"text": null}` clears it. A 400 when the
+/// weights carry no text tower.
+async fn add_text(State(s): St, h: HeaderMap, body: Bytes) -> ApiResult {
+    let t = lease(&s, &h, true)?;
+    let v = json_body(&body)?;
+    let name = match v.get("text") {
+        Some(Value::String(n)) if !n.trim().is_empty() => Some(n.trim().to_string()),
+        Some(Value::Null) => None,
+        _ => return Err(ApiError::bad("`text` must be a structure's name or null")),
+    };
+    if !s.text {
+        return Err(ApiError::bad(
+            "these weights carry no text tower: text prompts need SegVol's official checkpoint",
+        ));
+    }
+    image_dims(&s, &t)?;
+    prediction(&s, t, Op::Text { name }).await
 }
 
 /// A scribble or lasso mask (§3.13) placed in the image: the marked voxels.
@@ -1095,6 +1125,11 @@ fn act<B: Backend>(slot: &mut Slot<'_, B>, op: Op) -> Result<Outcome, ApiError> 
             point(slot, c, false, run, model_err)
         }
         Op::Point { zyx, include, run } => point(slot, zyx, include, run, model_err),
+        Op::Text { name } => {
+            slot.queued = false;
+            let u = s.set_text(name.as_deref()).map_err(model_err)?;
+            done(s, u)
+        }
         Op::Predict => {
             if !slot.queued {
                 return Ok(Outcome::Prediction {

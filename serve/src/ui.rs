@@ -59,6 +59,11 @@ pub enum Action {
         /// On?
         on: bool,
     },
+    /// A structure's name as a text prompt for the current object (`None` clears it).
+    Text {
+        /// The name ("liver").
+        name: Option<String>,
+    },
 }
 
 /// Applies one action to a session (what the server and [`replay`] both do).
@@ -70,6 +75,7 @@ pub fn apply<B: Backend>(
     a: &Action,
 ) -> Result<Option<Update>, SessionError> {
     Ok(match *a {
+        Action::Text { ref name } => Some(s.set_text(name.as_deref())?),
         Action::Box { lo, hi } => {
             let thin = (0..3).find(|&k| lo[k] == hi[k]);
             Some(match thin {
@@ -160,6 +166,8 @@ struct Shared {
     labels_nifti: LabelsToNifti,
     jobs: Mutex<mpsc::Sender<Job>>,
     actions: Mutex<Vec<Action>>,
+    /// Whether the model has SegVol's text tower (the page then shows its text field).
+    text: bool,
 }
 
 type St = State<Arc<Shared>>;
@@ -256,7 +264,7 @@ fn router(shared: Arc<Shared>) -> Router {
         .route(
             "/api/info",
             get(|State(s): St| async move {
-                axum::Json(json!({"image": format!("/image/{}", s.name), "name": s.name}))
+                axum::Json(json!({"image": format!("/image/{}", s.name), "name": s.name, "text": s.text}))
             }),
         )
         .route(
@@ -355,6 +363,7 @@ pub fn view<B: Backend>(
         labels_nifti: image.labels_nifti,
         jobs: Mutex::new(tx),
         actions: Mutex::new(Vec::new()),
+        text: model.has_text(),
     });
     let addr = format!("{}:{}", cfg.host, cfg.port);
     let closer = shared.clone();
