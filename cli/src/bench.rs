@@ -31,6 +31,75 @@ pub struct BenchArgs {
     /// upscaling, hypernetwork, upsample to the model grid).
     #[arg(long)]
     pub decode_ops: bool,
+    /// Instead, time SegVol's text prompt: the CLIP tokenizer, the text tower per name (first
+    /// call, then from the cache). With --weights, also the checkpoint's load time (the tower
+    /// comes with it when the file has its keys); without, a random full-size tower.
+    #[arg(long)]
+    pub text: bool,
+    /// With --text: the weights to load and time (e.g. the official checkpoint).
+    #[arg(long, requires = "text")]
+    pub weights: Option<std::path::PathBuf>,
+}
+
+/// Names the text benchmark encodes.
+const TEXT_NAMES: [&str; 8] = [
+    "liver",
+    "spleen",
+    "left kidney",
+    "right kidney",
+    "aorta",
+    "pancreas",
+    "inferior vena cava",
+    "urinary bladder",
+];
+
+/// `--text`: (load seconds or None, whether a tower is there, tokenizer build seconds, per
+/// name: (tokens, first-call seconds, cached seconds)).
+struct TextBench {
+    config: SegVolConfig,
+    weights: Option<std::path::PathBuf>,
+}
+
+type TextTimes = (Option<f64>, bool, f64, Vec<(usize, f64, f64)>);
+
+impl BackendTask for TextBench {
+    type Output = Result<TextTimes>;
+    fn run<B: Backend>(self, device: &B::Device) -> Result<TextTimes> {
+        use segvol_core::text::{TextConfig, TextEncoder, tokenize_prompt};
+        let mut model = segvol_core::SegVol::<B>::new(&self.config, device);
+        let load = match &self.weights {
+            Some(w) => {
+                let t = Instant::now();
+                segvol_core::weights::load_segvol(&mut model, w)?;
+                Some(t.elapsed().as_secs_f64())
+            }
+            None => {
+                let c = TextConfig::clip_b32(self.config.hidden_size);
+                model.set_text_encoder(Some(TextEncoder::new(&c, device)));
+                None
+            }
+        };
+        // The first tokenisation builds the tokenizer (once per process).
+        let t = Instant::now();
+        let _ = tokenize_prompt("");
+        let tok_s = t.elapsed().as_secs_f64();
+        let has = model.has_text();
+        let mut rows = Vec::new();
+        if has {
+            for name in TEXT_NAMES {
+                let tokens = tokenize_prompt(name)?.len();
+                let t = Instant::now();
+                let v = model.embed_text(name)?;
+                let first = t.elapsed().as_secs_f64();
+                let t = Instant::now();
+                let w = model.embed_text(name)?;
+                let cached = t.elapsed().as_secs_f64();
+                anyhow::ensure!(v == w, "the cache returned other values");
+                rows.push((tokens, first, cached));
+            }
+        }
+        Ok((load, has, tok_s, rows))
+    }
 }
 
 /// A random model of `c`'s size, a random image embedding and a box + one click: the inputs
@@ -259,6 +328,49 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             .collect::<Result<_, _>>()?
     };
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if args.text {
+        out!(
+            "SegVol's text prompt, config {}, {threads} threads",
+            args.config
+        );
+        for kind in kinds {
+            let (load, has, tok_s, rows) = dispatch(
+                kind,
+                TextBench {
+                    config: config.clone(),
+                    weights: args.weights.clone(),
+                },
+            )?;
+            out!("\n{kind}");
+            match (load, &args.weights) {
+                (Some(l), Some(w)) => out!(
+                    "load {}: {:.2} s ({})",
+                    w.display(),
+                    l,
+                    if has {
+                        "with the text tower"
+                    } else {
+                        "no text keys: image model only"
+                    }
+                ),
+                _ => out!("random full-size CLIP text tower (no --weights)"),
+            }
+            out!("tokenizer ready in {:.1} ms", tok_s * 1e3);
+            if !rows.is_empty() {
+                out!("| name | tokens | first call ms | cached ms |\n|---|---|---|---|");
+                for (name, (n, first, cached)) in TEXT_NAMES.iter().zip(&rows) {
+                    out!(
+                        "| {name} | {n} | {:.1} | {:.3} |",
+                        first * 1e3,
+                        cached * 1e3
+                    );
+                }
+                let mean = rows.iter().map(|r| r.1).sum::<f64>() / rows.len() as f64;
+                out!("mean first call: {:.1} ms per name", mean * 1e3);
+            }
+        }
+        return Ok(());
+    }
     if args.decode_ops {
         out!(
             "One per-click decode by stage, config {}, {} timed runs after 1 warm-up, {threads} threads",

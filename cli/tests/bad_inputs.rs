@@ -235,11 +235,14 @@ fn unreadable_files_are_refused_by_every_command_that_reads_them() {
         );
     }
     // Cases for `eval` and `segment` from a challenge npz.
-    for name in ["missing.npz", "text.npz"] {
+    for (name, needle) in [
+        ("missing.npz", "no such file"),
+        ("text.npz", "not a readable npz"),
+    ] {
         let p = f.p(name);
         let mut a = args(&["eval", "--case", &s(&p)]);
         a.extend(tiny());
-        refused(&a, &p, "", None);
+        refused(&a, &p, needle, None);
     }
 }
 
@@ -358,7 +361,7 @@ fn bad_prompts_weights_and_output_paths_are_refused() {
     refused(
         &seg(&["--box", "1,1,1,5,5,5"], Some(&w)),
         &w,
-        "",
+        "cannot read weights",
         Some(&out),
     );
     let w = f.p("corrector_as_segvol.safetensors");
@@ -380,7 +383,7 @@ fn bad_prompts_weights_and_output_paths_are_refused() {
         &s(&o),
     ]);
     a.extend(tiny());
-    refused(&a, &o, "", None);
+    refused(&a, &o, "not a directory", None);
     // The output is the input: refused, the input unchanged.
     let mut a = args(&[
         "segment",

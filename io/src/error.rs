@@ -54,6 +54,19 @@ pub enum IoError {
         /// What is wrong.
         detail: String,
     },
+    /// The header declares more voxel data than the file could hold, even fully compressed:
+    /// refused before anything is allocated for it.
+    #[error("{}: the header declares {declared} bytes of voxel data, more than a {len}-byte file can hold (at most {room})", path.display())]
+    DeclaresTooMuch {
+        /// The file.
+        path: PathBuf,
+        /// Bytes the header's dimensions need.
+        declared: u64,
+        /// The file's size.
+        len: u64,
+        /// The most voxel data the file can hold.
+        room: u64,
+    },
     /// The voxel data is shorter than the header's dimensions need.
     #[error("{}: voxel data is shorter than the header says ({got} of {expected} bytes)", path.display())]
     ShortData {

@@ -188,10 +188,11 @@ fn check_payload_fits(path: &Path, header: &NiftiHeader, dims: [usize; 3]) -> Re
         meta.len().saturating_sub(offset)
     };
     if declared > room {
-        return Err(IoError::ShortData {
+        return Err(IoError::DeclaresTooMuch {
             path: path.to_path_buf(),
-            got: usize::try_from(room).unwrap_or(usize::MAX),
-            expected: usize::try_from(declared).unwrap_or(usize::MAX),
+            declared,
+            len: meta.len(),
+            room,
         });
     }
     Ok(())

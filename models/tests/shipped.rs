@@ -70,7 +70,9 @@ fn shipped_model_keeps_its_recorded_dsc_on_a_held_out_case() {
     )
     .expect("protocol");
     let dsc: Vec<f64> = r.steps.iter().map(|s| s.dsc).collect();
-    // Recorded when the model was shipped (`segvol demo` prints the same numbers).
+    // Recorded when the model was shipped (`segvol demo` prints the same numbers): one DSC
+    // per step, every step checked.
+    assert_eq!(dsc.len(), RECORDED.len(), "steps run: {dsc:?}");
     for (i, (&d, &min)) in dsc.iter().zip(&RECORDED).enumerate() {
         assert!(
             d >= min,

@@ -9,12 +9,64 @@
 //! every other backend (ndarray, wgpu, cuda, and `Autodiff<_>` in training) the functions
 //! here return `None` and the caller runs burn's generic code, unchanged.
 //!
-//! Parity: `tests/parity.rs` runs the PyTorch fixtures on flex (this path) and ndarray
+//! Parity: `tests/parity.rs` runs the PyTorch fixtures on flex (this path) and on ndarray
 //! (burn's generic code); `tests/fast_paths.rs` compares the two paths on the base config's
-//! shapes.
+//! shapes and checks, with [`hits`], that every fast kernel really ran.
+
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use burn::nn::{LayerNorm, Linear};
 use burn::tensor::{Tensor, backend::Backend};
+
+/// The fast kernels, for [`hits`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kernel {
+    /// [`linear`].
+    Linear,
+    /// [`layer_norm`].
+    LayerNorm,
+    /// [`fused_qkv_attention`].
+    QkvAttention,
+    /// [`attention`].
+    Attention,
+    /// [`conv_transpose_k2s2`].
+    ConvTranspose,
+    /// [`full_layer_norm`].
+    FullLayerNorm,
+    /// [`contiguous`].
+    Contiguous,
+}
+
+const KERNELS: [Kernel; 7] = [
+    Kernel::Linear,
+    Kernel::LayerNorm,
+    Kernel::QkvAttention,
+    Kernel::Attention,
+    Kernel::ConvTranspose,
+    Kernel::FullLayerNorm,
+    Kernel::Contiguous,
+];
+
+static HITS: [AtomicU64; 7] = [const { AtomicU64::new(0) }; 7];
+
+/// Counts a fast path that produced its result (every caller falls back to burn's code on
+/// `None`, silently, so a test that only compares outputs cannot tell whether the fast path
+/// ran: it reads these counts).
+#[cfg_attr(not(feature = "fast-cpu"), allow(dead_code))]
+fn hit<T>(k: Kernel, out: Option<T>) -> Option<T> {
+    if out.is_some() {
+        HITS[k as usize].fetch_add(1, Ordering::Relaxed);
+    }
+    out
+}
+
+/// How many times each fast kernel has produced a result in this process.
+pub fn hits() -> Vec<(Kernel, u64)> {
+    KERNELS
+        .iter()
+        .map(|&k| (k, HITS[k as usize].load(Ordering::Relaxed)))
+        .collect()
+}
 
 /// Whether the fast paths are compiled in (cargo feature `fast-cpu`, on by default) and, when
 /// `SEGVOL_GENERIC_OPS` is set in the environment, switched off for comparisons.
@@ -199,7 +251,7 @@ pub fn linear<B: Backend, const D: usize>(
         .ok()?;
         let mut shape = dims;
         shape[D - 1] = w.dims()[1];
-        imp::tensor(out, shape)
+        hit(Kernel::Linear, imp::tensor(out, shape))
     }
     #[cfg(not(feature = "fast-cpu"))]
     {
@@ -235,7 +287,7 @@ pub fn layer_norm<B: Backend, const D: usize>(
             eps as f32,
         )
         .ok()?;
-        imp::tensor(out, dims)
+        hit(Kernel::LayerNorm, imp::tensor(out, dims))
     }
     #[cfg(not(feature = "fast-cpu"))]
     {
@@ -277,7 +329,7 @@ pub fn fused_qkv_attention<B: Backend>(qkv: &Tensor<B, 3>, heads: usize) -> Opti
                 segvol_kernels::attention(h(0), h(c), h(2 * c), scale).ok()?,
             );
         }
-        imp::tensor(out, [b, n, c])
+        hit(Kernel::QkvAttention, imp::tensor(out, [b, n, c]))
     }
     #[cfg(not(feature = "fast-cpu"))]
     {
@@ -339,7 +391,7 @@ pub fn attention<B: Backend>(
                 segvol_kernels::attention(hq, hk, hv, (d as f32).powf(-0.5)).ok()?,
             );
         }
-        imp::tensor(out, [b, nq, cv])
+        hit(Kernel::Attention, imp::tensor(out, [b, nq, cv]))
     }
     #[cfg(not(feature = "fast-cpu"))]
     {
@@ -385,7 +437,10 @@ pub fn conv_transpose_k2s2<B: Backend>(
                 .ok()?,
             );
         }
-        imp::tensor(out, [b, cout, 2 * d, 2 * h, 2 * w])
+        hit(
+            Kernel::ConvTranspose,
+            imp::tensor(out, [b, cout, 2 * d, 2 * h, 2 * w]),
+        )
     }
     #[cfg(not(feature = "fast-cpu"))]
     {
@@ -431,7 +486,7 @@ pub fn full_layer_norm<B: Backend>(
                 .ok()?,
             );
         }
-        imp::tensor(out, dims)
+        hit(Kernel::FullLayerNorm, imp::tensor(out, dims))
     }
     #[cfg(not(feature = "fast-cpu"))]
     {
@@ -453,7 +508,7 @@ pub fn contiguous<B: Backend, const D: usize>(t: &Tensor<B, D>) -> Option<Tensor
             return None;
         }
         // The dense copy becomes the tensor itself (same shape, row-major), not copied again.
-        imp::from_flex(imp::dense(f))
+        hit(Kernel::Contiguous, imp::from_flex(imp::dense(f)))
     }
     #[cfg(not(feature = "fast-cpu"))]
     {

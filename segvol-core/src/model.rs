@@ -164,8 +164,8 @@ impl<B: Backend> SegVol<B> {
     ///
     /// # Errors
     /// [`TextError::NotLoaded`] without a text tower; [`TextError::TooLong`] for a name whose
-    /// prompt exceeds 77 tokens.
-    #[cfg(feature = "text")]
+    /// prompt exceeds 77 tokens; [`TextError::NoTokenizer`] in a build without the `text`
+    /// feature.
     pub fn embed_text(&self, name: &str) -> Result<Vec<f32>, TextError> {
         let tower = self.text_tower()?;
         if let Some(v) = self
@@ -177,7 +177,7 @@ impl<B: Backend> SegVol<B> {
         {
             return Ok(v);
         }
-        let ids = crate::text::tokenizer().encode(&crate::text::prompt(name));
+        let ids = crate::text::tokenize_prompt(name)?;
         let v = tower.embed_ids(&ids).map_err(|e| match e {
             TextError::TooLong { tokens, max, .. } => TextError::TooLong {
                 name: name.to_string(),

@@ -45,10 +45,29 @@ fn fast_paths_equal_burns_generic_code_at_base_size() {
         text: None,
     };
 
+    // Every fast path falls back to burn's code on any failure, silently: count what ran.
+    let count = |k: segvol_core::fast::Kernel| {
+        segvol_core::fast::hits()
+            .into_iter()
+            .find(|h| h.0 == k)
+            .map_or(0, |h| h.1)
+    };
+    use segvol_core::fast::Kernel;
+    let before: Vec<u64> = [Kernel::Linear, Kernel::LayerNorm, Kernel::QkvAttention]
+        .map(count)
+        .to_vec();
     let emb_f = fast.embed(Tensor::from_data(
         TensorData::new(image.clone(), [1, 1, d, h, w]),
         &dev_f,
     ));
+    // Per block: 4 linears, 2 LayerNorms, 1 attention; plus the patch embedding's linear.
+    let ran: Vec<u64> = [Kernel::Linear, Kernel::LayerNorm, Kernel::QkvAttention]
+        .map(count)
+        .iter()
+        .zip(&before)
+        .map(|(a, b)| a - b)
+        .collect();
+    assert_eq!(ran, [2 * 4 + 1, 2 * 2, 2], "fast encoder kernels that ran");
     let emb_n = generic.embed(Tensor::from_data(
         TensorData::new(image, [1, 1, d, h, w]),
         &dev_n,
@@ -65,12 +84,29 @@ fn fast_paths_equal_burns_generic_code_at_base_size() {
     // The decoder from the same embedding on both sides (the generic one's, moved over), so
     // its own difference is measured.
     let emb_same = Tensor::<Flex, 5>::from_data(TensorData::new(en, emb_n.dims()), &dev_f);
+    let dec = [
+        Kernel::Attention,
+        Kernel::ConvTranspose,
+        Kernel::FullLayerNorm,
+        Kernel::Contiguous,
+    ];
+    let before: Vec<u64> = dec.map(count).to_vec();
     let lf: Vec<f32> = fast
         .decode(emb_same, &prompts)
         .logits
         .into_data()
         .to_vec()
         .unwrap();
+    let ran: Vec<u64> = dec
+        .map(count)
+        .iter()
+        .zip(&before)
+        .map(|(a, b)| a - b)
+        .collect();
+    assert!(
+        ran.iter().all(|&n| n > 0),
+        "fast decoder kernels that ran (attention, conv-transpose, full LayerNorm, contiguous): {ran:?}"
+    );
     let ln: Vec<f32> = generic
         .decode(emb_n, &prompts)
         .logits

@@ -101,7 +101,10 @@ fn wrong_checkpoints_are_clear_errors() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-fn max_diff<const D: usize>(got: Tensor<B, D>, name: &str) -> f32 {
+fn max_diff<Bk: burn::tensor::backend::Backend, const D: usize>(
+    got: Tensor<Bk, D>,
+    name: &str,
+) -> f32 {
     let (shape, want) = npy(name);
     assert_eq!(got.dims().to_vec(), shape, "{name}: shape");
     let got: Vec<f32> = got.into_data().to_vec().unwrap();
@@ -143,14 +146,29 @@ fn fixture_prompts() -> (Prompts, Prompts, Prompts) {
 }
 
 /// Every stage of the decode against PyTorch, for box, points and box + points, with each of
-/// the three weight files: max abs diff ≤ 1e-4.
+/// the three weight files: max abs diff ≤ [`TOL`] (the worst seen is printed: 1.67e-6 on flex,
+/// 1.79e-6 on ndarray, which the README quotes).
+/// On flex (the fast CPU kernels) and on ndarray (burn's generic code).
 #[test]
 fn whole_model_matches_pytorch_for_every_prompt_and_weight_format() {
+    whole_model::<Flex>();
+}
+
+#[test]
+fn whole_model_matches_pytorch_on_ndarray_too() {
+    whole_model::<segvol_backends::NdArray>();
+}
+
+/// f32 rounding through the ViT and the decoder stays under 2e-6 here; 5e-6 leaves room for
+/// another CPU's summation order and still fails on any real mistake (those are ≥ 1e-3).
+const TOL: f32 = 5e-6;
+
+fn whole_model<Bk: burn::tensor::backend::Backend>() {
     let device = Default::default();
     let (_, image) = npy("image.npy");
     let (pbox, ppts, pboth) = fixture_prompts();
     for file in ["weights.safetensors", "weights.bin", "weights_v1.pth"] {
-        let mut model = SegVol::<B>::new(&SegVolConfig::tiny(), &device);
+        let mut model = SegVol::<Bk>::new(&SegVolConfig::tiny(), &device);
         let report = load_segvol(&mut model, fixture(file)).unwrap();
         // 166 tensors in the fixture: 10 mask_downscaling ignored on purpose, the rest applied.
         assert_eq!(report.applied.len(), 156, "{file}");
@@ -185,15 +203,15 @@ fn whole_model_matches_pytorch_for_every_prompt_and_weight_format() {
                 ),
             ] {
                 eprintln!("{file} {name} {stage}: max abs diff {d:e}");
-                assert!(d <= 1e-4, "{file} {name} {stage}: {d}");
+                assert!(d <= TOL, "{file} {name} {stage}: {d}");
                 worst = worst.max(d);
             }
             if name == "box" {
                 let d = max_diff(out.upscaled, "upscaled.npy");
-                assert!(d <= 1e-4, "{file} upscaled: {d}");
+                assert!(d <= TOL, "{file} upscaled: {d}");
             }
         }
-        eprintln!("{file}: worst {worst:e}");
+        eprintln!("{} {file}: worst {worst:e}", std::any::type_name::<Bk>());
     }
 }
 

@@ -86,6 +86,9 @@ try:
     check("page loads the image", True, f"{first_image:.1f} s from start to first image")
     canvas = driver.find_element(By.ID, "gl")
     w, h = canvas.size["width"], canvas.size["height"]
+    # The shipped model has no CLIP text tower: the text field stays hidden.
+    check("text field hidden without a text tower",
+          driver.execute_script("return document.getElementById('textform').hidden;") is True)
 
     def done_after(fn, what):
         n = driver.execute_script("return window.segvol.done;")

@@ -34,6 +34,22 @@ pub fn tokenizer() -> &'static ClipTokenizer {
     T.get_or_init(ClipTokenizer::new)
 }
 
+/// CLIP token ids of SegVol's prompt for `name` (start and end tokens included).
+///
+/// # Errors
+/// [`TextError::NoTokenizer`] in a build without the `text` feature.
+pub fn tokenize_prompt(name: &str) -> Result<Vec<u32>, TextError> {
+    #[cfg(feature = "text")]
+    {
+        Ok(tokenizer().encode(&prompt(name)))
+    }
+    #[cfg(not(feature = "text"))]
+    {
+        let _ = name;
+        Err(TextError::NoTokenizer)
+    }
+}
+
 /// SegVol's prompt template (`TextEncoder.organ2tokens` in the original `network/model.py`).
 pub const TEMPLATE: &str = "A computerized tomography of a {}.";
 
@@ -111,6 +127,12 @@ pub enum TextError {
         /// The tower's positions.
         max: usize,
     },
+    /// segvol-core was built without its `text` feature (CLIP's tokenizer): only token ids
+    /// ([`crate::SegVol::embed_text_ids`]) can be encoded.
+    #[error(
+        "this build has no CLIP tokenizer (segvol-core's `text` cargo feature is off): names cannot be encoded"
+    )]
+    NoTokenizer,
     /// A token id outside the vocabulary, or no end-of-text token.
     #[error("token ids {ids:?} are not a CLIP sequence: {why}")]
     BadIds {
