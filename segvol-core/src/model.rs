@@ -27,6 +27,9 @@ pub struct SegVol<B: Backend> {
     /// Text embeddings by name, and where the weights came from (for the "no text tower" error).
     #[module(skip)]
     text_cache: TextCache,
+    /// The configuration the model was built with (checked against the one a `.bpk` stores).
+    #[module(skip)]
+    config: SegVolConfig,
     /// The dense positional encoding is the same for every decode: it depends only on the grid
     /// and the prompt encoder's Gaussian matrix. On the CPU fast path it is kept here with the
     /// matrix it came from and reused while the matrix is unchanged (new weights, training).
@@ -70,6 +73,7 @@ impl<B: Backend> SegVol<B> {
             image_size: config.image_size,
             hidden: config.hidden_size,
             text_cache: TextCache::default(),
+            config: config.clone(),
             pe_cache: PeCache::default(),
         }
     }
@@ -99,6 +103,11 @@ impl<B: Backend> SegVol<B> {
     ) {
         self.mask_decoder.txt_align_upscaled_embedding.weight = weight;
         self.mask_decoder.txt_align_upscaled_embedding.bias = Some(bias);
+    }
+
+    /// The configuration the model was built with.
+    pub fn config(&self) -> &SegVolConfig {
+        &self.config
     }
 
     /// The model's width (768 for the released SegVol): the length of a text embedding.

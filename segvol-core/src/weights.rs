@@ -339,6 +339,12 @@ pub fn load_segvol<B: Backend>(
         return load_checkpoint_mpk(model, path);
     }
     model.set_weights_name(&path.display().to_string());
+    if path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("bpk"))
+    {
+        check_stored_config(model, stored_config(path)?, path)?;
+    }
     // The image model first, without the tower; then the tower, if the file has it.
     drop(model.take_text_encoder());
     let mut r = load_with(model, path, &SEGVOL_REMAPS)?;
@@ -373,6 +379,108 @@ pub fn load_segvol<B: Backend>(
     }
     r.ignored = ignored;
     Ok(r)
+}
+
+/// The configuration a `.bpk` was saved with (its `segvol_config` metadata, written by
+/// [`save_burnpack`]), or `None` for a file without one (burnpacks of other tools).
+///
+/// burn-store reads this metadata but keeps it private; the format is public: a 10-byte header
+/// (magic `BURN`, u16 version, u32 metadata length, little-endian), then CBOR with a
+/// `metadata` map of strings.
+///
+/// # Errors
+/// [`WeightsError::Read`] when the header or the metadata cannot be read.
+pub fn stored_config(path: &Path) -> Result<Option<crate::SegVolConfig>, WeightsError> {
+    let f = std::fs::File::open(path).map_err(|e| WeightsError::Read {
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    })?;
+    read_stored_config(std::io::BufReader::new(f), path)
+}
+
+fn read_stored_config(
+    mut r: impl std::io::Read,
+    path: &Path,
+) -> Result<Option<crate::SegVolConfig>, WeightsError> {
+    let err = |detail: String| WeightsError::Read {
+        path: path.to_path_buf(),
+        detail,
+    };
+    let mut head = [0u8; 10];
+    r.read_exact(&mut head)
+        .map_err(|e| err(format!("header: {e}")))?;
+    if &head[..4] != b"NRUB" {
+        return Err(err("not a burnpack (.bpk) file".into()));
+    }
+    let len = u32::from_le_bytes([head[6], head[7], head[8], head[9]]) as usize;
+    // burn-store's own limit on the metadata section.
+    if len > 100 * 1024 * 1024 {
+        return Err(err(format!("metadata of {len} bytes")));
+    }
+    let mut meta = vec![0u8; len];
+    r.read_exact(&mut meta)
+        .map_err(|e| err(format!("metadata: {e}")))?;
+    #[derive(serde::Deserialize)]
+    struct Meta {
+        #[serde(default)]
+        metadata: std::collections::BTreeMap<String, String>,
+    }
+    let m: Meta =
+        ciborium::de::from_reader(&meta[..]).map_err(|e| err(format!("metadata: {e}")))?;
+    let Some(json) = m.metadata.get("segvol_config") else {
+        return Ok(None);
+    };
+    <crate::SegVolConfig as burn::config::Config>::load_binary(json.as_bytes())
+        .map(Some)
+        .map_err(|e| err(format!("stored config: {e}")))
+}
+
+/// Refuses a `.bpk` saved for another configuration than `model`'s: tensor shapes alone miss
+/// flags that change what the weights mean (`aligned_prompt_coords`, `dense_prompts`, eps).
+fn check_stored_config<B: Backend>(
+    model: &SegVol<B>,
+    stored: Option<crate::SegVolConfig>,
+    path: &Path,
+) -> Result<(), WeightsError> {
+    if let Some(stored) = stored
+        && &stored != model.config()
+    {
+        let m = model.config();
+        let mut diff = Vec::new();
+        macro_rules! fields {
+            ($($f:ident),*) => {$(
+                if stored.$f != m.$f {
+                    diff.push(format!(
+                        "{} {:?} in the file, {:?} in the model",
+                        stringify!($f), stored.$f, m.$f
+                    ));
+                }
+            )*};
+        }
+        fields!(
+            image_size,
+            patch_size,
+            hidden_size,
+            mlp_dim,
+            num_layers,
+            num_heads,
+            decoder_depth,
+            decoder_heads,
+            decoder_mlp_dim,
+            iou_head_hidden,
+            layer_norm_eps,
+            aligned_prompt_coords,
+            dense_prompts
+        );
+        if diff.is_empty() {
+            diff.push(format!("{stored:?} in the file, {m:?} in the model"));
+        }
+        return Err(WeightsError::Mismatch {
+            path: path.to_path_buf(),
+            detail: format!("saved for another model configuration: {}", diff.join("; ")),
+        });
+    }
+    Ok(())
 }
 
 /// Casts every float tensor of one dtype to another, lazily (burn-store's own
@@ -417,6 +525,7 @@ pub fn load_segvol_static<B: Backend>(
 ) -> Result<LoadReport, WeightsError> {
     let path = Path::new(name);
     model.set_weights_name(name);
+    check_stored_config(model, read_stored_config(bytes, path)?, path)?;
     // Not zero-copy: `include_bytes!` data has no alignment guarantee, and the f16 → f32 cast
     // copies every tensor anyway.
     let mut store = BurnpackStore::from_static(bytes)

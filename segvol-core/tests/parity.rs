@@ -255,6 +255,21 @@ fn burnpack_conversion_is_lossless_and_strict() {
     let e = load_segvol(&mut base, &bpk).unwrap_err();
     assert!(matches!(e, WeightsError::Mismatch { .. }), "{e}");
     assert!(e.to_string().contains("tiny.bpk"), "{e}");
+    // The same shapes under another config flag (what the weights mean differs): refused by
+    // the config stored in the file, naming the flag; tensor shapes alone would let it load.
+    let other = cfg.clone().with_aligned_prompt_coords(true);
+    let mut m = SegVol::<B>::new(&other, &device);
+    let e = load_segvol(&mut m, &bpk).unwrap_err();
+    assert!(
+        matches!(e, WeightsError::Mismatch { .. })
+            && e.to_string()
+                .contains("aligned_prompt_coords false in the file, true in the model"),
+        "{e}"
+    );
+    assert_eq!(
+        segvol_core::weights::stored_config(&bpk).unwrap(),
+        Some(cfg.clone())
+    );
     // A truncated file: a read error naming it.
     let cut = dir.path().join("cut.bpk");
     let bytes = std::fs::read(&bpk).unwrap();
