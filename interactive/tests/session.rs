@@ -114,11 +114,9 @@ fn session_matches_direct_decodes_and_undoes_exactly() {
     assert!(s.set_box([5, 5, 5], [1, 1, 1]).is_err());
 }
 
-/// A text prompt: alone it equals the pipeline's text-only decode, with a box the pipeline's
-/// text + box decode; undo restores the box-only state; clearing it returns to the box's mask;
-/// weights without a tower give a clear error and leave the session as it was.
-#[test]
-fn text_prompt_alone_and_with_a_box() {
+/// The tiny parity model without and with a randomly initialised full-size CLIP tower
+/// (`dim_align` 512 → 96; backend RNG seeded with `seed`).
+fn tiny_with_text(seed: u64) -> (SegVol<Flex>, SegVol<Flex>) {
     use segvol_core::text::{TextConfig, TextEncoder};
     let device = Default::default();
     let mut model = SegVol::<Flex>::new(&SegVolConfig::tiny(), &device);
@@ -128,8 +126,18 @@ fn text_prompt_alone_and_with_a_box() {
     )
     .unwrap();
     let plain = model.clone();
-    <Flex as burn::tensor::backend::Backend>::seed(&device, 7);
+    <Flex as burn::tensor::backend::Backend>::seed(&device, seed);
     model.set_text_encoder(Some(TextEncoder::new(&TextConfig::clip_b32(96), &device)));
+    (plain, model)
+}
+
+/// A text prompt: alone it equals the pipeline's text-only decode, with a box the pipeline's
+/// text + box decode; undo restores the box-only state; clearing it returns to the box's mask;
+/// weights without a tower give a clear error and leave the session as it was.
+#[test]
+fn text_prompt_alone_and_with_a_box() {
+    let device = Default::default();
+    let (plain, model) = tiny_with_text(7);
     let img =
         segvol_io::read_image(shared().join("data/nifti/ct_kidney_right_img.nii.gz")).unwrap();
     let (dims, spacing) = (img.dims(), img.spacing());
@@ -183,18 +191,10 @@ fn text_prompt_alone_and_with_a_box() {
 /// decode with that text (and without texts, the plain decode): the texts reach the model.
 #[test]
 fn predictor_class_texts_reach_the_decoder() {
-    use segvol_core::text::{TextConfig, TextEncoder};
     use segvol_eval::protocol::{Box3, Clicks, PredictRequest, Predictor};
     use segvol_interactive::SegVolPredictor;
     let device = Default::default();
-    let mut model = SegVol::<Flex>::new(&SegVolConfig::tiny(), &device);
-    segvol_core::weights::load_segvol(
-        &mut model,
-        shared().join("fixtures/segvol_tiny/weights.safetensors"),
-    )
-    .unwrap();
-    <Flex as burn::tensor::backend::Backend>::seed(&device, 11);
-    model.set_text_encoder(Some(TextEncoder::new(&TextConfig::clip_b32(96), &device)));
+    let (_, model) = tiny_with_text(11);
     let img =
         segvol_io::read_image(shared().join("data/nifti/ct_kidney_right_img.nii.gz")).unwrap();
     let dims = img.dims();

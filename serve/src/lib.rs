@@ -351,7 +351,10 @@ fn auth(s: &Shared, h: &HeaderMap) -> Result<(), ApiError> {
             StatusCode::UNAUTHORIZED,
             "Missing bearer token".into(),
         )),
-        Some(k) if k == key => Ok(()),
+        // Constant time: the comparison's duration does not tell how much of a guess matched.
+        Some(k) if bool::from(subtle::ConstantTimeEq::ct_eq(k.as_bytes(), key.as_bytes())) => {
+            Ok(())
+        }
         Some(_) => Err(ApiError(
             StatusCode::UNAUTHORIZED,
             "Invalid bearer token".into(),

@@ -148,9 +148,13 @@ try:
     lasso[0, 1:4, 1:4] = 1
     r = s.add_lasso_interaction(lasso, True, interaction_bbox=ib)
     check("lasso answered", region_ok(r, buf), r)
-    check("heartbeat", s.heartbeat() is None or True)
+    lease = {"Authorization": f"Bearer {KEY}", "X-Lease-Token": s._lease_token}
+    s.heartbeat()  # the client's own call must not raise
+    r = httpx.post(url + "/heartbeat", headers=lease, json={})
+    check("heartbeat on a live lease -> 200", r.status_code == 200, r.text)
     s.close()
-    check("release", True)
+    r = httpx.post(url + "/heartbeat", headers=lease, json={})
+    check("release ends the lease (its heartbeat -> 410)", r.status_code == 410, r.text)
 
     # --- errors -------------------------------------------------------------------------------
     try:
@@ -194,13 +198,22 @@ try:
     check("bad X-Meta -> 400", r.status_code == 400, r.text)
     r = post("/add_point_interaction", {"coordinates": [1, 2, 3]}, js=True)
     check("interaction before set_image -> 400", r.status_code == 400, r.text)
+    # segvol-rs's text extension: the shipped model has no CLIP tower, and says so.
+    caps = httpx.get(url + "/capabilities", headers={"Authorization": f"Bearer {KEY}"}).json()
+    check("capabilities: supports_text false for the shipped model", caps.get("supports_text") is False, caps)
+    r = post("/add_text_interaction", {"text": "liver"}, js=True)
+    check("text prompt without a text tower -> 400 naming it", r.status_code == 400 and "text tower" in r.text,
+          r.text)
+    # A 2-D slice as [1,1,Y,X]: one voxel thick. SegVol resizes any crop to its grid, so it is
+    # segmented like any image (a point on the slice answers with a region on it).
+    one = np.zeros(img[0][None].shape, np.uint8)
     try:
-        c.set_image(img[0][None, None], {})  # a 2-D slice as [1,1,Y,X]: one voxel thick
-        c.set_target_buffer(np.zeros(img[0][None].shape, np.uint8))
+        c.set_image(img[0][None, None], {})
+        c.set_target_buffer(one)
         r = c.add_point_interaction([0, 5, 5], True)
-        check("a single-slice image still works", True)
+        check("a single-slice image works", r is not None and region_ok(r, one), r)
     except httpx.HTTPStatusError as e:
-        check("a single-slice image is refused cleanly", e.response.status_code == 400, e.response.text)
+        check("a single-slice image works", False, f"{e.response.status_code} {e.response.text}")
     c.set_image(img[None], {"spacing": [1, 1, 1]})
     c.set_target_buffer(np.zeros(img.shape, np.uint8))
     for name, fn in [
@@ -253,6 +266,13 @@ try:
             t = time.perf_counter()
             cl.add_bbox_interaction(bb, True)
             lat.append(time.perf_counter() - t)
+            # This client's own image: the box step segments inside this client's box (a
+            # session mixed with another client's image would predict elsewhere or nothing).
+            zs, ys, xs = np.nonzero(b)
+            inside = (ys >= bb[1][0]) & (ys < bb[1][1]) & (xs >= bb[2][0]) & (xs < bb[2][1])
+            if len(zs) == 0 or inside.mean() < 0.5:
+                errors.append(f"{name}: box step mask has {len(zs)} voxels, "
+                              f"{inside.mean() if len(zs) else 0:.2f} of them in its own box")
             for i in range(args.rounds - 1):
                 pt = [int(rng.integers(0, n)) for n in im.shape]
                 t = time.perf_counter()
