@@ -31,7 +31,7 @@ pub struct EvalArgs {
     /// official validation layout) instead of each case's own `gts`.
     #[arg(long, requires = "data")]
     pub gt_dir: Option<PathBuf>,
-    /// With --data: keep every step's prediction as RUN_DIR/masks/<variant>/<case>.npz
+    /// With --data: keep every step's prediction as `RUN_DIR/masks/<variant>/<case>.npz`
     /// (`segs` = last step, `all_segs` = every step, as the official evaluator stores them).
     #[arg(long, requires = "data")]
     pub save_masks: bool,
