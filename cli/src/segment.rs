@@ -6,7 +6,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use indicatif::ProgressBar;
 use segvol_backends::{Backend, BackendTask, dispatch};
-use segvol_core::pipeline::{SegmentError, Session, VoxelClick, check_prompts};
+use segvol_core::pipeline::{Session, VoxelClick, check_prompts};
 use segvol_eval::protocol::{Box3, Clicks, PredictRequest, Predictor};
 use segvol_gru::CorrectionSession;
 use segvol_io::npy::{NpyArray, NpyData};
@@ -77,10 +77,7 @@ impl BackendTask for Segment {
         let (model, corrector) = self.files.load::<B>(&self.bar, device)?;
         // Refuse a bad box or click before any model work, then one encoder pass on the crop
         // that covers the prompts (SEGVOL.md §9.1).
-        match check_prompts(self.dims, self.boxes, &self.clicks) {
-            Err(SegmentError::NoPrompt) if !self.text.is_empty() => {}
-            r => r?,
-        }
+        check_prompts(self.dims, self.boxes, &self.clicks, !self.text.is_empty())?;
         let mut texts = Vec::with_capacity(self.text.len());
         for name in &self.text {
             self.bar.set_message(format!("encoding the text {name:?}"));

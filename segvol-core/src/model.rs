@@ -22,11 +22,12 @@ pub struct SegVol<B: Backend> {
     /// SegVol's `text_encoder` (frozen CLIP + `dim_align`); `None` for weights without it.
     pub(crate) text_encoder: Option<TextEncoder<B>>,
     image_size: [usize; 3],
-    /// The model's width (`dim_align`'s output).
-    hidden: usize,
-    /// Text embeddings by name, and where the weights came from (for the "no text tower" error).
+    /// Text embeddings by name (computed once per model).
     #[module(skip)]
     text_cache: TextCache,
+    /// Where the weights came from (for the "no text tower" error).
+    #[module(skip)]
+    weights_name: Option<String>,
     /// The configuration the model was built with (checked against the one a `.bpk` stores).
     #[module(skip)]
     config: SegVolConfig,
@@ -40,12 +41,8 @@ pub struct SegVol<B: Backend> {
 /// `(Gaussian matrix, dense PE, dims)` of the last decode.
 type PeCache = std::sync::Arc<std::sync::Mutex<Option<(Vec<f32>, Vec<f32>, [usize; 5])>>>;
 
-/// Name → embedding, computed once per process; and the weights' name.
-#[derive(Debug, Clone, Default)]
-struct TextCache {
-    names: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, Vec<f32>>>>,
-    weights: std::sync::Arc<std::sync::Mutex<Option<String>>>,
-}
+/// Name → text embedding (`embed_text` takes `&self`, hence the lock).
+type TextCache = std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, Vec<f32>>>>;
 
 /// Every intermediate of one decode, for parity checks and debugging.
 #[derive(Debug, Clone)]
@@ -71,8 +68,8 @@ impl<B: Backend> SegVol<B> {
             mask_decoder: MaskDecoder::new(config, device),
             text_encoder: None,
             image_size: config.image_size,
-            hidden: config.hidden_size,
             text_cache: TextCache::default(),
+            weights_name: None,
             config: config.clone(),
             pe_cache: PeCache::default(),
         }
@@ -112,7 +109,7 @@ impl<B: Backend> SegVol<B> {
 
     /// The model's width (768 for the released SegVol): the length of a text embedding.
     pub fn hidden_size(&self) -> usize {
-        self.hidden
+        self.config.hidden_size
     }
 
     /// Whether the text tower is loaded.
@@ -123,24 +120,14 @@ impl<B: Backend> SegVol<B> {
     /// Sets (or removes) the text tower; forgets cached text embeddings.
     pub fn set_text_encoder(&mut self, text: Option<TextEncoder<B>>) {
         self.text_encoder = text;
-        if let Ok(mut c) = self.text_cache.names.lock() {
+        if let Ok(mut c) = self.text_cache.lock() {
             c.clear();
         }
-    }
-
-    /// Takes the text tower out (e.g. to load the image model's weights on their own).
-    pub fn take_text_encoder(&mut self) -> Option<TextEncoder<B>> {
-        if let Ok(mut c) = self.text_cache.names.lock() {
-            c.clear();
-        }
-        self.text_encoder.take()
     }
 
     /// Records where the weights came from, for error messages.
-    pub fn set_weights_name(&self, name: &str) {
-        if let Ok(mut w) = self.text_cache.weights.lock() {
-            *w = Some(name.to_string());
-        }
+    pub fn set_weights_name(&mut self, name: &str) {
+        self.weights_name = Some(name.to_string());
     }
 
     fn text_tower(&self) -> Result<&TextEncoder<B>, TextError> {
@@ -148,11 +135,8 @@ impl<B: Backend> SegVol<B> {
             .as_ref()
             .ok_or_else(|| TextError::NotLoaded {
                 weights: self
-                    .text_cache
-                    .weights
-                    .lock()
-                    .ok()
-                    .and_then(|w| w.clone())
+                    .weights_name
+                    .clone()
                     .unwrap_or_else(|| "the model".into()),
             })
     }
@@ -179,7 +163,6 @@ impl<B: Backend> SegVol<B> {
         let tower = self.text_tower()?;
         if let Some(v) = self
             .text_cache
-            .names
             .lock()
             .ok()
             .and_then(|c| c.get(name).cloned())
@@ -195,7 +178,7 @@ impl<B: Backend> SegVol<B> {
             },
             other => other,
         })?;
-        if let Ok(mut c) = self.text_cache.names.lock() {
+        if let Ok(mut c) = self.text_cache.lock() {
             c.insert(name.to_string(), v.clone());
         }
         Ok(v)

@@ -147,7 +147,7 @@ fn to_model_index(i: usize, n_in: usize, n_out: usize) -> usize {
 }
 
 /// Checks a request before any model work: the box inside the volume and not inverted, every
-/// click inside, and at least one of the two.
+/// click inside, and at least one prompt: a box, a click, or (`text`) a text prompt.
 ///
 /// # Errors
 /// [`SegmentError::BoxOutside`], [`SegmentError::ClickOutside`] or [`SegmentError::NoPrompt`].
@@ -155,6 +155,7 @@ pub fn check_prompts(
     dims: [usize; 3],
     boxes: Option<([usize; 3], [usize; 3])>,
     clicks: &[VoxelClick],
+    text: bool,
 ) -> Result<(), SegmentError> {
     if let Some((lo, hi)) = boxes
         && (0..3).any(|a| lo[a] > hi[a] || hi[a] >= dims[a])
@@ -164,7 +165,7 @@ pub fn check_prompts(
     if let Some(c) = clicks.iter().find(|c| (0..3).any(|a| c.zyx[a] >= dims[a])) {
         return Err(SegmentError::ClickOutside { zyx: c.zyx, dims });
     }
-    if boxes.is_none() && clicks.is_empty() {
+    if boxes.is_none() && clicks.is_empty() && !text {
         return Err(SegmentError::NoPrompt);
     }
     Ok(())
@@ -305,10 +306,7 @@ impl<'m, B: Backend> Session<'m, B> {
         boxes: Option<([usize; 3], [usize; 3])>,
         clicks: &[VoxelClick],
     ) -> Result<Vec<f32>, SegmentError> {
-        match check_prompts(self.dims, boxes, clicks) {
-            Err(SegmentError::NoPrompt) if self.text.is_some() => {}
-            r => r?,
-        }
+        check_prompts(self.dims, boxes, clicks, self.text.is_some())?;
         let (lo, hi) = (self.zoom.crop_lo, self.zoom.crop_hi);
         let cdims = [0, 1, 2].map(|a| hi[a] - lo[a]);
         let grid = self.model.image_size();
@@ -388,7 +386,7 @@ pub fn segment_zoom_out<B: Backend>(
             len: image.len(),
         });
     }
-    check_prompts(dims, boxes, clicks)?;
+    check_prompts(dims, boxes, clicks, false)?;
     let mut cover: Vec<[usize; 3]> = clicks.iter().map(|c| c.zyx).collect();
     if let Some((b0, b1)) = boxes {
         cover.extend([b0, b1]);

@@ -109,7 +109,19 @@ fn store_error(path: &Path, validation: Option<&str>, other: String) -> WeightsE
     }
 }
 
-fn report(path: &Path, r: ApplyResult) -> Result<LoadReport, WeightsError> {
+/// Turns burn-store's result into a [`LoadReport`], strictly. `optional` is a module-path
+/// prefix whose tensors may be absent all together (the text tower of a checkpoint without
+/// it): then they are not counted as missing; some present and some absent is still an error.
+fn report(
+    path: &Path,
+    mut r: ApplyResult,
+    optional: Option<&str>,
+) -> Result<LoadReport, WeightsError> {
+    if let Some(p) = optional
+        && !r.applied.iter().any(|a| a.starts_with(p))
+    {
+        r.missing.retain(|(m, _)| !m.starts_with(p));
+    }
     if !r.errors.is_empty() || !r.missing.is_empty() {
         let mut parts = Vec::new();
         if !r.missing.is_empty() {
@@ -154,7 +166,7 @@ fn report(path: &Path, r: ApplyResult) -> Result<LoadReport, WeightsError> {
 
 /// Checkpoint key → module path for the whole model (image encoder, prompt encoder, mask
 /// decoder), SEGVOL.md §11.2–11.4. Regexes applied in order.
-pub const SEGVOL_REMAPS: [(&str, &str); 6] = [
+pub const SEGVOL_REMAPS: [(&str, &str); 7] = [
     // HF / challenge `model.`, SegVol_v1 `module.`.
     (r"^(model|module)\.", ""),
     // MONAI's nn.Sequential(Rearrange, Linear) → our single Linear.
@@ -177,23 +189,24 @@ pub const SEGVOL_REMAPS: [(&str, &str); 6] = [
         r"^mask_decoder\.output_upscaling\.3\.",
         "mask_decoder.up_conv2.",
     ),
+    CLIP_TEXT_MODEL_LEVEL,
 ];
 
 /// Checkpoint tensors left out on purpose (SEGVOL.md §11.2): the dead 2-D mask branch and
-/// CLIP's int64 `position_ids`; and, for the image model's own load, the text tower, which
-/// [`load_segvol`] then loads on its own.
-pub const IGNORED_ON_PURPOSE: [&str; 3] = ["mask_downscaling.", "position_ids", "text_encoder."];
+/// CLIP's int64 `position_ids`.
+pub const IGNORED_ON_PURPOSE: [&str; 2] = ["mask_downscaling.", "position_ids"];
 
 /// Checkpoint key → module path for the text tower (SEGVOL.md §7, §11.2): the `model.` /
 /// `module.` prefix goes; transformers 5.x's names, which drop CLIP's `text_model.` level, get
 /// it back. `dim_align` and everything else keep their names.
-pub const TEXT_REMAPS: [(&str, &str); 2] = [
-    (r"^(model|module)\.", ""),
-    (
-        r"^text_encoder\.clip_text_model\.(embeddings|encoder|final_layer_norm)\.",
-        "text_encoder.clip_text_model.text_model.$1.",
-    ),
-];
+pub const TEXT_REMAPS: [(&str, &str); 2] = [(r"^(model|module)\.", ""), CLIP_TEXT_MODEL_LEVEL];
+
+/// transformers 5.x's CLIP names drop the `text_model.` level the official checkpoint has:
+/// put it back (in [`SEGVOL_REMAPS`] and [`TEXT_REMAPS`]).
+const CLIP_TEXT_MODEL_LEVEL: (&str, &str) = (
+    r"^text_encoder\.clip_text_model\.(embeddings|encoder|final_layer_norm)\.",
+    "text_encoder.clip_text_model.text_model.$1.",
+);
 
 /// The text tower under its checkpoint name, so its paths are the checkpoint's keys.
 #[derive(burn::module::Module, Debug)]
@@ -215,7 +228,7 @@ pub fn load_text_encoder<B: Backend>(
     let mut holder = TextHolder {
         text_encoder: TextEncoder::new(config, device),
     };
-    let r = load_with(&mut holder, path.as_ref(), &TEXT_REMAPS)?;
+    let r = load_with(&mut holder, path.as_ref(), &TEXT_REMAPS, None)?;
     Ok((holder.text_encoder, r))
 }
 
@@ -225,6 +238,7 @@ fn load_with<B: Backend, M: ModuleSnapshot<B>>(
     module: &mut M,
     path: &Path,
     remaps: &[(&str, &str)],
+    optional: Option<&str>,
 ) -> Result<LoadReport, WeightsError> {
     if !path.exists() {
         return Err(WeightsError::NotFound {
@@ -250,7 +264,7 @@ fn load_with<B: Backend, M: ModuleSnapshot<B>>(
                 BurnpackError::ValidationError(m) => store_error(path, Some(m), String::new()),
                 other => store_error(path, None, other.to_string()),
             })?;
-            report(path, r)
+            report(path, r, optional)
         }
         "safetensors" => {
             let mut store = remaps
@@ -266,7 +280,7 @@ fn load_with<B: Backend, M: ModuleSnapshot<B>>(
                 }
                 other => store_error(path, None, other.to_string()),
             })?;
-            report(path, r)
+            report(path, r, optional)
         }
         "bin" | "pth" | "pt" | "ckpt" => {
             let mut last = None;
@@ -281,7 +295,7 @@ fn load_with<B: Backend, M: ModuleSnapshot<B>>(
                     store = store.with_top_level_key(t);
                 }
                 match module.load_from(&mut store) {
-                    Ok(r) if !r.applied.is_empty() => return report(path, r),
+                    Ok(r) if !r.applied.is_empty() => return report(path, r, optional),
                     Ok(r) => last = Some(Ok(r)),
                     Err(e) => last = Some(Err(e)),
                 }
@@ -291,7 +305,7 @@ fn load_with<B: Backend, M: ModuleSnapshot<B>>(
                     Err(store_error(path, Some(&m), String::new()))
                 }
                 Some(Err(e)) => Err(read_err(e.to_string())),
-                Some(Ok(r)) => report(path, r).and_then(|_| {
+                Some(Ok(r)) => report(path, r, optional).and_then(|_| {
                     Err(WeightsError::Mismatch {
                         path: path.to_path_buf(),
                         detail: "no tensor of this model found".into(),
@@ -317,12 +331,14 @@ pub fn load_image_encoder<B: Backend>(
     encoder: &mut ImageEncoder<B>,
     path: impl AsRef<Path>,
 ) -> Result<LoadReport, WeightsError> {
-    load_with(encoder, path.as_ref(), &IMAGE_ENCODER_REMAPS)
+    load_with(encoder, path.as_ref(), &IMAGE_ENCODER_REMAPS, None)
 }
 
-/// Loads a whole SegVol checkpoint (HF `.bin`/`.safetensors`, `SegVol_v1.pth`) strictly: every
-/// model tensor must be present with its shape, and every checkpoint tensor must be used except
-/// those in [`IGNORED_ON_PURPOSE`], which the report lists as `ignored`.
+/// Loads a whole SegVol checkpoint (HF `.bin`/`.safetensors`, `SegVol_v1.pth`, `.bpk`)
+/// strictly: every model tensor must be present with its shape, and every checkpoint tensor
+/// must be used except those in [`IGNORED_ON_PURPOSE`], which the report lists as `ignored`.
+/// The CLIP text tower comes with it when the file has it (all of it: part of it is an error);
+/// a file without it loads the image model alone.
 ///
 /// # Errors
 /// [`WeightsError`] naming the file; [`WeightsError::Mismatch`] also for unexpected tensors
@@ -345,10 +361,18 @@ pub fn load_segvol<B: Backend>(
     {
         check_stored_config(model, stored_config(path)?, path)?;
     }
-    // The image model first, without the tower; then the tower, if the file has it.
-    drop(model.take_text_encoder());
-    let mut r = load_with(model, path, &SEGVOL_REMAPS)?;
-    let (mut ignored, unexpected): (Vec<String>, Vec<String>) = r
+    // One pass over the file: the tower is offered with the rest (its parameters are
+    // initialised lazily, so nothing is allocated for it unless loaded) and dropped again when
+    // the file has none of its tensors.
+    if let Some(device) = burn::module::Module::devices(model).into_iter().next() {
+        let config = TextConfig::clip_b32(model.hidden_size());
+        model.set_text_encoder(Some(TextEncoder::new(&config, &device)));
+    }
+    let mut r = load_with(model, path, &SEGVOL_REMAPS, Some("text_encoder."))?;
+    if !r.applied.iter().any(|a| a.starts_with("text_encoder.")) {
+        model.set_text_encoder(None);
+    }
+    let (ignored, unexpected): (Vec<String>, Vec<String>) = r
         .unused
         .drain(..)
         .partition(|k| IGNORED_ON_PURPOSE.iter().any(|p| k.contains(p)));
@@ -366,16 +390,6 @@ pub fn load_segvol<B: Backend>(
                     .join(", ")
             ),
         });
-    }
-    let has_text = ignored
-        .iter()
-        .any(|k| k.contains("text_encoder.") && !k.contains("position_ids"));
-    if has_text && let Some(device) = burn::module::Module::devices(model).into_iter().next() {
-        let config = TextConfig::clip_b32(model.hidden_size());
-        let (text, tr) = load_text_encoder::<B>(path, &config, &device)?;
-        model.set_text_encoder(Some(text));
-        ignored.retain(|k| !k.contains("text_encoder.") || k.contains("position_ids"));
-        r.applied.extend(tr.applied);
     }
     r.ignored = ignored;
     Ok(r)
@@ -536,7 +550,7 @@ pub fn load_segvol_static<B: Backend>(
         BurnpackError::ValidationError(m) => store_error(path, Some(m), String::new()),
         other => store_error(path, None, other.to_string()),
     })?;
-    let r = report(path, r)?;
+    let r = report(path, r, None)?;
     if !r.unused.is_empty() {
         return Err(WeightsError::Mismatch {
             path: path.to_path_buf(),

@@ -350,7 +350,21 @@ fn segvol_with_text_matches_the_original_forward_decoder() {
         .collect();
     let path = dir.path().join("tiny_text.safetensors");
     write_safetensors(&path, &text, Some(&tiny));
-    drop(text);
+    // Part of a tower (no `dim_align`): refused, naming what is missing, not dropped silently.
+    let part = dir.path().join("tiny_part.safetensors");
+    let without: Vec<_> = text
+        .iter()
+        .filter(|t| !t.0.contains("dim_align"))
+        .cloned()
+        .collect();
+    write_safetensors(&part, &without, Some(&tiny));
+    drop((text, without));
+    let mut m = SegVol::<Flex>::new(&SegVolConfig::tiny(), &Default::default());
+    let e = load_segvol(&mut m, &part).unwrap_err().to_string();
+    assert!(
+        e.contains("2 tensors missing") && e.contains("text_encoder.dim_align"),
+        "{e}"
+    );
 
     let device = Default::default();
     let mut model = SegVol::<Flex>::new(&SegVolConfig::tiny(), &device);
