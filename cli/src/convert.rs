@@ -1,5 +1,6 @@
 //! `segvol convert`: a SegVol checkpoint (PyTorch .bin/.pth, .safetensors) to our fast format
-//! (burnpack `.bpk`: burn's own layout, no key mapping or transposes at load), with load times.
+//! (burnpack `.bpk`: burn's own layout, no key mapping or transposes at load), with load times;
+//! or an image (a DICOM series above all) to NIfTI, with the geometry it was read with.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -14,12 +15,16 @@ use crate::forward::config_named;
 
 #[derive(Args, Debug)]
 pub struct ConvertArgs {
-    /// Source weights: pytorch_model.bin, SegVol_v1.pth, .safetensors (or a .bpk).
+    /// Source weights: pytorch_model.bin, SegVol_v1.pth, .safetensors (or a .bpk); or an
+    /// image to convert to NIfTI: a DICOM folder / DICOMDIR / .dcm (or .npz, .npy).
     #[arg(long)]
     pub from: PathBuf,
-    /// Output file, `.bpk`.
+    /// Output file: `.bpk` for weights, `.nii` / `.nii.gz` for an image.
     #[arg(long)]
     pub to: PathBuf,
+    /// Which DICOM series to convert: its number in `segvol info`'s listing or its UID.
+    #[arg(long)]
+    pub series: Option<String>,
     /// Model size of the checkpoint: base (the released SegVol), small or tiny.
     #[arg(long, default_value = "base")]
     pub config: String,
@@ -79,6 +84,12 @@ impl BackendTask for Convert {
 
 pub fn run(args: &ConvertArgs) -> Result<()> {
     crate::case::refuse_same(&args.from, &args.to, "--to")?;
+    if matches!(
+        segvol_io::FileKind::of(&args.from),
+        Ok(segvol_io::FileKind::Dicom | segvol_io::FileKind::Npz | segvol_io::FileKind::Npy)
+    ) {
+        return convert_image(args);
+    }
     let config = config_named(&args.config)?;
     let ext_ok = args
         .to
@@ -113,6 +124,39 @@ pub fn run(args: &ConvertArgs) -> Result<()> {
         times.write.as_secs_f64() * 1e3,
         args.to.display(),
         times.load_bpk.as_secs_f64() * 1e3
+    );
+    Ok(())
+}
+
+/// An image (DICOM, .npz, .npy) to NIfTI: the voxels and the affine as read.
+fn convert_image(args: &ConvertArgs) -> Result<()> {
+    use segvol_io::{AnyVolume, FileKind, dicom::SeriesPick, read_image_series, write_nifti};
+    if FileKind::of(&args.to).ok() != Some(FileKind::Nifti) {
+        bail!(
+            "{}: an image converts to .nii or .nii.gz",
+            args.to.display()
+        );
+    }
+    let pick = args
+        .series
+        .as_deref()
+        .map_or(SeriesPick::Only, SeriesPick::parse);
+    let t = Instant::now();
+    let v = read_image_series(&args.from, &pick)?;
+    let read = t.elapsed();
+    match &v {
+        AnyVolume::U8(v) => write_nifti(&args.to, v)?,
+        AnyVolume::I16(v) => write_nifti(&args.to, v)?,
+        AnyVolume::F32(v) => write_nifti(&args.to, v)?,
+        // Written as float32 (the types segvol-io writes).
+        other => write_nifti(&args.to, &other.to_f32())?,
+    }
+    out!(
+        "wrote {} ({} {:?} (z,y,x), read in {:.2} s)",
+        args.to.display(),
+        v.dtype(),
+        v.dims(),
+        read.as_secs_f64()
     );
     Ok(())
 }

@@ -10,8 +10,12 @@ use serde_json::{Value, json};
 
 #[derive(Args, Debug)]
 pub struct InfoArgs {
-    /// A .nii, .nii.gz, .npy or challenge .npz file.
+    /// A .nii, .nii.gz, .npy or challenge .npz file, or DICOM (a folder, DICOMDIR or .dcm):
+    /// its series are listed, and the one picked (the only image series, or --series) read.
     pub path: PathBuf,
+    /// Which DICOM series to read: its number in the listing (from 1) or its UID.
+    #[arg(long)]
+    pub series: Option<String>,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -118,6 +122,7 @@ fn npy_summary(a: &NpyArray) -> String {
 pub fn run(args: &InfoArgs) -> Result<()> {
     let path = &args.path;
     match FileKind::of(path)? {
+        FileKind::Dicom => dicom_info(args)?,
         FileKind::Nifti | FileKind::Npy => {
             let v = read_image(path)?;
             if args.json {
@@ -265,6 +270,80 @@ pub fn run(args: &InfoArgs) -> Result<()> {
                 }
             }
         }
+    }
+    Ok(())
+}
+
+fn dicom_info(args: &InfoArgs) -> Result<()> {
+    use segvol_io::dicom::{SeriesPick, list_series, read_series};
+    let path = &args.path;
+    let list = list_series(path)?;
+    let images = list.iter().filter(|s| s.is_image).count();
+    let pick = args
+        .series
+        .as_deref()
+        .map_or(SeriesPick::Only, SeriesPick::parse);
+    // Read a series when one is picked or the folder has exactly one; list them all anyway.
+    let read = if args.series.is_some() || images == 1 {
+        Some(read_series(path, &pick)?)
+    } else {
+        None
+    };
+    if args.json {
+        let series: Vec<Value> = list
+            .iter()
+            .map(|s| {
+                json!({
+                    "index": s.index, "uid": s.uid, "description": s.description,
+                    "modality": s.modality, "number": s.number, "sop_class_uid": s.sop_class_uid,
+                    "files": s.files, "frames": s.frames, "rows_cols": s.size, "is_image": s.is_image,
+                })
+            })
+            .collect();
+        let mut j = json!({"path": path, "format": "dicom", "series": series});
+        if let Some(r) = &read {
+            let mut v = volume_json(&r.volume);
+            v["series_uid"] = json!(r.info.series_uid);
+            v["sop_class_uid"] = json!(r.info.sop_class_uid);
+            v["modality"] = json!(r.info.modality);
+            v["frame_of_reference_uid"] = json!(r.info.frame_of_reference_uid);
+            j["volume"] = v;
+        }
+        out!("{}", serde_json::to_string_pretty(&j)?);
+        return Ok(());
+    }
+    out!("{}  (DICOM, {} series)", path.display(), list.len());
+    for s in &list {
+        out!(
+            "  {:>3}  {:<4} {:>11}  {:>4} frame(s)  {:<28} {}{}",
+            s.index,
+            s.modality,
+            s.size
+                .map_or_else(|| "no image".into(), |[r, c]| format!("{r}×{c}")),
+            s.frames,
+            format!("\"{}\"", s.description),
+            s.uid,
+            if s.is_image {
+                ""
+            } else {
+                "  (not an image series)"
+            }
+        );
+    }
+    match &read {
+        Some(r) => {
+            out!(
+                "series {} ({}, {} slices):",
+                r.info.series_uid,
+                r.info.modality,
+                r.info.frames.len()
+            );
+            print_volume(&r.volume);
+        }
+        None if images > 1 => {
+            out!("several image series: pick one with --series N (or --series UID)");
+        }
+        None => out!("no image series"),
     }
     Ok(())
 }

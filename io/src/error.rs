@@ -20,8 +20,9 @@ pub enum IoError {
         /// The underlying error.
         error: std::io::Error,
     },
-    /// The extension is none of `.nii`, `.nii.gz`, `.npz`, `.npy`.
-    #[error("{}: unknown file type (expected .nii, .nii.gz, .npz or .npy)", path.display())]
+    /// The extension is none of `.nii`, `.nii.gz`, `.npz`, `.npy`, `.dcm`, and it is no DICOM
+    /// folder or file.
+    #[error("{}: unknown file type (expected .nii, .nii.gz, .npz, .npy, or DICOM: a folder, DICOMDIR or .dcm)", path.display())]
     UnknownFormat {
         /// The file.
         path: PathBuf,
@@ -146,6 +147,14 @@ pub enum IoError {
         path: PathBuf,
         /// The missing key.
         key: String,
+    },
+    /// A DICOM file, folder or series that cannot be read or written as asked.
+    #[error("{}: {detail}", path.display())]
+    Dicom {
+        /// The file or folder.
+        path: PathBuf,
+        /// What is wrong.
+        detail: String,
     },
     /// Values that cannot be what the key means (e.g. a label above 255, a box outside the volume).
     #[error("{}: {detail}", path.display())]

@@ -2,6 +2,7 @@
 #![deny(missing_docs)]
 
 mod atomic;
+pub mod dicom;
 mod error;
 mod nifti_io;
 pub mod npy;
@@ -160,10 +161,13 @@ pub enum FileKind {
     Npz,
     /// `.npy` (one array).
     Npy,
+    /// DICOM: a folder of slices, a `DICOMDIR`, or a `.dcm` file (for an output, a DICOM SEG).
+    Dicom,
 }
 
 impl FileKind {
-    /// The kind of `path` from its extension (case-insensitive).
+    /// The kind of `path` from its extension (case-insensitive); a folder, a `DICOMDIR`, a
+    /// `.dcm` / `.dicom` name or a file with the DICOM marker is [`FileKind::Dicom`].
     ///
     /// # Errors
     /// [`IoError::UnknownFormat`].
@@ -172,7 +176,9 @@ impl FileKind {
             .file_name()
             .map(|n| n.to_string_lossy().to_ascii_lowercase())
             .unwrap_or_default();
-        if name.ends_with(".nii") || name.ends_with(".nii.gz") {
+        if dicom::is_dicom_input(path) {
+            Ok(FileKind::Dicom)
+        } else if name.ends_with(".nii") || name.ends_with(".nii.gz") {
             Ok(FileKind::Nifti)
         } else if name.ends_with(".npz") {
             Ok(FileKind::Npz)
@@ -231,15 +237,25 @@ pub fn read_npy_volume(path: impl AsRef<Path>) -> Result<AnyVolume> {
     })
 }
 
-/// Reads an image from NIfTI (`.nii`, `.nii.gz`), a challenge `.npz` (its `imgs`) or a 3-D
-/// `.npy`, by extension.
+/// Reads an image from NIfTI (`.nii`, `.nii.gz`), a challenge `.npz` (its `imgs`), a 3-D
+/// `.npy`, or DICOM (a folder, DICOMDIR or file holding one image series), by extension.
 ///
 /// # Errors
-/// See [`read_nifti`] and [`ChallengeCase::read`]; [`IoError::MissingKey`] for an `.npz`
-/// without `imgs`.
+/// See [`read_nifti`], [`ChallengeCase::read`] and [`dicom::read_series`];
+/// [`IoError::MissingKey`] for an `.npz` without `imgs`.
 pub fn read_image(path: impl AsRef<Path>) -> Result<AnyVolume> {
+    read_image_series(path, &dicom::SeriesPick::Only)
+}
+
+/// [`read_image`], choosing which series of a DICOM folder to read (ignored for other
+/// formats).
+///
+/// # Errors
+/// As [`read_image`].
+pub fn read_image_series(path: impl AsRef<Path>, pick: &dicom::SeriesPick) -> Result<AnyVolume> {
     let path = path.as_ref();
     match FileKind::of(path)? {
+        FileKind::Dicom => Ok(dicom::read_series(path, pick)?.volume),
         FileKind::Nifti => read_nifti(path),
         FileKind::Npy => read_npy_volume(path),
         FileKind::Npz => ChallengeCase::read(path)?
@@ -259,6 +275,12 @@ pub fn read_image(path: impl AsRef<Path>) -> Result<AnyVolume> {
 pub fn read_labels(path: impl AsRef<Path>, key: Option<&str>) -> Result<Volume<u8>> {
     let path = path.as_ref();
     match FileKind::of(path)? {
+        FileKind::Dicom => Err(IoError::Dicom {
+            path: path.to_path_buf(),
+            detail: "a DICOM SEG is read onto the grid of its image series: give the image \
+                     series too (segvol_io::dicom::read_seg)"
+                .into(),
+        }),
         FileKind::Nifti | FileKind::Npy => {
             let v = read_image(path)?;
             v.to_labels().map_err(|d| IoError::invalid(path, d))
@@ -341,6 +363,7 @@ pub fn peek_voxels(path: impl AsRef<Path>) -> Option<u64> {
                 .try_fold(1u64, |a, &d| a.checked_mul(u64::from(d)))
         }
         FileKind::Npy => from_npy(&mut std::fs::File::open(path).ok()?),
+        FileKind::Dicom => None,
         FileKind::Npz => {
             let f = std::fs::File::open(path).ok()?;
             let mut zip = zip::ZipArchive::new(std::io::BufReader::new(f)).ok()?;

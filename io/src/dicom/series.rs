@@ -1,0 +1,905 @@
+//! A DICOM series (a folder of slices, or one enhanced multi-frame file) → a [`Volume`].
+//!
+//! Geometry follows the standard (PS3.3 C.7.6.2): a frame's pixel `(column c, row r)` lies at
+//! `ImagePositionPatient + c·Δc·X + r·Δr·Y` in the patient's LPS frame, with
+//! `ImageOrientationPatient = (X, Y)` and `PixelSpacing = (Δr, Δc)`. Slices are sorted along the
+//! normal `X × Y` by their position, never by InstanceNumber or file name, and the slice
+//! spacing comes from the positions, never from SliceThickness.
+//!
+//! The volume's axes are the usual ones: `x` = column, `y` = row, `z` = slice in increasing
+//! order along the normal. Its affine is NIfTI's (RAS): the LPS affine with its first two rows
+//! negated, the one place where LPS becomes RAS. nibabel's `nibabel.nicom` and dcm2niix (which
+//! also flips rows for display) describe the same world positions for the same voxels.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use dicom_dictionary_std::tags;
+use dicom_object::{DefaultDicomObject, InMemDicomObject, OpenFileOptions, Tag};
+use dicom_pixeldata::{ConvertOptions, ModalityLutOption, PixelDecoder};
+use dicom_transfer_syntax_registry::{TransferSyntaxIndex, TransferSyntaxRegistry};
+
+use crate::AnyVolume;
+use crate::error::{IoError, Result};
+use crate::volume::Volume;
+
+/// Orientation cosines that differ by more than this are "different orientations".
+const ORIENTATION_TOL: f64 = 1e-4;
+/// A slice gap may differ from the series' typical gap by this fraction (plus 0.01 mm, the
+/// precision positions are usually written with) before the series counts as having a hole.
+const GAP_TOL: f64 = 0.02;
+
+/// The Segmentation Storage SOP class: never an image to segment.
+pub(crate) const SEG_SOP_CLASS: &str = "1.2.840.10008.5.1.4.1.1.66.4";
+
+/// Which series of a folder to read.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum SeriesPick {
+    /// The folder's only image series (an error naming them all when there are several).
+    #[default]
+    Only,
+    /// The series with this SeriesInstanceUID.
+    Uid(String),
+    /// The n-th series as [`list_series`] lists them, counting from 1.
+    Index(usize),
+}
+
+impl SeriesPick {
+    /// `--series` as a user writes it: a number is an index from 1, anything else a UID.
+    pub fn parse(s: &str) -> SeriesPick {
+        let s = s.trim();
+        match s.parse::<usize>() {
+            Ok(n) if !s.contains('.') => SeriesPick::Index(n),
+            _ => SeriesPick::Uid(s.to_string()),
+        }
+    }
+}
+
+/// One series of a folder, as [`list_series`] reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeriesSummary {
+    /// Its index in the listing, from 1 (what `--series N` takes).
+    pub index: usize,
+    /// SeriesInstanceUID.
+    pub uid: String,
+    /// SeriesDescription (empty when absent).
+    pub description: String,
+    /// Modality (CT, MR, SEG, …).
+    pub modality: String,
+    /// SeriesNumber, when present.
+    pub number: Option<i64>,
+    /// The SOP class of its first file.
+    pub sop_class_uid: String,
+    /// Files in the series.
+    pub files: usize,
+    /// Frames (slices) in the series: one per file, or a multi-frame file's frame count.
+    pub frames: usize,
+    /// Rows × columns of its first frame (`None` for an object without pixels).
+    pub size: Option<[usize; 2]>,
+    /// Whether it is an image series that [`read_series`] can make a volume of (not a SEG,
+    /// a structure set, a report…).
+    pub is_image: bool,
+}
+
+/// One slice of the read volume and where it came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SourceFrame {
+    /// The file.
+    pub file: PathBuf,
+    /// Its SOPInstanceUID.
+    pub sop_instance_uid: String,
+    /// The frame number in that file, from 1, for a multi-frame file (`None`: a single-frame
+    /// file).
+    pub frame: Option<u32>,
+    /// ImagePositionPatient of the frame (LPS, mm).
+    pub position: [f64; 3],
+}
+
+/// What a DICOM SEG needs to know of the series it segments, besides the voxels.
+#[derive(Debug, Clone)]
+pub struct SeriesInfo {
+    /// SeriesInstanceUID.
+    pub series_uid: String,
+    /// SOPClassUID of the source images (CT, MR, enhanced CT, …).
+    pub sop_class_uid: String,
+    /// Modality.
+    pub modality: String,
+    /// SeriesDescription.
+    pub description: String,
+    /// FrameOfReferenceUID, when present.
+    pub frame_of_reference_uid: Option<String>,
+    /// ImageOrientationPatient (row cosines, then column cosines).
+    pub orientation: [f64; 6],
+    /// PixelSpacing: (row spacing, column spacing) in mm.
+    pub pixel_spacing: [f64; 2],
+    /// Distance between slices along the normal, in mm.
+    pub slice_spacing: f64,
+    /// The volume's slices in z order.
+    pub frames: Vec<SourceFrame>,
+    /// The patient, study and equipment attributes of the first source file, copied into
+    /// what is written about this series.
+    pub(crate) context: InMemDicomObject,
+}
+
+/// A series read into a volume.
+#[derive(Debug, Clone)]
+pub struct DicomSeries {
+    /// The voxels: `int16` when every stored value maps to a whole number in that range
+    /// (CT in HU, most MR), else `float32`; rescale slope and intercept applied.
+    pub volume: AnyVolume,
+    /// Where each slice came from.
+    pub info: SeriesInfo,
+}
+
+/// Whether `path` is a DICOM file or folder: a folder, a `DICOMDIR`, or a file with the `DICM`
+/// magic (or a `.dcm` name). Commands use it to choose the DICOM reader over NIfTI/npz.
+pub fn is_dicom_input(path: &Path) -> bool {
+    if path.is_dir() {
+        return true;
+    }
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_ascii_lowercase())
+        .unwrap_or_default();
+    name == "dicomdir" || name.ends_with(".dcm") || name.ends_with(".dicom") || has_dicm_magic(path)
+}
+
+fn has_dicm_magic(path: &Path) -> bool {
+    use std::io::Read as _;
+    let mut head = [0u8; 132];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut head))
+        .is_ok()
+        && &head[128..132] == b"DICM"
+}
+
+fn dicom_err(path: &Path, detail: impl Into<String>) -> IoError {
+    IoError::Dicom {
+        path: path.to_path_buf(),
+        detail: detail.into(),
+    }
+}
+
+/// The files a DICOM input stands for: a folder's files (recursively, in name order), a
+/// DICOMDIR's folder, or the file itself.
+fn input_files(input: &Path) -> Result<Vec<PathBuf>> {
+    let meta = std::fs::metadata(input).map_err(|e| IoError::os(input, e))?;
+    let is_dicomdir = input
+        .file_name()
+        .is_some_and(|n| n.to_string_lossy().eq_ignore_ascii_case("DICOMDIR"));
+    let root = if meta.is_dir() {
+        input.to_path_buf()
+    } else if is_dicomdir {
+        // A DICOMDIR indexes files below its own folder: read those (the index itself only
+        // repeats what the files say).
+        input
+            .parent()
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+    } else {
+        return Ok(vec![input.to_path_buf()]);
+    };
+    let mut out = Vec::new();
+    let mut stack = vec![root];
+    while let Some(dir) = stack.pop() {
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .map_err(|e| IoError::os(&dir, e))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .collect();
+        entries.sort();
+        for p in entries {
+            if p.is_dir() {
+                stack.push(p);
+            } else if !p
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().eq_ignore_ascii_case("DICOMDIR"))
+            {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// The header of one file (everything before its pixel data).
+struct Header {
+    path: PathBuf,
+    obj: DefaultDicomObject,
+}
+
+impl Header {
+    fn str(&self, tag: Tag) -> Option<String> {
+        str_of(&self.obj, tag)
+    }
+}
+
+fn str_of(obj: &InMemDicomObject, tag: Tag) -> Option<String> {
+    let s = obj.get(tag)?.to_str().ok()?;
+    let s = s.trim_matches(|c: char| c == '\0' || c.is_whitespace());
+    (!s.is_empty()).then(|| s.to_string())
+}
+
+fn floats(obj: &InMemDicomObject, tag: Tag) -> Option<Vec<f64>> {
+    obj.get(tag)?.to_multi_float64().ok()
+}
+
+fn int_of(obj: &InMemDicomObject, tag: Tag) -> Option<i64> {
+    obj.get(tag)?.to_int::<i64>().ok()
+}
+
+/// The first item of sequence `tag` in `obj`.
+fn item(obj: &InMemDicomObject, tag: Tag) -> Option<&InMemDicomObject> {
+    obj.get(tag)?.items()?.first()
+}
+
+fn read_header(path: &Path) -> Result<Option<Header>> {
+    if !has_dicm_magic(path) {
+        // Not a DICOM Part 10 file (a README, a thumbnail, .DS_Store): not ours to read.
+        return Ok(None);
+    }
+    let obj = OpenFileOptions::new()
+        .read_until(tags::PIXEL_DATA)
+        .open_file(path)
+        .map_err(|e| dicom_err(path, format!("not a readable DICOM file: {e}")))?;
+    Ok(Some(Header {
+        path: path.to_path_buf(),
+        obj,
+    }))
+}
+
+fn is_image_header(h: &Header) -> bool {
+    let sop = sop_class(h);
+    sop != SEG_SOP_CLASS && h.obj.get(tags::ROWS).is_some() && h.obj.get(tags::COLUMNS).is_some()
+}
+
+fn sop_class(h: &Header) -> String {
+    h.str(tags::SOP_CLASS_UID).unwrap_or_else(|| {
+        h.obj
+            .meta()
+            .media_storage_sop_class_uid()
+            .trim_end_matches('\0')
+            .to_string()
+    })
+}
+
+struct Scan {
+    /// Series UID → its files' headers, in the order series are first met (by file name).
+    series: Vec<(String, Vec<Header>)>,
+    files_seen: usize,
+}
+
+fn scan(input: &Path) -> Result<Scan> {
+    let files = input_files(input)?;
+    let files_seen = files.len();
+    let mut series: Vec<(String, Vec<Header>)> = Vec::new();
+    let mut at: BTreeMap<String, usize> = BTreeMap::new();
+    for f in &files {
+        let Some(h) = read_header(f)? else { continue };
+        let uid = h
+            .str(tags::SERIES_INSTANCE_UID)
+            .ok_or_else(|| dicom_err(f, "no SeriesInstanceUID: not an image of a series"))?;
+        match at.get(&uid) {
+            Some(&i) => series[i].1.push(h),
+            None => {
+                at.insert(uid.clone(), series.len());
+                series.push((uid, vec![h]));
+            }
+        }
+    }
+    if series.is_empty() {
+        return Err(dicom_err(
+            input,
+            if files_seen == 0 {
+                "no file here".to_string()
+            } else {
+                format!(
+                    "none of its {files_seen} file(s) is a DICOM file (no `DICM` marker at byte 128)"
+                )
+            },
+        ));
+    }
+    Ok(Scan { series, files_seen })
+}
+
+fn summary(index: usize, uid: &str, hs: &[Header]) -> SeriesSummary {
+    let h = &hs[0];
+    let frames = hs
+        .iter()
+        .map(|h| int_of(&h.obj, tags::NUMBER_OF_FRAMES).unwrap_or(1).max(1) as usize)
+        .sum();
+    let size = match (int_of(&h.obj, tags::ROWS), int_of(&h.obj, tags::COLUMNS)) {
+        (Some(r), Some(c)) => Some([r.max(0) as usize, c.max(0) as usize]),
+        _ => None,
+    };
+    SeriesSummary {
+        index,
+        uid: uid.to_string(),
+        description: h.str(tags::SERIES_DESCRIPTION).unwrap_or_default(),
+        modality: h.str(tags::MODALITY).unwrap_or_default(),
+        number: int_of(&h.obj, tags::SERIES_NUMBER),
+        sop_class_uid: sop_class(h),
+        files: hs.len(),
+        frames,
+        size,
+        is_image: hs.iter().all(is_image_header),
+    }
+}
+
+/// The series in a DICOM folder (or DICOMDIR, or file), in the order of their first file's
+/// name: what `segvol info DIR` prints and `--series N` counts.
+///
+/// # Errors
+/// [`IoError::Dicom`] for a file with the DICOM marker that does not parse, or a folder with
+/// no DICOM file.
+pub fn list_series(input: impl AsRef<Path>) -> Result<Vec<SeriesSummary>> {
+    let input = input.as_ref();
+    let s = scan(input)?;
+    Ok(s.series
+        .iter()
+        .enumerate()
+        .map(|(i, (uid, hs))| summary(i + 1, uid, hs))
+        .collect())
+}
+
+fn describe(list: &[SeriesSummary]) -> String {
+    list.iter()
+        .map(|s| {
+            format!(
+                "\n  {}: {} {} \"{}\", {} frame(s){} — {}",
+                s.index,
+                s.modality,
+                s.size
+                    .map(|[r, c]| format!("{r}×{c}"))
+                    .unwrap_or_else(|| "no image".into()),
+                s.description,
+                s.frames,
+                if s.is_image {
+                    ""
+                } else {
+                    " (not an image series)"
+                },
+                s.uid
+            )
+        })
+        .collect()
+}
+
+/// One frame to place: its header, its frame index in the file, its geometry.
+struct Frame<'a> {
+    h: &'a Header,
+    frame: Option<u32>,
+    sop_instance_uid: String,
+    position: [f64; 3],
+    orientation: [f64; 6],
+    spacing: [f64; 2],
+    rescale: (f64, f64),
+}
+
+fn arr<const N: usize>(v: Option<Vec<f64>>) -> Option<[f64; N]> {
+    let v = v?;
+    (v.len() >= N && v.iter().take(N).all(|x| x.is_finite())).then(|| {
+        let mut a = [0.0; N];
+        a.copy_from_slice(&v[..N]);
+        a
+    })
+}
+
+fn frames_of(h: &Header) -> Result<Vec<Frame<'_>>> {
+    let obj: &InMemDicomObject = &h.obj;
+    let sop_instance_uid = h
+        .str(tags::SOP_INSTANCE_UID)
+        .ok_or_else(|| dicom_err(&h.path, "no SOPInstanceUID"))?;
+    let n = int_of(obj, tags::NUMBER_OF_FRAMES).unwrap_or(1).max(1);
+    let rescale_of = |o: &InMemDicomObject| {
+        (
+            floats(o, tags::RESCALE_SLOPE).and_then(|v| v.first().copied()),
+            floats(o, tags::RESCALE_INTERCEPT).and_then(|v| v.first().copied()),
+        )
+    };
+    let shared = item(obj, tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE);
+    let per_frame = obj
+        .get(tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE)
+        .and_then(|e| e.items());
+    if per_frame.is_none() {
+        if n > 1 {
+            return Err(dicom_err(
+                &h.path,
+                format!(
+                    "a multi-frame image ({n} frames) without per-frame functional groups: \
+                     where each frame lies is not recorded"
+                ),
+            ));
+        }
+        let position = arr::<3>(floats(obj, tags::IMAGE_POSITION_PATIENT))
+            .ok_or_else(|| dicom_err(&h.path, "no usable ImagePositionPatient (0020,0032)"))?;
+        let orientation = arr::<6>(floats(obj, tags::IMAGE_ORIENTATION_PATIENT))
+            .ok_or_else(|| dicom_err(&h.path, "no usable ImageOrientationPatient (0020,0037)"))?;
+        let spacing = arr::<2>(floats(obj, tags::PIXEL_SPACING))
+            .ok_or_else(|| dicom_err(&h.path, "no usable PixelSpacing (0028,0030)"))?;
+        let (s, i) = rescale_of(obj);
+        return Ok(vec![Frame {
+            h,
+            frame: None,
+            sop_instance_uid,
+            position,
+            orientation,
+            spacing,
+            rescale: (s.unwrap_or(1.0), i.unwrap_or(0.0)),
+        }]);
+    }
+    let per_frame = per_frame.unwrap_or_default();
+    if per_frame.len() as i64 != n {
+        return Err(dicom_err(
+            &h.path,
+            format!(
+                "NumberOfFrames is {n} but the per-frame functional groups hold {}",
+                per_frame.len()
+            ),
+        ));
+    }
+    // A functional group is looked up in the frame's own groups, then the shared ones.
+    let mut out = Vec::with_capacity(per_frame.len());
+    for (k, pf) in per_frame.iter().enumerate() {
+        let find = |seq: Tag| item(pf, seq).or_else(|| shared.and_then(|s| item(s, seq)));
+        let position = find(tags::PLANE_POSITION_SEQUENCE)
+            .and_then(|g| arr::<3>(floats(g, tags::IMAGE_POSITION_PATIENT)))
+            .ok_or_else(|| {
+                dicom_err(
+                    &h.path,
+                    format!("frame {}: no PlanePositionSequence position", k + 1),
+                )
+            })?;
+        let orientation = find(tags::PLANE_ORIENTATION_SEQUENCE)
+            .and_then(|g| arr::<6>(floats(g, tags::IMAGE_ORIENTATION_PATIENT)))
+            .ok_or_else(|| {
+                dicom_err(
+                    &h.path,
+                    format!("frame {}: no PlaneOrientationSequence", k + 1),
+                )
+            })?;
+        let spacing = find(tags::PIXEL_MEASURES_SEQUENCE)
+            .and_then(|g| arr::<2>(floats(g, tags::PIXEL_SPACING)))
+            .ok_or_else(|| {
+                dicom_err(
+                    &h.path,
+                    format!("frame {}: no PixelMeasuresSequence spacing", k + 1),
+                )
+            })?;
+        let (s, i) = find(tags::PIXEL_VALUE_TRANSFORMATION_SEQUENCE)
+            .map(rescale_of)
+            .unwrap_or_else(|| rescale_of(obj));
+        out.push(Frame {
+            h,
+            frame: Some(k as u32 + 1),
+            sop_instance_uid: sop_instance_uid.clone(),
+            position,
+            orientation,
+            spacing,
+            rescale: (s.unwrap_or(1.0), i.unwrap_or(0.0)),
+        });
+    }
+    Ok(out)
+}
+
+/// Patient and study attributes carried from the source into a SEG (PS3.3 C.7.1.1, C.7.2.1).
+pub(crate) const CONTEXT_TAGS: &[Tag] = &[
+    tags::SPECIFIC_CHARACTER_SET,
+    tags::PATIENT_NAME,
+    tags::PATIENT_ID,
+    tags::ISSUER_OF_PATIENT_ID,
+    tags::PATIENT_BIRTH_DATE,
+    tags::PATIENT_SEX,
+    tags::PATIENT_AGE,
+    tags::STUDY_INSTANCE_UID,
+    tags::STUDY_DATE,
+    tags::STUDY_TIME,
+    tags::REFERRING_PHYSICIAN_NAME,
+    tags::STUDY_ID,
+    tags::ACCESSION_NUMBER,
+    tags::STUDY_DESCRIPTION,
+    tags::FRAME_OF_REFERENCE_UID,
+    tags::POSITION_REFERENCE_INDICATOR,
+];
+
+fn pick_series(input: &Path, list: &[SeriesSummary], pick: &SeriesPick) -> Result<usize> {
+    let listing = describe(list);
+    let idx = match pick {
+        SeriesPick::Only => {
+            let images: Vec<usize> = list
+                .iter()
+                .filter(|s| s.is_image)
+                .map(|s| s.index - 1)
+                .collect();
+            match images.as_slice() {
+                [one] => *one,
+                [] => {
+                    return Err(dicom_err(
+                        input,
+                        format!("no image series here; found:{listing}"),
+                    ));
+                }
+                _ => {
+                    return Err(dicom_err(
+                        input,
+                        format!(
+                            "{} image series here: choose one with --series N (or --series UID); \
+                             `segvol info` lists them:{listing}",
+                            images.len()
+                        ),
+                    ));
+                }
+            }
+        }
+        SeriesPick::Uid(uid) => list
+            .iter()
+            .position(|s| &s.uid == uid)
+            .ok_or_else(|| dicom_err(input, format!("no series {uid} here; found:{listing}")))?,
+        SeriesPick::Index(n) => {
+            if *n == 0 || *n > list.len() {
+                return Err(dicom_err(
+                    input,
+                    format!(
+                        "there is no series {n} (series count from 1; {} here):{listing}",
+                        list.len()
+                    ),
+                ));
+            }
+            n - 1
+        }
+    };
+    if !list[idx].is_image {
+        return Err(dicom_err(
+            input,
+            format!(
+                "series {} is not an image series (SOP class {}, modality {}): nothing to \
+                 segment; found:{listing}",
+                list[idx].index, list[idx].sop_class_uid, list[idx].modality
+            ),
+        ));
+    }
+    Ok(idx)
+}
+
+fn dot(a: [f64; 3], b: [f64; 3]) -> f64 {
+    a[0] * b[0] + a[1] * b[1] + a[2] * b[2]
+}
+
+fn cross(a: [f64; 3], b: [f64; 3]) -> [f64; 3] {
+    [
+        a[1] * b[2] - a[2] * b[1],
+        a[2] * b[0] - a[0] * b[2],
+        a[0] * b[1] - a[1] * b[0],
+    ]
+}
+
+fn sub(a: [f64; 3], b: [f64; 3]) -> [f64; 3] {
+    [a[0] - b[0], a[1] - b[1], a[2] - b[2]]
+}
+
+fn name(p: &Path) -> String {
+    p.display().to_string()
+}
+
+fn frame_name(f: &Frame<'_>) -> String {
+    match f.frame {
+        Some(k) => format!("{} (frame {k})", name(&f.h.path)),
+        None => name(&f.h.path),
+    }
+}
+
+/// Names of transfer syntaxes the pixel decoders here cannot read, for the refusal.
+fn check_transfer_syntax(path: &Path, obj: &DefaultDicomObject) -> Result<()> {
+    let uid = obj
+        .meta()
+        .transfer_syntax()
+        .trim_end_matches('\0')
+        .to_string();
+    match TransferSyntaxRegistry.get(&uid) {
+        Some(ts) if ts.can_decode_all() => Ok(()),
+        Some(ts) => Err(dicom_err(
+            path,
+            format!(
+                "its pixel data is in transfer syntax {} ({uid}), which segvol-rs cannot decode \
+                 (pure-Rust decoders: uncompressed, deflate, RLE, JPEG baseline/extended/\
+                 lossless, JPEG 2000); convert it first, e.g. `gdcmconv --raw`",
+                ts.name()
+            ),
+        )),
+        None => Err(dicom_err(
+            path,
+            format!("unknown transfer syntax {uid}: its pixel data cannot be decoded"),
+        )),
+    }
+}
+
+/// Reads one series of a DICOM folder (recursively), DICOMDIR or file into a volume.
+///
+/// # Errors
+/// [`IoError::Dicom`] naming the file or folder and the problem: several image series and
+/// none picked (the listing included), a file that does not parse, mixed sizes or
+/// orientations, gantry tilt, two slices at one position, a missing slice (uneven gaps, with
+/// where), no pixel data, a colour image, a transfer syntax that cannot be decoded.
+pub fn read_series(input: impl AsRef<Path>, pick: &SeriesPick) -> Result<DicomSeries> {
+    let input = input.as_ref();
+    let scan = scan(input)?;
+    let _ = scan.files_seen;
+    let list: Vec<SeriesSummary> = scan
+        .series
+        .iter()
+        .enumerate()
+        .map(|(i, (uid, hs))| summary(i + 1, uid, hs))
+        .collect();
+    let idx = pick_series(input, &list, pick)?;
+    let (series_uid, headers) = &scan.series[idx];
+    let first = &headers[0];
+
+    // Every file of the series: one size.
+    let size_of = |h: &Header| -> Result<[usize; 2]> {
+        match (int_of(&h.obj, tags::ROWS), int_of(&h.obj, tags::COLUMNS)) {
+            (Some(r), Some(c)) if r > 0 && c > 0 => Ok([r as usize, c as usize]),
+            _ => Err(dicom_err(&h.path, "no usable Rows/Columns")),
+        }
+    };
+    let size = size_of(first)?;
+    for h in headers {
+        let s = size_of(h)?;
+        if s != size {
+            return Err(dicom_err(
+                input,
+                format!(
+                    "series {series_uid} mixes image sizes: {} is {}×{}, {} is {}×{}",
+                    name(&first.path),
+                    size[0],
+                    size[1],
+                    name(&h.path),
+                    s[0],
+                    s[1]
+                ),
+            ));
+        }
+    }
+
+    let mut frames = Vec::new();
+    for h in headers {
+        frames.extend(frames_of(h)?);
+    }
+    let o = frames[0].orientation;
+    for f in &frames {
+        if f.orientation
+            .iter()
+            .zip(&o)
+            .any(|(a, b)| (a - b).abs() > ORIENTATION_TOL)
+        {
+            return Err(dicom_err(
+                input,
+                format!(
+                    "series {series_uid} mixes orientations: {} has ImageOrientationPatient \
+                     {:?}, {} has {:?} (a localiser, or several stacks in one series)",
+                    frame_name(&frames[0]),
+                    o,
+                    frame_name(f),
+                    f.orientation
+                ),
+            ));
+        }
+        if f.spacing
+            .iter()
+            .zip(&frames[0].spacing)
+            .any(|(a, b)| (a - b).abs() > 1e-4 * (1.0 + a.abs()))
+        {
+            return Err(dicom_err(
+                input,
+                format!(
+                    "series {series_uid} mixes pixel spacings: {} has {:?} mm, {} has {:?} mm",
+                    frame_name(&frames[0]),
+                    frames[0].spacing,
+                    frame_name(f),
+                    f.spacing
+                ),
+            ));
+        }
+    }
+    let x = [o[0], o[1], o[2]];
+    let y = [o[3], o[4], o[5]];
+    let nx = dot(x, x).sqrt();
+    let ny = dot(y, y).sqrt();
+    if (nx - 1.0).abs() > 1e-3 || (ny - 1.0).abs() > 1e-3 || dot(x, y).abs() > 1e-3 {
+        return Err(dicom_err(
+            &first.path,
+            format!(
+                "ImageOrientationPatient {o:?} is not two perpendicular unit vectors: the \
+                 image plane is undefined"
+            ),
+        ));
+    }
+    let x = x.map(|v| v / nx);
+    let y = y.map(|v| v / ny);
+    let normal = cross(x, y);
+
+    // Sort along the normal; equal positions keep file order, then are refused below.
+    frames.sort_by(|a, b| dot(a.position, normal).total_cmp(&dot(b.position, normal)));
+    let along: Vec<f64> = frames.iter().map(|f| dot(f.position, normal)).collect();
+    let n = frames.len();
+    let slice_spacing = if n > 1 {
+        for k in 0..n - 1 {
+            let gap = along[k + 1] - along[k];
+            if gap < 1e-3 {
+                return Err(dicom_err(
+                    input,
+                    format!(
+                        "two slices at the same position ({:.3} mm along the normal): {} and \
+                         {} (several acquisitions, echoes or phases in one series?)",
+                        along[k],
+                        frame_name(&frames[k]),
+                        frame_name(&frames[k + 1])
+                    ),
+                ));
+            }
+            let d = sub(frames[k + 1].position, frames[k].position);
+            let in_plane = sub(d, normal.map(|v| v * gap));
+            let off = dot(in_plane, in_plane).sqrt();
+            if off > 0.01 + 1e-3 * gap {
+                return Err(dicom_err(
+                    input,
+                    format!(
+                        "the slices are not stacked along their normal (gantry tilt or a \
+                         sheared stack): from {} to {} the position moves {:.3} mm within the \
+                         image plane for {:.3} mm along the normal; resample it to a regular \
+                         grid first (e.g. dcm2niix's tilt correction)",
+                        frame_name(&frames[k]),
+                        frame_name(&frames[k + 1]),
+                        off,
+                        gap
+                    ),
+                ));
+            }
+        }
+        let mut gaps: Vec<f64> = along.windows(2).map(|w| w[1] - w[0]).collect();
+        gaps.sort_by(f64::total_cmp);
+        let typical = gaps[gaps.len() / 2];
+        for k in 0..n - 1 {
+            let gap = along[k + 1] - along[k];
+            if (gap - typical).abs() > GAP_TOL * typical + 0.01 {
+                return Err(dicom_err(
+                    input,
+                    format!(
+                        "uneven slice gaps: {:.3} mm between {} (at {:.3} mm) and {} (at \
+                         {:.3} mm), where the series' other gaps are {:.3} mm: a slice is \
+                         missing there, or the series mixes stacks",
+                        gap,
+                        frame_name(&frames[k]),
+                        along[k],
+                        frame_name(&frames[k + 1]),
+                        along[k + 1],
+                        typical
+                    ),
+                ));
+            }
+        }
+        (along[n - 1] - along[0]) / (n - 1) as f64
+    } else {
+        floats(&first.obj, tags::SPACING_BETWEEN_SLICES)
+            .or_else(|| floats(&first.obj, tags::SLICE_THICKNESS))
+            .and_then(|v| v.first().copied())
+            .filter(|v| v.is_finite() && *v > 0.0)
+            .unwrap_or(1.0)
+    };
+
+    // Pixels, in slice order; each file is decoded once (a multi-frame file's frames are
+    // contiguous in its own order, so one cached file serves them all).
+    let [rows, cols] = size;
+    let per = rows * cols;
+    let mut data: Vec<f32> = Vec::new();
+    let mut integral = true;
+    let mut cached: Option<(PathBuf, DefaultDicomObject)> = None;
+    let raw = ConvertOptions::new().with_modality_lut(ModalityLutOption::None);
+    for f in &frames {
+        let path = &f.h.path;
+        if cached.as_ref().is_none_or(|(p, _)| p != path) {
+            let obj = OpenFileOptions::new()
+                .open_file(path)
+                .map_err(|e| dicom_err(path, format!("not a readable DICOM file: {e}")))?;
+            if obj.get(tags::PIXEL_DATA).is_none() {
+                return Err(dicom_err(path, "no Pixel Data (7FE0,0010): not an image"));
+            }
+            check_transfer_syntax(path, &obj)?;
+            cached = Some((path.clone(), obj));
+        }
+        let Some((_, obj)) = cached.as_ref() else {
+            unreachable!("just cached")
+        };
+        let decoded = obj
+            .decode_pixel_data_frame(f.frame.map_or(0, |k| k - 1))
+            .map_err(|e| dicom_err(path, format!("cannot decode its pixel data: {e}")))?;
+        if decoded.samples_per_pixel() != 1 {
+            return Err(dicom_err(
+                path,
+                format!(
+                    "a colour image ({} samples per pixel): only greyscale CT/MR/PET can be \
+                     segmented",
+                    decoded.samples_per_pixel()
+                ),
+            ));
+        }
+        let vals: Vec<f64> = decoded
+            .to_vec_frame_with_options(0, &raw)
+            .map_err(|e| dicom_err(path, format!("cannot convert its pixel data: {e}")))?;
+        if vals.len() != per {
+            return Err(dicom_err(
+                path,
+                format!(
+                    "its pixel data holds {} values for a {rows}×{cols} frame",
+                    vals.len()
+                ),
+            ));
+        }
+        let (slope, intercept) = f.rescale;
+        for v in vals {
+            let hu = v * slope + intercept;
+            integral &=
+                hu.fract() == 0.0 && (f64::from(i16::MIN)..=f64::from(i16::MAX)).contains(&hu);
+            data.push(hu as f32);
+        }
+    }
+
+    let dims = [n, rows, cols];
+    let spacing = [slice_spacing, frames[0].spacing[0], frames[0].spacing[1]];
+    let p0 = frames[0].position;
+    let step = if n > 1 {
+        sub(frames[n - 1].position, p0).map(|v| v / (n - 1) as f64)
+    } else {
+        normal.map(|v| v * slice_spacing)
+    };
+    let (dr, dc) = (frames[0].spacing[0], frames[0].spacing[1]);
+    // LPS affine, columns (x = column, y = row, z = slice, offset); RAS negates rows 0 and 1.
+    let mut affine = [[0.0; 4]; 4];
+    for r in 0..3 {
+        let sign = if r < 2 { -1.0 } else { 1.0 };
+        affine[r] = [
+            sign * x[r] * dc,
+            sign * y[r] * dr,
+            sign * step[r],
+            sign * p0[r],
+        ];
+    }
+    affine[3] = [0.0, 0.0, 0.0, 1.0];
+    let mk = |e: crate::volume::ShapeError| dicom_err(input, e.to_string());
+    let volume = if integral {
+        let mut v =
+            Volume::new(data.iter().map(|&x| x as i16).collect(), dims, spacing).map_err(mk)?;
+        v.affine = affine;
+        AnyVolume::I16(v)
+    } else {
+        let mut v = Volume::new(data, dims, spacing).map_err(mk)?;
+        v.affine = affine;
+        AnyVolume::F32(v)
+    };
+
+    let mut context = InMemDicomObject::new_empty();
+    for &t in CONTEXT_TAGS {
+        if let Some(e) = first.obj.get(t) {
+            context.put(e.clone());
+        }
+    }
+    let info = SeriesInfo {
+        series_uid: series_uid.clone(),
+        sop_class_uid: sop_class(first),
+        modality: first.str(tags::MODALITY).unwrap_or_default(),
+        description: first.str(tags::SERIES_DESCRIPTION).unwrap_or_default(),
+        frame_of_reference_uid: first.str(tags::FRAME_OF_REFERENCE_UID),
+        orientation: [x[0], x[1], x[2], y[0], y[1], y[2]],
+        pixel_spacing: frames[0].spacing,
+        slice_spacing,
+        frames: frames
+            .iter()
+            .map(|f| SourceFrame {
+                file: f.h.path.clone(),
+                sop_instance_uid: f.sop_instance_uid.clone(),
+                frame: f.frame,
+                position: f.position,
+            })
+            .collect(),
+        context,
+    };
+    Ok(DicomSeries { volume, info })
+}
