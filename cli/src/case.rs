@@ -174,6 +174,18 @@ pub fn check_voxels(path: &Path, max: u64) -> Result<()> {
 }
 
 impl ModelArgs {
+    /// A name for the weights in use, for provenance (a DICOM SEG's algorithm version): the
+    /// file name of --weights, else the shipped model's.
+    pub fn weights_label(&self) -> String {
+        match &self.weights {
+            Some(p) => p.file_name().map_or_else(
+                || p.display().to_string(),
+                |n| n.to_string_lossy().into_owned(),
+            ),
+            None => "segvol-rs shipped small".into(),
+        }
+    }
+
     /// The named config.
     pub fn config(&self) -> Result<SegVolConfig> {
         match (&self.weights, self.config.as_deref()) {

@@ -25,6 +25,10 @@ pub struct ConvertArgs {
     /// Which DICOM series to convert: its number in `segvol info`'s listing or its UID.
     #[arg(long)]
     pub series: Option<String>,
+    /// With a DICOM SEG as --from: the image series it segments (a folder, DICOMDIR or file),
+    /// whose grid the label map is written on.
+    #[arg(long)]
+    pub image: Option<PathBuf>,
     /// Model size of the checkpoint: base (the released SegVol), small or tiny.
     #[arg(long, default_value = "base")]
     pub config: String,
@@ -141,6 +145,25 @@ fn convert_image(args: &ConvertArgs) -> Result<()> {
         .series
         .as_deref()
         .map_or(SeriesPick::Only, SeriesPick::parse);
+    if let Some(image) = &args.image {
+        let series = segvol_io::dicom::read_series(image, &pick)?;
+        let dims = series.volume.dims();
+        let seg = segvol_io::dicom::read_seg(&args.from, &series.info, dims)?;
+        let mut labels = segvol_io::Volume::new(seg.labels, dims, series.volume.spacing())?;
+        labels.affine = series.volume.affine();
+        write_nifti(&args.to, &labels)?;
+        out!(
+            "wrote {} (label map {dims:?} (z,y,x) on {}'s grid; segments: {})",
+            args.to.display(),
+            image.display(),
+            seg.segments
+                .iter()
+                .map(|(n, l)| format!("{n} {l:?}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        return Ok(());
+    }
     let t = Instant::now();
     let v = read_image_series(&args.from, &pick)?;
     let read = t.elapsed();

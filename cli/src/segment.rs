@@ -19,9 +19,14 @@ use segvol_interactive::{DecodeOptions, SegVolPredictor, StepLog, corrected_logi
 
 #[derive(Args, Debug)]
 pub struct SegmentArgs {
-    /// Image: .nii / .nii.gz, a challenge .npz (`imgs`) or a 3-D .npy.
+    /// Image: .nii / .nii.gz, a challenge .npz (`imgs`), a 3-D .npy, or DICOM (a folder of
+    /// slices, a DICOMDIR or a multi-frame .dcm).
     #[arg(long)]
     pub image: PathBuf,
+    /// Which series of a DICOM folder: its number in `segvol info`'s listing or its UID
+    /// (needed when the folder holds several image series).
+    #[arg(long)]
+    pub series: Option<String>,
     /// Box `z0,y0,x0,z1,y1,x1` in voxel indices of the image, max inclusive. With a challenge
     /// .npz and neither --box nor --points, every class of the case is segmented from its own
     /// `boxes` and accumulated `clicks` (a challenge step; label map out).
@@ -39,9 +44,14 @@ pub struct SegmentArgs {
     pub text: Vec<String>,
     #[command(flatten)]
     pub model: ModelArgs,
-    /// The mask: .nii / .nii.gz (the image's geometry) or .npz (challenge `segs`).
+    /// The mask: .nii / .nii.gz (the image's geometry), .npz (challenge `segs`), or for a
+    /// DICOM image a DICOM SEG (`.dcm`) referencing its series.
     #[arg(long)]
     pub out: PathBuf,
+    /// The segment's name in a DICOM SEG (coded as the structure when known, e.g. liver;
+    /// default: the --text names, else "SegVol segmentation").
+    #[arg(long)]
+    pub name: Option<String>,
     /// Also write the logits on the image grid as float32 .npy.
     #[arg(long)]
     pub logits: Option<PathBuf>,
@@ -306,7 +316,25 @@ pub fn run(args: &SegmentArgs) -> Result<()> {
         );
     }
     crate::case::check_voxels(&args.image, args.model.max_voxels)?;
-    let img = read_image(&args.image)?;
+    let pick = args.series.as_deref().map_or(
+        segvol_io::dicom::SeriesPick::Only,
+        segvol_io::dicom::SeriesPick::parse,
+    );
+    let in_kind = FileKind::of(&args.image)?;
+    if out_kind == FileKind::Dicom && in_kind != FileKind::Dicom {
+        bail!(
+            "{}: a DICOM SEG references the DICOM series it segments; {} is not DICOM (write \
+             .nii.gz instead)",
+            args.out.display(),
+            args.image.display()
+        );
+    }
+    let (img, series) = if in_kind == FileKind::Dicom {
+        let s = segvol_io::dicom::read_series(&args.image, &pick)?;
+        (s.volume, Some(s.info))
+    } else {
+        (read_image(&args.image)?, None)
+    };
     let dims = img.dims();
     let clicks: Vec<VoxelClick> = parse_clicks(&args.points)?
         .into_iter()
@@ -362,8 +390,40 @@ pub fn run(args: &SegmentArgs) -> Result<()> {
         affine: vol.affine,
         header: vol.header.clone(),
     };
-    match out_kind {
-        FileKind::Npz => write_segs(&args.out, &mvol)?,
+    match (out_kind, &series) {
+        (FileKind::Npz, _) => write_segs(&args.out, &mvol)?,
+        (FileKind::Dicom, Some(info)) => {
+            if voxels == 0 {
+                bail!(
+                    "{}: nothing was segmented, and a DICOM SEG needs at least one frame (no \
+                     file written)",
+                    args.out.display()
+                );
+            }
+            let names: Vec<String> = match (&args.name, args.text.len()) {
+                (Some(n), _) => vec![n.clone()],
+                (None, 0) => vec!["SegVol segmentation".into()],
+                (None, _) => args.text.clone(),
+            };
+            let opts = segvol_io::dicom::SegOptions {
+                segments: names
+                    .iter()
+                    .enumerate()
+                    .map(|(i, n)| {
+                        let label = u8::try_from(i + 1).unwrap_or(u8::MAX);
+                        segvol_io::dicom::SegSegment {
+                            label,
+                            name: n.clone(),
+                            color: segvol_io::dicom::default_color(label),
+                        }
+                    })
+                    .filter(|s| mvol.data.contains(&s.label))
+                    .collect(),
+                algorithm_version: args.model.weights_label(),
+                ..Default::default()
+            };
+            segvol_io::dicom::write_seg(&args.out, &mvol, info, &opts)?;
+        }
         _ => write_nifti(&args.out, &mvol)?,
     }
     if let Some(p) = &args.preview {

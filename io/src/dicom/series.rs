@@ -32,6 +32,9 @@ const GAP_TOL: f64 = 0.02;
 /// The Segmentation Storage SOP class: never an image to segment.
 pub(crate) const SEG_SOP_CLASS: &str = "1.2.840.10008.5.1.4.1.1.66.4";
 
+/// The Media Storage Directory SOP class: a DICOMDIR, whatever its file is called.
+const MEDIA_STORAGE_DIRECTORY: &str = "1.2.840.10008.1.3.10";
+
 /// Which series of a folder to read.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum SeriesPick {
@@ -189,10 +192,12 @@ fn input_files(input: &Path) -> Result<Vec<PathBuf>> {
         for p in entries {
             if p.is_dir() {
                 stack.push(p);
-            } else if !p
-                .file_name()
-                .is_some_and(|n| n.to_string_lossy().eq_ignore_ascii_case("DICOMDIR"))
-            {
+            } else if !p.file_name().is_some_and(|n| {
+                // DICOMDIR indexes (and copies named DICOMDIR-…) repeat what the files say.
+                n.to_string_lossy()
+                    .to_ascii_uppercase()
+                    .starts_with("DICOMDIR")
+            }) {
                 out.push(p);
             }
         }
@@ -275,6 +280,10 @@ fn scan(input: &Path) -> Result<Scan> {
     let mut at: BTreeMap<String, usize> = BTreeMap::new();
     for f in &files {
         let Some(h) = read_header(f)? else { continue };
+        if sop_class(&h) == MEDIA_STORAGE_DIRECTORY {
+            // Another DICOMDIR (an index, under any file name): it holds no image.
+            continue;
+        }
         let uid = h
             .str(tags::SERIES_INSTANCE_UID)
             .ok_or_else(|| dicom_err(f, "no SeriesInstanceUID: not an image of a series"))?;
