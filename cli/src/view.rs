@@ -15,9 +15,14 @@ use crate::case::{CorrectorSource, ModelArgs, ModelFiles, check_voxels};
 
 #[derive(Args, Debug)]
 pub struct ViewArgs {
-    /// The image: .nii / .nii.gz (shown as it is), or a challenge .npz / .npy.
+    /// The image: .nii / .nii.gz (shown as it is), a challenge .npz / .npy, or DICOM (a
+    /// folder of slices, a DICOMDIR or a multi-frame .dcm).
     pub image: PathBuf,
-    /// "Save" also writes the label map here (NIfTI, the image's geometry).
+    /// Which series of a DICOM folder: its number in `segvol info`'s listing or its UID.
+    #[arg(long)]
+    pub series: Option<String>,
+    /// "Save" also writes the label map here: NIfTI (the image's geometry), or for a DICOM
+    /// image a DICOM SEG (`.dcm`, one segment per label) referencing its series.
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Address (127.0.0.1: this machine only).
@@ -78,12 +83,20 @@ impl BackendTask for Task {
             )?;
             let labels = replay(&mut s, &actions)?;
             let out = self.args_out.context("--replay needs --out")?;
-            let bytes = labels_nifti(&self.geom, &labels).map_err(anyhow::Error::msg)?;
-            let tmp = out.with_extension("part");
-            std::fs::write(&tmp, bytes)
-                .with_context(|| format!("{}: cannot write", tmp.display()))?;
-            std::fs::rename(&tmp, &out)
-                .with_context(|| format!("{}: cannot write", out.display()))?;
+            if let Some(save) = &self.image.save {
+                save(&labels, &out).map_err(anyhow::Error::msg)?;
+                out!("replayed {} actions into {}", actions.len(), out.display());
+                return Ok(());
+            }
+            // write_nifti: gzip by the name, temporary file then rename.
+            let v = Volume {
+                data: labels,
+                dims: self.geom.dims,
+                spacing: self.geom.spacing,
+                affine: self.geom.affine,
+                header: self.geom.header.clone(),
+            };
+            write_nifti(&out, &v)?;
             out!("replayed {} actions into {}", actions.len(), out.display());
             return Ok(());
         }
@@ -116,17 +129,40 @@ pub fn run(args: &ViewArgs) -> Result<()> {
     if files.is_shipped() && files.corrector.is_none() {
         files.corrector = Some(CorrectorSource::Shipped);
     }
+    let is_dicom = segvol_io::FileKind::of(&args.image).ok() == Some(segvol_io::FileKind::Dicom);
+    let seg_out = args
+        .out
+        .as_ref()
+        .is_some_and(|o| segvol_io::FileKind::of(o).ok() == Some(segvol_io::FileKind::Dicom));
     if let Some(out) = &args.out {
         crate::case::refuse_same(&args.image, out, "--out")?;
-        if !is_nifti(out) {
+        if seg_out && !is_dicom {
             bail!(
-                "{}: the label map is written as .nii or .nii.gz",
+                "{}: a DICOM SEG references the DICOM series it segments; {} is not DICOM \
+                 (write .nii.gz instead)",
+                out.display(),
+                args.image.display()
+            );
+        }
+        if !is_nifti(out) && !seg_out {
+            bail!(
+                "{}: the label map is written as .nii or .nii.gz (or .dcm, a DICOM SEG, for a \
+                 DICOM image)",
                 out.display()
             );
         }
     }
     check_voxels(&args.image, args.model.max_voxels)?;
-    let img = read_image(&args.image)?;
+    let pick = args.series.as_deref().map_or(
+        segvol_io::dicom::SeriesPick::Only,
+        segvol_io::dicom::SeriesPick::parse,
+    );
+    let (img, series) = if is_dicom {
+        let s = segvol_io::dicom::read_series(&args.image, &pick)?;
+        (s.volume, Some(s.info))
+    } else {
+        (read_image(&args.image)?, None)
+    };
     let geom = img.to_f32();
     drop(img);
     segvol_io::check_image(&args.image, geom.dims, &geom.data)?;
@@ -166,7 +202,37 @@ pub fn run(args: &ViewArgs) -> Result<()> {
     let mut geom = geom;
     let data = std::mem::take(&mut geom.data);
     let g2 = geom.clone();
+    let save: Option<segvol_serve::ui::SaveLabels> = match series {
+        Some(info) if seg_out => {
+            let g3 = geom.clone();
+            let version = args.model.weights_label();
+            Some(Box::new(move |l: &[u8], out: &Path| {
+                // `g3` holds the geometry only (its voxels went to the session).
+                let v = Volume {
+                    data: l.to_vec(),
+                    dims: g3.dims,
+                    spacing: g3.spacing,
+                    affine: g3.affine,
+                    header: None,
+                };
+                if !v.data.iter().any(|&x| x > 0) {
+                    return Err("nothing is labelled yet: a DICOM SEG needs at least one \
+                                segment (nothing written)"
+                        .into());
+                }
+                let opts = segvol_io::dicom::SegOptions {
+                    algorithm_version: version.clone(),
+                    ..Default::default()
+                };
+                segvol_io::dicom::write_seg(out, &v, &info, &opts)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            }))
+        }
+        _ => None,
+    };
     let image = ViewImage {
+        save,
         file,
         name,
         data,

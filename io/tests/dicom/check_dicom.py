@@ -256,6 +256,30 @@ def main():
         check("segment refuses a SEG for a NIfTI image", rc != 0 and "not DICOM" in se
               and not os.path.exists(os.path.join(tmp, "x.dcm")), se)
 
+        # --- segvol view on a DICOM folder: Save (here its --replay) writes a SEG ---
+        actions = os.path.join(tmp, "actions.json")
+        with open(actions, "w") as fh:
+            fh.write('[{"action":"box","lo":[4,10,8],"hi":[12,30,28]},'
+                     '{"action":"point","zyx":[8,20,18],"fg":true},{"action":"next"},'
+                     '{"action":"box","lo":[14,5,5],"hi":[18,15,15]}]')
+        vseg, vnii = os.path.join(tmp, "view.dcm"), os.path.join(tmp, "view.nii.gz")
+        r1 = run(segvol, "view", src, "--replay", actions, "--out", vseg)
+        r2 = run(segvol, "view", src, "--replay", actions, "--out", vnii)
+        check("view DIR --replay --out .dcm and .nii.gz run", r1[0] == 0 and r2[0] == 0, r1[2] + r2[2])
+        if r1[0] == 0 and r2[0] == 0:
+            lab = np.transpose(np.asarray(nib.load(vnii).dataobj), (2, 1, 0))
+            vs = hd.seg.segread(vseg)
+            nums = sorted(int(n) for n in vs.segment_numbers)
+            px = vs.get_pixels_by_source_instance(source_sop_instance_uids=uids, segment_numbers=nums)
+            rebuilt = np.zeros(lab.shape, np.uint8)
+            for k, n in enumerate(nums):
+                rebuilt[px[..., k] > 0] = n
+            check(f"view's SEG (segments {nums}) holds the label map view writes as NIfTI",
+                  nums == [1, 2] and np.array_equal(rebuilt, lab))
+            v = subprocess.run(["dciodvfy", vseg], capture_output=True, text=True)
+            check("dciodvfy: no error in view's two-segment SEG",
+                  not [l for l in (v.stdout + v.stderr).splitlines() if l.startswith("Error")])
+
         # --- a SEG written by highdicom reads back into our label map ---
         src_ds = [d for _, d in slices]
         labels = np.zeros((len(src_ds), src_ds[0].Rows, src_ds[0].Columns), np.uint8)
