@@ -621,6 +621,89 @@ fn check_transfer_syntax(path: &Path, obj: &DefaultDicomObject) -> Result<()> {
     }
 }
 
+/// The RLE Lossless transfer syntax.
+const RLE_LOSSLESS: &str = "1.2.840.10008.1.2.5";
+
+/// Checks the header of frame `k`'s RLE fragment (PS3.5 G.3.1: 64 bytes, at most 15
+/// segments, offsets inside the fragment) before dicom-rs reads it: its decoder allocates a
+/// table of the declared segment count and slices by the declared offsets unchecked.
+fn check_rle_fragment(path: &Path, obj: &DefaultDicomObject, k: u32) -> Result<()> {
+    if obj.meta().transfer_syntax().trim_end_matches('\0') != RLE_LOSSLESS {
+        return Ok(());
+    }
+    let bad = |d: String| dicom_err(path, format!("malformed RLE pixel data: {d}"));
+    let frags = obj
+        .get(tags::PIXEL_DATA)
+        .and_then(|e| e.value().fragments())
+        .ok_or_else(|| bad("no encapsulated fragments".into()))?;
+    let frag = frags
+        .get(k as usize)
+        .ok_or_else(|| bad(format!("no fragment for frame {}", k + 1)))?;
+    if frag.len() < 64 {
+        return Err(bad(format!(
+            "a {}-byte fragment is shorter than its 64-byte header",
+            frag.len()
+        )));
+    }
+    let word = |i: usize| u32::from_le_bytes([frag[i], frag[i + 1], frag[i + 2], frag[i + 3]]);
+    let n = word(0) as usize;
+    if n == 0 || n > 15 {
+        return Err(bad(format!("{n} segments (1 to 15 allowed)")));
+    }
+    let mut offsets = Vec::with_capacity(n + 1);
+    for i in 0..n {
+        let off = word(4 + 4 * i) as usize;
+        if off < offsets.last().copied().unwrap_or(64) || off > frag.len() {
+            return Err(bad(format!(
+                "segment {} starts at byte {off}, outside the {}-byte fragment or before the \
+                 previous one",
+                i + 1,
+                frag.len()
+            )));
+        }
+        offsets.push(off);
+    }
+    offsets.push(frag.len());
+    // Every segment must unpack to a whole frame plane: dicom-rs copies rows × columns bytes
+    // out of each without checking how many it got.
+    let plane = match (int_of(obj, tags::ROWS), int_of(obj, tags::COLUMNS)) {
+        (Some(r), Some(c)) if r > 0 && c > 0 => (r * c) as usize,
+        _ => return Err(bad("no usable Rows/Columns".into())),
+    };
+    for i in 0..n {
+        let got = packbits_len(&frag[offsets[i]..offsets[i + 1]]);
+        if got < plane {
+            return Err(bad(format!(
+                "segment {} of frame {} unpacks to {got} bytes, a frame plane needs {plane}",
+                i + 1,
+                k + 1
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// How many bytes a PackBits stream (RLE's segment coding, PS3.5 G.3.1) unpacks to, counting
+/// only what the stream really holds. A validator only: dicom-rs does the decoding.
+fn packbits_len(seg: &[u8]) -> usize {
+    let (mut i, mut out) = (0usize, 0usize);
+    while i < seg.len() {
+        let n = seg[i] as i8;
+        i += 1;
+        if n >= 0 {
+            let take = (n as usize + 1).min(seg.len() - i);
+            out += take;
+            i += take;
+        } else if n != -128 {
+            if i < seg.len() {
+                out += (1 - i32::from(n)) as usize;
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
 /// Reads one series of a DICOM folder (recursively), DICOMDIR or file into a volume.
 ///
 /// # Errors
@@ -817,22 +900,35 @@ pub fn read_series(input: impl AsRef<Path>, pick: &SeriesPick) -> Result<DicomSe
         let Some((_, obj)) = cached.as_ref() else {
             unreachable!("just cached")
         };
-        let decoded = obj
-            .decode_pixel_data_frame(f.frame.map_or(0, |k| k - 1))
-            .map_err(|e| dicom_err(path, format!("cannot decode its pixel data: {e}")))?;
-        if decoded.samples_per_pixel() != 1 {
-            return Err(dicom_err(
-                path,
-                format!(
+        let k = f.frame.map_or(0, |k| k - 1);
+        check_rle_fragment(path, obj, k)?;
+        // dicom-rs' decoders still index past the end of some malformed streams (a short RLE
+        // segment, found by tests/dicom.rs' damaged files): such a panic is caught here and
+        // reported as this file's error, so a bad file never brings the program down.
+        let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let d = obj
+                .decode_pixel_data_frame(k)
+                .map_err(|e| format!("cannot decode its pixel data: {e}"))?;
+            if d.samples_per_pixel() != 1 {
+                return Err(format!(
                     "a colour image ({} samples per pixel): only greyscale CT/MR/PET can be \
                      segmented",
-                    decoded.samples_per_pixel()
-                ),
-            ));
-        }
-        let vals: Vec<f64> = decoded
-            .to_vec_frame_with_options(0, &raw)
-            .map_err(|e| dicom_err(path, format!("cannot convert its pixel data: {e}")))?;
+                    d.samples_per_pixel()
+                ));
+            }
+            d.to_vec_frame_with_options::<f64>(0, &raw)
+                .map_err(|e| format!("cannot convert its pixel data: {e}"))
+        }));
+        let vals = match decoded {
+            Ok(Ok(v)) => v,
+            Ok(Err(e)) => return Err(dicom_err(path, e)),
+            Err(_) => {
+                return Err(dicom_err(
+                    path,
+                    "its pixel data is malformed (the decoder failed on it)",
+                ));
+            }
+        };
         if vals.len() != per {
             return Err(dicom_err(
                 path,
