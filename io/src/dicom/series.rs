@@ -11,13 +11,15 @@
 //! negated, the one place where LPS becomes RAS. nibabel's `nibabel.nicom` and dcm2niix (which
 //! also flips rows for display) describe the same world positions for the same voxels.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use dicom_dictionary_std::tags;
 use dicom_object::{DefaultDicomObject, InMemDicomObject, OpenFileOptions, Tag};
 use dicom_pixeldata::{ConvertOptions, ModalityLutOption, PixelDecoder};
 use dicom_transfer_syntax_registry::{TransferSyntaxIndex, TransferSyntaxRegistry};
+
+use rayon::prelude::*;
 
 use crate::AnyVolume;
 use crate::error::{IoError, Result};
@@ -621,6 +623,248 @@ fn check_transfer_syntax(path: &Path, obj: &DefaultDicomObject) -> Result<()> {
     }
 }
 
+/// Opens a whole file (pixel data included) and checks it holds pixels this build decodes.
+fn open_image_file(path: &Path) -> Result<DefaultDicomObject> {
+    let obj = OpenFileOptions::new()
+        .open_file(path)
+        .map_err(|e| dicom_err(path, format!("not a readable DICOM file: {e}")))?;
+    if obj.get(tags::PIXEL_DATA).is_none() {
+        return Err(dicom_err(path, "no Pixel Data (7FE0,0010): not an image"));
+    }
+    check_transfer_syntax(path, &obj)?;
+    Ok(obj)
+}
+
+/// Transfer syntaxes whose Pixel Data element holds the samples as they are, little-endian.
+const NATIVE_LE: [&str; 3] = [
+    "1.2.840.10008.1.2",
+    "1.2.840.10008.1.2.1",
+    "1.2.840.10008.1.2.1.99",
+];
+
+/// A voxel type the reader fills: `f32`, or `i16` when the headers promise whole values in
+/// its range.
+trait Sample: Copy + Default + Send + Sync {
+    fn from_f64(v: f64) -> Self;
+}
+
+impl Sample for f32 {
+    fn from_f64(v: f64) -> Self {
+        v as f32
+    }
+}
+
+impl Sample for i16 {
+    fn from_f64(v: f64) -> Self {
+        v as i16
+    }
+}
+
+/// Whether frame `f`'s stored values, rescaled, are whole numbers in int16's range whatever
+/// they are: whole slope and intercept, and the range its BitsStored and PixelRepresentation
+/// allow mapped inside int16.
+fn fits_i16(f: &Frame<'_>) -> bool {
+    let (slope, intercept) = f.rescale;
+    let obj: &InMemDicomObject = &f.h.obj;
+    let bits = int_of(obj, tags::BITS_ALLOCATED).unwrap_or(16);
+    let stored = int_of(obj, tags::BITS_STORED).unwrap_or(bits).clamp(1, 32);
+    let (lo, hi) = if int_of(obj, tags::PIXEL_REPRESENTATION) == Some(1) {
+        (
+            -(2f64.powi(stored as i32 - 1)),
+            2f64.powi(stored as i32 - 1) - 1.0,
+        )
+    } else {
+        (0.0, 2f64.powi(stored as i32) - 1.0)
+    };
+    let (a, b) = (lo * slope + intercept, hi * slope + intercept);
+    slope.fract() == 0.0
+        && intercept.fract() == 0.0
+        && a.min(b) >= f64::from(i16::MIN)
+        && a.max(b) <= f64::from(i16::MAX)
+}
+
+/// Frame `k` of `obj` rescaled into `out` (rows × columns values).
+fn frame_values<T: Sample>(
+    obj: &DefaultDicomObject,
+    k: u32,
+    (slope, intercept): (f64, f64),
+    [rows, cols]: [usize; 2],
+    out: &mut [T],
+) -> std::result::Result<(), String> {
+    let per = rows * cols;
+    let attr = |t: Tag| int_of(obj, t);
+    let spp = attr(tags::SAMPLES_PER_PIXEL).unwrap_or(1);
+    if spp != 1 {
+        return Err(format!(
+            "a colour image ({spp} samples per pixel): only greyscale CT/MR/PET can be \
+             segmented"
+        ));
+    }
+    let ts = obj.meta().transfer_syntax().trim_end_matches('\0');
+    let decoded;
+    let all;
+    let (bytes, bits, stored, signed): (&[u8], i64, i64, bool) = if NATIVE_LE.contains(&ts) {
+        let bits = attr(tags::BITS_ALLOCATED).unwrap_or(16);
+        let stored = attr(tags::BITS_STORED).unwrap_or(bits);
+        let signed = attr(tags::PIXEL_REPRESENTATION) == Some(1);
+        all = obj
+            .get(tags::PIXEL_DATA)
+            .ok_or("no Pixel Data")?
+            .to_bytes()
+            .map_err(|e| format!("its pixel data is not plain bytes: {e}"))?;
+        let fb = per * (bits.max(8) as usize / 8);
+        let at = k as usize * fb;
+        let frame = all.get(at..at + fb).ok_or_else(|| {
+            format!(
+                "its pixel data holds {} bytes, short of frame {} ({fb} bytes from byte {at})",
+                all.len(),
+                k + 1
+            )
+        })?;
+        (frame, bits, stored, signed)
+    } else if obj
+        .get(tags::PIXEL_DATA)
+        .is_some_and(|e| e.value().fragments().is_some())
+    {
+        decoded = obj
+            .decode_pixel_data_frame(k)
+            .map_err(|e| format!("cannot decode its pixel data: {e}"))?;
+        if decoded.samples_per_pixel() != 1 {
+            return Err(format!(
+                "a colour image ({} samples per pixel): only greyscale CT/MR/PET can be \
+                 segmented",
+                decoded.samples_per_pixel()
+            ));
+        }
+        let bits = i64::from(decoded.bits_allocated());
+        (
+            decoded.data(),
+            bits,
+            i64::from(decoded.bits_stored()).min(bits),
+            decoded.pixel_representation() == dicom_pixeldata::PixelRepresentation::Signed,
+        )
+    } else {
+        // Anything else (big endian): dicom-pixeldata's own conversion, slower but general.
+        let d = obj
+            .decode_pixel_data_frame(k)
+            .map_err(|e| format!("cannot decode its pixel data: {e}"))?;
+        let raw = ConvertOptions::new().with_modality_lut(ModalityLutOption::None);
+        let v: Vec<f64> = d
+            .to_vec_frame_with_options(0, &raw)
+            .map_err(|e| format!("cannot convert its pixel data: {e}"))?;
+        if v.len() != per {
+            return Err(format!(
+                "its pixel data holds {} values for a {rows}×{cols} frame",
+                v.len()
+            ));
+        }
+        for (o, x) in out.iter_mut().zip(v) {
+            *o = T::from_f64(x * slope + intercept);
+        }
+        return Ok(());
+    };
+    let width = match bits {
+        8 => 1,
+        16 => 2,
+        32 => 4,
+        b => return Err(format!("{b} bits allocated per sample: not a CT/MR image")),
+    };
+    if bytes.len() < per * width {
+        return Err(format!(
+            "its pixel data holds {} bytes for a {rows}×{cols} frame of {bits}-bit samples",
+            bytes.len()
+        ));
+    }
+    let stored = stored.clamp(1, bits) as u32;
+    let shift = 64 - stored;
+    // A stored value: the low `stored` bits, sign-extended when signed (PS3.5 8.1.1).
+    let sample = |c: &[u8]| -> i64 {
+        let mut w = 0u64;
+        for (i, b) in c.iter().enumerate() {
+            w |= u64::from(*b) << (8 * i);
+        }
+        if signed {
+            ((w << shift) as i64) >> shift
+        } else {
+            ((w << shift) >> shift) as i64
+        }
+    };
+    // The common case, 16-bit samples stored in all 16 bits, gets its own loop.
+    if width == 2 && stored == 16 {
+        for (o, c) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+            let x = if signed {
+                f64::from(i16::from_le_bytes([c[0], c[1]]))
+            } else {
+                f64::from(u16::from_le_bytes([c[0], c[1]]))
+            };
+            *o = T::from_f64(x * slope + intercept);
+        }
+        return Ok(());
+    }
+    for (o, c) in out.iter_mut().zip(bytes.chunks_exact(width)) {
+        *o = T::from_f64(sample(c) as f64 * slope + intercept);
+    }
+    Ok(())
+}
+
+/// What the pixel pass needs: the sorted frames, the multi-frame files opened once.
+struct Decode<'a, 'h> {
+    frames: &'a [Frame<'h>],
+    shared: &'a HashMap<&'h Path, DefaultDicomObject>,
+    input: &'a Path,
+    size: [usize; 2],
+}
+
+impl Decode<'_, '_> {
+    /// Every frame's pixels, rescaled, in slice order: one rayon task per slice, each writing
+    /// its own part of the volume.
+    fn decode<T: Sample>(&self) -> Result<Vec<T>> {
+        let [rows, cols] = self.size;
+        let per = rows * cols;
+        let n = self.frames.len();
+        let total = per
+            .checked_mul(n)
+            .ok_or_else(|| dicom_err(self.input, "the series' size overflows"))?;
+        let mut data: Vec<T> = Vec::new();
+        // Only the headers vouch for this size so far: ask, rather than abort, when it is
+        // absurd.
+        data.try_reserve_exact(total).map_err(|_| {
+            dicom_err(
+                self.input,
+                format!("{n} slices of {rows}×{cols} do not fit in memory"),
+            )
+        })?;
+        data.resize(total, T::default());
+        data.par_chunks_mut(per)
+            .zip(self.frames.par_iter())
+            .try_for_each(|(out, f)| {
+                let path = &f.h.path;
+                let owned;
+                let obj = match self.shared.get(path.as_path()) {
+                    Some(o) => o,
+                    None => {
+                        owned = open_image_file(path)?;
+                        &owned
+                    }
+                };
+                let k = f.frame.map_or(0, |k| k - 1);
+                check_rle_fragment(path, obj, k)?;
+                // dicom-rs' decoders still index past the end of some malformed streams (a
+                // short RLE segment, found by tests/dicom.rs' damaged files): such a panic is
+                // caught here and reported as this file's error, so a bad file never brings
+                // the program down.
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    frame_values(obj, k, f.rescale, [rows, cols], out)
+                }))
+                .unwrap_or_else(|_| {
+                    Err("its pixel data is malformed (the decoder failed on it)".into())
+                })
+                .map_err(|e| dicom_err(path, e))
+            })?;
+        Ok(data)
+    }
+}
+
 /// The RLE Lossless transfer syntax.
 const RLE_LOSSLESS: &str = "1.2.840.10008.1.2.5";
 
@@ -877,78 +1121,29 @@ pub fn read_series(input: impl AsRef<Path>, pick: &SeriesPick) -> Result<DicomSe
             .unwrap_or(1.0)
     };
 
-    // Pixels, in slice order; each file is decoded once (a multi-frame file's frames are
-    // contiguous in its own order, so one cached file serves them all).
+    // Pixels (Decode::decode); a multi-frame file is opened once, shared by its frames' tasks.
     let [rows, cols] = size;
-    let per = rows * cols;
-    let mut data: Vec<f32> = Vec::new();
-    let mut integral = true;
-    let mut cached: Option<(PathBuf, DefaultDicomObject)> = None;
-    let raw = ConvertOptions::new().with_modality_lut(ModalityLutOption::None);
-    for f in &frames {
-        let path = &f.h.path;
-        if cached.as_ref().is_none_or(|(p, _)| p != path) {
-            let obj = OpenFileOptions::new()
-                .open_file(path)
-                .map_err(|e| dicom_err(path, format!("not a readable DICOM file: {e}")))?;
-            if obj.get(tags::PIXEL_DATA).is_none() {
-                return Err(dicom_err(path, "no Pixel Data (7FE0,0010): not an image"));
-            }
-            check_transfer_syntax(path, &obj)?;
-            cached = Some((path.clone(), obj));
-        }
-        let Some((_, obj)) = cached.as_ref() else {
-            unreachable!("just cached")
-        };
-        let k = f.frame.map_or(0, |k| k - 1);
-        check_rle_fragment(path, obj, k)?;
-        // dicom-rs' decoders still index past the end of some malformed streams (a short RLE
-        // segment, found by tests/dicom.rs' damaged files): such a panic is caught here and
-        // reported as this file's error, so a bad file never brings the program down.
-        let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let d = obj
-                .decode_pixel_data_frame(k)
-                .map_err(|e| format!("cannot decode its pixel data: {e}"))?;
-            if d.samples_per_pixel() != 1 {
-                return Err(format!(
-                    "a colour image ({} samples per pixel): only greyscale CT/MR/PET can be \
-                     segmented",
-                    d.samples_per_pixel()
-                ));
-            }
-            d.to_vec_frame_with_options::<f64>(0, &raw)
-                .map_err(|e| format!("cannot convert its pixel data: {e}"))
-        }));
-        let vals = match decoded {
-            Ok(Ok(v)) => v,
-            Ok(Err(e)) => return Err(dicom_err(path, e)),
-            Err(_) => {
-                return Err(dicom_err(
-                    path,
-                    "its pixel data is malformed (the decoder failed on it)",
-                ));
-            }
-        };
-        if vals.len() != per {
-            return Err(dicom_err(
-                path,
-                format!(
-                    "its pixel data holds {} values for a {rows}×{cols} frame",
-                    vals.len()
-                ),
-            ));
-        }
-        let (slope, intercept) = f.rescale;
-        for v in vals {
-            let hu = v * slope + intercept;
-            integral &=
-                hu.fract() == 0.0 && (f64::from(i16::MIN)..=f64::from(i16::MAX)).contains(&hu);
-            data.push(hu as f32);
+    let mut shared: HashMap<&Path, DefaultDicomObject> = HashMap::new();
+    for f in frames.iter().filter(|f| f.frame.is_some()) {
+        if !shared.contains_key(f.h.path.as_path()) {
+            shared.insert(&f.h.path, open_image_file(&f.h.path)?);
         }
     }
-
+    let ctx = Decode {
+        frames: &frames,
+        shared: &shared,
+        input,
+        size,
+    };
     let dims = [n, rows, cols];
     let spacing = [slice_spacing, frames[0].spacing[0], frames[0].spacing[1]];
+    let mk = |e: crate::volume::ShapeError| dicom_err(input, e.to_string());
+    let mut volume = if frames.iter().all(fits_i16) {
+        AnyVolume::I16(Volume::new(ctx.decode::<i16>()?, dims, spacing).map_err(mk)?)
+    } else {
+        AnyVolume::F32(Volume::new(ctx.decode::<f32>()?, dims, spacing).map_err(mk)?)
+    };
+
     let p0 = frames[0].position;
     let step = if n > 1 {
         sub(frames[n - 1].position, p0).map(|v| v / (n - 1) as f64)
@@ -968,17 +1163,11 @@ pub fn read_series(input: impl AsRef<Path>, pick: &SeriesPick) -> Result<DicomSe
         ];
     }
     affine[3] = [0.0, 0.0, 0.0, 1.0];
-    let mk = |e: crate::volume::ShapeError| dicom_err(input, e.to_string());
-    let volume = if integral {
-        let mut v =
-            Volume::new(data.iter().map(|&x| x as i16).collect(), dims, spacing).map_err(mk)?;
-        v.affine = affine;
-        AnyVolume::I16(v)
-    } else {
-        let mut v = Volume::new(data, dims, spacing).map_err(mk)?;
-        v.affine = affine;
-        AnyVolume::F32(v)
-    };
+    match &mut volume {
+        AnyVolume::I16(v) => v.affine = affine,
+        AnyVolume::F32(v) => v.affine = affine,
+        _ => {}
+    }
 
     let mut context = InMemDicomObject::new_empty();
     for &t in CONTEXT_TAGS {
