@@ -31,10 +31,19 @@ import highdicom as hd
 import nibabel as nib
 import numpy as np
 import pydicom
-from pydicom.data import get_testdata_file
+import pydicom.data
 from pydicom.sr.codedict import codes
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+PYDICOM_FILES = os.path.join(os.path.dirname(pydicom.data.__file__), "test_files")
+
+
+def get_testdata_file(name):
+    """A file shipped inside pydicom's wheel (never pydicom's downloader: no network here)."""
+    p = os.path.join(PYDICOM_FILES, name)
+    if not os.path.exists(p):
+        raise SystemExit(f"{p}: not in this pydicom package")
+    return p
 PASSED = 0
 FAILED = []
 
@@ -142,7 +151,7 @@ def main():
         ref, err = read_back(segvol, mr_small, os.path.join(tmp, "mr_small.nii.gz"))
         want = pydicom.dcmread(mr_small).pixel_array.astype(np.float64)
         check("pydicom MR_small.dcm reads", ref is not None and np.array_equal(np.asarray(ref.dataobj)[:, :, 0].T, want), err)
-        for f in ["MR_small_RLE.dcm", "MR_small_jp2klossless.dcm"]:
+        for f in ["MR_small_RLE.dcm", "MR_small_jp2klossless.dcm", "MR_small_bigendian.dcm"]:
             got, err = read_back(segvol, get_testdata_file(f), os.path.join(tmp, f + ".nii.gz"))
             check(f"pydicom {f} decodes to MR_small's pixels", got is not None and ref is not None
                   and np.array_equal(np.asarray(got.dataobj), np.asarray(ref.dataobj)), err)
@@ -168,6 +177,21 @@ def main():
         refuses(segvol, tmp, "unsupported transfer syntax", get_testdata_file("MR_small_jpeg_ls_lossless.dcm"), "JPEG-LS")
         refuses(segvol, tmp, "truncated file", get_testdata_file("MR_truncated.dcm"), "MR_truncated.dcm")
         refuses(segvol, tmp, "non-image object", get_testdata_file("rtplan.dcm"), "no image series")
+        refuses(segvol, tmp, "no geometry (secondary capture)", get_testdata_file("SC_rgb_rle.dcm"),
+                "no usable ImagePositionPatient")
+        rgb = pydicom.dcmread(get_testdata_file("SC_rgb_rle.dcm"))
+        rgb.ImagePositionPatient, rgb.ImageOrientationPatient = [0, 0, 0], [1, 0, 0, 0, 1, 0]
+        rgb.PixelSpacing = [1, 1]
+        rgb_path = os.path.join(tmp, "rgb.dcm")
+        rgb.save_as(rgb_path)
+        refuses(segvol, tmp, "colour image", rgb_path, "a colour image")
+        dup = os.path.join(tmp, "duplicate")
+        shutil.copytree(axial, dup)
+        d = pydicom.dcmread(sorted(glob.glob(os.path.join(dup, "*")))[4])
+        d.SOPInstanceUID = pydicom.uid.generate_uid()
+        d.file_meta.MediaStorageSOPInstanceUID = d.SOPInstanceUID
+        d.save_as(os.path.join(dup, "zz_second_echo.dcm"))
+        refuses(segvol, tmp, "two slices at one position", dup, "two slices at the same position")
         hole = os.path.join(tmp, "hole")
         make(ct, hole, "--drop", "9")
         refuses(segvol, tmp, "a missing slice", hole, "uneven slice gaps")
