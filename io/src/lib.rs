@@ -340,7 +340,8 @@ pub fn check_image(path: &Path, dims: [usize; 3], data: &[f32]) -> Result<()> {
 }
 
 /// The number of voxels of the image in `path`, read from its header alone (the NIfTI header;
-/// the `.npy` header; the header of an `.npz`'s `imgs` member): what a command can check before
+/// the `.npy` header; the header of an `.npz`'s `imgs` member; for DICOM, the largest image
+/// series' rows × columns × frames from the files' headers): what a command can check before
 /// it allocates the volume. `None` when the header does not say (the full read then reports
 /// the problem).
 pub fn peek_voxels(path: impl AsRef<Path>) -> Option<u64> {
@@ -363,7 +364,18 @@ pub fn peek_voxels(path: impl AsRef<Path>) -> Option<u64> {
                 .try_fold(1u64, |a, &d| a.checked_mul(u64::from(d)))
         }
         FileKind::Npy => from_npy(&mut std::fs::File::open(path).ok()?),
-        FileKind::Dicom => None,
+        // The largest image series (headers only): what any --series pick can hold at most.
+        FileKind::Dicom => dicom::list_series(path)
+            .ok()?
+            .iter()
+            .filter(|s| s.is_image)
+            .filter_map(|s| {
+                let [r, c] = s.size?;
+                (r as u64)
+                    .checked_mul(c as u64)?
+                    .checked_mul(s.frames as u64)
+            })
+            .max(),
         FileKind::Npz => {
             let f = std::fs::File::open(path).ok()?;
             let mut zip = zip::ZipArchive::new(std::io::BufReader::new(f)).ok()?;

@@ -34,6 +34,8 @@ ap.add_argument("--shared", default=os.environ.get("SEGVOL_SHARED", "../shared")
 ap.add_argument("--image", default="data/nifti/mr_abdomen_multi3_img.nii.gz")
 ap.add_argument("--shot", default=None, help="also keep the screenshot here")
 ap.add_argument("--timeout", type=float, default=60, help="seconds to wait for one step")
+ap.add_argument("--expect-window", default="auto",
+                help="the window the page opens with: auto (MR), soft (a CT in HU)")
 args = ap.parse_args()
 results = []
 
@@ -83,7 +85,14 @@ try:
 
     wait("window.segvol && window.segvol.ready", "page ready")
     first_image = time.perf_counter() - t0
-    check("page loads the image", True, f"{first_image:.1f} s from start to first image")
+    info = json.loads(subprocess.run([args.segvol, "info", image, "--json"], capture_output=True,
+                                     text=True, check=True).stdout)
+    zyx_shape = (info.get("volume") or info)["shape_zyx"]
+    shown = driver.execute_script("return Array.from(window.segvol.nv.volumes[0].dims.slice(1, 4));")
+    check("page shows the image at its size", shown == zyx_shape[::-1],
+          f"NiiVue x,y,z {shown} vs segvol info z,y,x {zyx_shape}; {first_image:.1f} s to first image")
+    win = driver.execute_script("return window.segvol.window;")
+    check(f"first look: window {args.expect_window!r}", win == args.expect_window, win)
     canvas = driver.find_element(By.ID, "gl")
     w, h = canvas.size["width"], canvas.size["height"]
     # The shipped model has no CLIP text tower: the text field stays hidden.

@@ -276,6 +276,11 @@ def main():
         check("pydicom: patient and study copied from the source",
               raw.PatientID == slices[0][1].PatientID and raw.StudyInstanceUID == slices[0][1].StudyInstanceUID
               and raw.FrameOfReferenceUID == slices[0][1].FrameOfReferenceUID)
+        rc, _, se = run(segvol, "segment", "--image", src, *box, "--max-voxels", "1000",
+                        "--out", os.path.join(tmp, "big.dcm"))
+        check("--max-voxels refuses a DICOM series from its headers", rc != 0
+              and "34560 voxels, more than --max-voxels 1000" in se
+              and not os.path.exists(os.path.join(tmp, "big.dcm")), se)
         rc, _, se = run(segvol, "segment", "--image", ct, *box, "--out", os.path.join(tmp, "x.dcm"))
         check("segment refuses a SEG for a NIfTI image", rc != 0 and "not DICOM" in se
               and not os.path.exists(os.path.join(tmp, "x.dcm")), se)
