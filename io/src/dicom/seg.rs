@@ -934,9 +934,9 @@ mod tests {
         assert!(s.len() <= 16, "{s}");
         // "-0.123456789012": 12 decimals fit, so the error is at most half of 1e-12.
         assert!((s.parse::<f64>().unwrap_or(f64::NAN) + 0.123_456_789_012_345_67).abs() <= 5e-13);
-        let s = ds(-1234.567_890_123_456);
+        let s = ds(-1_234.567_890_123_456);
         assert!(s.len() <= 16, "{s}");
-        assert!((s.parse::<f64>().unwrap_or(f64::NAN) + 1234.567_890_123_456).abs() < 1e-10);
+        assert!((s.parse::<f64>().unwrap_or(f64::NAN) + 1_234.567_890_123_456).abs() < 1e-10);
     }
 
     #[test]

@@ -938,11 +938,9 @@ fn packbits_len(seg: &[u8]) -> usize {
             let take = (n as usize + 1).min(seg.len() - i);
             out += take;
             i += take;
-        } else if n != -128 {
-            if i < seg.len() {
-                out += (1 - i32::from(n)) as usize;
-                i += 1;
-            }
+        } else if n != -128 && i < seg.len() {
+            out += (1 - i32::from(n)) as usize;
+            i += 1;
         }
     }
     out
