@@ -4,7 +4,7 @@
 - Series written by pydicom from the development NIfTIs (make_series.py: axial, oblique,
   shuffled names with wrong InstanceNumbers, int16 with slope/intercept, one enhanced
   multi-frame file, RLE and JPEG 2000) read back through `segvol convert` to the NIfTI's
-  voxels and affine (nibabel, ≤ 1e-4 mm).
+  voxels and affine (nibabel, ≤ 1e-4 mm), and to what dcm2niix makes of the same files.
 - Real files shipped in pydicom's package (CT_small, MR_small and its RLE / JPEG 2000 copies,
   a DICOMDIR) read; JPEG-LS refused by name.
 - Each refusal (hole in the stack, tilt, two series, mixed sizes, mixed orientations,
@@ -101,6 +101,28 @@ def refuses(segvol, tmp, name, src, needle, *extra):
     check(f"refuses {name} ({needle!r})", ok, f"rc={rc} stderr={se!r}")
 
 
+def same_as_dcm2niix(segvol, tmp, name):
+    """dcm2niix (Debian's) on the same series: the same world position for every voxel once its
+    axis flips (it stores rows bottom-up) are undone with nibabel's orientation tools."""
+    from nibabel.orientations import apply_orientation, inv_ornt_aff, io_orientation, ornt_transform
+    src = os.path.join(tmp, name)
+    out = os.path.join(tmp, name + "_dcm2niix")
+    os.makedirs(out)
+    p = subprocess.run(["dcm2niix", "-z", "n", "-f", "x", "-o", out, src], capture_output=True, text=True)
+    ours, err = read_back(segvol, src, os.path.join(tmp, name + "_ours.nii"))
+    theirs = glob.glob(os.path.join(out, "x*.nii"))
+    if p.returncode != 0 or ours is None or len(theirs) != 1:
+        check(f"{name}: dcm2niix agrees", False, p.stdout[-500:] + err)
+        return
+    b = nib.load(theirs[0])
+    t = ornt_transform(io_orientation(ours.affine), io_orientation(b.affine))
+    va = apply_orientation(np.asarray(ours.dataobj).astype(np.float64), t)
+    aff = ours.affine @ inv_ornt_aff(t, ours.shape)
+    diff = np.abs(aff - b.affine).max()
+    check(f"{name}: dcm2niix gives the same voxels at the same places (max |Δaffine| {diff:.1e} mm)",
+          np.array_equal(va, np.asarray(b.dataobj).astype(np.float64)) and diff <= 1e-4)
+
+
 def sort_files(d):
     """A series' files sorted along the normal, as the standard says (independent of us)."""
     dss = [(f, pydicom.dcmread(f)) for f in glob.glob(os.path.join(d, "*"))]
@@ -128,6 +150,9 @@ def main():
         same_as_nifti(segvol, tmp, "ct_rle", ct, ["--compress", "rle"])
         same_as_nifti(segvol, tmp, "ct_jpeg2000", ct, ["--compress", "j2k", "--rescale"])
         same_as_nifti(segvol, tmp, "mr_oblique", mr, ["--modality", "MR", "--oblique"])
+
+        for name in ["ct_axial", "ct_oblique_shuffled_rescaled", "ct_enhanced_multiframe", "mr_oblique"]:
+            same_as_dcm2niix(segvol, tmp, name)
 
         # Shuffled file names and order: the identical volume.
         shuffled = os.path.join(tmp, "ct_axial_renamed")
