@@ -166,8 +166,9 @@ pub enum FileKind {
 }
 
 impl FileKind {
-    /// The kind of `path` from its extension (case-insensitive); a folder, a `DICOMDIR`, a
-    /// `.dcm` / `.dicom` name or a file with the DICOM marker is [`FileKind::Dicom`].
+    /// The kind of `path` from its extension (case-insensitive); otherwise a folder, a
+    /// `DICOMDIR`, a `.dcm` / `.dicom` name or a file with the DICOM marker is
+    /// [`FileKind::Dicom`].
     ///
     /// # Errors
     /// [`IoError::UnknownFormat`].
@@ -176,14 +177,16 @@ impl FileKind {
             .file_name()
             .map(|n| n.to_string_lossy().to_ascii_lowercase())
             .unwrap_or_default();
-        if dicom::is_dicom_input(path) {
-            Ok(FileKind::Dicom)
-        } else if name.ends_with(".nii") || name.ends_with(".nii.gz") {
+        // The NIfTI / numpy names first: a folder called `x.nii.gz` is a mistaken NIfTI path
+        // (its error says "directory"), not a DICOM folder.
+        if name.ends_with(".nii") || name.ends_with(".nii.gz") {
             Ok(FileKind::Nifti)
         } else if name.ends_with(".npz") {
             Ok(FileKind::Npz)
         } else if name.ends_with(".npy") {
             Ok(FileKind::Npy)
+        } else if dicom::is_dicom_input(path) {
+            Ok(FileKind::Dicom)
         } else {
             Err(IoError::UnknownFormat {
                 path: path.to_path_buf(),
