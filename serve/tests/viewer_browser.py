@@ -34,6 +34,10 @@ ap.add_argument("--shared", default=os.environ.get("SEGVOL_SHARED", "../shared")
 ap.add_argument("--image", default="data/nifti/mr_abdomen_multi3_img.nii.gz")
 ap.add_argument("--shot", default=None, help="also keep the screenshot here")
 ap.add_argument("--timeout", type=float, default=60, help="seconds to wait for one step")
+ap.add_argument("--click-effect", choices=["assert", "report"], default="assert",
+                help="assert that a positive click labels its voxel and grows the mask around it and "
+                     "a negative one shrinks it, or only report it (where the model is known not "
+                     "to: issue 20)")
 ap.add_argument("--expect-window", default="auto",
                 help="the window the page opens with: auto (MR), soft (a CT in HU)")
 args = ap.parse_args()
@@ -117,13 +121,76 @@ try:
                          "box")
     last = driver.execute_script("return window.segvol.last;")
     check("drag = box: segments something", err is None and last and last["voxels"] > 0, f"{ms:.0f} ms, {last}")
-    ms, err = done_after(lambda: ActionChains(driver).move_to_element_with_offset(canvas, 0, 0)
-                         .click().perform(), "positive point")
-    check("click = positive point", err is None, f"{ms:.0f} ms")
-    ms, err = done_after(lambda: ActionChains(driver).key_down(Keys.SHIFT)
-                         .move_to_element_with_offset(canvas, w // 20, h // 20).click()
-                         .key_up(Keys.SHIFT).perform(), "negative point")
-    check("shift+click = negative point", err is None, f"{ms:.0f} ms")
+    def screen_offset(v):
+        """Where voxel v = [z, y, x] of the shown slice is on screen, from NiiVue's forward map
+        (voxel → fraction → canvas pixels), not from the page's click handler (the inverse map
+        under test): the offset from the canvas centre, in CSS pixels."""
+        return driver.execute_script("""
+            const nv = window.segvol.nv, v = arguments[0];
+            const p = nv.frac2canvasPos(nv.vox2frac([v[2], v[1], v[0]]));
+            const r = nv.canvas.getBoundingClientRect(), dpr = window.devicePixelRatio || 1;
+            return p ? [p[0] / dpr - r.width / 2, p[1] / dpr - r.height / 2] : null;""", v)
+
+    def label_at(v):
+        q = f"?lo={v[0]},{v[1]},{v[2]}&hi={v[0]},{v[1]},{v[2]}"
+        return urllib.request.urlopen(url + "/api/labels" + q).read()[0]
+
+    def near(v, r=3):
+        """Labelled voxels in the 7×7 square around v on its slice."""
+        q = f"?lo={v[0]},{max(v[1] - r, 0)},{max(v[2] - r, 0)}&hi={v[0]},{v[1] + r},{v[2] + r}"
+        return sum(urllib.request.urlopen(url + "/api/labels" + q).read())
+
+    def point_at(v, fg):
+        dx, dy = screen_offset(v)
+        chain = ActionChains(driver)
+        if not fg:
+            chain = chain.key_down(Keys.SHIFT)
+        chain = chain.move_to_element_with_offset(canvas, round(dx), round(dy)).click()
+        if not fg:
+            chain = chain.key_up(Keys.SHIFT)
+        return done_after(chain.perform, "positive point" if fg else "negative point")
+
+    # Targets on the box's slice: an unlabelled voxel at the mask's border (most labelled
+    # neighbours; a positive click there must label it and grow the mask), then a labelled
+    # voxel inside (a negative click there must shrink the mask around it).
+    box = json.loads(urllib.request.urlopen(url + "/api/actions").read())[0]
+    z = box["lo"][0]
+    dims = (info.get("volume") or info)["shape_zyx"]
+    y0, x0 = max(box["lo"][1] - 3, 0), max(box["lo"][2] - 3, 0)
+    y1, x1 = min(box["hi"][1] + 3, dims[1] - 1), min(box["hi"][2] + 3, dims[2] - 1)
+    block = urllib.request.urlopen(url + f"/api/labels?lo={z},{y0},{x0}&hi={z},{y1},{x1}").read()
+    nx = x1 - x0 + 1
+    lab = {(y, x): block[(y - y0) * nx + (x - x0)] for y in range(y0, y1 + 1) for x in range(x0, x1 + 1)}
+
+    def score(y, x):
+        return sum(lab.get((y + a, x + b), 0) for a in range(-3, 4) for b in range(-3, 4))
+
+    free = [(score(y, x), [z, y, x]) for (y, x), l in lab.items() if l == 0
+            and y0 + 3 <= y <= y1 - 3 and x0 + 3 <= x <= x1 - 3]
+    pos = max(free)[1] if free else [z, (y0 + y1) // 2, (x0 + x1) // 2]
+    taken = sorted([z, y, x] for (y, x), l in lab.items() if l == 1)
+    neg = taken[len(taken) // 3] if taken else pos
+    before, near_pos = label_at(pos), near(pos)
+    ms, err = point_at(pos, True)
+    sent = json.loads(urllib.request.urlopen(url + "/api/actions").read())[-1]
+    check("click = positive point on the voxel under the cursor", err is None and sent["fg"] is True
+          and sent["zyx"] == pos,
+          f"{ms:.0f} ms, clicked {pos}, page sent {sent['zyx']}")
+    effect = check if args.click_effect == "assert" else (
+        lambda name, ok, detail="": print(f"info {name}: {'yes' if ok else 'NO'}: {detail}", flush=True))
+    effect("a positive click labels the voxel it is on, and the mask grows around it",
+          label_at(sent["zyx"]) == 1 and near(pos) > near_pos,
+          f"label there {before} → {label_at(sent['zyx'])}; 7×7 around it {near_pos} → {near(pos)}")
+    near_before = near(neg)
+    ms, err = point_at(neg, False)
+    sent = json.loads(urllib.request.urlopen(url + "/api/actions").read())[-1]
+    check("shift+click = negative point on the voxel under the cursor", err is None and sent["fg"] is False
+          and sent["zyx"] == neg,
+          f"{ms:.0f} ms, clicked {neg}, page sent {sent['zyx']}")
+    # The shrink is asserted around the click, not at its voxel: the shipped model often keeps
+    # the clicked voxel itself (issue 20's weak clicks); the label there is reported.
+    effect("a negative click shrinks the mask around the voxel it is on", near(neg) < near_before,
+          f"7×7 around it {near_before} → {near(neg)}; the voxel itself now {label_at(sent['zyx'])}")
     ms, err = done_after(lambda: driver.find_element(By.ID, "undo").click(), "undo")
     check("undo", err is None and driver.execute_script("return window.segvol.last.undo_depth;") == 2)
     driver.find_element(By.ID, "save").click()
