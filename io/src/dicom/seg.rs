@@ -16,16 +16,10 @@ use dicom_dictionary_std::{tags, uids};
 use dicom_object::{FileMetaTableBuilder, InMemDicomObject, OpenFileOptions, Tag};
 
 use super::series::{SEG_SOP_CLASS, SeriesInfo};
+use super::{dicom_err, dot, floats, functional_group, int_of, item, normal_of, str_of};
 use crate::atomic::write_atomically;
-use crate::error::{IoError, Result};
+use crate::error::Result;
 use crate::volume::Volume;
-
-fn dicom_err(path: &Path, detail: impl Into<String>) -> IoError {
-    IoError::Dicom {
-        path: path.to_path_buf(),
-        detail: detail.into(),
-    }
-}
 
 /// A coded concept (code value, coding scheme, meaning), as DICOM's code sequences hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -723,60 +717,46 @@ pub fn read_seg(path: impl AsRef<Path>, source: &SeriesInfo, dims: [usize; 3]) -
     let obj = OpenFileOptions::new()
         .open_file(path)
         .map_err(|e| dicom_err(path, format!("not a readable DICOM file: {e}")))?;
-    let s = |o: &InMemDicomObject, t: Tag| -> Option<String> {
-        o.get(t).and_then(|e| e.to_str().ok()).map(|v| {
-            v.trim_matches(|c: char| c == '\0' || c.is_whitespace())
-                .to_string()
-        })
-    };
-    let int = |o: &InMemDicomObject, t: Tag| o.get(t).and_then(|e| e.to_int::<i64>().ok());
-    if s(&obj, tags::SOP_CLASS_UID).as_deref() != Some(SEG_SOP_CLASS) {
+    if str_of(&obj, tags::SOP_CLASS_UID).as_deref() != Some(SEG_SOP_CLASS) {
         return Err(dicom_err(
             path,
             "not a DICOM Segmentation (SOP class 1.2.840.10008.5.1.4.1.1.66.4)",
         ));
     }
     let [nz, rows, cols] = dims;
-    let (r, c) = (int(&obj, tags::ROWS), int(&obj, tags::COLUMNS));
+    let (r, c) = (int_of(&obj, tags::ROWS), int_of(&obj, tags::COLUMNS));
     if r != Some(rows as i64) || c != Some(cols as i64) {
         return Err(dicom_err(
             path,
             format!("its frames are {r:?}×{c:?}, the series' slices {rows}×{cols}"),
         ));
     }
-    let bits = int(&obj, tags::BITS_ALLOCATED).unwrap_or(1);
-    let fractional = s(&obj, tags::SEGMENTATION_TYPE).as_deref() == Some("FRACTIONAL");
-    let max_frac = int(&obj, tags::MAXIMUM_FRACTIONAL_VALUE)
+    let bits = int_of(&obj, tags::BITS_ALLOCATED).unwrap_or(1);
+    let fractional = str_of(&obj, tags::SEGMENTATION_TYPE).as_deref() == Some("FRACTIONAL");
+    let max_frac = int_of(&obj, tags::MAXIMUM_FRACTIONAL_VALUE)
         .unwrap_or(255)
         .max(1);
-    let n = int(&obj, tags::NUMBER_OF_FRAMES).unwrap_or(1).max(1) as usize;
+    let n = int_of(&obj, tags::NUMBER_OF_FRAMES).unwrap_or(1).max(1) as usize;
     let segments: Vec<(u8, String)> = obj
         .get(tags::SEGMENT_SEQUENCE)
         .and_then(|e| e.items())
         .unwrap_or_default()
         .iter()
         .map(|it| {
-            let num = int(it, tags::SEGMENT_NUMBER).unwrap_or(0);
+            let num = int_of(it, tags::SEGMENT_NUMBER).unwrap_or(0);
             let num = u8::try_from(num).map_err(|_| {
                 dicom_err(
                     path,
                     format!("segment number {num} does not fit a label map (1..=255)"),
                 )
             })?;
-            Ok((num, s(it, tags::SEGMENT_LABEL).unwrap_or_default()))
+            Ok((num, str_of(it, tags::SEGMENT_LABEL).unwrap_or_default()))
         })
         .collect::<Result<_>>()?;
-    let item0 = |o: &InMemDicomObject, t: Tag| {
-        o.get(t)
-            .and_then(|e| e.items())
-            .and_then(|i| i.first())
-            .cloned()
-    };
-    let shared = item0(&obj, tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE);
-    let per_frame: Vec<InMemDicomObject> = obj
+    let shared = item(&obj, tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE);
+    let per_frame: &[InMemDicomObject] = obj
         .get(tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE)
         .and_then(|e| e.items())
-        .map(<[InMemDicomObject]>::to_vec)
         .unwrap_or_default();
     if per_frame.len() != n {
         return Err(dicom_err(
@@ -790,16 +770,8 @@ pub fn read_seg(path: impl AsRef<Path>, source: &SeriesInfo, dims: [usize; 3]) -
     // Orientation must be the series'.
     if let Some(o) = per_frame
         .first()
-        .and_then(|f| item0(f, tags::PLANE_ORIENTATION_SEQUENCE))
-        .or_else(|| {
-            shared
-                .as_ref()
-                .and_then(|sh| item0(sh, tags::PLANE_ORIENTATION_SEQUENCE))
-        })
-        .and_then(|g| {
-            g.get(tags::IMAGE_ORIENTATION_PATIENT)
-                .and_then(|e| e.to_multi_float64().ok())
-        })
+        .and_then(|f| functional_group(f, shared, tags::PLANE_ORIENTATION_SEQUENCE))
+        .and_then(|g| floats(g, tags::IMAGE_ORIENTATION_PATIENT))
         && (o.len() != 6
             || o.iter()
                 .zip(&source.orientation)
@@ -833,30 +805,15 @@ pub fn read_seg(path: impl AsRef<Path>, source: &SeriesInfo, dims: [usize; 3]) -
             ),
         ));
     }
-    let normal = {
-        let o = source.orientation;
-        [
-            o[1] * o[5] - o[2] * o[4],
-            o[2] * o[3] - o[0] * o[5],
-            o[0] * o[4] - o[1] * o[3],
-        ]
-    };
-    let d0 = source.frames.first().map_or(0.0, |f| {
-        f.position
-            .iter()
-            .zip(&normal)
-            .map(|(a, b)| a * b)
-            .sum::<f64>()
-    });
+    let normal = normal_of(&source.orientation);
+    let d0 = source
+        .frames
+        .first()
+        .map_or(0.0, |f| dot(f.position, normal));
     let mut labels = vec![0u8; nz * per];
     for (k, f) in per_frame.iter().enumerate() {
-        let seg_num = item0(f, tags::SEGMENT_IDENTIFICATION_SEQUENCE)
-            .or_else(|| {
-                shared
-                    .as_ref()
-                    .and_then(|sh| item0(sh, tags::SEGMENT_IDENTIFICATION_SEQUENCE))
-            })
-            .and_then(|g| int(&g, tags::REFERENCED_SEGMENT_NUMBER))
+        let seg_num = functional_group(f, shared, tags::SEGMENT_IDENTIFICATION_SEQUENCE)
+            .and_then(|g| int_of(g, tags::REFERENCED_SEGMENT_NUMBER))
             .ok_or_else(|| dicom_err(path, format!("frame {} names no segment", k + 1)))?;
         let label = u8::try_from(seg_num).map_err(|_| {
             dicom_err(
@@ -865,11 +822,11 @@ pub fn read_seg(path: impl AsRef<Path>, source: &SeriesInfo, dims: [usize; 3]) -
             )
         })?;
         // The slice: by referenced instance (and frame), else by position.
-        let by_ref = item0(f, tags::DERIVATION_IMAGE_SEQUENCE)
-            .and_then(|d| item0(&d, tags::SOURCE_IMAGE_SEQUENCE))
+        let by_ref = item(f, tags::DERIVATION_IMAGE_SEQUENCE)
+            .and_then(|d| item(d, tags::SOURCE_IMAGE_SEQUENCE))
             .and_then(|r| {
-                let uid = s(&r, tags::REFERENCED_SOP_INSTANCE_UID)?;
-                let fr = int(&r, tags::REFERENCED_FRAME_NUMBER).map(|v| v as u32);
+                let uid = str_of(r, tags::REFERENCED_SOP_INSTANCE_UID)?;
+                let fr = int_of(r, tags::REFERENCED_FRAME_NUMBER).map(|v| v as u32);
                 source.frames.iter().position(|sf| {
                     sf.sop_instance_uid == uid && (sf.frame.is_none() || sf.frame == fr)
                 })
@@ -877,11 +834,8 @@ pub fn read_seg(path: impl AsRef<Path>, source: &SeriesInfo, dims: [usize; 3]) -
         let z = match by_ref {
             Some(z) => z,
             None => {
-                let p = item0(f, tags::PLANE_POSITION_SEQUENCE)
-                    .and_then(|g| {
-                        g.get(tags::IMAGE_POSITION_PATIENT)
-                            .and_then(|e| e.to_multi_float64().ok())
-                    })
+                let p = item(f, tags::PLANE_POSITION_SEQUENCE)
+                    .and_then(|g| floats(g, tags::IMAGE_POSITION_PATIENT))
                     .filter(|p| p.len() == 3)
                     .ok_or_else(|| {
                         dicom_err(
@@ -892,7 +846,7 @@ pub fn read_seg(path: impl AsRef<Path>, source: &SeriesInfo, dims: [usize; 3]) -
                             ),
                         )
                     })?;
-                let d = p.iter().zip(&normal).map(|(a, b)| a * b).sum::<f64>();
+                let d = dot([p[0], p[1], p[2]], normal);
                 let zf = (d - d0) / source.slice_spacing.max(1e-9);
                 let z = zf.round();
                 if (zf - z).abs() > 0.05 || z < 0.0 || z as usize >= nz {

@@ -21,6 +21,9 @@ use dicom_transfer_syntax_registry::{TransferSyntaxIndex, TransferSyntaxRegistry
 
 use rayon::prelude::*;
 
+use super::{
+    cross, dicom_err, dot, floats, functional_group, int_of, item, str_of, transfer_syntax,
+};
 use crate::AnyVolume;
 use crate::error::{IoError, Result};
 use crate::volume::Volume;
@@ -158,13 +161,6 @@ fn has_dicm_magic(path: &Path) -> bool {
         && &head[128..132] == b"DICM"
 }
 
-fn dicom_err(path: &Path, detail: impl Into<String>) -> IoError {
-    IoError::Dicom {
-        path: path.to_path_buf(),
-        detail: detail.into(),
-    }
-}
-
 /// The files a DICOM input stands for: a folder's files (recursively, in name order), a
 /// DICOMDIR's folder, or the file itself.
 fn input_files(input: &Path) -> Result<Vec<PathBuf>> {
@@ -220,25 +216,6 @@ impl Header {
     }
 }
 
-fn str_of(obj: &InMemDicomObject, tag: Tag) -> Option<String> {
-    let s = obj.get(tag)?.to_str().ok()?;
-    let s = s.trim_matches(|c: char| c == '\0' || c.is_whitespace());
-    (!s.is_empty()).then(|| s.to_string())
-}
-
-fn floats(obj: &InMemDicomObject, tag: Tag) -> Option<Vec<f64>> {
-    obj.get(tag)?.to_multi_float64().ok()
-}
-
-fn int_of(obj: &InMemDicomObject, tag: Tag) -> Option<i64> {
-    obj.get(tag)?.to_int::<i64>().ok()
-}
-
-/// The first item of sequence `tag` in `obj`.
-fn item(obj: &InMemDicomObject, tag: Tag) -> Option<&InMemDicomObject> {
-    obj.get(tag)?.items()?.first()
-}
-
 fn read_header(path: &Path) -> Result<Option<Header>> {
     if !has_dicm_magic(path) {
         // Not a DICOM Part 10 file (a README, a thumbnail, .DS_Store): not ours to read.
@@ -272,7 +249,17 @@ fn sop_class(h: &Header) -> String {
 struct Scan {
     /// Series UID → its files' headers, in the order series are first met (by file name).
     series: Vec<(String, Vec<Header>)>,
-    files_seen: usize,
+}
+
+impl Scan {
+    /// Each series' summary, numbered from 1 in scan order.
+    fn summaries(&self) -> Vec<SeriesSummary> {
+        self.series
+            .iter()
+            .enumerate()
+            .map(|(i, (uid, hs))| summary(i + 1, uid, hs))
+            .collect()
+    }
 }
 
 fn scan(input: &Path) -> Result<Scan> {
@@ -309,7 +296,7 @@ fn scan(input: &Path) -> Result<Scan> {
             },
         ));
     }
-    Ok(Scan { series, files_seen })
+    Ok(Scan { series })
 }
 
 fn summary(index: usize, uid: &str, hs: &[Header]) -> SeriesSummary {
@@ -343,13 +330,7 @@ fn summary(index: usize, uid: &str, hs: &[Header]) -> SeriesSummary {
 /// [`IoError::Dicom`] for a file with the DICOM marker that does not parse, or a folder with
 /// no DICOM file.
 pub fn list_series(input: impl AsRef<Path>) -> Result<Vec<SeriesSummary>> {
-    let input = input.as_ref();
-    let s = scan(input)?;
-    Ok(s.series
-        .iter()
-        .enumerate()
-        .map(|(i, (uid, hs))| summary(i + 1, uid, hs))
-        .collect())
+    Ok(scan(input.as_ref())?.summaries())
 }
 
 fn describe(list: &[SeriesSummary]) -> String {
@@ -448,10 +429,9 @@ fn frames_of(h: &Header) -> Result<Vec<Frame<'_>>> {
             ),
         ));
     }
-    // A functional group is looked up in the frame's own groups, then the shared ones.
     let mut out = Vec::with_capacity(per_frame.len());
     for (k, pf) in per_frame.iter().enumerate() {
-        let find = |seq: Tag| item(pf, seq).or_else(|| shared.and_then(|s| item(s, seq)));
+        let find = |seq: Tag| functional_group(pf, shared, seq);
         let position = find(tags::PLANE_POSITION_SEQUENCE)
             .and_then(|g| arr::<3>(floats(g, tags::IMAGE_POSITION_PATIENT)))
             .ok_or_else(|| {
@@ -571,18 +551,6 @@ fn pick_series(input: &Path, list: &[SeriesSummary], pick: &SeriesPick) -> Resul
     Ok(idx)
 }
 
-fn dot(a: [f64; 3], b: [f64; 3]) -> f64 {
-    a[0] * b[0] + a[1] * b[1] + a[2] * b[2]
-}
-
-fn cross(a: [f64; 3], b: [f64; 3]) -> [f64; 3] {
-    [
-        a[1] * b[2] - a[2] * b[1],
-        a[2] * b[0] - a[0] * b[2],
-        a[0] * b[1] - a[1] * b[0],
-    ]
-}
-
 fn sub(a: [f64; 3], b: [f64; 3]) -> [f64; 3] {
     [a[0] - b[0], a[1] - b[1], a[2] - b[2]]
 }
@@ -598,14 +566,10 @@ fn frame_name(f: &Frame<'_>) -> String {
     }
 }
 
-/// Names of transfer syntaxes the pixel decoders here cannot read, for the refusal.
+/// Refuses, by name, a transfer syntax whose pixel data this build cannot decode.
 fn check_transfer_syntax(path: &Path, obj: &DefaultDicomObject) -> Result<()> {
-    let uid = obj
-        .meta()
-        .transfer_syntax()
-        .trim_end_matches('\0')
-        .to_string();
-    match TransferSyntaxRegistry.get(&uid) {
+    let uid = transfer_syntax(obj);
+    match TransferSyntaxRegistry.get(uid) {
         Some(ts) if ts.can_decode_all() => Ok(()),
         Some(ts) => Err(dicom_err(
             path,
@@ -700,7 +664,7 @@ fn frame_values<T: Sample>(
              segmented"
         ));
     }
-    let ts = obj.meta().transfer_syntax().trim_end_matches('\0');
+    let ts = transfer_syntax(obj);
     let decoded;
     let all;
     let (bytes, bits, stored, signed): (&[u8], i64, i64, bool) = if NATIVE_LE.contains(&ts) {
@@ -740,7 +704,7 @@ fn frame_values<T: Sample>(
         (
             decoded.data(),
             bits,
-            i64::from(decoded.bits_stored()).min(bits),
+            i64::from(decoded.bits_stored()),
             decoded.pixel_representation() == dicom_pixeldata::PixelRepresentation::Signed,
         )
     } else {
@@ -789,18 +753,6 @@ fn frame_values<T: Sample>(
             ((w << shift) >> shift) as i64
         }
     };
-    // The common case, 16-bit samples stored in all 16 bits, gets its own loop.
-    if width == 2 && stored == 16 {
-        for (o, c) in out.iter_mut().zip(bytes.chunks_exact(2)) {
-            let x = if signed {
-                f64::from(i16::from_le_bytes([c[0], c[1]]))
-            } else {
-                f64::from(u16::from_le_bytes([c[0], c[1]]))
-            };
-            *o = T::from_f64(x * slope + intercept);
-        }
-        return Ok(());
-    }
     for (o, c) in out.iter_mut().zip(bytes.chunks_exact(width)) {
         *o = T::from_f64(sample(c) as f64 * slope + intercept);
     }
@@ -872,7 +824,7 @@ const RLE_LOSSLESS: &str = "1.2.840.10008.1.2.5";
 /// segments, offsets inside the fragment) before dicom-rs reads it: its decoder allocates a
 /// table of the declared segment count and slices by the declared offsets unchecked.
 fn check_rle_fragment(path: &Path, obj: &DefaultDicomObject, k: u32) -> Result<()> {
-    if obj.meta().transfer_syntax().trim_end_matches('\0') != RLE_LOSSLESS {
+    if transfer_syntax(obj) != RLE_LOSSLESS {
         return Ok(());
     }
     let bad = |d: String| dicom_err(path, format!("malformed RLE pixel data: {d}"));
@@ -956,13 +908,7 @@ fn packbits_len(seg: &[u8]) -> usize {
 pub fn read_series(input: impl AsRef<Path>, pick: &SeriesPick) -> Result<DicomSeries> {
     let input = input.as_ref();
     let scan = scan(input)?;
-    let _ = scan.files_seen;
-    let list: Vec<SeriesSummary> = scan
-        .series
-        .iter()
-        .enumerate()
-        .map(|(i, (uid, hs))| summary(i + 1, uid, hs))
-        .collect();
+    let list = scan.summaries();
     let idx = pick_series(input, &list, pick)?;
     let (series_uid, headers) = &scan.series[idx];
     let first = &headers[0];
@@ -1054,9 +1000,9 @@ pub fn read_series(input: impl AsRef<Path>, pick: &SeriesPick) -> Result<DicomSe
     frames.sort_by(|a, b| dot(a.position, normal).total_cmp(&dot(b.position, normal)));
     let along: Vec<f64> = frames.iter().map(|f| dot(f.position, normal)).collect();
     let n = frames.len();
+    let gaps: Vec<f64> = along.windows(2).map(|w| w[1] - w[0]).collect();
     let slice_spacing = if n > 1 {
-        for k in 0..n - 1 {
-            let gap = along[k + 1] - along[k];
+        for (k, &gap) in gaps.iter().enumerate() {
             if gap < 1e-3 {
                 return Err(dicom_err(
                     input,
@@ -1088,11 +1034,10 @@ pub fn read_series(input: impl AsRef<Path>, pick: &SeriesPick) -> Result<DicomSe
                 ));
             }
         }
-        let mut gaps: Vec<f64> = along.windows(2).map(|w| w[1] - w[0]).collect();
-        gaps.sort_by(f64::total_cmp);
-        let typical = gaps[gaps.len() / 2];
-        for k in 0..n - 1 {
-            let gap = along[k + 1] - along[k];
+        let mut sorted = gaps.clone();
+        sorted.sort_by(f64::total_cmp);
+        let typical = sorted[sorted.len() / 2];
+        for (k, &gap) in gaps.iter().enumerate() {
             if (gap - typical).abs() > GAP_TOL * typical + 0.01 {
                 return Err(dicom_err(
                     input,
