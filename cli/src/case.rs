@@ -156,6 +156,22 @@ pub struct ModelArgs {
     pub max_voxels: u64,
 }
 
+/// Whether `out` names a DICOM SEG (`.dcm`); refused unless `image` is DICOM, since a SEG
+/// references the series it segments.
+pub fn seg_out(image: &Path, out: &Path) -> Result<bool> {
+    use segvol_io::FileKind;
+    let seg = FileKind::of(out).ok() == Some(FileKind::Dicom);
+    if seg && FileKind::of(image).ok() != Some(FileKind::Dicom) {
+        bail!(
+            "{}: a DICOM SEG references the DICOM series it segments; {} is not DICOM (write \
+             .nii.gz instead)",
+            out.display(),
+            image.display()
+        );
+    }
+    Ok(seg)
+}
+
 /// `--max-voxels`' default: 600 million voxels (about 9 GB of pipeline memory).
 pub const DEFAULT_MAX_VOXELS: u64 = 600_000_000;
 

@@ -24,7 +24,7 @@ pub struct ConvertArgs {
     pub to: PathBuf,
     /// Which DICOM series to convert: its number in `segvol info`'s listing or its UID.
     #[arg(long)]
-    pub series: Option<String>,
+    pub series: Option<segvol_io::dicom::SeriesPick>,
     /// With a DICOM SEG as --from: the image series it segments (a folder, DICOMDIR or file),
     /// whose grid the label map is written on.
     #[arg(long)]
@@ -134,17 +134,14 @@ pub fn run(args: &ConvertArgs) -> Result<()> {
 
 /// An image (DICOM, .npz, .npy) to NIfTI: the voxels and the affine as read.
 fn convert_image(args: &ConvertArgs) -> Result<()> {
-    use segvol_io::{AnyVolume, FileKind, dicom::SeriesPick, read_image_series, write_nifti};
+    use segvol_io::{AnyVolume, FileKind, read_image_series, write_nifti};
     if FileKind::of(&args.to).ok() != Some(FileKind::Nifti) {
         bail!(
             "{}: an image converts to .nii or .nii.gz",
             args.to.display()
         );
     }
-    let pick = args
-        .series
-        .as_deref()
-        .map_or(SeriesPick::Only, SeriesPick::parse);
+    let pick = args.series.clone().unwrap_or_default();
     if let Some(image) = &args.image {
         let series = segvol_io::dicom::read_series(image, &pick)?;
         let dims = series.volume.dims();

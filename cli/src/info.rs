@@ -15,7 +15,7 @@ pub struct InfoArgs {
     pub path: PathBuf,
     /// Which DICOM series to read: its number in the listing (from 1) or its UID.
     #[arg(long)]
-    pub series: Option<String>,
+    pub series: Option<segvol_io::dicom::SeriesPick>,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -275,14 +275,11 @@ pub fn run(args: &InfoArgs) -> Result<()> {
 }
 
 fn dicom_info(args: &InfoArgs) -> Result<()> {
-    use segvol_io::dicom::{SeriesPick, list_series, read_series};
+    use segvol_io::dicom::{list_series, read_series};
     let path = &args.path;
     let list = list_series(path)?;
     let images = list.iter().filter(|s| s.is_image).count();
-    let pick = args
-        .series
-        .as_deref()
-        .map_or(SeriesPick::Only, SeriesPick::parse);
+    let pick = args.series.clone().unwrap_or_default();
     // Read a series when one is picked or the folder has exactly one; list them all anyway.
     let read = if args.series.is_some() || images == 1 {
         Some(read_series(path, &pick)?)

@@ -10,7 +10,7 @@ use segvol_core::pipeline::{Session, VoxelClick, check_prompts};
 use segvol_eval::protocol::{Box3, Clicks, PredictRequest, Predictor};
 use segvol_gru::CorrectionSession;
 use segvol_io::npy::{NpyArray, NpyData};
-use segvol_io::{FileKind, read_image, write_nifti, write_segs};
+use segvol_io::{FileKind, write_nifti, write_segs};
 
 use crate::case::{CaseInput, ModelArgs, ModelFiles, read_case, spinner};
 use crate::preview::write_preview;
@@ -26,7 +26,7 @@ pub struct SegmentArgs {
     /// Which series of a DICOM folder: its number in `segvol info`'s listing or its UID
     /// (needed when the folder holds several image series).
     #[arg(long)]
-    pub series: Option<String>,
+    pub series: Option<segvol_io::dicom::SeriesPick>,
     /// Box `z0,y0,x0,z1,y1,x1` in voxel indices of the image, max inclusive. With a challenge
     /// .npz and neither --box nor --points, every class of the case is segmented from its own
     /// `boxes` and accumulated `clicks` (a challenge step; label map out).
@@ -316,25 +316,9 @@ pub fn run(args: &SegmentArgs) -> Result<()> {
         );
     }
     crate::case::check_voxels(&args.image, args.model.max_voxels)?;
-    let pick = args.series.as_deref().map_or(
-        segvol_io::dicom::SeriesPick::Only,
-        segvol_io::dicom::SeriesPick::parse,
-    );
-    let in_kind = FileKind::of(&args.image)?;
-    if out_kind == FileKind::Dicom && in_kind != FileKind::Dicom {
-        bail!(
-            "{}: a DICOM SEG references the DICOM series it segments; {} is not DICOM (write \
-             .nii.gz instead)",
-            args.out.display(),
-            args.image.display()
-        );
-    }
-    let (img, series) = if in_kind == FileKind::Dicom {
-        let s = segvol_io::dicom::read_series(&args.image, &pick)?;
-        (s.volume, Some(s.info))
-    } else {
-        (read_image(&args.image)?, None)
-    };
+    crate::case::seg_out(&args.image, &args.out)?;
+    let pick = args.series.clone().unwrap_or_default();
+    let (img, series) = segvol_io::read_image_source(&args.image, &pick)?;
     let dims = img.dims();
     let clicks: Vec<VoxelClick> = parse_clicks(&args.points)?
         .into_iter()
@@ -392,14 +376,8 @@ pub fn run(args: &SegmentArgs) -> Result<()> {
     };
     match (out_kind, &series) {
         (FileKind::Npz, _) => write_segs(&args.out, &mvol)?,
+        // An empty mask is refused by write_seg (a SEG holds at least one frame).
         (FileKind::Dicom, Some(info)) => {
-            if voxels == 0 {
-                bail!(
-                    "{}: nothing was segmented, and a DICOM SEG needs at least one frame (no \
-                     file written)",
-                    args.out.display()
-                );
-            }
             let names: Vec<String> = match (&args.name, args.text.len()) {
                 (Some(n), _) => vec![n.clone()],
                 (None, 0) => vec!["SegVol segmentation".into()],

@@ -8,7 +8,7 @@ use clap::Args;
 use indicatif::ProgressBar;
 use segvol_backends::{Backend, BackendTask, dispatch};
 use segvol_interactive::InteractiveSession;
-use segvol_io::{Volume, read_image, write_nifti};
+use segvol_io::{Volume, write_nifti};
 use segvol_serve::ui::{Action, ViewConfig, ViewImage, replay, view};
 
 use crate::case::{CorrectorSource, ModelArgs, ModelFiles, check_voxels};
@@ -20,7 +20,7 @@ pub struct ViewArgs {
     pub image: PathBuf,
     /// Which series of a DICOM folder: its number in `segvol info`'s listing or its UID.
     #[arg(long)]
-    pub series: Option<String>,
+    pub series: Option<segvol_io::dicom::SeriesPick>,
     /// "Save" also writes the label map here: NIfTI (the image's geometry), or for a DICOM
     /// image a DICOM SEG (`.dcm`, one segment per label) referencing its series.
     #[arg(long)]
@@ -42,16 +42,21 @@ pub struct ViewArgs {
     pub replay: Option<PathBuf>,
 }
 
-/// The label map as NIfTI bytes with the image's geometry (a temporary file, read back).
-/// `geom` carries the geometry only (its voxels were moved into the session).
-fn labels_nifti(geom: &Volume<f32>, labels: &[u8]) -> Result<Vec<u8>, String> {
-    let v = Volume {
+/// A label map on the image's grid. `geom` carries the geometry only (its voxels were moved
+/// into the session), so `with_data` cannot be used.
+fn labels_volume(geom: &Volume<f32>, labels: &[u8]) -> Volume<u8> {
+    Volume {
         data: labels.to_vec(),
         dims: geom.dims,
         spacing: geom.spacing,
         affine: geom.affine,
         header: geom.header.clone(),
-    };
+    }
+}
+
+/// The label map as NIfTI bytes with the image's geometry (a temporary file, read back).
+fn labels_nifti(geom: &Volume<f32>, labels: &[u8]) -> Result<Vec<u8>, String> {
+    let v = labels_volume(geom, labels);
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let p = dir.path().join("labels.nii");
     write_nifti(&p, &v).map_err(|e| e.to_string())?;
@@ -64,7 +69,6 @@ struct Task {
     port: u16,
     files: ModelFiles,
     image: ViewImage,
-    geom: Volume<f32>,
     replay: Option<Vec<Action>>,
 }
 
@@ -83,20 +87,7 @@ impl BackendTask for Task {
             )?;
             let labels = replay(&mut s, &actions)?;
             let out = self.args_out.context("--replay needs --out")?;
-            if let Some(save) = &self.image.save {
-                save(&labels, &out).map_err(anyhow::Error::msg)?;
-                out!("replayed {} actions into {}", actions.len(), out.display());
-                return Ok(());
-            }
-            // write_nifti: gzip by the name, temporary file then rename.
-            let v = Volume {
-                data: labels,
-                dims: self.geom.dims,
-                spacing: self.geom.spacing,
-                affine: self.geom.affine,
-                header: self.geom.header.clone(),
-            };
-            write_nifti(&out, &v)?;
+            (self.image.save)(&labels, &out).map_err(anyhow::Error::msg)?;
             out!("replayed {} actions into {}", actions.len(), out.display());
             return Ok(());
         }
@@ -129,21 +120,10 @@ pub fn run(args: &ViewArgs) -> Result<()> {
     if files.is_shipped() && files.corrector.is_none() {
         files.corrector = Some(CorrectorSource::Shipped);
     }
-    let is_dicom = segvol_io::FileKind::of(&args.image).ok() == Some(segvol_io::FileKind::Dicom);
-    let seg_out = args
-        .out
-        .as_ref()
-        .is_some_and(|o| segvol_io::FileKind::of(o).ok() == Some(segvol_io::FileKind::Dicom));
+    let mut seg_out = false;
     if let Some(out) = &args.out {
         crate::case::refuse_same(&args.image, out, "--out")?;
-        if seg_out && !is_dicom {
-            bail!(
-                "{}: a DICOM SEG references the DICOM series it segments; {} is not DICOM \
-                 (write .nii.gz instead)",
-                out.display(),
-                args.image.display()
-            );
-        }
+        seg_out = crate::case::seg_out(&args.image, out)?;
         if !is_nifti(out) && !seg_out {
             bail!(
                 "{}: the label map is written as .nii or .nii.gz (or .dcm, a DICOM SEG, for a \
@@ -153,16 +133,8 @@ pub fn run(args: &ViewArgs) -> Result<()> {
         }
     }
     check_voxels(&args.image, args.model.max_voxels)?;
-    let pick = args.series.as_deref().map_or(
-        segvol_io::dicom::SeriesPick::Only,
-        segvol_io::dicom::SeriesPick::parse,
-    );
-    let (img, series) = if is_dicom {
-        let s = segvol_io::dicom::read_series(&args.image, &pick)?;
-        (s.volume, Some(s.info))
-    } else {
-        (read_image(&args.image)?, None)
-    };
+    let pick = args.series.clone().unwrap_or_default();
+    let (img, series) = segvol_io::read_image_source(&args.image, &pick)?;
     let geom = img.to_f32();
     drop(img);
     segvol_io::check_image(&args.image, geom.dims, &geom.data)?;
@@ -202,34 +174,26 @@ pub fn run(args: &ViewArgs) -> Result<()> {
     let mut geom = geom;
     let data = std::mem::take(&mut geom.data);
     let g2 = geom.clone();
-    let save: Option<segvol_serve::ui::SaveLabels> = match series {
+    // "Save" and --replay write --out: a DICOM SEG of the series, else NIfTI (write_nifti:
+    // gzip by the name, a temporary file, then a rename).
+    let g3 = geom.clone();
+    let save: segvol_serve::ui::SaveLabels = match series {
         Some(info) if seg_out => {
-            let g3 = geom.clone();
             let version = args.model.weights_label();
-            Some(Box::new(move |l: &[u8], out: &Path| {
-                // `g3` holds the geometry only (its voxels went to the session).
-                let v = Volume {
-                    data: l.to_vec(),
-                    dims: g3.dims,
-                    spacing: g3.spacing,
-                    affine: g3.affine,
-                    header: None,
-                };
-                if !v.data.iter().any(|&x| x > 0) {
-                    return Err("nothing is labelled yet: a DICOM SEG needs at least one \
-                                segment (nothing written)"
-                        .into());
-                }
+            Box::new(move |l: &[u8], out: &Path| {
                 let opts = segvol_io::dicom::SegOptions {
                     algorithm_version: version.clone(),
                     ..Default::default()
                 };
-                segvol_io::dicom::write_seg(out, &v, &info, &opts)
+                // An empty map is refused there: a SEG holds at least one frame.
+                segvol_io::dicom::write_seg(out, &labels_volume(&g3, l), &info, &opts)
                     .map(|_| ())
                     .map_err(|e| e.to_string())
-            }))
+            })
         }
-        _ => None,
+        _ => Box::new(move |l: &[u8], out: &Path| {
+            write_nifti(out, &labels_volume(&g3, l)).map_err(|e| e.to_string())
+        }),
     };
     let image = ViewImage {
         save,
@@ -248,7 +212,6 @@ pub fn run(args: &ViewArgs) -> Result<()> {
             port: args.port,
             files,
             image,
-            geom,
             replay,
         },
     )

@@ -256,9 +256,24 @@ pub fn read_image(path: impl AsRef<Path>) -> Result<AnyVolume> {
 /// # Errors
 /// As [`read_image`].
 pub fn read_image_series(path: impl AsRef<Path>, pick: &dicom::SeriesPick) -> Result<AnyVolume> {
+    Ok(read_image_source(path, pick)?.0)
+}
+
+/// [`read_image_series`], with where a DICOM image came from (what a DICOM SEG of it
+/// references); `None` for the other formats.
+///
+/// # Errors
+/// As [`read_image`].
+pub fn read_image_source(
+    path: impl AsRef<Path>,
+    pick: &dicom::SeriesPick,
+) -> Result<(AnyVolume, Option<dicom::SeriesInfo>)> {
     let path = path.as_ref();
-    match FileKind::of(path)? {
-        FileKind::Dicom => Ok(dicom::read_series(path, pick)?.volume),
+    let volume = match FileKind::of(path)? {
+        FileKind::Dicom => {
+            let s = dicom::read_series(path, pick)?;
+            return Ok((s.volume, Some(s.info)));
+        }
         FileKind::Nifti => read_nifti(path),
         FileKind::Npy => read_npy_volume(path),
         FileKind::Npz => ChallengeCase::read(path)?
@@ -267,7 +282,8 @@ pub fn read_image_series(path: impl AsRef<Path>, pick: &dicom::SeriesPick) -> Re
                 path: path.to_path_buf(),
                 key: "imgs".into(),
             }),
-    }
+    }?;
+    Ok((volume, None))
 }
 
 /// Reads a label map (segmentation) from NIfTI, `.npy`, or an `.npz` key (`key`, default

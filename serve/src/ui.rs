@@ -142,9 +142,9 @@ pub struct ViewImage {
     pub spacing: [f64; 3],
     /// The label map (u8) as NIfTI bytes with the image's geometry, from a label array.
     pub labels_nifti: LabelsToNifti,
-    /// Writes the label map to `--out` in a format of its own (a DICOM SEG referencing the
-    /// source series); `None`: "Save" writes the NIfTI bytes.
-    pub save: Option<SaveLabels>,
+    /// Writes the label map to `--out` ("Save"): NIfTI, or a DICOM SEG referencing the
+    /// source series.
+    pub save: SaveLabels,
 }
 
 /// Writes a label map (u8, the image's grid) to a path, whole or not at all.
@@ -170,7 +170,7 @@ struct Shared {
     file: Vec<u8>,
     name: String,
     labels_nifti: LabelsToNifti,
-    save: Option<SaveLabels>,
+    save: SaveLabels,
     jobs: Mutex<mpsc::Sender<Job>>,
     actions: Mutex<Vec<Action>>,
     /// Whether the model has SegVol's text tower (the page then shows its text field).
@@ -235,45 +235,12 @@ async fn save(State(s): St) -> Response {
     let Some(out) = &s.cfg.out else {
         return axum::Json(json!({"saved": null})).into_response();
     };
-    if let Some(save) = &s.save {
-        return match save(&l, out) {
-            Ok(()) => {
-                tracing::info!(path = %out.display(), "label map saved");
-                axum::Json(json!({"saved": out})).into_response()
-            }
-            Err(e) => fail(StatusCode::INTERNAL_SERVER_ERROR, e),
-        };
-    }
-    let bytes = match (s.labels_nifti)(&l) {
-        Ok(b) => b,
-        Err(e) => return fail(StatusCode::INTERNAL_SERVER_ERROR, e),
-    };
-    // A `.gz` name gets gzip bytes (the label map is NIfTI-1 either way).
-    let bytes = if out.to_string_lossy().to_ascii_lowercase().ends_with(".gz") {
-        use std::io::Write as _;
-        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        match e.write_all(&bytes).and_then(|()| e.finish()) {
-            Ok(z) => z,
-            Err(e) => return fail(StatusCode::INTERNAL_SERVER_ERROR, format!("gzip: {e}")),
-        }
-    } else {
-        bytes
-    };
-    // Temporary file, then rename: never half a file at `out`.
-    let tmp = out.with_extension("part");
-    let r = std::fs::write(&tmp, &bytes).and_then(|()| std::fs::rename(&tmp, out));
-    match r {
+    match (s.save)(&l, out) {
         Ok(()) => {
             tracing::info!(path = %out.display(), "label map saved");
             axum::Json(json!({"saved": out})).into_response()
         }
-        Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
-            fail(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("{}: {e}", out.display()),
-            )
-        }
+        Err(e) => fail(StatusCode::INTERNAL_SERVER_ERROR, e),
     }
 }
 

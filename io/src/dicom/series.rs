@@ -63,6 +63,14 @@ impl SeriesPick {
     }
 }
 
+/// [`SeriesPick::parse`], so that a command-line parser takes `--series` as a pick.
+impl std::str::FromStr for SeriesPick {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        Ok(SeriesPick::parse(s))
+    }
+}
+
 /// One series of a folder, as [`list_series`] reports it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SeriesSummary {
