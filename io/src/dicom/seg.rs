@@ -321,8 +321,8 @@ const DCM_SEGMENTATION: Code = Code {
 /// file and renamed, so a failure leaves nothing.
 ///
 /// # Errors
-/// [`IoError::Dicom`] when the map is not on the series' grid, a named label is 0, or nothing
-/// is labelled (a SEG needs at least one frame); [`IoError::Os`] on a write failure.
+/// [`IoError::Dicom`](crate::IoError::Dicom) when the map is not on the series' grid, a named label is 0, or nothing
+/// is labelled (a SEG needs at least one frame); [`IoError::Os`](crate::IoError::Os) on a write failure.
 pub fn write_seg(
     path: impl AsRef<Path>,
     labels: &Volume<u8>,
@@ -710,7 +710,7 @@ pub struct ReadSeg {
 /// the maximum counts as in) segmentations are read.
 ///
 /// # Errors
-/// [`IoError::Dicom`]: not a SEG, another size or orientation than the series, a frame on no
+/// [`IoError::Dicom`](crate::IoError::Dicom): not a SEG, another size or orientation than the series, a frame on no
 /// slice of it, a segment number above 255, pixel data shorter than its frames.
 pub fn read_seg(path: impl AsRef<Path>, source: &SeriesInfo, dims: [usize; 3]) -> Result<ReadSeg> {
     let path = path.as_ref();
