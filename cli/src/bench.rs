@@ -36,9 +36,144 @@ pub struct BenchArgs {
     /// comes with it when the file has its keys); without, a random full-size tower.
     #[arg(long)]
     pub text: bool,
-    /// With --text: the weights to load and time (e.g. the official checkpoint).
-    #[arg(long, requires = "text")]
+    /// With --text: the weights to load and time (e.g. the official checkpoint). With
+    /// --interactive: the SegVol weights to run (config from --config; default: the shipped
+    /// model and its corrector).
+    #[arg(long)]
     pub weights: Option<std::path::PathBuf>,
+    /// Instead, the interactive path on an image, as a viewer's user waits for it: read the
+    /// image and open an `InteractiveSession`, a 3-D box (the first action encodes), three
+    /// clicks, one undo; the time of each and the process's peak memory.
+    #[arg(long, value_name = "IMAGE")]
+    pub interactive: Option<std::path::PathBuf>,
+    /// With --interactive: the box `z0,y0,x0,z1,y1,x1` (default: the middle half of every
+    /// axis).
+    #[arg(long = "box", requires = "interactive")]
+    pub box_: Option<String>,
+    /// With --interactive: no GRU corrector (the shipped model runs with the shipped one).
+    #[arg(long, requires = "interactive")]
+    pub no_corrector: bool,
+}
+
+/// `--interactive`: the shipped model (or --weights) through the scripted session.
+struct InteractiveBench {
+    files: crate::case::ModelFiles,
+    image: Vec<f32>,
+    dims: [usize; 3],
+    spacing: [f64; 3],
+    bbox: ([usize; 3], [usize; 3]),
+}
+
+impl BackendTask for InteractiveBench {
+    type Output = Result<(f64, f64, Vec<segvol_interactive::latency::TimedAction>)>;
+    fn run<B: Backend>(self, device: &B::Device) -> Self::Output {
+        let t = Instant::now();
+        let (model, corrector) = self
+            .files
+            .load::<B>(&indicatif::ProgressBar::hidden(), device)?;
+        let load_s = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let mut s = segvol_interactive::InteractiveSession::new(
+            &model,
+            corrector.as_ref(),
+            device,
+            self.image,
+            self.dims,
+            self.spacing,
+        )?;
+        let open_s = t.elapsed().as_secs_f64();
+        let steps = segvol_interactive::latency::run_script(&mut s, self.bbox.0, self.bbox.1)?;
+        Ok((load_s, open_s, steps))
+    }
+}
+
+/// Peak resident memory of this process so far, bytes (Linux; `None` elsewhere).
+fn peak_rss() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let l = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    Some(l.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
+}
+
+fn run_interactive(args: &BenchArgs, image: &std::path::Path) -> Result<()> {
+    use crate::case::{CorrectorSource, ModelArgs, ModelFiles};
+    let model = ModelArgs {
+        weights: args.weights.clone(),
+        config: args.weights.as_ref().map(|_| args.config.clone()),
+        backend: args.backends.first().cloned(),
+        max_voxels: crate::case::DEFAULT_MAX_VOXELS,
+    };
+    let mut files = ModelFiles::new(&model, None)?;
+    if files.is_shipped() && !args.no_corrector {
+        files.corrector = Some(CorrectorSource::Shipped);
+    }
+    crate::case::check_voxels(image, model.max_voxels)?;
+    let t = Instant::now();
+    let (img, _) = segvol_io::read_image_source(image, &Default::default())?;
+    let (dims, spacing) = (img.dims(), img.spacing());
+    let data = img.to_f32().data;
+    drop(img);
+    segvol_io::check_image(image, dims, &data)?;
+    let read_s = t.elapsed().as_secs_f64();
+    let bbox = match &args.box_ {
+        Some(b) => segvol_io::prompt::parse_box(b, Some(dims))?,
+        None => (
+            dims.map(|d| d / 4),
+            dims.map(|d| (d * 3 / 4).min(d - 1).max(d / 4)),
+        ),
+    };
+    let kind = model.backend()?;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    out!(
+        "Interactive path on {} ({}×{}×{} voxels), {}, corrector {}, backend {kind}, {threads} threads",
+        image.display(),
+        dims[0],
+        dims[1],
+        dims[2],
+        model.weights_label(),
+        if files.corrector.is_some() {
+            "on"
+        } else {
+            "off"
+        },
+    );
+    let (load_s, open_s, steps) = dispatch(
+        kind,
+        InteractiveBench {
+            files,
+            image: data,
+            dims,
+            spacing,
+            bbox,
+        },
+    )?;
+    out!(
+        "box {},{},{} – {},{},{}",
+        bbox.0[0],
+        bbox.0[1],
+        bbox.0[2],
+        bbox.1[0],
+        bbox.1[1],
+        bbox.1[2]
+    );
+    out!("| step | ms | encode ms | decode + correct ms | object voxels |\n|---|---|---|---|---|");
+    out!("| read image | {:.0} | | | |", read_s * 1e3);
+    out!("| load model | {:.0} | | | |", load_s * 1e3);
+    out!("| open session | {:.0} | | | |", open_s * 1e3);
+    for s in &steps {
+        out!(
+            "| {} | {:.0} | {:.0} | {:.0} | {} |",
+            s.action,
+            s.wall_s * 1e3,
+            s.encode_s * 1e3,
+            s.decode_s * 1e3,
+            s.voxels
+        );
+    }
+    match peak_rss() {
+        Some(b) => out!("peak RSS: {:.2} GB", b as f64 / 1e9),
+        None => out!("peak RSS: not known on this system"),
+    }
+    Ok(())
 }
 
 /// Names the text benchmark encodes.
@@ -325,6 +460,12 @@ impl BackendTask for EncoderBench {
 }
 
 pub fn run(args: &BenchArgs) -> Result<()> {
+    if let Some(image) = &args.interactive {
+        return run_interactive(args, image);
+    }
+    if args.weights.is_some() && !args.text {
+        anyhow::bail!("--weights goes with --text or --interactive");
+    }
     let Some(config) = SegVolConfig::preset(&args.config) else {
         anyhow::bail!("--config `{}`: expected base, small or tiny", args.config);
     };

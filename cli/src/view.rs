@@ -8,7 +8,7 @@ use clap::Args;
 use indicatif::ProgressBar;
 use segvol_backends::{Backend, BackendTask, dispatch};
 use segvol_interactive::InteractiveSession;
-use segvol_io::{Volume, write_nifti};
+use segvol_io::{AnyVolume, Volume, write_nifti};
 use segvol_serve::ui::{Action, ViewConfig, ViewImage, replay, view};
 
 use crate::case::{CorrectorSource, ModelArgs, ModelFiles, check_voxels};
@@ -135,10 +135,8 @@ pub fn run(args: &ViewArgs) -> Result<()> {
     check_voxels(&args.image, args.model.max_voxels)?;
     let pick = args.series.clone().unwrap_or_default();
     let (img, series) = segvol_io::read_image_source(&args.image, &pick)?;
-    let geom = img.to_f32();
-    drop(img);
-    segvol_io::check_image(&args.image, geom.dims, &geom.data)?;
-    // NiiVue reads NIfTI: the file itself when it is one, else the image written as one.
+    // NiiVue reads NIfTI: the file itself when it is one, else the image written as one in
+    // its own voxel type (a CT's int16 is half the bytes of float to send and upload).
     let (file, name) = if is_nifti(&args.image) {
         let name = args
             .image
@@ -153,9 +151,18 @@ pub fn run(args: &ViewArgs) -> Result<()> {
     } else {
         let dir = tempfile::tempdir()?;
         let p = dir.path().join("image.nii");
-        write_nifti(&p, &geom)?;
+        match &img {
+            AnyVolume::U8(v) => write_nifti(&p, v),
+            AnyVolume::I16(v) => write_nifti(&p, v),
+            AnyVolume::I32(v) => write_nifti(&p, &v.map(|&x| x as f32)),
+            AnyVolume::F32(v) => write_nifti(&p, v),
+            AnyVolume::F64(v) => write_nifti(&p, &v.map(|&x| x as f32)),
+        }?;
         (std::fs::read(&p)?, "image.nii".to_string())
     };
+    let geom = img.to_f32();
+    drop(img);
+    segvol_io::check_image(&args.image, geom.dims, &geom.data)?;
     let replay = match &args.replay {
         None => None,
         Some(p) => {

@@ -6,6 +6,7 @@
 #![deny(missing_docs)]
 
 mod external;
+pub mod latency;
 mod predictor;
 mod session;
 

@@ -68,6 +68,17 @@ fn session_matches_direct_decodes_and_undoes_exactly() {
     let after_pos = s.mask().to_vec();
     s.add_point([10, 12, 12], false).unwrap();
     let after_neg = s.mask().to_vec();
+    // The history keeps each action's changed box, not whole masks.
+    let n = after_neg.len();
+    let boxed = |a: &[u8], b: &[u8]| {
+        diff_box(a, b, dims).map_or(0, |(l, h)| (0..3).map(|k| h[k] + 1 - l[k]).product())
+    };
+    assert_eq!(
+        s.history_bytes(),
+        boxed(&vec![0; n], &after_box)
+            + boxed(&after_box, &after_pos)
+            + boxed(&after_pos, &after_neg)
+    );
     // Undo twice: back to the box's mask, exactly.
     assert!(s.undo().is_some());
     assert_eq!(s.mask(), &after_pos[..]);

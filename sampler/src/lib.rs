@@ -27,7 +27,7 @@ pub struct SamplerConfig {
     pub spacing: Option<[f64; 3]>,
     /// Whether the map holds probabilities or logits.
     pub map: MapKind,
-    /// Threads for the probability scan: 0 = all cores, 1 = the calling thread only. Maps
+    /// Threads for the uncertainty scan: 0 = all cores, 1 = the calling thread only. Maps
     /// under 2¹⁸ voxels always use one. The result never depends on it.
     pub threads: usize,
 }
@@ -465,74 +465,83 @@ const PARALLEL_MIN: usize = 1 << 18;
 fn uncertainty_rows(map: &[f32], cfg: &SamplerConfig) -> Result<Rows, SamplerError> {
     let lo = cfg.tau;
     let hi = 1.0 - cfg.tau;
-    match cfg.map {
-        MapKind::Probabilities => {
-            let threads = match cfg.threads {
-                0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-                t => t,
-            };
-            let parts = if map.len() >= PARALLEL_MIN {
-                threads.max(1)
-            } else {
-                1
-            };
-            if parts == 1 {
-                return scan_probabilities(map, 0, lo, hi, cfg.k);
-            }
-            let per = map.len().div_ceil(parts).div_ceil(LANES) * LANES;
-            let results: Vec<_> = std::thread::scope(|scope| {
-                let handles: Vec<_> = map
-                    .chunks(per)
-                    .enumerate()
-                    .skip(1)
-                    .map(|(i, part)| {
-                        scope.spawn(move || scan_probabilities(part, i * per, lo, hi, cfg.k))
-                    })
-                    .collect();
-                let first = scan_probabilities(&map[..per.min(map.len())], 0, lo, hi, cfg.k);
-                std::iter::once(first)
-                    .chain(
-                        handles
-                            .into_iter()
-                            .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e))),
-                    )
-                    .collect()
-            });
-            let mut rows = Vec::new();
-            let mut n_candidates = 0;
-            for r in results {
-                // Parts are in raster order, so the first error is the earliest voxel.
-                let (part_rows, n) = r?;
-                rows.extend(part_rows);
-                n_candidates += n;
-            }
-            rows.sort_unstable_by(|a, b| a.2.total_cmp(&b.2).then(a.1.cmp(&b.1)));
-            rows.truncate(cfg.k);
-            Ok((rows, n_candidates))
+    // In logit space the band is |l| < ln((1−τ)/τ); the margin keeps the exact f32
+    // probability test below the judge of membership.
+    let logit_band = ((1.0 - f64::from(cfg.tau)) / f64::from(cfg.tau)).ln() as f32 * 1.0001 + 1e-6;
+    let scan = |part: &[f32], base: usize| match cfg.map {
+        MapKind::Probabilities => scan_probabilities(part, base, lo, hi, cfg.k),
+        MapKind::Logits => scan_logits(part, base, logit_band, lo, hi, cfg.k),
+    };
+    let threads = match cfg.threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        t => t,
+    };
+    let parts = if map.len() >= PARALLEL_MIN {
+        threads.max(1)
+    } else {
+        1
+    };
+    if parts == 1 {
+        return scan(map, 0);
+    }
+    let per = map.len().div_ceil(parts).div_ceil(LANES) * LANES;
+    let results: Vec<_> = std::thread::scope(|scope| {
+        let handles: Vec<_> = map
+            .chunks(per)
+            .enumerate()
+            .skip(1)
+            .map(|(i, part)| scope.spawn(move || scan(part, i * per)))
+            .collect();
+        let first = scan(&map[..per.min(map.len())], 0);
+        std::iter::once(first)
+            .chain(
+                handles
+                    .into_iter()
+                    .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e))),
+            )
+            .collect()
+    });
+    let mut rows = Vec::new();
+    let mut n_candidates = 0;
+    for r in results {
+        // Parts are in raster order, so the first error is the earliest voxel.
+        let (part_rows, n) = r?;
+        rows.extend(part_rows);
+        n_candidates += n;
+    }
+    // Each part kept its K best by (key, raster index); the K best of their union are the
+    // K best of the whole map.
+    rows.sort_unstable_by(|a, b| a.2.total_cmp(&b.2).then(a.1.cmp(&b.1)));
+    rows.truncate(cfg.k);
+    Ok((rows, n_candidates))
+}
+
+/// [`scan_probabilities`] for a map of logits: the band test in logit space first (no
+/// sigmoid for the voxels far from the boundary), then the exact probability test.
+fn scan_logits(
+    map: &[f32],
+    base: usize,
+    logit_band: f32,
+    lo: f32,
+    hi: f32,
+    k: usize,
+) -> Result<Rows, SamplerError> {
+    let mut top = TopK::new(k);
+    let mut n_candidates = 0usize;
+    for (j, &v) in map.iter().enumerate() {
+        if v.is_nan() {
+            return Err(SamplerError::NotANumber { index: base + j });
         }
-        MapKind::Logits => {
-            let mut top = TopK::new(cfg.k);
-            let mut n_candidates = 0usize;
-            // In logit space the band is |l| < ln((1−τ)/τ); the margin keeps the exact f32
-            // probability test below the judge of membership.
-            let logit_band =
-                ((1.0 - f64::from(cfg.tau)) / f64::from(cfg.tau)).ln() as f32 * 1.0001 + 1e-6;
-            for (idx, &v) in map.iter().enumerate() {
-                if v.is_nan() {
-                    return Err(SamplerError::NotANumber { index: idx });
-                }
-                if v.abs() >= logit_band {
-                    continue;
-                }
-                let p = sigmoid(v);
-                if p > lo && p < hi {
-                    n_candidates += 1;
-                    top.offer((p - 0.5).abs().to_bits(), idx);
-                }
-            }
-            Ok((top.into_rows(), n_candidates))
+        if v.abs() >= logit_band {
+            continue;
+        }
+        let p = sigmoid(v);
+        if p > lo && p < hi {
+            n_candidates += 1;
+            top.offer((p - 0.5).abs().to_bits(), base + j);
         }
     }
+    Ok((top.into_rows(), n_candidates))
 }
 
 /// Error rows: voxels inside each click's ball whose prediction `p > 0.5` disagrees with it.

@@ -306,6 +306,27 @@ fn thread_count_never_changes_the_result() {
         let got = sample(dims, &map, &clicks, &SamplerConfig { threads, ..base }).unwrap();
         assert_eq!(got, want, "threads = {threads}");
     }
+    // Logits (the corrector's map) split the same way: quantised values, ties included.
+    let logits: Vec<f32> = map.iter().map(|&p| (p * 8.0 - 4.0).round() / 2.0).collect();
+    let lcfg = SamplerConfig {
+        map: MapKind::Logits,
+        ..base
+    };
+    let want = naive(dims, &logits, &clicks, &lcfg);
+    assert!(
+        want.uncertainty.n_candidates > 300,
+        "the band holds more than K voxels"
+    );
+    for threads in [1, 2, 3, 7, 0] {
+        let got = sample(dims, &logits, &clicks, &SamplerConfig { threads, ..lcfg }).unwrap();
+        assert_eq!(got, want, "logits, threads = {threads}");
+    }
+    let mut bad_l = logits.clone();
+    bad_l[n - 3] = f32::NAN;
+    assert_eq!(
+        sample(dims, &bad_l, &clicks, &SamplerConfig { threads: 3, ..lcfg }).unwrap_err(),
+        SamplerError::NotANumber { index: n - 3 }
+    );
     let mut bad = map.clone();
     bad[n - 5] = -0.25;
     bad[n - 3] = f32::NAN;

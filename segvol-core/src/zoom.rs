@@ -52,19 +52,30 @@ pub fn window_starts(size: usize, win: usize) -> Vec<usize> {
 
 /// Bounding box `[lo, hi]` (inclusive) of the set voxels of a mask, `None` when empty.
 pub fn mask_box(mask: &[bool], dims: [usize; 3]) -> Option<([usize; 3], [usize; 3])> {
+    box_where(mask, dims, |m| m)
+}
+
+/// Bounding box `[lo, hi]` (inclusive) of the voxels where `keep` holds, `None` when none
+/// does. Row by row: only a row's first and last such voxel are looked for.
+pub fn box_where<T: Copy>(
+    data: &[T],
+    dims: [usize; 3],
+    keep: impl Fn(T) -> bool,
+) -> Option<([usize; 3], [usize; 3])> {
     let (mut lo, mut hi) = ([usize::MAX; 3], [0usize; 3]);
     let mut any = false;
-    for (i, _) in mask.iter().enumerate().filter(|(_, m)| **m) {
+    if dims[2] == 0 {
+        return None;
+    }
+    for (r, row) in data.chunks_exact(dims[2]).enumerate() {
+        let Some(first) = row.iter().position(|&v| keep(v)) else {
+            continue;
+        };
+        let last = row.iter().rposition(|&v| keep(v)).unwrap_or(first);
+        let (z, y) = (r / dims[1], r % dims[1]);
+        lo = [lo[0].min(z), lo[1].min(y), lo[2].min(first)];
+        hi = [hi[0].max(z), hi[1].max(y), hi[2].max(last)];
         any = true;
-        let p = [
-            i / (dims[1] * dims[2]),
-            (i / dims[2]) % dims[1],
-            i % dims[2],
-        ];
-        for a in 0..3 {
-            lo[a] = lo[a].min(p[a]);
-            hi[a] = hi[a].max(p[a]);
-        }
     }
     any.then_some((lo, hi))
 }

@@ -20,7 +20,7 @@ use axum::routing::{get, post};
 use burn::tensor::backend::Backend;
 use segvol_core::SegVol;
 use segvol_gru::GruCorrector;
-use segvol_interactive::{InteractiveSession, SessionError, Update};
+use segvol_interactive::{InteractiveSession, SessionError, Update, VoxelBox, diff_box};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
@@ -85,10 +85,12 @@ pub fn apply<B: Backend>(
         }
         Action::Point { zyx, fg } => Some(s.add_point(zyx, fg)?),
         Action::Undo => s.undo(),
-        Action::Reset => {
-            s.reset();
-            None
-        }
+        Action::Reset => Some(Update {
+            ran: false,
+            changed: s.reset(),
+            encode_s: 0.0,
+            decode_s: 0.0,
+        }),
         Action::Next => {
             s.next_object();
             None
@@ -154,6 +156,24 @@ enum Job {
     Act(Action, oneshot::Sender<Result<Value, String>>),
     Labels(oneshot::Sender<Vec<u8>>),
     Block([usize; 3], [usize; 3], oneshot::Sender<Option<Vec<u8>>>),
+    /// The box of the labelled voxels (for a page opened on a session with labels).
+    Extent(oneshot::Sender<Option<VoxelBox>>),
+}
+
+/// The window a page opens with: `soft` (CT soft tissue) for an image in Hounsfield units
+/// (air at -1000 or below -900 and a range over 1000), else `auto` (NiiVue's robust range),
+/// as for MR.
+pub fn first_window(data: &[f32]) -> &'static str {
+    let (lo, hi) = data
+        .iter()
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(l, h), &v| {
+            (l.min(v), h.max(v))
+        });
+    if lo <= -900.0 && hi - lo >= 1000.0 {
+        "soft"
+    } else {
+        "auto"
+    }
 }
 
 /// `"z,y,x"` → indices.
@@ -175,6 +195,8 @@ struct Shared {
     actions: Mutex<Vec<Action>>,
     /// Whether the model has SegVol's text tower (the page then shows its text field).
     text: bool,
+    /// [`first_window`] of the image.
+    window: &'static str,
 }
 
 type St = State<Arc<Shared>>;
@@ -258,7 +280,20 @@ fn router(shared: Arc<Shared>) -> Router {
         .route(
             "/api/info",
             get(|State(s): St| async move {
-                axum::Json(json!({"image": format!("/image/{}", s.name), "name": s.name, "text": s.text}))
+                let (tx, rx) = oneshot::channel();
+                let sent = s.jobs.lock().map(|j| j.send(Job::Extent(tx)).is_ok()).unwrap_or(false);
+                let labelled = match (sent, rx.await) {
+                    (true, Ok(b)) => b,
+                    _ => return fail(StatusCode::SERVICE_UNAVAILABLE, "stopping"),
+                };
+                axum::Json(json!({
+                    "image": format!("/image/{}", s.name),
+                    "name": s.name,
+                    "text": s.text,
+                    "window": s.window,
+                    "labelled": labelled,
+                }))
+                .into_response()
             }),
         )
         .route(
@@ -340,6 +375,7 @@ pub fn view<B: Backend>(
     device: &B::Device,
     ready: impl FnOnce(std::net::SocketAddr) + Send + 'static,
 ) -> Result<(), ServeError> {
+    let window = first_window(&image.data);
     let mut session = InteractiveSession::new(
         model,
         corrector,
@@ -359,6 +395,7 @@ pub fn view<B: Backend>(
         jobs: Mutex::new(tx),
         actions: Mutex::new(Vec::new()),
         text: model.has_text(),
+        window,
     });
     let addr = format!("{}:{}", cfg.host, cfg.port);
     let closer = shared.clone();
@@ -381,6 +418,10 @@ pub fn view<B: Backend>(
             }
             Job::Block(lo, hi, reply) => {
                 let _ = reply.send(session.label_block(lo, hi));
+            }
+            Job::Extent(reply) => {
+                let l = session.label_map();
+                let _ = reply.send(diff_box(&l, &vec![0; l.len()], session.dims()));
             }
             Job::Act(a, reply) => {
                 let t = Instant::now();

@@ -93,8 +93,11 @@ try:
                                      text=True, check=True).stdout)
     zyx_shape = (info.get("volume") or info)["shape_zyx"]
     shown = driver.execute_script("return Array.from(window.segvol.nv.volumes[0].dims.slice(1, 4));")
+    timings = driver.execute_script("return window.segvol.timings;") or {}
     check("page shows the image at its size", shown == zyx_shape[::-1],
-          f"NiiVue x,y,z {shown} vs segvol info z,y,x {zyx_shape}; {first_image:.1f} s to first image")
+          f"NiiVue x,y,z {shown} vs segvol info z,y,x {zyx_shape}; {first_image:.1f} s to first image "
+          f"(NiiVue load {timings.get('load_ms', 0) / 1e3:.1f} s, drawing layer "
+          f"{timings.get('drawing_ms', 0) / 1e3:.1f} s)")
     win = driver.execute_script("return window.segvol.window;")
     check(f"first look: window {args.expect_window!r}", win == args.expect_window, win)
     canvas = driver.find_element(By.ID, "gl")
@@ -193,6 +196,24 @@ try:
           f"7×7 around it {near_before} → {near(neg)}; the voxel itself now {label_at(sent['zyx'])}")
     ms, err = done_after(lambda: driver.find_element(By.ID, "undo").click(), "undo")
     check("undo", err is None and driver.execute_script("return window.segvol.last.undo_depth;") == 2)
+    # The page paints each action's changed box into NiiVue's drawing layer itself (its own
+    # array-order → RAS index map). NiiVue's saver maps the drawing back to the file's order by
+    # its own route (img2RASstep); that must equal the server's label map, voxel for voxel.
+    cmp = driver.execute_async_script("""
+        const done = arguments[arguments.length - 1];
+        (async () => {
+          const nv = window.segvol.nv;
+          const u = await nv.saveImage({ filename: "", isSaveDrawing: true });
+          const off = new DataView(u.buffer, u.byteOffset).getFloat32(108, true);
+          const page = u.subarray(off);
+          const srv = new Uint8Array(await (await fetch("/api/labels")).arrayBuffer());
+          let bad = 0, lab = 0;
+          for (let i = 0; i < srv.length; i++) { if (page[i] !== srv[i]) { bad++; } if (srv[i]) { lab++; } }
+          done([page.length, srv.length, bad, lab]);
+        })().catch((e) => done(String(e)));""")
+    check("the page's label layer equals the server's label map, voxel for voxel",
+          isinstance(cmp, list) and cmp[0] == cmp[1] and cmp[2] == 0 and cmp[3] > 0,
+          f"page voxels, server voxels, differing, labelled: {cmp}")
     driver.find_element(By.ID, "save").click()
     wait("window.segvol.saved", "save")
     check("save writes --out", os.path.isfile(saved))

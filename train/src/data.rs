@@ -16,7 +16,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use segvol_core::pipeline::{foreground_box, foreground_normalize, min_max};
+use segvol_core::pipeline::{foreground_box, normalize_for_model};
 use segvol_core::resize::{ResizeMode, resize};
 use segvol_core::zoom::{mask_box, sub_block};
 use segvol_eval::protocol::Box3;
@@ -349,7 +349,7 @@ impl Case {
     /// [`TrainError::Data`] naming the file.
     pub fn load(path: &Path, names: Option<&[String]>) -> Result<Case, TrainError> {
         let (raw, labels, dims, _) = read_image_and_labels(path)?;
-        let norm = min_max(&foreground_normalize(&raw));
+        let norm = normalize_for_model(&raw);
         let (mut lo, mut hi) = foreground_box(&norm, dims);
         let labelled: Vec<bool> = labels.iter().map(|&l| l > 0).collect();
         if let Some((l0, l1)) = mask_box(&labelled, dims) {
