@@ -40,7 +40,16 @@ ap.add_argument("--click-effect", choices=["assert", "report"], default="assert"
                      "to: issue 20)")
 ap.add_argument("--expect-window", default="auto",
                 help="the window the page opens with: auto (MR), soft (a CT in HU)")
+ap.add_argument("--gl", choices=["auto", "llvmpipe", "swiftshader"], default="auto",
+                help="software WebGL: Mesa's llvmpipe through ANGLE on EGL (auto, where Mesa's EGL is "
+                     "installed: libegl-mesa0, libgl1-mesa-dri) or Chromium's SwiftShader")
 args = ap.parse_args()
+if args.gl == "auto":
+    mesa = any(os.path.exists(os.path.join(d, "libEGL_mesa.so.0"))
+               for d in ["/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib"])
+    args.gl = "llvmpipe" if mesa else "swiftshader"
+GL_FLAGS = {"llvmpipe": ["--use-gl=angle", "--use-angle=gl-egl", "--ignore-gpu-blocklist"],
+            "swiftshader": ["--use-angle=swiftshader", "--enable-unsafe-swiftshader"]}[args.gl]
 results = []
 
 
@@ -67,8 +76,7 @@ opts = webdriver.ChromeOptions()
 opts.binary_location = "/usr/bin/chromium"
 for a in ["--headless=new", "--no-sandbox", "--window-size=1000,900", "--no-first-run",
           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-          "--disable-quic", "--use-angle=swiftshader", "--enable-unsafe-swiftshader",
-          f"--user-data-dir={tmp}/profile"]:
+          "--disable-quic", *GL_FLAGS, f"--user-data-dir={tmp}/profile"]:
     opts.add_argument(a)
 driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
 try:
@@ -94,10 +102,14 @@ try:
     zyx_shape = (info.get("volume") or info)["shape_zyx"]
     shown = driver.execute_script("return Array.from(window.segvol.nv.volumes[0].dims.slice(1, 4));")
     timings = driver.execute_script("return window.segvol.timings;") or {}
+    renderer = driver.execute_script("""
+        const gl = window.segvol.nv.gl, e = gl.getExtension("WEBGL_debug_renderer_info");
+        return e ? gl.getParameter(e.UNMASKED_RENDERER_WEBGL) : gl.getParameter(gl.RENDERER);""")
+    check(f"WebGL renders in software as asked ({args.gl})", args.gl.lower() in str(renderer).lower(), renderer)
     check("page shows the image at its size", shown == zyx_shape[::-1],
           f"NiiVue x,y,z {shown} vs segvol info z,y,x {zyx_shape}; {first_image:.1f} s to first image "
-          f"(NiiVue load {timings.get('load_ms', 0) / 1e3:.1f} s, drawing layer "
-          f"{timings.get('drawing_ms', 0) / 1e3:.1f} s)")
+          f"(NiiVue load {timings.get('load_ms', 0) / 1e3:.1f} s, its first frame "
+          f"{timings.get('first_frame_ms', 0) / 1e3:.1f} s, drawing layer {timings.get('drawing_ms', 0) / 1e3:.1f} s)")
     win = driver.execute_script("return window.segvol.window;")
     check(f"first look: window {args.expect_window!r}", win == args.expect_window, win)
     canvas = driver.find_element(By.ID, "gl")
@@ -114,7 +126,10 @@ try:
         ms = (time.perf_counter() - t) * 1e3
         err = driver.execute_script("return window.segvol.error;")
         last = driver.execute_script("return window.segvol.last;") or {}
-        print(f"     {what}: round trip {ms:.0f} ms, model {last.get('ms', float('nan')):.0f} ms", flush=True)
+        page = last.get("page") or {}
+        print(f"     {what}: round trip {ms:.0f} ms (the page's request {page.get('action_ms', float('nan')):.0f} ms, "
+              f"its repaint {page.get('repaint_ms', float('nan')):.0f} ms), model {last.get('ms', float('nan')):.0f} ms",
+              flush=True)
         return ms, err
 
     # A box: drag across the middle of the axial slice.
