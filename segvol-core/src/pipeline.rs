@@ -77,122 +77,209 @@ pub fn normalize_for_model(img: &[f32]) -> Vec<f32> {
 
 /// [`normalize_for_model`] with each pass split into `parts` (≥ 1) parts.
 fn normalize_in_parts(img: &[f32], parts: usize) -> Vec<f32> {
-    use std::cmp::Reverse;
-    use std::collections::BinaryHeap;
-    if img.is_empty() {
+    let Some(n) = Normalisation::of(img, parts) else {
         return Vec::new();
-    }
-    let parts = parts.clamp(1, img.len());
-    // Pass 1: the sum (eight f64 lanes per part: the adds need not wait on each other), min
-    // and max.
-    let stats = par_map(img, parts, |c| {
-        let (mut s, mut l, mut h) = ([0.0f64; 8], f32::INFINITY, f32::NEG_INFINITY);
-        let mut it = c.chunks_exact(8);
-        for x in it.by_ref() {
-            for k in 0..8 {
-                s[k] += f64::from(x[k]);
-                l = if x[k] < l { x[k] } else { l };
-                h = if x[k] > h { x[k] } else { h };
-            }
-        }
-        for &v in it.remainder() {
-            s[0] += f64::from(v);
-            l = l.min(v);
-            h = h.max(v);
-        }
-        (s.iter().sum::<f64>(), l, h)
-    });
-    let sum: f64 = stats.iter().map(|p| p.0).sum();
-    let vmin = stats.iter().map(|p| p.1).fold(f32::INFINITY, f32::min);
-    let vmax = stats.iter().map(|p| p.2).fold(f32::NEG_INFINITY, f32::max);
-    let mean = sum / img.len() as f64;
-    // Pass 2: the foreground's size and sum.
-    let fgs = par_map(img, parts, |c| {
-        let (mut n, mut s) = (0usize, [0.0f64; 8]);
-        for (i, &v) in c.iter().enumerate() {
-            if f64::from(v) > mean {
-                n += 1;
-                s[i % 8] += f64::from(v);
-            }
-        }
-        (n, s.iter().sum::<f64>())
-    });
-    let m: usize = fgs.iter().map(|p| p.0).sum();
-    if m == 0 {
-        return min_max(img);
-    }
-    let mu = fgs.iter().map(|p| p.1).sum::<f64>() / m as f64;
-    // Ranks (0-based, ascending) of the two percentiles' neighbours.
-    let rank = |p: f64| {
-        let pos = (m - 1) as f64 * p / 100.0;
-        (
-            pos.floor() as usize,
-            pos.ceil() as usize,
-            (pos - pos.floor()) as f32,
-        )
     };
-    let (l0, l1, lf) = rank(0.05);
-    let (h0, h1, hf) = rank(99.95);
-    // Pass 3: the squared deviations; the l1 + 1 smallest (a max-heap) and the m − h0 largest
-    // (a min-heap) of each part, merged after.
-    let (nl, nh) = (l1 + 1, m - h0);
-    let tails = par_map(img, parts, |c| {
-        let mut low: BinaryHeap<u32> = BinaryHeap::new();
-        let mut high: BinaryHeap<Reverse<u32>> = BinaryHeap::new();
-        let mut sq = [0.0f64; 8];
-        for (i, &v) in c.iter().enumerate() {
-            if f64::from(v) <= mean {
-                continue;
-            }
-            sq[i % 8] += (f64::from(v) - mu).powi(2);
-            let k = total_key(v);
-            keep_low(&mut low, nl, k);
-            keep_high(&mut high, nh, k);
-        }
-        (sq.iter().sum::<f64>(), low, high)
-    });
-    let mut low: BinaryHeap<u32> = BinaryHeap::new();
-    let mut high: BinaryHeap<Reverse<u32>> = BinaryHeap::new();
-    let mut sq = 0.0f64;
-    for (s2, l, h) in tails {
-        sq += s2;
-        l.into_iter().for_each(|k| keep_low(&mut low, nl, k));
-        h.into_iter()
-            .for_each(|Reverse(k)| keep_high(&mut high, nh, k));
-    }
-    let from_key = |k: u32| f32::from_bits(if k >> 31 == 1 { k & !(1 << 31) } else { !k });
-    // low's largest is rank l1, the next rank l0; high's smallest is rank h0, the next h1.
-    let b = low.pop().map_or(0.0, from_key);
-    let a = if l0 == l1 {
-        b
-    } else {
-        low.peek().map_or(b, |&k| from_key(k))
-    };
-    let c = high.pop().map_or(0.0, |Reverse(k)| from_key(k));
-    let d = if h0 == h1 {
-        c
-    } else {
-        high.peek().map_or(c, |&Reverse(k)| from_key(k))
-    };
-    let (lo, hi) = (a + (b - a) * lf, c + (d - c) * hf);
-    let sd = (sq / m as f64).sqrt();
-    let (mu, sd) = (mu as f32, (sd as f32).max(1e-8));
-    let norm = move |v: f32| (v.clamp(lo, hi) - mu) / sd;
-    let (nmin, nmax) = (norm(vmin), norm(vmax));
-    let range = (nmax - nmin).max(0.0).max(1e-8);
-    // Pass 4: the output, each part on its own thread.
+    let parts = parts.clamp(1, img.len().max(1));
     let mut out = vec![0.0f32; img.len()];
     let per = img.len().div_ceil(parts);
     std::thread::scope(|scope| {
         for (o, c) in out.chunks_mut(per).zip(img.chunks(per)) {
             scope.spawn(move || {
                 for (o, &v) in o.iter_mut().zip(c) {
-                    *o = (norm(v) - nmin) / range;
+                    *o = n.apply(v);
                 }
             });
         }
     });
     out
+}
+
+/// The constants of [`normalize_for_model`] for one image: a voxel `v` becomes
+/// [`Normalisation::apply`]`(v)`.
+#[derive(Debug, Clone, Copy)]
+struct Normalisation {
+    /// Clip range (the foreground's 0.05th and 99.95th percentiles).
+    lo: f32,
+    hi: f32,
+    /// The foreground's mean and std.
+    mu: f32,
+    sd: f32,
+    /// The min-max step: the least normalised value and the range.
+    nmin: f32,
+    range: f32,
+    /// No foreground: plain min-max of the input (`lo` = its min, `range` its range).
+    plain: bool,
+}
+
+impl Normalisation {
+    #[inline]
+    fn apply(&self, v: f32) -> f32 {
+        if self.plain {
+            (v - self.lo) / self.range
+        } else {
+            ((v.clamp(self.lo, self.hi) - self.mu) / self.sd - self.nmin) / self.range
+        }
+    }
+
+    /// The constants, each pass split into `parts`; `None` for an empty image.
+    fn of(img: &[f32], parts: usize) -> Option<Self> {
+        use std::cmp::Reverse;
+        use std::collections::BinaryHeap;
+        if img.is_empty() {
+            return None;
+        }
+        let parts = parts.clamp(1, img.len());
+        // Pass 1: the sum (eight f64 lanes per part: the adds need not wait on each other), min
+        // and max.
+        let stats = par_map(img, parts, |c| {
+            let (mut s, mut l, mut h) = ([0.0f64; 8], f32::INFINITY, f32::NEG_INFINITY);
+            let mut it = c.chunks_exact(8);
+            for x in it.by_ref() {
+                for k in 0..8 {
+                    s[k] += f64::from(x[k]);
+                    l = if x[k] < l { x[k] } else { l };
+                    h = if x[k] > h { x[k] } else { h };
+                }
+            }
+            for &v in it.remainder() {
+                s[0] += f64::from(v);
+                l = l.min(v);
+                h = h.max(v);
+            }
+            (s.iter().sum::<f64>(), l, h)
+        });
+        let sum: f64 = stats.iter().map(|p| p.0).sum();
+        let vmin = stats.iter().map(|p| p.1).fold(f32::INFINITY, f32::min);
+        let vmax = stats.iter().map(|p| p.2).fold(f32::NEG_INFINITY, f32::max);
+        let mean = sum / img.len() as f64;
+        // Pass 2: the foreground's size and sum.
+        let fgs = par_map(img, parts, |c| {
+            let (mut n, mut s) = (0usize, [0.0f64; 8]);
+            for (i, &v) in c.iter().enumerate() {
+                if f64::from(v) > mean {
+                    n += 1;
+                    s[i % 8] += f64::from(v);
+                }
+            }
+            (n, s.iter().sum::<f64>())
+        });
+        let m: usize = fgs.iter().map(|p| p.0).sum();
+        if m == 0 {
+            // min_max of the image itself: (v − min) / max(max − min, 1e-8).
+            return Some(Normalisation {
+                lo: vmin,
+                hi: vmax,
+                mu: 0.0,
+                sd: 1.0,
+                nmin: 0.0,
+                range: (vmax - vmin).max(0.0).max(1e-8),
+                plain: true,
+            });
+        }
+        let mu = fgs.iter().map(|p| p.1).sum::<f64>() / m as f64;
+        // Ranks (0-based, ascending) of the two percentiles' neighbours.
+        let rank = |p: f64| {
+            let pos = (m - 1) as f64 * p / 100.0;
+            (
+                pos.floor() as usize,
+                pos.ceil() as usize,
+                (pos - pos.floor()) as f32,
+            )
+        };
+        let (l0, l1, lf) = rank(0.05);
+        let (h0, h1, hf) = rank(99.95);
+        // Pass 3: the squared deviations; the l1 + 1 smallest (a max-heap) and the m − h0 largest
+        // (a min-heap) of each part, merged after.
+        let (nl, nh) = (l1 + 1, m - h0);
+        let tails = par_map(img, parts, |c| {
+            let mut low: BinaryHeap<u32> = BinaryHeap::new();
+            let mut high: BinaryHeap<Reverse<u32>> = BinaryHeap::new();
+            let mut sq = [0.0f64; 8];
+            for (i, &v) in c.iter().enumerate() {
+                if f64::from(v) <= mean {
+                    continue;
+                }
+                sq[i % 8] += (f64::from(v) - mu).powi(2);
+                let k = total_key(v);
+                keep_low(&mut low, nl, k);
+                keep_high(&mut high, nh, k);
+            }
+            (sq.iter().sum::<f64>(), low, high)
+        });
+        let mut low: BinaryHeap<u32> = BinaryHeap::new();
+        let mut high: BinaryHeap<Reverse<u32>> = BinaryHeap::new();
+        let mut sq = 0.0f64;
+        for (s2, l, h) in tails {
+            sq += s2;
+            l.into_iter().for_each(|k| keep_low(&mut low, nl, k));
+            h.into_iter()
+                .for_each(|Reverse(k)| keep_high(&mut high, nh, k));
+        }
+        let from_key = |k: u32| f32::from_bits(if k >> 31 == 1 { k & !(1 << 31) } else { !k });
+        // low's largest is rank l1, the next rank l0; high's smallest is rank h0, the next h1.
+        let b = low.pop().map_or(0.0, from_key);
+        let a = if l0 == l1 {
+            b
+        } else {
+            low.peek().map_or(b, |&k| from_key(k))
+        };
+        let c = high.pop().map_or(0.0, |Reverse(k)| from_key(k));
+        let d = if h0 == h1 {
+            c
+        } else {
+            high.peek().map_or(c, |&Reverse(k)| from_key(k))
+        };
+        let (lo, hi) = (a + (b - a) * lf, c + (d - c) * hf);
+        let sd = (sq / m as f64).sqrt();
+        let (mu, sd) = (mu as f32, (sd as f32).max(1e-8));
+        let norm = move |v: f32| (v.clamp(lo, hi) - mu) / sd;
+        let (nmin, nmax) = (norm(vmin), norm(vmax));
+        let range = (nmax - nmin).max(0.0).max(1e-8);
+        Some(Normalisation {
+            lo,
+            hi,
+            mu,
+            sd,
+            nmin,
+            range,
+            plain: false,
+        })
+    }
+}
+
+/// SegVol's crop of the normalised image: the box of the voxels whose normalised value is
+/// above 0 (SEGVOL.md §8), grown to hold `cover`, as `[lo, hi)`, and the normalised voxels
+/// inside it. Equal to cropping [`normalize_for_model`]'s output to [`foreground_box`] of it,
+/// without holding the whole normalised image (a float copy of the volume: 1 GB for a
+/// 1000×512×512 CT).
+pub fn normalized_crop(
+    img: &[f32],
+    dims: [usize; 3],
+    cover: &[[usize; 3]],
+) -> ([usize; 3], [usize; 3], Vec<f32>) {
+    let Some(n) = Normalisation::of(img, split(img.len())) else {
+        return ([0; 3], dims, Vec::new());
+    };
+    let (mut lo, mut hi) = match crate::zoom::box_where(img, dims, |v| n.apply(v) > 0.0) {
+        Some((lo, hi)) => (lo, hi.map(|v| v + 1)),
+        None => ([0; 3], dims),
+    };
+    for p in cover.iter().filter(|p| (0..3).all(|a| p[a] < dims[a])) {
+        for a in 0..3 {
+            lo[a] = lo[a].min(p[a]);
+            hi[a] = hi[a].max(p[a] + 1);
+        }
+    }
+    let mut out = crop(img, dims, lo, hi);
+    let parts = split(out.len());
+    let per = out.len().div_ceil(parts).max(1);
+    std::thread::scope(|scope| {
+        for o in out.chunks_mut(per) {
+            scope.spawn(move || o.iter_mut().for_each(|v| *v = n.apply(*v)));
+        }
+    });
+    (lo, hi, out)
 }
 
 /// Keeps the `n` smallest keys in a max-heap.
@@ -393,17 +480,9 @@ impl<'m, B: Backend> Session<'m, B> {
                 len: image.len(),
             });
         }
-        let norm = normalize_for_model(image);
-        let (mut lo, mut hi) = foreground_box(&norm, dims);
-        for p in cover.iter().filter(|p| (0..3).all(|a| p[a] < dims[a])) {
-            for a in 0..3 {
-                lo[a] = lo[a].min(p[a]);
-                hi[a] = hi[a].max(p[a] + 1);
-            }
-        }
+        let (lo, hi, crop_img) = normalized_crop(image, dims, cover);
         let cdims = [0, 1, 2].map(|a| hi[a] - lo[a]);
         let grid = model.image_size();
-        let crop_img = crop(&norm, dims, lo, hi);
         let x = resize(&crop_img, cdims, grid, ResizeMode::Nearest);
         let t = Tensor::<B, 5>::from_data(
             TensorData::new(x, [1, 1, grid[0], grid[1], grid[2]]),
@@ -642,6 +721,44 @@ mod tests {
             normalize_for_model(&cases[5]),
             min_max(&foreground_normalize(&cases[5]))
         );
+    }
+
+    /// The crop made without the whole normalised image equals the crop of it, at the
+    /// foreground box, grown by a point outside it; and the whole image when nothing is
+    /// foreground.
+    #[test]
+    fn normalized_crop_equals_cropping_the_normalised_image() {
+        let dims = [6, 7, 9];
+        let mut img = vec![-1000.0f32; 6 * 7 * 9];
+        for z in 1..4 {
+            for y in 2..6 {
+                for x in 3..7 {
+                    img[(z * 7 + y) * 9 + x] = (40 + z * 7 + y * 3 + x) as f32;
+                }
+            }
+        }
+        let norm = normalize_for_model(&img);
+        let (flo, fhi) = foreground_box(&norm, dims);
+        assert_eq!((flo, fhi), ([1, 2, 3], [4, 6, 7]));
+        for cover in [vec![], vec![[5, 0, 8]]] {
+            let (lo, hi, c) = normalized_crop(&img, dims, &cover);
+            let (mut wlo, mut whi) = (flo, fhi);
+            for p in &cover {
+                for a in 0..3 {
+                    wlo[a] = wlo[a].min(p[a]);
+                    whi[a] = whi[a].max(p[a] + 1);
+                }
+            }
+            assert_eq!((lo, hi), (wlo, whi));
+            let want = crop(&norm, dims, lo, hi);
+            assert_eq!(
+                c.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                want.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+            );
+        }
+        let flat = vec![3.0f32; 6 * 7 * 9];
+        let (lo, hi, c) = normalized_crop(&flat, dims, &[]);
+        assert_eq!((lo, hi, c), ([0; 3], dims, min_max(&flat)));
     }
 
     #[test]
