@@ -416,14 +416,23 @@ fn chunk_summary(chunk: &[f32], lo: f32, hi: f32) -> (u32, u32, usize) {
     (max_bits, min_key, in_band as usize)
 }
 
+/// The uncertainty band: `lo < p < hi` in probability, and in logits `|l| < logit` (with a
+/// margin: the probability test stays the judge).
+#[derive(Clone, Copy)]
+struct Band {
+    lo: f32,
+    hi: f32,
+    logit: f32,
+}
+
 /// One thread's share of the probability scan: `map` starts at raster index `base`.
 fn scan_probabilities(
     map: &[f32],
     base: usize,
-    lo: f32,
-    hi: f32,
+    band: Band,
     k: usize,
 ) -> Result<Rows, SamplerError> {
+    let Band { lo, hi, .. } = band;
     let mut top = TopK::new(k);
     let mut n_candidates = 0usize;
     for (ci, chunk) in map.chunks(LANES).enumerate() {
@@ -463,14 +472,16 @@ const PARALLEL_MIN: usize = 1 << 18;
 /// thread keeps its own top K and the union is re-ranked, which is exact because the ranking
 /// (key, raster index) is a total order.
 fn uncertainty_rows(map: &[f32], cfg: &SamplerConfig) -> Result<Rows, SamplerError> {
-    let lo = cfg.tau;
-    let hi = 1.0 - cfg.tau;
-    // In logit space the band is |l| < ln((1−τ)/τ); the margin keeps the exact f32
-    // probability test below the judge of membership.
-    let logit_band = ((1.0 - f64::from(cfg.tau)) / f64::from(cfg.tau)).ln() as f32 * 1.0001 + 1e-6;
+    let band = Band {
+        lo: cfg.tau,
+        hi: 1.0 - cfg.tau,
+        // In logit space the band is |l| < ln((1−τ)/τ); the margin keeps the exact f32
+        // probability test below the judge of membership.
+        logit: ((1.0 - f64::from(cfg.tau)) / f64::from(cfg.tau)).ln() as f32 * 1.0001 + 1e-6,
+    };
     let scan = |part: &[f32], base: usize| match cfg.map {
-        MapKind::Probabilities => scan_probabilities(part, base, lo, hi, cfg.k),
-        MapKind::Logits => scan_logits(part, base, logit_band, lo, hi, cfg.k),
+        MapKind::Probabilities => scan_probabilities(part, base, band, cfg.k),
+        MapKind::Logits => scan_logits(part, base, band, cfg.k),
     };
     let threads = match cfg.threads {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -518,14 +529,12 @@ fn uncertainty_rows(map: &[f32], cfg: &SamplerConfig) -> Result<Rows, SamplerErr
 
 /// [`scan_probabilities`] for a map of logits: the band test in logit space first (no
 /// sigmoid for the voxels far from the boundary), then the exact probability test.
-fn scan_logits(
-    map: &[f32],
-    base: usize,
-    logit_band: f32,
-    lo: f32,
-    hi: f32,
-    k: usize,
-) -> Result<Rows, SamplerError> {
+fn scan_logits(map: &[f32], base: usize, band: Band, k: usize) -> Result<Rows, SamplerError> {
+    let Band {
+        lo,
+        hi,
+        logit: logit_band,
+    } = band;
     let mut top = TopK::new(k);
     let mut n_candidates = 0usize;
     for (j, &v) in map.iter().enumerate() {
