@@ -437,7 +437,20 @@ impl<'m, B: Backend> InteractiveSession<'m, B> {
         let changed = diff_box(&self.mask, &new, self.dims);
         if let (Some(b), Some(top)) = (changed, self.history.last_mut()) {
             // Queued actions share one prediction: the last of them holds the whole change.
-            top.block = Some((b, take_block(&self.mask, self.dims, b)));
+            // A step that already holds a change (a second prediction without a new action)
+            // keeps the voxels from before its first one, over both boxes.
+            top.block = Some(match top.block.take() {
+                None => (b, take_block(&self.mask, self.dims, b)),
+                Some((old, vals)) => {
+                    let u = (
+                        std::array::from_fn(|k| old.0[k].min(b.0[k])),
+                        std::array::from_fn(|k| old.1[k].max(b.1[k])),
+                    );
+                    let mut m = self.mask.clone();
+                    put_block(&mut m, self.dims, old, &vals);
+                    (u, take_block(&m, self.dims, u))
+                }
+            });
         }
         self.mask = new;
         changed

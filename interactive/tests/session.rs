@@ -97,6 +97,27 @@ fn session_matches_direct_decodes_and_undoes_exactly() {
             foreground: false
         }
     );
+    // A second prediction without a new action (the corrector turned off, then predict):
+    // undo still returns to the mask from before the click, not the one in between.
+    s.undo().unwrap();
+    s.undo().unwrap();
+    assert_eq!(s.mask(), &after_box[..]);
+    s.add_point([10, 20, 20], true).unwrap();
+    let corrected = s.mask().to_vec();
+    assert_eq!(corrected, after_pos);
+    s.set_corrector(false);
+    s.predict().unwrap();
+    assert_ne!(
+        s.mask(),
+        &corrected[..],
+        "the corrector changes this click's mask (else the merge is not exercised)"
+    );
+    s.undo().unwrap();
+    assert_eq!(s.mask(), &after_box[..]);
+    s.set_corrector(true);
+    s.add_point([10, 20, 20], true).unwrap();
+    s.add_point([10, 12, 12], false).unwrap();
+    assert_eq!(s.mask(), &after_neg[..]);
     // A 2-D box on slice 10: in-plane 11 × 9 voxels of 3 mm; depth ±(27 mm / 2) / 3 mm = ±4.5
     // → 5 slices (rounded) on each side, clipped to the image (24 slices).
     assert_eq!(
