@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use burn::tensor::backend::Backend;
 
-use crate::session::{InteractiveSession, SessionError, VoxelBox};
+use crate::session::{InteractiveSession, SessionError, Update, VoxelBox};
 
 /// One timed action.
 #[derive(Debug, Clone, PartialEq)]
@@ -44,46 +44,36 @@ pub fn run_script<B: Backend>(
     lo: [usize; 3],
     hi: [usize; 3],
 ) -> Result<Vec<TimedAction>, SessionError> {
+    // Wall time is read first: the voxel count after it is not part of the action.
+    let step = |action: String, t: Instant, u: Option<Update>, s: &InteractiveSession<'_, B>| {
+        let wall_s = t.elapsed().as_secs_f64();
+        TimedAction {
+            action,
+            wall_s,
+            encode_s: u.as_ref().map_or(0.0, |u| u.encode_s),
+            decode_s: u.as_ref().map_or(0.0, |u| u.decode_s),
+            changed: u.and_then(|u| u.changed),
+            voxels: s.mask().iter().filter(|&&m| m > 0).count(),
+        }
+    };
     let mut out = Vec::new();
-    let voxels = |s: &InteractiveSession<'_, B>| s.mask().iter().filter(|&&m| m > 0).count();
     let t = Instant::now();
     let u = s.set_box(lo, hi)?;
-    out.push(TimedAction {
-        action: "box".into(),
-        wall_s: t.elapsed().as_secs_f64(),
-        encode_s: u.encode_s,
-        decode_s: u.decode_s,
-        changed: u.changed,
-        voxels: voxels(s),
-    });
+    out.push(step("box".into(), t, Some(u), s));
     for (p, fg) in script_clicks(lo, hi) {
         let t = Instant::now();
         let u = s.add_point(p, fg)?;
-        out.push(TimedAction {
-            action: format!(
-                "{} click {},{},{}",
-                if fg { "positive" } else { "negative" },
-                p[0],
-                p[1],
-                p[2]
-            ),
-            wall_s: t.elapsed().as_secs_f64(),
-            encode_s: u.encode_s,
-            decode_s: u.decode_s,
-            changed: u.changed,
-            voxels: voxels(s),
-        });
+        let what = if fg { "positive" } else { "negative" };
+        out.push(step(
+            format!("{what} click {},{},{}", p[0], p[1], p[2]),
+            t,
+            Some(u),
+            s,
+        ));
     }
     let t = Instant::now();
     let u = s.undo();
-    out.push(TimedAction {
-        action: "undo".into(),
-        wall_s: t.elapsed().as_secs_f64(),
-        encode_s: 0.0,
-        decode_s: 0.0,
-        changed: u.and_then(|u| u.changed),
-        voxels: voxels(s),
-    });
+    out.push(step("undo".into(), t, u, s));
     Ok(out)
 }
 

@@ -15,4 +15,6 @@ pub use external::{CommandRun, ExternalError, ExternalPredictor, Recording};
 pub use predictor::{
     DecodeOptions, SegVolPredictor, StepLog, click_sequence, corrected_logits, decode,
 };
-pub use session::{InteractiveSession, Prompts, SessionError, Update, VoxelBox, diff_box};
+pub use session::{
+    InteractiveSession, Prompts, SessionError, Update, VoxelBox, diff_box, union_box,
+};

@@ -99,6 +99,14 @@ fn take_block(m: &[u8], dims: [usize; 3], b: VoxelBox) -> Vec<u8> {
     out
 }
 
+/// The smallest box holding both.
+pub fn union_box(a: VoxelBox, b: VoxelBox) -> VoxelBox {
+    (
+        std::array::from_fn(|k| a.0[k].min(b.0[k])),
+        std::array::from_fn(|k| a.1[k].max(b.1[k])),
+    )
+}
+
 /// Writes `block` (as [`take_block`] took it) back into `m`.
 fn put_block(m: &mut [u8], dims: [usize; 3], b: VoxelBox, block: &[u8]) {
     let (lo, hi) = b;
@@ -194,6 +202,11 @@ impl<'m, B: Backend> InteractiveSession<'m, B> {
             .zip(&self.mask)
             .map(|(&l, &m)| if m > 0 { cur } else { l })
             .collect()
+    }
+
+    /// The current object's mask inside the inclusive box `b` (inside the image), C order.
+    pub fn mask_block(&self, b: VoxelBox) -> Vec<u8> {
+        take_block(&self.mask, self.dims, b)
     }
 
     /// The label map inside the inclusive box `lo..=hi`, C order (what a viewer repaints after
@@ -442,10 +455,7 @@ impl<'m, B: Backend> InteractiveSession<'m, B> {
             top.block = Some(match top.block.take() {
                 None => (b, take_block(&self.mask, self.dims, b)),
                 Some((old, vals)) => {
-                    let u = (
-                        std::array::from_fn(|k| old.0[k].min(b.0[k])),
-                        std::array::from_fn(|k| old.1[k].max(b.1[k])),
-                    );
+                    let u = union_box(old, b);
                     let mut m = self.mask.clone();
                     put_block(&mut m, self.dims, old, &vals);
                     (u, take_block(&m, self.dims, u))

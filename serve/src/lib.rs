@@ -26,7 +26,7 @@ use axum::routing::{get, post};
 use burn::tensor::backend::Backend;
 use segvol_core::SegVol;
 use segvol_gru::GruCorrector;
-use segvol_interactive::{InteractiveSession, Update, VoxelBox};
+use segvol_interactive::{InteractiveSession, Update, VoxelBox, union_box};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
@@ -1018,14 +1018,6 @@ struct Slot<'m, B: Backend> {
     pending: Option<VoxelBox>,
 }
 
-/// The smallest box holding both.
-fn union(a: VoxelBox, b: VoxelBox) -> VoxelBox {
-    (
-        std::array::from_fn(|k| a.0[k].min(b.0[k])),
-        std::array::from_fn(|k| a.1[k].max(b.1[k])),
-    )
-}
-
 /// An action whose client stopped waiting while it ran (the request timed out: the client was
 /// told it failed, and may retry it) is taken back. One that made a history step is undone —
 /// prompts, mask and corrector state as before, so a retry does not apply it twice; one that
@@ -1048,7 +1040,10 @@ fn take_back<B: Backend>(
         ..
     }) = r
     {
-        slot.pending = Some(slot.pending.map_or((*lo, *hi), |p| union(p, (*lo, *hi))));
+        slot.pending = Some(
+            slot.pending
+                .map_or((*lo, *hi), |p| union_box(p, (*lo, *hi))),
+        );
     }
     // A timed-out predict: the prompts are still to be answered.
     slot.queued |= queued;
@@ -1066,8 +1061,8 @@ fn with_pending<B: Backend>(
         return r;
     };
     slot.pending = None;
-    let b = region.map_or(p, |(lo, hi, _)| union(p, (lo, hi)));
-    Ok(region_of(&slot.session, Some(b)))
+    let b = region.map_or(p, |(lo, hi, _)| union_box(p, (lo, hi)));
+    Ok(region_of(&slot.session, b))
 }
 
 fn model_loop<B: Backend>(
@@ -1137,35 +1132,20 @@ fn model_loop<B: Backend>(
 }
 
 fn region<B: Backend>(s: &InteractiveSession<'_, B>, u: &Update) -> Outcome {
-    if u.changed.is_none() {
-        return Outcome::Prediction {
+    match u.changed {
+        None => Outcome::Prediction {
             ran: u.ran,
             region: None,
-        };
+        },
+        Some(b) => region_of(s, b),
     }
-    region_of(s, u.changed)
 }
 
-/// A prediction carrying the mask inside `b` (none: no voxel changed).
-fn region_of<B: Backend>(s: &InteractiveSession<'_, B>, b: Option<VoxelBox>) -> Outcome {
-    let Some((lo, hi)) = b else {
-        return Outcome::Prediction {
-            ran: true,
-            region: None,
-        };
-    };
-    let d = s.dims();
-    let m = s.mask();
-    let mut content = Vec::with_capacity((0..3).map(|a| hi[a] + 1 - lo[a]).product());
-    for z in lo[0]..=hi[0] {
-        for y in lo[1]..=hi[1] {
-            let row = (z * d[1] + y) * d[2];
-            content.extend_from_slice(&m[row + lo[2]..=row + hi[2]]);
-        }
-    }
+/// A prediction carrying the mask inside `b`.
+fn region_of<B: Backend>(s: &InteractiveSession<'_, B>, (lo, hi): VoxelBox) -> Outcome {
     Outcome::Prediction {
         ran: true,
-        region: Some((lo, hi, content)),
+        region: Some((lo, hi, s.mask_block((lo, hi)))),
     }
 }
 

@@ -19,8 +19,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use burn::tensor::backend::Backend;
 use segvol_core::SegVol;
+use segvol_core::zoom::box_where;
 use segvol_gru::GruCorrector;
-use segvol_interactive::{InteractiveSession, SessionError, Update, VoxelBox, diff_box};
+use segvol_interactive::{InteractiveSession, SessionError, Update, VoxelBox};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
@@ -212,15 +213,20 @@ fn with_type(body: Vec<u8>, ctype: &'static str) -> Response {
     (StatusCode::OK, h, body).into_response()
 }
 
-async fn labels(s: &Shared) -> Result<Vec<u8>, Response> {
+/// Sends the model thread a job made around a reply channel and waits for the reply.
+async fn ask<T>(s: &Shared, job: impl FnOnce(oneshot::Sender<T>) -> Job) -> Result<T, Response> {
     let (tx, rx) = oneshot::channel();
     s.jobs
         .lock()
         .map_err(|_| fail(StatusCode::INTERNAL_SERVER_ERROR, "lock"))?
-        .send(Job::Labels(tx))
+        .send(job(tx))
         .map_err(|_| fail(StatusCode::SERVICE_UNAVAILABLE, "stopping"))?;
     rx.await
         .map_err(|_| fail(StatusCode::INTERNAL_SERVER_ERROR, "model thread"))
+}
+
+async fn labels(s: &Shared) -> Result<Vec<u8>, Response> {
+    ask(s, Job::Labels).await
 }
 
 async fn act(State(s): St, body: Bytes) -> Response {
@@ -280,11 +286,9 @@ fn router(shared: Arc<Shared>) -> Router {
         .route(
             "/api/info",
             get(|State(s): St| async move {
-                let (tx, rx) = oneshot::channel();
-                let sent = s.jobs.lock().map(|j| j.send(Job::Extent(tx)).is_ok()).unwrap_or(false);
-                let labelled = match (sent, rx.await) {
-                    (true, Ok(b)) => b,
-                    _ => return fail(StatusCode::SERVICE_UNAVAILABLE, "stopping"),
+                let labelled = match ask(&s, Job::Extent).await {
+                    Ok(b) => b,
+                    Err(r) => return r,
                 };
                 axum::Json(json!({
                     "image": format!("/image/{}", s.name),
@@ -420,8 +424,7 @@ pub fn view<B: Backend>(
                 let _ = reply.send(session.label_block(lo, hi));
             }
             Job::Extent(reply) => {
-                let l = session.label_map();
-                let _ = reply.send(diff_box(&l, &vec![0; l.len()], session.dims()));
+                let _ = reply.send(box_where(&session.label_map(), session.dims(), |l| l > 0));
             }
             Job::Act(a, reply) => {
                 let t = Instant::now();
