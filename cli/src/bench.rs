@@ -18,8 +18,9 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 3)]
     pub iters: usize,
     /// Model size: `base` (ViT-B, 32×256×256), `small` (the shipped model's) or `tiny`.
-    #[arg(long, default_value = "base")]
-    pub config: String,
+    /// Default: `base`, and `small` with --train.
+    #[arg(long)]
+    pub config: Option<String>,
     /// Also time the whole encoder (all blocks; slow on CPU for `base`).
     #[arg(long)]
     pub full: bool,
@@ -53,6 +54,94 @@ pub struct BenchArgs {
     /// With --interactive: no GRU corrector (the shipped model runs with the shipped one).
     #[arg(long, requires = "interactive")]
     pub no_corrector: bool,
+    /// Instead, training throughput: steps of a base stage of `segvol train` (the `small`
+    /// model unless --config says otherwise, batch 2, the training set in --data) on one
+    /// thread, then one per core; samples per second of each.
+    #[arg(long)]
+    pub train: bool,
+    /// With --train: the training data folder.
+    #[arg(long, requires = "train", default_value = "../shared/data/train")]
+    pub data: std::path::PathBuf,
+    /// With --train: steps timed (after 3 warm-up steps).
+    #[arg(long, requires = "train", default_value_t = 30)]
+    pub steps: usize,
+    /// With --train: the stage, `base-box` or `base-points`.
+    #[arg(long, requires = "train", default_value = "base-box")]
+    pub stage: String,
+    /// With --train: thread counts to time (default: 1 and one per core).
+    #[arg(long, requires = "train", value_delimiter = ',')]
+    pub threads: Vec<usize>,
+}
+
+/// `--train`: one throughput run per thread count.
+struct TrainBench {
+    config: segvol_train::TrainConfig,
+    stage: segvol_train::Stage,
+    steps: usize,
+    threads: Vec<usize>,
+}
+
+impl segvol_backends::AutodiffTask for TrainBench {
+    type Output = Result<Vec<segvol_train::bench::Throughput>>;
+    fn run<B: burn::tensor::backend::AutodiffBackend>(self, device: &B::Device) -> Self::Output {
+        self.threads
+            .iter()
+            .map(|&t| {
+                segvol_train::bench::throughput::<B>(
+                    &self.config,
+                    self.stage,
+                    3,
+                    self.steps,
+                    t,
+                    device,
+                )
+                .map_err(anyhow::Error::from)
+            })
+            .collect()
+    }
+}
+
+fn run_train(args: &BenchArgs) -> Result<()> {
+    let preset = args.config.clone().unwrap_or_else(|| "small".into());
+    let stage: segvol_train::Stage = args.stage.parse().map_err(anyhow::Error::msg)?;
+    if stage == segvol_train::Stage::Corrector {
+        anyhow::bail!("--stage {}: expected base-box or base-points", args.stage);
+    }
+    let mut config = segvol_train::TrainConfig::default();
+    config.model.preset = preset.clone();
+    config.data.dir = args.data.clone();
+    config.check().map_err(anyhow::Error::msg)?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = if args.threads.is_empty() {
+        if cores > 1 { vec![1, cores] } else { vec![1] }
+    } else {
+        args.threads.clone()
+    };
+    let kind = crate::case::backend_kind(args.backends.first().map(String::as_str))?;
+    out!(
+        "training throughput: stage {}, preset {preset}, batch {}, {} steps after 3 warm-up, \
+         backend Autodiff<{kind}>, {cores} cores",
+        stage.name(),
+        config.base_box.batch,
+        args.steps
+    );
+    let spin = crate::case::spinner();
+    spin.set_message("training");
+    let rows = segvol_backends::dispatch_autodiff(
+        kind,
+        TrainBench {
+            config,
+            stage,
+            steps: args.steps,
+            threads,
+        },
+    )?;
+    spin.finish_and_clear();
+    out!("| threads | samples/s (median step) | samples/s (overall) |\n|---|---|---|");
+    for r in rows {
+        out!("| {} | {:.2} | {:.2} |", r.threads, r.median, r.mean);
+    }
+    Ok(())
 }
 
 /// `--interactive`: the shipped model (or --weights) through the scripted session.
@@ -98,7 +187,10 @@ fn run_interactive(args: &BenchArgs, image: &std::path::Path) -> Result<()> {
     use crate::case::{CorrectorSource, ModelArgs, ModelFiles};
     let model = ModelArgs {
         weights: args.weights.clone(),
-        config: args.weights.as_ref().map(|_| args.config.clone()),
+        config: args
+            .weights
+            .as_ref()
+            .map(|_| args.config.clone().unwrap_or_else(|| "base".into())),
         backend: args.backends.first().cloned(),
         max_voxels: crate::case::DEFAULT_MAX_VOXELS,
     };
@@ -254,6 +346,7 @@ fn decode_setup<B: Backend>(
         boxes: Some([2.0, 20.0, 20.0, 20.0, 120.0, 140.0]),
         points: vec![([10.0, 60.0, 70.0], 1)],
         text: None,
+        mask: None,
     };
     (model, emb, prompts)
 }
@@ -463,11 +556,15 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     if let Some(image) = &args.interactive {
         return run_interactive(args, image);
     }
+    if args.train {
+        return run_train(args);
+    }
+    let preset = args.config.clone().unwrap_or_else(|| "base".into());
     if args.weights.is_some() && !args.text {
         anyhow::bail!("--weights goes with --text or --interactive");
     }
-    let Some(config) = SegVolConfig::preset(&args.config) else {
-        anyhow::bail!("--config `{}`: expected base, small or tiny", args.config);
+    let Some(config) = SegVolConfig::preset(&preset) else {
+        anyhow::bail!("--config `{preset}`: expected base, small or tiny");
     };
     let kinds: Vec<BackendKind> = if args.backends.is_empty() {
         BackendKind::compiled()
@@ -479,10 +576,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     };
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     if args.text {
-        out!(
-            "SegVol's text prompt, config {}, {threads} threads",
-            args.config
-        );
+        out!("SegVol's text prompt, config {}, {threads} threads", preset);
         for kind in kinds {
             let (load, has, tok_s, rows) = dispatch(
                 kind,
@@ -524,7 +618,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     if args.decode_ops {
         out!(
             "One per-click decode by stage, config {}, {} timed runs after 1 warm-up, {threads} threads",
-            args.config,
+            preset,
             args.iters
         );
         for kind in kinds {
@@ -547,7 +641,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     if args.ops {
         out!(
             "One ViT block's operations, config {} (tokens {}, hidden {}, mlp {}, heads {}), {} timed runs after 1 warm-up, {threads} threads",
-            args.config,
+            preset,
             config.num_tokens(),
             config.hidden_size,
             config.mlp_dim,
@@ -599,7 +693,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     }
     out!(
         "SegVol encoder pieces, config {} (tokens {}, hidden {}, mlp {}), {} timed runs after 1 warm-up, {threads} threads",
-        args.config,
+        preset,
         config.num_tokens(),
         config.hidden_size,
         config.mlp_dim,

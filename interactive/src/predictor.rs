@@ -244,6 +244,15 @@ impl<B: Backend> Predictor for SegVolPredictor<'_, B> {
         let mut out = vec![0u8; n];
         for class in 0..req.n_classes {
             session.set_text(self.texts.get(class).cloned().flatten())?;
+            // A model with the mask prompt is given this class's last mask (none at the box
+            // step); other models ignore it.
+            let previous = self
+                .last
+                .get(class)
+                .and_then(Option::as_ref)
+                .filter(|_| self.model.config().mask_prompt)
+                .map(|(_, m)| m.as_slice());
+            session.set_previous_mask(previous)?;
             let session = &*session;
             let boxes = req.boxes.and_then(|b| b.get(class)).map(|b| (b.lo, b.hi));
             let seq = req

@@ -508,6 +508,13 @@ impl<'m, B: Backend> InteractiveSession<'m, B> {
         session
             .set_text(text)
             .map_err(|e| SessionError::Model(e.to_string()))?;
+        // A model with the mask prompt is given the mask the user sees when a click corrects
+        // it (a box starts afresh).
+        let previous: Option<Vec<bool>> = (!clicks.is_empty() && self.model.config().mask_prompt)
+            .then(|| self.mask.iter().map(|&m| m > 0).collect());
+        session
+            .set_previous_mask(previous.as_deref())
+            .map_err(|e| SessionError::Model(e.to_string()))?;
         let session = &*session;
         let t = Instant::now();
         let opts = DecodeOptions {

@@ -51,12 +51,26 @@ pub struct SegVolConfig {
     /// is, which SAM's sparse tokens alone teach only over far more data.
     #[config(default = false)]
     pub dense_prompts: bool,
+    /// Give the previous mask (`Prompts::mask`) and the clicks to the model densely, at the
+    /// token grid and at the decoder's mask resolution (segvol-rs's addition, off for the
+    /// released weights; `crate::mask_prompt`). Needs patch sides that are multiples of 4.
+    #[config(default = false)]
+    pub mask_prompt: bool,
 }
 
 /// A configuration that cannot build a model.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
+    /// `mask_prompt` with a patch side that is not a multiple of 4: the decoder's mask cells
+    /// (4 per token per axis) would not be whole voxels.
+    #[error("mask_prompt needs patch sides that are multiples of 4; axis {axis} has {patch}")]
+    MaskPromptPatch {
+        /// Axis 0 (D), 1 (H) or 2 (W).
+        axis: usize,
+        /// The patch size on that axis.
+        patch: usize,
+    },
     /// `hidden_size` is not a multiple of `num_heads` (MONAI's `ViT` check).
     #[error("hidden_size {hidden} is not divisible by num_heads {heads}")]
     HeadsDoNotDivide {
@@ -169,6 +183,9 @@ impl SegVolConfig {
             }
             if size == 0 || !size.is_multiple_of(patch) {
                 return Err(ConfigError::PatchDoesNotDivide { axis, size, patch });
+            }
+            if self.mask_prompt && !patch.is_multiple_of(4) {
+                return Err(ConfigError::MaskPromptPatch { axis, patch });
             }
         }
         Ok(())

@@ -5,6 +5,7 @@ mod config;
 pub mod fast;
 pub mod image_encoder;
 pub mod mask_decoder;
+pub mod mask_prompt;
 pub mod model;
 pub mod pipeline;
 pub mod prompt_encoder;

@@ -329,11 +329,22 @@ impl<B: Backend> MaskDecoder<B> {
         dense: Tensor<B, 5>,
         text: Option<Tensor<B, 2>>,
     ) -> (Tensor<B, 5>, Tensor<B, 5>) {
-        self.forward_marked(image_embedding, image_pe, sparse, dense, text, &mut |_| {})
+        self.forward_marked(
+            image_embedding,
+            image_pe,
+            sparse,
+            dense,
+            text,
+            None,
+            &mut |_| {},
+        )
     }
 
     /// [`forward`](Self::forward), calling `mark(stage)` as each stage ends (`segvol bench
     /// --decode-ops` times them; on an asynchronous GPU backend the marks mean nothing).
+    /// `cells` (`[1, C/8, 4gd, 4gh, 4gw]`, the mask prompt's term) is added to the upscaled
+    /// embedding before the hypernetwork's product.
+    #[allow(clippy::too_many_arguments)]
     pub fn forward_marked(
         &self,
         image_embedding: Tensor<B, 5>,
@@ -341,6 +352,7 @@ impl<B: Backend> MaskDecoder<B> {
         sparse: Tensor<B, 3>,
         dense: Tensor<B, 5>,
         text: Option<Tensor<B, 2>>,
+        cells: Option<Tensor<B, 5>>,
         mark: &mut dyn FnMut(&'static str),
     ) -> (Tensor<B, 5>, Tensor<B, 5>) {
         let [b, c, gd, gh, gw] = image_embedding.dims();
@@ -377,8 +389,11 @@ impl<B: Backend> MaskDecoder<B> {
         mark("ConvTranspose3d 1");
         let up1 = self.up_norm.forward_gelu(up1);
         mark("LayerNorm(C,D,H,W) + GELU");
-        let e = self.up_conv2.forward_gelu(up1);
+        let mut e = self.up_conv2.forward_gelu(up1);
         mark("ConvTranspose3d 2 + GELU");
+        if let Some(cells) = cells {
+            e = e + cells;
+        }
         let [_, ce, de, he, we] = e.dims();
         // Only mask token 0 is used (multimask_output = false), so only hypernetwork 0 runs.
         let h0 = self.output_hypernetworks_mlps[0]

@@ -8,6 +8,7 @@ use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
 use crate::SegVolConfig;
 use crate::image_encoder::ImageEncoder;
 use crate::mask_decoder::MaskDecoder;
+use crate::mask_prompt::{CellMaps, MaskPrompt};
 use crate::prompt_encoder::{PromptEncoder, Prompts};
 use crate::text::{TextEncoder, TextError};
 
@@ -21,6 +22,8 @@ pub struct SegVol<B: Backend> {
     pub(crate) mask_decoder: MaskDecoder<B>,
     /// SegVol's `text_encoder` (frozen CLIP + `dim_align`); `None` for weights without it.
     pub(crate) text_encoder: Option<TextEncoder<B>>,
+    /// The previous mask and the clicks as dense prompts, with the config's `mask_prompt`.
+    pub(crate) mask_prompt: Option<MaskPrompt<B>>,
     image_size: [usize; 3],
     /// Text embeddings by name (computed once per model).
     #[module(skip)]
@@ -67,12 +70,27 @@ impl<B: Backend> SegVol<B> {
             prompt_encoder: PromptEncoder::new(config, device),
             mask_decoder: MaskDecoder::new(config, device),
             text_encoder: None,
+            mask_prompt: config.mask_prompt.then(|| MaskPrompt::new(config, device)),
             image_size: config.image_size,
             text_cache: TextCache::default(),
             weights_name: None,
             config: config.clone(),
             pe_cache: PeCache::default(),
         }
+    }
+
+    /// This model with the mask prompt added (`crate::mask_prompt`; its output layers at zero,
+    /// so it predicts what this model predicts until trained). A model that has it is
+    /// returned as it is.
+    pub fn with_mask_prompt(mut self, device: &B::Device) -> Self {
+        if self.mask_prompt.is_none() {
+            self.config = self.config.clone().with_mask_prompt(true);
+            self.mask_prompt = Some(MaskPrompt::new(&self.config, device));
+            if let Ok(mut c) = self.pe_cache.lock() {
+                *c = None;
+            }
+        }
+        self
     }
 
     /// The model grid `[D, H, W]`.
@@ -197,7 +215,16 @@ impl<B: Backend> SegVol<B> {
         mark: &mut dyn FnMut(&'static str),
     ) -> DecodeOutput<B> {
         let device = embedding.device();
-        let (sparse, dense) = self.prompt_encoder.forward(prompts, &device);
+        let (sparse, mut dense) = self.prompt_encoder.forward(prompts, &device);
+        let mut cell_term = None;
+        if let Some(mp) = &self.mask_prompt
+            && let Some(maps) = CellMaps::new(prompts, self.image_size, self.config.grid())
+        {
+            if let Some(t) = mp.dense(&maps, &device) {
+                dense = dense + t;
+            }
+            cell_term = Some(mp.cells(&maps, &device));
+        }
         let pe = self.cached_dense_pe(&device);
         let text = prompts
             .text
@@ -210,6 +237,7 @@ impl<B: Backend> SegVol<B> {
             sparse.clone(),
             dense.clone(),
             text,
+            cell_term,
             mark,
         );
         let logits = upsample_trilinear(low.clone(), self.image_size);

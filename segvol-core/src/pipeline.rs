@@ -455,6 +455,9 @@ pub struct Session<'m, B: Backend> {
     crop_img: Vec<f32>,
     /// A text prompt's embedding, added to every decode (global and zoom-in windows).
     text: Option<Vec<f32>>,
+    /// The previous mask cut to the crop (native resolution, crop shape), for a model with the
+    /// mask prompt.
+    previous: Option<Vec<f32>>,
     device: B::Device,
 }
 
@@ -497,8 +500,51 @@ impl<'m, B: Backend> Session<'m, B> {
             embedding: model.embed(t),
             crop_img,
             text: None,
+            previous: None,
             device: device.clone(),
         })
+    }
+
+    /// Sets (or clears) the previous mask (shape [`dims`](Self::dims)) that later predictions
+    /// are given as a dense prompt. Only a model with the config's `mask_prompt` reads it
+    /// (`segvol_core::mask_prompt`); for others this does nothing.
+    ///
+    /// # Errors
+    /// [`SegmentError::BadImage`] when its length is not the volume's.
+    pub fn set_previous_mask(&mut self, mask: Option<&[bool]>) -> Result<(), SegmentError> {
+        let Some(mask) = mask else {
+            self.previous = None;
+            return Ok(());
+        };
+        if mask.len() != self.dims.iter().product::<usize>() {
+            return Err(SegmentError::BadImage {
+                dims: self.dims,
+                len: mask.len(),
+            });
+        }
+        if !self.model.config().mask_prompt {
+            return Ok(());
+        }
+        let (lo, hi) = (self.zoom.crop_lo, self.zoom.crop_hi);
+        let cdims = [0, 1, 2].map(|a| hi[a] - lo[a]);
+        let mut crop = Vec::with_capacity(cdims.iter().product());
+        for z in lo[0]..hi[0] {
+            for y in lo[1]..hi[1] {
+                let row = (z * self.dims[1] + y) * self.dims[2];
+                crop.extend(
+                    mask[row + lo[2]..row + hi[2]]
+                        .iter()
+                        .map(|&m| f32::from(u8::from(m))),
+                );
+            }
+        }
+        self.previous = Some(crop);
+        Ok(())
+    }
+
+    /// The previous mask on the crop grid, if set.
+    pub(crate) fn previous_crop(&self) -> Option<&[f32]> {
+        self.previous.as_deref()
     }
 
     /// Sets (or clears) the text prompt: SegVol's embedding of a name
@@ -598,6 +644,10 @@ impl<'m, B: Backend> Session<'m, B> {
                 })
                 .collect(),
             text: self.text.clone(),
+            mask: self
+                .previous
+                .as_ref()
+                .map(|p| resize(p, cdims, grid, ResizeMode::Trilinear)),
         };
         let logits = self.model.decode(self.embedding.clone(), &prompts).logits;
         let grid_logits: Vec<f32> = logits

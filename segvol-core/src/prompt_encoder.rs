@@ -19,6 +19,9 @@ pub struct Prompts {
     /// [`SegVol::embed_text`](crate::SegVol::embed_text) (a name) or
     /// [`SegVol::embed_text_ids`](crate::SegVol::embed_text_ids) (token ids).
     pub text: Option<Vec<f32>>,
+    /// The previous mask on the model grid (`D·H·W` values in `[0, 1]`), for a model with
+    /// `mask_prompt` (`crate::mask_prompt`); ignored by other models.
+    pub mask: Option<Vec<f32>>,
 }
 
 /// Random Fourier positional encoding (`PositionEmbeddingRandom`, scale 1).

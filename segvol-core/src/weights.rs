@@ -444,7 +444,16 @@ fn read_stored_config(
     let Some(json) = m.metadata.get("segvol_config") else {
         return Ok(None);
     };
-    <crate::SegVolConfig as burn::config::Config>::load_binary(json.as_bytes())
+    // Flags added after a file was written are absent from it and mean "off" (burn's config
+    // derive applies defaults in `new`, not when deserialising).
+    let mut value: serde_json::Value =
+        serde_json::from_str(json).map_err(|e| err(format!("stored config: {e}")))?;
+    if let Some(obj) = value.as_object_mut() {
+        for flag in ["aligned_prompt_coords", "dense_prompts", "mask_prompt"] {
+            obj.entry(flag).or_insert(serde_json::Value::Bool(false));
+        }
+    }
+    <crate::SegVolConfig as burn::config::Config>::load_binary(value.to_string().as_bytes())
         .map(Some)
         .map_err(|e| err(format!("stored config: {e}")))
 }
@@ -484,7 +493,8 @@ fn check_stored_config<B: Backend>(
             iou_head_hidden,
             layer_norm_eps,
             aligned_prompt_coords,
-            dense_prompts
+            dense_prompts,
+            mask_prompt
         );
         if diff.is_empty() {
             diff.push(format!("{stored:?} in the file, {m:?} in the model"));

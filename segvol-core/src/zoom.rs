@@ -188,6 +188,9 @@ impl<B: Backend> Session<'_, B> {
         let padded = |v: &[f32]| sub_block(v, rd, before.map(|b| -(b as isize)), pd);
         let padded_b = |v: &[bool]| sub_block(v, rd, before.map(|b| -(b as isize)), pd);
         let img = padded(&roi_img);
+        let prev = self
+            .previous_crop()
+            .map(|p| padded(&sub_block(p, cd, rlo.map(|v| v as isize), rd)));
         let glob = padded_b(&roi_glob);
         // One window: its box comes from the box cube (from the global prediction when the
         // request has no box). Several: from the global prediction, else the box cube.
@@ -250,6 +253,7 @@ impl<B: Backend> Session<'_, B> {
                         boxes: Some(wbox),
                         points,
                         text: self.text().map(<[f32]>::to_vec),
+                        mask: prev.as_ref().map(|p| sub_block(p, pd, at, grid)),
                     };
                     let out: Vec<f32> = self
                         .model()

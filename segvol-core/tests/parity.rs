@@ -131,16 +131,19 @@ fn fixture_prompts() -> (Prompts, Prompts, Prompts) {
             boxes,
             points: vec![],
             text: None,
+            mask: None,
         },
         Prompts {
             boxes: None,
             points: points.clone(),
             text: None,
+            mask: None,
         },
         Prompts {
             boxes,
             points,
             text: None,
+            mask: None,
         },
     )
 }

@@ -14,7 +14,8 @@
 use std::time::Instant;
 
 use burn::module::AutodiffModule;
-use burn::optim::{GradientsParams, Optimizer};
+use burn::module::Module;
+use burn::optim::{GradientsAccumulator, GradientsParams, Optimizer};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Tensor, TensorData};
 use segvol_core::{Prompts, SegVol, SegVolConfig};
@@ -23,7 +24,7 @@ use segvol_eval::simulate_click;
 use segvol_gru::training::draw_rounds;
 
 use crate::config::{StageSettings, lr_at};
-use crate::data::{Dataset, Rng, Sample, ValCase, box_prompt, step_seed};
+use crate::data::{Dataset, Rng, Sample, ValCase, box_prompt, splitmix, step_seed};
 use crate::run::{Run, Stage, adamw};
 use crate::validate::quick_validate;
 use crate::{Progress, TrainError};
@@ -87,6 +88,7 @@ pub fn sample_loss<B: AutodiffBackend>(
         boxes: Some(box_prompt(&s.gt, grid, rng)),
         points: Vec::new(),
         text: None,
+        mask: None,
     };
     let has_fg = s.gt.iter().any(|&g| g);
     if stage == Stage::BasePoints && has_fg {
@@ -94,12 +96,20 @@ pub fn sample_loss<B: AutodiffBackend>(
         if clicks > 0 && rng.chance(settings.no_box_p) {
             prompts.boxes = None;
         }
-        let mut pred = vec![false; n];
-        if prompts.boxes.is_some() {
-            pred = host(model.decode(emb.clone().detach(), &prompts).logits)
+        // With the mask prompt, each round is given the previous round's prediction, as at
+        // inference (the box step's, then each click's).
+        let use_mask = model.config().mask_prompt;
+        let decode_mask = |p: &Prompts| -> Vec<bool> {
+            host(model.decode(emb.clone().detach(), p).logits)
                 .iter()
                 .map(|&l| l > 0.0)
-                .collect();
+                .collect()
+        };
+        let mut pred = vec![false; n];
+        let mut have_pred = false;
+        if prompts.boxes.is_some() {
+            pred = decode_mask(&prompts);
+            have_pred = true;
         }
         for i in 0..clicks {
             let Some(c) = simulate_click(&pred, &s.gt, grid) else {
@@ -108,11 +118,12 @@ pub fn sample_loss<B: AutodiffBackend>(
             prompts
                 .points
                 .push((c.zyx.map(|v| v as f32), i64::from(c.foreground)));
+            if use_mask && have_pred {
+                prompts.mask = Some(pred.iter().map(|&p| f32::from(u8::from(p))).collect());
+            }
             if i + 1 < clicks {
-                pred = host(model.decode(emb.clone().detach(), &prompts).logits)
-                    .iter()
-                    .map(|&l| l > 0.0)
-                    .collect();
+                pred = decode_mask(&prompts);
+                have_pred = true;
             }
         }
     }
@@ -175,6 +186,82 @@ pub fn sample_loss<B: AutodiffBackend>(
     }
 }
 
+/// One training step's samples, each on its own thread: sample `k` runs `work(model, seeds[k])`
+/// (which returns its share of the loss and some logged values), then its own backward pass.
+/// Returns, in sample order, each sample's gradients, loss value and logged values. `threads`
+/// 0 means one per core.
+///
+/// burn's autodiff puts every tensor that shares a node into one graph behind one lock, and the
+/// parameters are such nodes: two samples of one model would be one graph, their backward
+/// passes serial. So every sample after the first runs on a *fork* of the model (the same
+/// parameter ids and values, fresh autodiff leaves), which makes its graph its own. The flex
+/// backend's operations run mostly on one core at these sizes, so the samples of a step use the
+/// cores instead. The gradients are summed in sample order by the caller, so the result does
+/// not depend on how many threads ran.
+pub fn parallel_grads<B, M, F>(
+    model: &M,
+    seeds: &[u64],
+    threads: usize,
+    device: &B::Device,
+    work: F,
+) -> Vec<(GradientsParams, f32, [f32; 3])>
+where
+    B: AutodiffBackend,
+    M: AutodiffModule<B> + Module<B>,
+    F: Fn(&M, u64) -> (Tensor<B, 1>, [f32; 3]) + Sync,
+{
+    let threads = if threads == 0 {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    } else {
+        threads
+    }
+    .min(seeds.len())
+    .max(1);
+    let one = |m: &M, seed: u64| {
+        let (loss, logged) = work(m, seed);
+        let value = host(loss.clone()).first().copied().unwrap_or(f32::NAN);
+        let grads = GradientsParams::from_grads(loss.backward(), m);
+        (grads, value, logged)
+    };
+    if threads == 1 {
+        return seeds.iter().map(|&s| one(model, s)).collect();
+    }
+    let forks: Vec<M> = (1..threads).map(|_| model.clone().fork(device)).collect();
+    let mut out: Vec<Option<(GradientsParams, f32, [f32; 3])>> =
+        (0..seeds.len()).map(|_| None).collect();
+    std::thread::scope(|scope| {
+        let one = &one;
+        let handles: Vec<_> = forks
+            .into_iter()
+            .enumerate()
+            .map(|(t, m)| {
+                let t = t + 1;
+                scope.spawn(move || {
+                    (t..seeds.len())
+                        .step_by(threads)
+                        .map(|k| (k, one(&m, seeds[k])))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        for k in (0..seeds.len()).step_by(threads) {
+            out[k] = Some(one(model, seeds[k]));
+        }
+        for h in handles {
+            // A panic in a worker is a programming error: pass it on.
+            match h.join() {
+                Ok(v) => {
+                    for (k, r) in v {
+                        out[k] = Some(r);
+                    }
+                }
+                Err(e) => std::panic::resume_unwind(e),
+            }
+        }
+    });
+    out.into_iter().flatten().collect()
+}
+
 /// Trains one base stage from `model` (fresh, from `init`, or the previous stage's result),
 /// resuming from the stage's checkpoint when there is one; returns the trained model (its
 /// final weights are also written to the run folder).
@@ -210,7 +297,6 @@ pub fn train_base<B: AutodiffBackend>(
     while state.step < settings.steps {
         let step = state.step;
         let t0 = Instant::now();
-        let mut rng = Rng::new(step_seed(run.config.seed, stage.id(), step as u64));
         let lr = lr_at(
             step,
             settings.steps,
@@ -218,30 +304,34 @@ pub fn train_base<B: AutodiffBackend>(
             settings.lr,
             settings.min_lr,
         );
-        let mut total: Option<Tensor<B, 1>> = None;
-        let (mut dsum, mut bsum, mut csum) = (0.0f32, 0.0f32, 0usize);
-        for _ in 0..settings.batch {
+        let step_rng = step_seed(run.config.seed, stage.id(), step as u64);
+        let seeds: Vec<u64> = (0..settings.batch as u64)
+            .map(|k| splitmix(step_rng ^ (k + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)))
+            .collect();
+        let parts = parallel_grads(&model, &seeds, run.config.threads, device, |m, seed| {
+            let mut rng = Rng::new(seed);
             let s = data.draw(&mut rng, grid, &aug);
-            let l = sample_loss(&model, &s, stage, &settings, &mut rng, device);
-            dsum += l.dice;
-            bsum += l.bce;
-            csum += l.clicks;
-            total = Some(match total {
-                Some(t) => t + l.loss,
-                None => l.loss,
-            });
+            let l = sample_loss(m, &s, stage, &settings, &mut rng, device);
+            let loss = l.loss.div_scalar(settings.batch as f32);
+            (loss, [l.dice, l.bce, l.clicks as f32])
+        });
+        let (mut dsum, mut bsum, mut csum) = (0.0f32, 0.0f32, 0.0f32);
+        let mut loss_v = 0.0f32;
+        let mut acc = GradientsAccumulator::<SegVol<B>>::new();
+        for (grads, value, [d, b, c]) in parts {
+            loss_v += value;
+            dsum += d;
+            bsum += b;
+            csum += c;
+            acc.accumulate(&model, grads);
         }
-        let Some(total) = total else { break };
-        let loss = total.div_scalar(settings.batch as f32);
-        let loss_v = host(loss.clone()).first().copied().unwrap_or(f32::NAN);
         if !loss_v.is_finite() {
             return Err(TrainError::Diverged {
                 stage: stage.name(),
                 step,
             });
         }
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
-        model = optim.step(lr, model, grads);
+        model = optim.step(lr, model, acc.grads());
         state.step += 1;
         state.samples += settings.batch;
         state.elapsed_s = base_elapsed + started.elapsed().as_secs_f64();
@@ -249,7 +339,7 @@ pub fn train_base<B: AutodiffBackend>(
         let b = settings.batch as f32;
         run.log(&serde_json::json!({
             "stage": stage.name(), "step": state.step, "loss": loss_v,
-            "dice": dsum / b, "bce": bsum / b, "clicks": csum as f32 / b, "lr": lr,
+            "dice": dsum / b, "bce": bsum / b, "clicks": csum / b, "lr": lr,
             "samples_per_s": settings.batch as f64 / dt, "elapsed_s": state.elapsed_s,
         }))?;
         let out_of_time = settings

@@ -14,6 +14,9 @@ use crate::data::Augment;
 pub struct TrainConfig {
     /// Seed of every random draw (samples, augmentation, clicks, rounds, initial weights).
     pub seed: u64,
+    /// Threads for the base stages: the samples of a step are spread over them (one autodiff
+    /// graph each, `base::parallel_grads`); 0 = one per core. The result does not depend on it.
+    pub threads: usize,
     /// The model to train.
     pub model: ModelSection,
     /// Where the cases are.
@@ -34,6 +37,7 @@ impl Default for TrainConfig {
     fn default() -> Self {
         TrainConfig {
             seed: 2025,
+            threads: 0,
             model: ModelSection::default(),
             data: DataSection::default(),
             augment: Augment::default(),
@@ -60,6 +64,10 @@ pub struct ModelSection {
     /// Weights to fine-tune from (any format `load_segvol` reads, e.g. the official
     /// `pytorch_model.bin` with preset `base`); none = from scratch.
     pub init: Option<PathBuf>,
+    /// Add the mask prompt (`segvol_core::mask_prompt`): the previous mask and the clicks as
+    /// dense prompts. Weights in `init` without it are extended (its output layers start at
+    /// zero, so training starts from `init`'s predictions).
+    pub mask_prompt: bool,
 }
 
 impl Default for ModelSection {
@@ -67,6 +75,7 @@ impl Default for ModelSection {
         ModelSection {
             preset: "small".into(),
             init: None,
+            mask_prompt: false,
         }
     }
 }

@@ -174,6 +174,7 @@ pub fn train_corrector<B: AutodiffBackend>(
                         .map(|k| (k.zyx.map(|v| v as f32), i64::from(k.foreground)))
                         .collect(),
                     text: None,
+                    mask: None,
                 };
                 host(base.decode(c.embedding.clone(), &prompts).logits)
             };

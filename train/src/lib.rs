@@ -11,6 +11,7 @@
 #![deny(missing_docs)]
 
 pub mod base;
+pub mod bench;
 pub mod config;
 pub mod corrector;
 pub mod data;
@@ -102,6 +103,7 @@ pub struct Progress {
 /// [`TrainError::Model`] for an unknown preset.
 pub fn model_config(run: &Run) -> Result<SegVolConfig, TrainError> {
     SegVolConfig::preset(&run.config.model.preset)
+        .map(|c| c.with_mask_prompt(run.config.model.mask_prompt))
         .ok_or_else(|| TrainError::Model(format!("unknown preset `{}`", run.config.model.preset)))
 }
 
@@ -116,6 +118,40 @@ fn load_bpk<B: burn::tensor::backend::Backend>(
         detail: e.to_string(),
     })?;
     Ok(m)
+}
+
+/// `config`'s model with the weights of `init`; weights saved without the mask prompt are
+/// extended with it when `config` has it.
+fn init_model<B: burn::tensor::backend::Backend>(
+    config: &SegVolConfig,
+    init: &std::path::Path,
+    device: &B::Device,
+) -> Result<SegVol<B>, TrainError> {
+    let io = |detail: String| TrainError::Io {
+        path: init.to_path_buf(),
+        detail,
+    };
+    let is_bpk = init
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("bpk"));
+    let stored = if is_bpk {
+        segvol_core::weights::stored_config(init).map_err(|e| io(e.to_string()))?
+    } else {
+        None
+    };
+    let extend = config.mask_prompt && stored.as_ref().is_some_and(|s| !s.mask_prompt);
+    let build = if extend {
+        config.clone().with_mask_prompt(false)
+    } else {
+        config.clone()
+    };
+    let mut m = SegVol::<B>::new(&build, device);
+    segvol_core::weights::load_segvol(&mut m, init).map_err(|e| io(e.to_string()))?;
+    Ok(if extend {
+        m.with_mask_prompt(device)
+    } else {
+        m
+    })
 }
 
 /// The base model a run has produced so far: the last finished base stage's weights.
@@ -168,16 +204,10 @@ pub fn train_stages<B: AutodiffBackend>(
             Some(m) => m,
             None => {
                 B::seed(device, run.config.seed);
-                let mut m = SegVol::<B>::new(&config, device);
-                if let Some(init) = &run.config.model.init {
-                    segvol_core::weights::load_segvol(&mut m, init).map_err(|e| {
-                        TrainError::Io {
-                            path: init.clone(),
-                            detail: e.to_string(),
-                        }
-                    })?;
+                match &run.config.model.init {
+                    Some(init) => init_model(&config, init, device)?,
+                    None => SegVol::<B>::new(&config, device),
                 }
-                m
             }
         };
         model = Some(base::train_base(

@@ -1,0 +1,321 @@
+//! The previous mask and the clicks as dense prompts (segvol-rs's addition, config flag
+//! `mask_prompt`, off for the released weights).
+//!
+//! SegVol (like SAM) is given a click as one sparse token and, with `dense_prompts`, one mark
+//! per image token (4×8×8 voxels in the `small` preset). A correction click then has to move a
+//! boundary that the model cannot see at the resolution it was made at, and the model does not
+//! know what it predicted before, so a click can fix one place and undo another. Two additions,
+//! as interactive models do (SAM's iterative training feeds the previous logits back as a dense
+//! mask prompt; nnInteractive encodes clicks as small balls at image resolution):
+//!
+//! - **token level**: the previous mask at the decoder's mask resolution (4× the token grid per
+//!   axis, `4·4·4 = 64` cells per token) goes through a linear layer (`64 → C`) and is added to
+//!   the dense embedding. SAM has a 2-D conv stack for this (`mask_downscaling`, unused in
+//!   SegVol's checkpoint, SEGVOL.md); one linear layer on the token's cells is that stack's
+//!   patch-wise equivalent without convolutions, which burn's autodiff runs slowly on a CPU.
+//! - **mask resolution**: three maps at the decoder's mask resolution — the previous mask
+//!   (`2m − 1`; 0 without one), a ball of radius [`CLICK_RADIUS`] cells around each positive
+//!   click and one around each negative click — go through a per-cell MLP (`3 → 16 → C/8`) and
+//!   are added to the upscaled embedding `E` before the hypernetwork's product, so the mask
+//!   token can read "what was there" and "the user clicked here" at the resolution of the mask.
+//!
+//! Both output layers start at zero: a model extended with [`SegVol::with_mask_prompt`] (e.g.
+//! the shipped weights, fine-tuned) predicts exactly what it did before until it is trained.
+//!
+//! The previous mask is given on the model grid (`Prompts::mask`, values in `[0, 1]`); the
+//! cell values are block means.
+//!
+//! [`SegVol::with_mask_prompt`]: crate::SegVol::with_mask_prompt
+
+use burn::module::{Module, Param};
+use burn::nn::{Linear, LinearConfig};
+use burn::tensor::activation::gelu;
+use burn::tensor::{Tensor, TensorData, backend::Backend};
+
+use crate::SegVolConfig;
+use crate::prompt_encoder::Prompts;
+
+/// Radius of a click's ball in mask cells (the decoder's resolution: 1×2×2 model-grid voxels
+/// per cell in the `small` preset).
+pub const CLICK_RADIUS: f32 = 2.0;
+
+/// Hidden width of the per-cell MLP.
+const HIDDEN: usize = 16;
+
+/// The two mask-prompt layers (see the module docs).
+#[derive(Module, Debug)]
+pub struct MaskPrompt<B: Backend> {
+    /// `64 → C`: a token's cells of the previous mask → its dense prompt.
+    pub(crate) token: Linear<B>,
+    /// `3 → 16`: (previous mask, positive ball, negative ball) per cell.
+    pub(crate) cell_in: Linear<B>,
+    /// `16 → C/8`: added to the upscaled embedding.
+    pub(crate) cell_out: Linear<B>,
+}
+
+fn zero_linear<B: Backend>(cin: usize, cout: usize, device: &B::Device) -> Linear<B> {
+    let mut l = LinearConfig::new(cin, cout).init(device);
+    l.weight = Param::from_tensor(Tensor::zeros([cin, cout], device));
+    l.bias = Some(Param::from_tensor(Tensor::zeros([cout], device)));
+    l
+}
+
+impl<B: Backend> MaskPrompt<B> {
+    /// New layers for `config`, the output layers at zero.
+    pub fn new(config: &SegVolConfig, device: &B::Device) -> Self {
+        let c = config.hidden_size;
+        MaskPrompt {
+            token: zero_linear(64, c, device),
+            cell_in: LinearConfig::new(3, HIDDEN).init(device),
+            cell_out: zero_linear(HIDDEN, c / 8, device),
+        }
+    }
+
+    /// The token-level term, `[1, C, gd, gh, gw]`, or `None` without a previous mask.
+    pub fn dense(&self, maps: &CellMaps, device: &B::Device) -> Option<Tensor<B, 5>> {
+        let tokens = maps.token_cells.as_ref()?;
+        let [gd, gh, gw] = maps.grid;
+        let n = gd * gh * gw;
+        let x = Tensor::<B, 2>::from_data(TensorData::new(tokens.clone(), [n, 64]), device);
+        let y = self.token.forward(x); // [n, C]
+        let c = y.dims()[1];
+        Some(y.swap_dims(0, 1).reshape([1, c, gd, gh, gw]))
+    }
+
+    /// The mask-resolution term, `[1, C/8, 4gd, 4gh, 4gw]`.
+    pub fn cells(&self, maps: &CellMaps, device: &B::Device) -> Tensor<B, 5> {
+        let [d, h, w] = maps.cells;
+        let n = d * h * w;
+        let x = Tensor::<B, 2>::from_data(TensorData::new(maps.cell_maps.clone(), [n, 3]), device);
+        let y = self.cell_out.forward(gelu(self.cell_in.forward(x))); // [n, C/8]
+        let c = y.dims()[1];
+        y.swap_dims(0, 1).reshape([1, c, d, h, w])
+    }
+}
+
+/// The host-side inputs of [`MaskPrompt`] for one decode.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CellMaps {
+    /// Token grid `[gd, gh, gw]`.
+    pub grid: [usize; 3],
+    /// Mask resolution `[4gd, 4gh, 4gw]`.
+    pub cells: [usize; 3],
+    /// Per token its 64 cells of `2m − 1` (token-major, cells `(a, b, c)` row-major), when
+    /// there is a previous mask.
+    pub token_cells: Option<Vec<f32>>,
+    /// Per cell `(2m − 1 or 0, positive ball, negative ball)`, cell-major.
+    pub cell_maps: Vec<f32>,
+}
+
+impl CellMaps {
+    /// The maps of `prompts` for a model grid `image` with token grid `grid`. `None` when a
+    /// patch side is not a multiple of 4 (no whole cells) — the config check refuses that.
+    pub fn new(prompts: &Prompts, image: [usize; 3], grid: [usize; 3]) -> Option<Self> {
+        let cells = grid.map(|g| 4 * g);
+        let block = [0, 1, 2].map(|a| image[a] / cells[a].max(1));
+        if (0..3).any(|a| block[a] == 0 || block[a] * cells[a] != image[a]) {
+            return None;
+        }
+        let nc: usize = cells.iter().product();
+        let mut cell_maps = vec![0f32; nc * 3];
+        let mut token_cells = None;
+        let n_img: usize = image.iter().product();
+        if let Some(m) = prompts.mask.as_ref().filter(|m| m.len() == n_img) {
+            // Block means on the cell grid.
+            let per = (block[0] * block[1] * block[2]) as f32;
+            let mut mean = vec![0f32; nc];
+            for z in 0..image[0] {
+                for y in 0..image[1] {
+                    let row = (z * image[1] + y) * image[2];
+                    let crow = ((z / block[0]) * cells[1] + y / block[1]) * cells[2];
+                    for x in 0..image[2] {
+                        mean[crow + x / block[2]] += m[row + x].clamp(0.0, 1.0);
+                    }
+                }
+            }
+            let signed: Vec<f32> = mean.iter().map(|v| 2.0 * v / per - 1.0).collect();
+            for (i, v) in signed.iter().enumerate() {
+                cell_maps[i * 3] = *v;
+            }
+            let [gd, gh, gw] = grid;
+            let mut t = vec![0f32; gd * gh * gw * 64];
+            for (i, v) in signed.iter().enumerate() {
+                let (z, y, x) = (
+                    i / (cells[1] * cells[2]),
+                    (i / cells[2]) % cells[1],
+                    i % cells[2],
+                );
+                let tok = ((z / 4) * gh + y / 4) * gw + x / 4;
+                let sub = ((z % 4) * 4 + y % 4) * 4 + x % 4;
+                t[tok * 64 + sub] = *v;
+            }
+            token_cells = Some(t);
+        }
+        let r = CLICK_RADIUS;
+        let ri = r.ceil() as isize;
+        for (p, label) in &prompts.points {
+            let ch = match label {
+                1 => 1,
+                0 => 2,
+                _ => continue,
+            };
+            if !p.iter().all(|v| v.is_finite() && *v >= 0.0) {
+                continue;
+            }
+            // Model-grid voxel index → cell coordinate (centres aligned).
+            let c = [0, 1, 2].map(|a| (p[a] + 0.5) / block[a] as f32 - 0.5);
+            let centre = c.map(|v| v.round() as isize);
+            for dz in -ri..=ri {
+                for dy in -ri..=ri {
+                    for dx in -ri..=ri {
+                        let q = [centre[0] + dz, centre[1] + dy, centre[2] + dx];
+                        if (0..3).any(|a| q[a] < 0 || q[a] >= cells[a] as isize) {
+                            continue;
+                        }
+                        let d2: f32 = (0..3).map(|a| (q[a] as f32 - c[a]).powi(2)).sum();
+                        if d2 <= r * r {
+                            let i = ((q[0] as usize) * cells[1] + q[1] as usize) * cells[2]
+                                + q[2] as usize;
+                            cell_maps[i * 3 + ch] = 1.0;
+                        }
+                    }
+                }
+            }
+        }
+        Some(CellMaps {
+            grid,
+            cells,
+            token_cells,
+            cell_maps,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::SegVol;
+    use segvol_backends::Flex;
+
+    #[test]
+    fn trained_layers_read_the_previous_mask_and_the_clicks() {
+        let device = Default::default();
+        let cfg = SegVolConfig::small().with_mask_prompt(true);
+        let mut model = SegVol::<Flex>::new(&cfg, &device);
+        let grid = cfg.image_size;
+        let n: usize = grid.iter().product();
+        let emb = model.embed(Tensor::zeros([1, 1, grid[0], grid[1], grid[2]], &device));
+        let run = |m: &SegVol<Flex>, p: &Prompts| -> Vec<f32> {
+            m.decode(emb.clone(), p)
+                .logits
+                .into_data()
+                .to_vec()
+                .unwrap_or_default()
+        };
+        let plain = Prompts {
+            boxes: Some([6.0, 18.0, 18.0, 22.0, 42.0, 42.0]),
+            ..Prompts::default()
+        };
+        let mut mask = vec![0f32; n];
+        mask[..n / 2].fill(1.0);
+        let with_mask = Prompts {
+            mask: Some(mask),
+            ..plain.clone()
+        };
+        let with_click = Prompts {
+            points: vec![([12.0, 30.0, 30.0], 1)],
+            ..plain.clone()
+        };
+        // Zero output layers: nothing changes.
+        assert_eq!(run(&model, &with_mask), run(&model, &plain));
+        let click0: Vec<f32> = run(&model, &with_click)
+            .iter()
+            .zip(run(&model, &plain))
+            .map(|(a, b)| a - b)
+            .collect();
+        // Stand-ins for trained weights.
+        if let Some(mp) = model.mask_prompt.as_mut() {
+            let c = cfg.hidden_size;
+            mp.token.weight = Param::from_tensor(Tensor::full([64, c], 0.05, &device));
+            mp.cell_out.weight = Param::from_tensor(Tensor::full([HIDDEN, c / 8], 0.05, &device));
+            // A cell with no mask and no click then adds exactly nothing (gelu(0) = 0).
+            mp.cell_in.bias = Some(Param::from_tensor(Tensor::zeros([HIDDEN], &device)));
+        }
+        let base = run(&model, &plain);
+        let differ = |a: &[f32]| a.iter().zip(&base).filter(|(x, y)| x != y).count();
+        assert!(
+            differ(&run(&model, &with_mask)) > n / 4,
+            "the mask did not reach the logits"
+        );
+        // What the click adds beyond its sparse token: only near it (its ball, 2 cells = 2×4×4
+        // voxels, widened by the upsampling).
+        let click1: Vec<f32> = run(&model, &with_click)
+            .iter()
+            .zip(&base)
+            .map(|(a, b)| a - b)
+            .collect();
+        let mut near = 0;
+        for (i, (a, b)) in click1.iter().zip(&click0).enumerate() {
+            if (a - b).abs() > 1e-6 {
+                let (z, y, x) = (
+                    i / (grid[1] * grid[2]),
+                    (i / grid[2]) % grid[1],
+                    i % grid[2],
+                );
+                let d = [z as f32 - 12.0, y as f32 - 30.0, x as f32 - 30.0];
+                assert!(
+                    d[0].abs() <= 3.0 && d[1].abs() <= 7.0 && d[2].abs() <= 7.0,
+                    "the click's ball changed voxel ({z}, {y}, {x})"
+                );
+                near += 1;
+            }
+        }
+        assert!(near > 20, "the click's ball changed {near} voxels");
+    }
+
+    #[test]
+    fn block_means_and_balls_land_where_derived_by_hand() {
+        // Model grid 4×8×8, tokens 1×1×1 (patch 4×8×8) → cells 4×4×4 of 1×2×2 voxels.
+        let image = [4, 8, 8];
+        let mut mask = vec![0f32; 4 * 8 * 8];
+        // Voxel (1, 2, 3) and (1, 3, 3): cell (1, 1, 1) holds 2 of its 4 voxels → mean 0.5 → 0.
+        mask[(8 + 2) * 8 + 3] = 1.0;
+        mask[(8 + 3) * 8 + 3] = 1.0;
+        // Cell (3, 0, 0) full → 1.
+        for y in 0..2 {
+            for x in 0..2 {
+                mask[(3 * 8 + y) * 8 + x] = 1.0;
+            }
+        }
+        let prompts = Prompts {
+            mask: Some(mask),
+            points: vec![([0.0, 0.0, 0.0], 1), ([3.0, 7.0, 7.0], 0)],
+            ..Prompts::default()
+        };
+        let m = CellMaps::new(&prompts, image, [1, 1, 1]).expect("whole cells");
+        assert_eq!(m.cells, [4, 4, 4]);
+        let cell = |z: usize, y: usize, x: usize| (z * 4 + y) * 4 + x;
+        assert_eq!(m.cell_maps[cell(1, 1, 1) * 3], 0.0);
+        assert_eq!(m.cell_maps[cell(3, 0, 0) * 3], 1.0);
+        assert_eq!(m.cell_maps[cell(0, 0, 0) * 3], -1.0);
+        let t = m.token_cells.as_ref().expect("a mask was given");
+        assert_eq!(t[cell(3, 0, 0)], 1.0);
+        // Positive click at voxel (0,0,0) → cell coordinate (0, −0.25, −0.25); squared
+        // distances: cell (1,0,0) 1.125, (0,1,1) 3.125 (in); (1,1,1) and (2,0,0) 4.125 (out).
+        for (c, inside) in [
+            (cell(0, 0, 0), 1.0),
+            (cell(1, 0, 0), 1.0),
+            (cell(0, 1, 1), 1.0),
+            (cell(1, 1, 1), 0.0),
+            (cell(2, 0, 0), 0.0),
+        ] {
+            assert_eq!(m.cell_maps[c * 3 + 1], inside, "cell {c}");
+        }
+        // Negative click at (3, 7, 7) → cell coordinate (3, 3.25, 3.25): cell (3,3,3) in.
+        assert_eq!(m.cell_maps[cell(3, 3, 3) * 3 + 2], 1.0);
+        assert_eq!(m.cell_maps[cell(3, 1, 3) * 3 + 2], 0.0); // (2.25)² > 4
+        assert_eq!(m.cell_maps[cell(0, 0, 0) * 3 + 2], 0.0);
+        // A patch that is not a multiple of 4 cells has no whole cells.
+        assert!(CellMaps::new(&prompts, [4, 8, 8], [2, 1, 1]).is_none());
+    }
+}
