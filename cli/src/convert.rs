@@ -29,7 +29,8 @@ pub struct ConvertArgs {
     /// whose grid the label map is written on.
     #[arg(long)]
     pub image: Option<PathBuf>,
-    /// Model size of the checkpoint: base (the released SegVol), small or tiny.
+    /// Model size of the checkpoint: base (the released SegVol), small or tiny (a `.bpk`
+    /// written by segvol-rs carries its own, which is used instead).
     #[arg(long, default_value = "base")]
     pub config: String,
     /// Store every float as f16 (half the size; loading casts back to f32). The shipped
@@ -94,7 +95,21 @@ pub fn run(args: &ConvertArgs) -> Result<()> {
     ) {
         return convert_image(args);
     }
-    let config = config_named(&args.config)?;
+    // A burnpack written by segvol-rs knows its configuration (flags included, which a preset
+    // name does not carry): that one wins over --config.
+    let stored = if args
+        .from
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("bpk"))
+    {
+        segvol_core::weights::stored_config(&args.from)?
+    } else {
+        None
+    };
+    let config = match stored {
+        Some(c) => c,
+        None => config_named(&args.config)?,
+    };
     let ext_ok = args
         .to
         .extension()

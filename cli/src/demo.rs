@@ -289,15 +289,35 @@ pub fn run(a: &DemoArgs) -> Result<()> {
     let img = a.out.join("image.nii.gz");
     write_nifti(&img, &input.volume)?;
     let preview = a.out.join("preview.png");
-    let rows: Vec<&[u8]> = masks.iter().map(Vec::as_slice).collect();
-    crate::preview::write_montage(
+    // The clicks in the order they were made (a step without an error has none).
+    let mut made: Vec<Option<([usize; 3], bool)>> = Vec::new();
+    if let Some(c) = r.clicks.first() {
+        let (mut f, mut g) = (c.fg.iter(), c.bg.iter());
+        for o in &c.order {
+            made.push(match o {
+                Some(true) => f.next().map(|p| (*p, true)),
+                Some(false) => g.next().map(|p| (*p, false)),
+                None => None,
+            });
+        }
+    }
+    let rows: Vec<crate::preview::DemoRow<'_>> = masks
+        .iter()
+        .enumerate()
+        .map(|(i, m)| crate::preview::DemoRow {
+            mask: m,
+            clicks: made.iter().take(i).flatten().copied().collect(),
+        })
+        .collect();
+    crate::preview::write_demo_montage(
         &preview,
         &input.volume.data,
         input.dims,
         input.spacing,
         &rows,
-        Some(&gt),
-        256,
+        &gt,
+        (b.lo, b.hi),
+        240,
     )?;
     out!(
         "DSC_AUC {:.4}  NSD_AUC {:.4}  (over the clicks, CVPR25 rule)",
@@ -306,7 +326,8 @@ pub fn run(a: &DemoArgs) -> Result<()> {
     );
     out!(
         "wrote {} masks, {} and {} (rows: box, then each click; red = mask, green = \
-         ground-truth outline)",
+         ground-truth outline, yellow = box, dots = clicks: cyan foreground, magenta background, \
+         the step's own ringed)",
         written.len(),
         img.display(),
         preview.display()

@@ -39,7 +39,7 @@ pub struct EvalArgs {
     /// (`sh -c`) once per step in a workspace with `inputs/<case>.npz` (boxes, clicks,
     /// clicks_order, prev_pred as the official evaluator writes them) and must write
     /// `outputs/<case>.npz` with `segs`, exactly as a challenge container's `predict.sh`.
-    #[arg(long, requires = "data", conflicts_with_all = ["compare", "feedback", "corrector", "zoom_in"])]
+    #[arg(long, requires = "data", conflicts_with_all = ["compare", "feedback", "corrector", "zoom_in", "no_zoom_in"])]
     pub predict_cmd: Option<String>,
     /// With --data: only these cases (file stems, comma-separated).
     #[arg(long, value_delimiter = ',')]
@@ -57,9 +57,13 @@ pub struct EvalArgs {
     /// Run the baseline and the corrector on the same case and print both.
     #[arg(long)]
     pub compare: bool,
-    /// Also run the zoom-in sliding window at every step (re-encodes each window per step;
-    /// without it each click step re-decodes the cached global embedding).
+    /// Skip the zoom-in sliding window. By default it runs at every step, as in `segment`,
+    /// `predict` and `demo` (it re-encodes each window per step; without it each click step
+    /// re-decodes the cached global embedding: faster, coarser).
     #[arg(long)]
+    pub no_zoom_in: bool,
+    /// Accepted for older scripts: the zoom-in is the default.
+    #[arg(long, hide = true, conflicts_with = "no_zoom_in")]
     pub zoom_in: bool,
     /// With --corrector: also (or, without --compare, instead) run the prompt-feedback variant,
     /// feeding up to this many corrected voxels back to SegVol as point prompts.
@@ -192,7 +196,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     let runs = dispatch(
         kind,
         Eval {
-            zoom_in: args.zoom_in,
+            zoom_in: !args.no_zoom_in,
             feedback: args.feedback,
             files,
             compare: args.compare,

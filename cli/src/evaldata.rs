@@ -315,7 +315,7 @@ pub fn run(args: &EvalArgs, dir: &Path, files: ModelFiles) -> Result<()> {
                 cases: cases.clone(),
                 compare: args.compare,
                 feedback: args.feedback,
-                zoom_in: args.zoom_in,
+                zoom_in: !args.no_zoom_in,
                 opts,
                 gt_dir: args.gt_dir.clone(),
                 masks,
@@ -382,7 +382,7 @@ pub fn run(args: &EvalArgs, dir: &Path, files: ModelFiles) -> Result<()> {
         "command": std::env::args().collect::<Vec<_>>(),
         "segvol_version": env!("CARGO_PKG_VERSION"),
         "data": dir, "cases": cases.len(), "shard": args.shard, "steps": steps,
-        "zoom_in": args.zoom_in, "gt_dir": args.gt_dir, "predict_cmd": args.predict_cmd,
+        "zoom_in": !args.no_zoom_in && args.predict_cmd.is_none(), "gt_dir": args.gt_dir, "predict_cmd": args.predict_cmd,
         "variants": summary_variants,
     });
     let text = serde_json::to_string_pretty(&summary)?;

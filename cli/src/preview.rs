@@ -202,6 +202,11 @@ pub fn write_montage(
             x0 += p.cols + gap;
         }
     }
+    write_png(path, &rgb, width, height)
+}
+
+/// Writes `rgb` (`width` × `height`, 8-bit RGB) as a PNG, atomically.
+fn write_png(path: &Path, rgb: &[u8], width: usize, height: usize) -> Result<()> {
     // tempfile: a fresh name beside the target, removed if anything fails before `persist`.
     let dir = path
         .parent()
@@ -215,10 +220,178 @@ pub fn write_montage(
         enc.set_color(png::ColorType::Rgb);
         enc.set_depth(png::BitDepth::Eight);
         let mut wr = enc.write_header()?;
-        wr.write_image_data(&rgb)?;
+        wr.write_image_data(rgb)?;
         wr.finish()?;
         tmp.persist(path)?;
         Ok(())
     };
     write().with_context(|| format!("{}: cannot write the preview", path.display()))
+}
+
+/// What one row of the demo's montage shows: a step's mask and the clicks made so far.
+pub struct DemoRow<'a> {
+    /// The step's mask (non-zero = object).
+    pub mask: &'a [u8],
+    /// Clicks so far, `(z, y, x)` and foreground or not; the last is this step's.
+    pub clicks: Vec<([usize; 3], bool)>,
+}
+
+/// The demo's montage: one row per step (box, then each click), three panels per row —
+/// axial | coronal | sagittal through the ground truth's centroid, cut to the box grown by
+/// 40 % (at least 8 voxels) per side. Every panel is the same height with its width from the
+/// physical extent it shows (so it keeps its proportions and the rows have no empty space).
+/// Mask red, ground-truth outline green, the box yellow, clicks as dots — foreground cyan,
+/// background magenta, this step's click ringed in white; a click away from a panel's plane
+/// is drawn where it projects.
+///
+/// # Errors
+/// When the file cannot be written; the message names it.
+#[allow(clippy::too_many_arguments)]
+pub fn write_demo_montage(
+    path: &Path,
+    img: &[f32],
+    dims: [usize; 3],
+    spacing: [f64; 3],
+    rows: &[DemoRow<'_>],
+    gt: &[u8],
+    bbox: ([usize; 3], [usize; 3]),
+    panel_h: usize,
+) -> Result<()> {
+    let [_, h, w] = dims;
+    let (blo, bhi) = bbox;
+    let c = centroid(gt, dims).unwrap_or([
+        (blo[0] + bhi[0]) / 2,
+        (blo[1] + bhi[1]) / 2,
+        (blo[2] + bhi[2]) / 2,
+    ]);
+    // The region shown, per axis: the box grown by 40 % of its extent (≥ 8 voxels).
+    let region: [(usize, usize); 3] = [0, 1, 2].map(|a| {
+        let ext = bhi[a].saturating_sub(blo[a]) + 1;
+        let grow = (ext * 2 / 5).max(8);
+        (
+            blo[a].saturating_sub(grow),
+            (bhi[a] + grow).min(dims[a] - 1),
+        )
+    });
+    let (lo, hi) = window(img);
+    let grey = |v: f32| (((v - lo) / (hi - lo)).clamp(0.0, 1.0) * 255.0) as u8;
+    let gt_at = |z: usize, y: usize, x: usize| gt[(z * h + y) * w + x] != 0;
+    // Panels: (fixed axis, row axis, column axis); rows of coronal/sagittal run from high z
+    // down.
+    let panels: [(usize, usize, usize); 3] = [(0, 1, 2), (1, 0, 2), (2, 0, 1)];
+    let sizes: Vec<(usize, usize)> = panels
+        .iter()
+        .map(|&(_, ra, ca)| {
+            let mm = |a: usize| (region[a].1 - region[a].0 + 1) as f64 * spacing[a];
+            let cols = ((panel_h as f64 * mm(ca) / mm(ra).max(1e-6)).round() as usize)
+                .clamp(8, 8 * panel_h);
+            (panel_h, cols)
+        })
+        .collect();
+    let gap = 4;
+    let width = sizes.iter().map(|s| s.1).sum::<usize>() + gap * (sizes.len() - 1);
+    let height = rows.len() * panel_h + gap * rows.len().saturating_sub(1);
+    let mut rgb = vec![40u8; width * height * 3];
+    let n_in = |a: usize| region[a].1 - region[a].0 + 1;
+    for (ri, row) in rows.iter().enumerate() {
+        let y0 = ri * (panel_h + gap);
+        let mut x0 = 0;
+        for (&(fa, ra, ca), &(ph, pw)) in panels.iter().zip(&sizes) {
+            // Output pixel → voxel index along the row and column axes.
+            let src_r = |r: usize| -> usize {
+                let k = (r * n_in(ra) / ph).min(n_in(ra) - 1);
+                if ra == 0 {
+                    region[0].1 - k
+                } else {
+                    region[ra].0 + k
+                }
+            };
+            let src_c = |col: usize| region[ca].0 + (col * n_in(ca) / pw).min(n_in(ca) - 1);
+            for r in 0..ph {
+                for col in 0..pw {
+                    let mut v = [0usize; 3];
+                    v[fa] = c[fa];
+                    v[ra] = src_r(r);
+                    v[ca] = src_c(col);
+                    let i = (v[0] * h + v[1]) * w + v[2];
+                    let g = grey(img[i]);
+                    let edge = gt_at(v[0], v[1], v[2])
+                        && [(ra, -1isize), (ra, 1), (ca, -1), (ca, 1)]
+                            .iter()
+                            .any(|&(a, s)| {
+                                let mut u = v;
+                                let q = u[a] as isize + s;
+                                if q < 0 || q as usize >= dims[a] {
+                                    return true;
+                                }
+                                u[a] = q as usize;
+                                !gt_at(u[0], u[1], u[2])
+                            });
+                    let in_box = |a: usize| v[a] >= blo[a] && v[a] <= bhi[a];
+                    let on_box = in_box(ra)
+                        && in_box(ca)
+                        && (v[ra] == blo[ra]
+                            || v[ra] == bhi[ra]
+                            || v[ca] == blo[ca]
+                            || v[ca] == bhi[ca]);
+                    let px = if edge {
+                        [0, 220, 0]
+                    } else if on_box {
+                        [255, 215, 0]
+                    } else if row.mask[i] != 0 {
+                        [(u16::from(g) / 2 + 128) as u8, g / 2, g / 2]
+                    } else {
+                        [g, g, g]
+                    };
+                    let o = ((y0 + r) * width + x0 + col) * 3;
+                    rgb[o..o + 3].copy_from_slice(&px);
+                }
+            }
+            // Clicks: projected onto the panel.
+            let to_px = |p: [usize; 3]| -> Option<(isize, isize)> {
+                let inside = |a: usize| p[a] >= region[a].0 && p[a] <= region[a].1;
+                if !inside(ra) || !inside(ca) {
+                    return None;
+                }
+                let kr = if ra == 0 {
+                    region[0].1 - p[0]
+                } else {
+                    p[ra] - region[ra].0
+                };
+                let kc = p[ca] - region[ca].0;
+                Some((
+                    ((kr as f64 + 0.5) * ph as f64 / n_in(ra) as f64) as isize,
+                    ((kc as f64 + 0.5) * pw as f64 / n_in(ca) as f64) as isize,
+                ))
+            };
+            let rad = (ph / 48).max(3) as isize;
+            for (k, &(p, fg)) in row.clicks.iter().enumerate() {
+                let Some((pr, pc)) = to_px(p) else { continue };
+                let last = k + 1 == row.clicks.len();
+                let colour = if fg { [0, 200, 255] } else { [255, 0, 255] };
+                let ring = if last { rad + 2 } else { rad };
+                for dr in -ring..=ring {
+                    for dc in -ring..=ring {
+                        let d2 = dr * dr + dc * dc;
+                        if d2 > ring * ring {
+                            continue;
+                        }
+                        let (rr, cc) = (pr + dr, pc + dc);
+                        if rr < 0 || cc < 0 || rr as usize >= ph || cc as usize >= pw {
+                            continue;
+                        }
+                        let o = ((y0 + rr as usize) * width + x0 + cc as usize) * 3;
+                        let px = if d2 > rad * rad {
+                            [255, 255, 255]
+                        } else {
+                            colour
+                        };
+                        rgb[o..o + 3].copy_from_slice(&px);
+                    }
+                }
+            }
+            x0 += pw + gap;
+        }
+    }
+    write_png(path, &rgb, width, height)
 }

@@ -436,6 +436,7 @@ fn eval_runs_the_protocol_with_and_without_the_corrector() {
     let c = corrector_fixture();
     let (code, stdout, err) = segvol(&[
         "eval",
+        "--no-zoom-in",
         "--case",
         case.to_str().unwrap(),
         "--weights",
@@ -526,7 +527,7 @@ fn eval_runs_the_protocol_with_and_without_the_corrector() {
     };
     let d = seg_dsc(false);
     assert!((d - d0).abs() < 1e-12, "segment+metrics {d} vs eval {d0}");
-    // With the zoom-in (segment's default) the same holds for `eval --zoom-in`.
+    // With the zoom-in (the default of both) the same holds for `eval`.
     let (code, stdout, err) = segvol(&[
         "eval",
         "--case",
@@ -535,7 +536,6 @@ fn eval_runs_the_protocol_with_and_without_the_corrector() {
         w.to_str().unwrap(),
         "--config",
         "tiny",
-        "--zoom-in",
         "--steps",
         "1",
         "--json",
@@ -547,7 +547,7 @@ fn eval_runs_the_protocol_with_and_without_the_corrector() {
     eprintln!("box step DSC: zoom-out {d0}, zoom-in {dz}");
     assert!(
         (d - dz).abs() < 1e-12,
-        "segment+metrics {d} vs eval --zoom-in {dz}"
+        "segment+metrics {d} vs eval (zoom-in) {dz}"
     );
 }
 
@@ -866,6 +866,7 @@ feedback = 4
     // The trained weights segment through the normal commands.
     let (code, _, err) = segvol(&[
         "eval",
+        "--no-zoom-in",
         "--case",
         shared()
             .join("data/npz/ct_kidney_right.npz")
@@ -940,6 +941,7 @@ fn eval_over_a_folder_writes_the_official_csv_summary_and_plot() {
     let run = |out: &Path, extra: &[&str]| {
         let mut a = vec![
             "eval",
+            "--no-zoom-in",
             "--data",
             shared()
                 .join("data/npz")
@@ -978,6 +980,7 @@ fn eval_over_a_folder_writes_the_official_csv_summary_and_plot() {
     // command is that runner).
     let (code, js, err) = segvol(&[
         "eval",
+        "--no-zoom-in",
         "--case",
         shared()
             .join("data/npz/mr_abdomen_multi3.npz")
@@ -1326,6 +1329,7 @@ fn text_prompts_through_forward_and_segment() {
     let eval = |extra: &[&str]| {
         let mut a = vec![
             "eval",
+            "--no-zoom-in",
             "--case",
             case.to_str().unwrap(),
             "--weights",

@@ -25,9 +25,13 @@ pub const SEGVOL_NAME: &str = "<shipped segvol-small.bpk>";
 /// The name errors give the embedded corrector.
 pub const CORRECTOR_NAME: &str = "<shipped corrector.safetensors>";
 
-/// The shipped model's configuration.
+/// The shipped model's configuration: the one its burnpack stores (the `small` preset, with
+/// the flags it was trained with), `small` itself for a file without one.
 pub fn config() -> SegVolConfig {
-    SegVolConfig::small()
+    segvol_core::weights::stored_config_bytes(SEGVOL_BPK, SEGVOL_NAME)
+        .ok()
+        .flatten()
+        .unwrap_or_else(SegVolConfig::small)
 }
 
 /// The shipped SegVol, ready to use.

@@ -412,6 +412,18 @@ pub fn stored_config(path: &Path) -> Result<Option<crate::SegVolConfig>, Weights
     read_stored_config(std::io::BufReader::new(f), path)
 }
 
+/// [`stored_config`] of burnpack bytes in memory (e.g. weights embedded in the binary); `name`
+/// is what errors call them.
+///
+/// # Errors
+/// [`WeightsError::Read`] when the header or the metadata cannot be read.
+pub fn stored_config_bytes(
+    bytes: &[u8],
+    name: &str,
+) -> Result<Option<crate::SegVolConfig>, WeightsError> {
+    read_stored_config(bytes, Path::new(name))
+}
+
 fn read_stored_config(
     mut r: impl std::io::Read,
     path: &Path,
