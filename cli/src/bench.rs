@@ -347,6 +347,7 @@ fn decode_setup<B: Backend>(
         points: vec![([10.0, 60.0, 70.0], 1)],
         text: None,
         mask: None,
+        image: None,
     };
     (model, emb, prompts)
 }

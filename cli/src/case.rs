@@ -144,7 +144,8 @@ pub struct ModelArgs {
     #[arg(long)]
     pub weights: Option<PathBuf>,
     /// Model size of --weights: base (the released SegVol), small or tiny. Default: base with
-    /// --weights, small for the shipped model.
+    /// --weights, small for the shipped model; a `.bpk` written by segvol-rs carries its own,
+    /// which is used instead.
     #[arg(long)]
     pub config: Option<String>,
     /// Backend (default: flex).
@@ -209,7 +210,19 @@ impl ModelArgs {
             (None, Some(other)) => {
                 bail!("--config {other} needs --weights: the shipped model is `small`")
             }
-            (Some(_), name) => crate::forward::config_named(name.unwrap_or("base")),
+            (Some(w), name) => {
+                // A burnpack written by segvol-rs carries its configuration, flags included
+                // (which a preset name does not): that one is used.
+                let is_bpk = w.extension().is_some_and(|e| e.eq_ignore_ascii_case("bpk"));
+                match is_bpk
+                    .then(|| segvol_core::weights::stored_config(w))
+                    .transpose()?
+                    .flatten()
+                {
+                    Some(c) => Ok(c),
+                    None => crate::forward::config_named(name.unwrap_or("base")),
+                }
+            }
         }
     }
 

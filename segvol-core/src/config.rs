@@ -56,12 +56,20 @@ pub struct SegVolConfig {
     /// released weights; `crate::mask_prompt`). Needs patch sides that are multiples of 4.
     #[config(default = false)]
     pub mask_prompt: bool,
+    /// With `mask_prompt`: the image itself (mean and spread per mask cell) joins the per-cell
+    /// MLP, a light high-resolution path so masks can follow the image below the token size
+    /// (segvol-rs's addition; `Prompts::image` carries the model-grid image).
+    #[config(default = false)]
+    pub mask_prompt_image: bool,
 }
 
 /// A configuration that cannot build a model.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
+    /// `mask_prompt_image` without `mask_prompt`, the path it joins.
+    #[error("mask_prompt_image needs mask_prompt")]
+    MaskPromptImageAlone,
     /// `mask_prompt` with a patch side that is not a multiple of 4: the decoder's mask cells
     /// (4 per token per axis) would not be whole voxels.
     #[error("mask_prompt needs patch sides that are multiples of 4; axis {axis} has {patch}")]
@@ -183,6 +191,9 @@ impl SegVolConfig {
             }
             if size == 0 || !size.is_multiple_of(patch) {
                 return Err(ConfigError::PatchDoesNotDivide { axis, size, patch });
+            }
+            if self.mask_prompt_image && !self.mask_prompt {
+                return Err(ConfigError::MaskPromptImageAlone);
             }
             if self.mask_prompt && !patch.is_multiple_of(4) {
                 return Err(ConfigError::MaskPromptPatch { axis, patch });

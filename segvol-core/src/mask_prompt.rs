@@ -51,12 +51,22 @@ pub struct MaskPrompt<B: Backend> {
     pub(crate) cell_in: Linear<B>,
     /// `16 → C/8`: added to the upscaled embedding.
     pub(crate) cell_out: Linear<B>,
+    /// `2 → 16` (no bias): the image's mean and spread per cell into the same hidden layer,
+    /// with the config's `mask_prompt_image`. Starts at zero (so an extended model predicts
+    /// as before); it learns once `cell_out` is not zero.
+    pub(crate) cell_image: Option<Linear<B>>,
 }
 
 fn zero_linear<B: Backend>(cin: usize, cout: usize, device: &B::Device) -> Linear<B> {
     let mut l = LinearConfig::new(cin, cout).init(device);
     l.weight = Param::from_tensor(Tensor::zeros([cin, cout], device));
     l.bias = Some(Param::from_tensor(Tensor::zeros([cout], device)));
+    l
+}
+
+fn image_linear<B: Backend>(device: &B::Device) -> Linear<B> {
+    let mut l = LinearConfig::new(2, HIDDEN).with_bias(false).init(device);
+    l.weight = Param::from_tensor(Tensor::zeros([2, HIDDEN], device));
     l
 }
 
@@ -68,7 +78,16 @@ impl<B: Backend> MaskPrompt<B> {
             token: zero_linear(64, c, device),
             cell_in: LinearConfig::new(3, HIDDEN).init(device),
             cell_out: zero_linear(HIDDEN, c / 8, device),
+            cell_image: config.mask_prompt_image.then(|| image_linear(device)),
         }
+    }
+
+    /// Adds the image input (`mask_prompt_image`) if it is not there yet.
+    pub fn with_image(mut self, device: &B::Device) -> Self {
+        if self.cell_image.is_none() {
+            self.cell_image = Some(image_linear(device));
+        }
+        self
     }
 
     /// The token-level term, `[1, C, gd, gh, gw]`, or `None` without a previous mask.
@@ -87,7 +106,12 @@ impl<B: Backend> MaskPrompt<B> {
         let [d, h, w] = maps.cells;
         let n = d * h * w;
         let x = Tensor::<B, 2>::from_data(TensorData::new(maps.cell_maps.clone(), [n, 3]), device);
-        let y = self.cell_out.forward(gelu(self.cell_in.forward(x))); // [n, C/8]
+        let mut hidden = self.cell_in.forward(x);
+        if let (Some(l), Some(img)) = (&self.cell_image, &maps.image_cells) {
+            let xi = Tensor::<B, 2>::from_data(TensorData::new(img.clone(), [n, 2]), device);
+            hidden = hidden + l.forward(xi);
+        }
+        let y = self.cell_out.forward(gelu(hidden)); // [n, C/8]
         let c = y.dims()[1];
         y.swap_dims(0, 1).reshape([1, c, d, h, w])
     }
@@ -105,6 +129,9 @@ pub struct CellMaps {
     pub token_cells: Option<Vec<f32>>,
     /// Per cell `(2m − 1 or 0, positive ball, negative ball)`, cell-major.
     pub cell_maps: Vec<f32>,
+    /// Per cell the image's mean and standard deviation over the cell's voxels, cell-major,
+    /// when the prompts carry the image.
+    pub image_cells: Option<Vec<f32>>,
 }
 
 impl CellMaps {
@@ -151,6 +178,33 @@ impl CellMaps {
             }
             token_cells = Some(t);
         }
+        let image_cells = prompts
+            .image
+            .as_ref()
+            .filter(|m| m.len() == n_img)
+            .map(|img| {
+                let per = (block[0] * block[1] * block[2]) as f32;
+                let mut sum = vec![0f32; nc];
+                let mut sq = vec![0f32; nc];
+                for z in 0..image[0] {
+                    for y in 0..image[1] {
+                        let row = (z * image[1] + y) * image[2];
+                        let crow = ((z / block[0]) * cells[1] + y / block[1]) * cells[2];
+                        for x in 0..image[2] {
+                            let v = img[row + x];
+                            sum[crow + x / block[2]] += v;
+                            sq[crow + x / block[2]] += v * v;
+                        }
+                    }
+                }
+                sum.iter()
+                    .zip(&sq)
+                    .flat_map(|(s, q)| {
+                        let mean = s / per;
+                        [mean, (q / per - mean * mean).max(0.0).sqrt()]
+                    })
+                    .collect::<Vec<f32>>()
+            });
         let r = CLICK_RADIUS;
         let ri = r.ceil() as isize;
         for (p, label) in &prompts.points {
@@ -187,6 +241,7 @@ impl CellMaps {
             cells,
             token_cells,
             cell_maps,
+            image_cells,
         })
     }
 }
@@ -271,6 +326,33 @@ mod tests {
             }
         }
         assert!(near > 20, "the click's ball changed {near} voxels");
+
+        // The image input: once its weights are not zero, the image moves the logits.
+        let mut model = model.with_mask_prompt_image(&device);
+        let img: Vec<f32> = (0..n).map(|i| (i % 13) as f32 / 13.0).collect();
+        let with_image = Prompts {
+            image: Some(img),
+            ..plain.clone()
+        };
+        let base = run(&model, &plain);
+        assert_eq!(
+            run(&model, &with_image),
+            base,
+            "zero image weights changed the logits"
+        );
+        if let Some(l) = model
+            .mask_prompt
+            .as_mut()
+            .and_then(|mp| mp.cell_image.as_mut())
+        {
+            l.weight = Param::from_tensor(Tensor::full([2, HIDDEN], 0.5, &device));
+        }
+        let moved = run(&model, &with_image)
+            .iter()
+            .zip(&run(&model, &plain))
+            .filter(|(a, b)| a != b)
+            .count();
+        assert!(moved > n / 2, "the image moved {moved} of {n} logits");
     }
 
     #[test]
@@ -315,6 +397,23 @@ mod tests {
         assert_eq!(m.cell_maps[cell(3, 3, 3) * 3 + 2], 1.0);
         assert_eq!(m.cell_maps[cell(3, 1, 3) * 3 + 2], 0.0); // (2.25)² > 4
         assert_eq!(m.cell_maps[cell(0, 0, 0) * 3 + 2], 0.0);
+        assert!(m.image_cells.is_none());
+        // Image cells: cell (0,0,0) holds voxels (0,0..2,0..2) = 1, 2, 3, 4 → mean 2.5,
+        // std √1.25.
+        let mut img = vec![0f32; 4 * 8 * 8];
+        img[0] = 1.0;
+        img[1] = 2.0;
+        img[8] = 3.0;
+        img[9] = 4.0;
+        let with_image = Prompts {
+            image: Some(img),
+            ..Prompts::default()
+        };
+        let mi = CellMaps::new(&with_image, image, [1, 1, 1]).expect("whole cells");
+        let ic = mi.image_cells.as_ref().expect("an image was given");
+        assert!((ic[0] - 2.5).abs() < 1e-6);
+        assert!((ic[1] - 1.25f32.sqrt()).abs() < 1e-6);
+        assert_eq!(&ic[2..4], &[0.0, 0.0]);
         // A patch that is not a multiple of 4 cells has no whole cells.
         assert!(CellMaps::new(&prompts, [4, 8, 8], [2, 1, 1]).is_none());
     }

@@ -93,6 +93,17 @@ impl<B: Backend> SegVol<B> {
         self
     }
 
+    /// This model with the mask prompt's image input added (`mask_prompt_image`; the mask
+    /// prompt too when it is missing), at zero, so it predicts as before until trained.
+    pub fn with_mask_prompt_image(self, device: &B::Device) -> Self {
+        let mut m = self.with_mask_prompt(device);
+        if !m.config.mask_prompt_image {
+            m.config = m.config.clone().with_mask_prompt_image(true);
+            m.mask_prompt = m.mask_prompt.map(|p| p.with_image(device));
+        }
+        m
+    }
+
     /// The model grid `[D, H, W]`.
     pub fn image_size(&self) -> [usize; 3] {
         self.image_size

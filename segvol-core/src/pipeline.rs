@@ -455,6 +455,8 @@ pub struct Session<'m, B: Backend> {
     crop_img: Vec<f32>,
     /// A text prompt's embedding, added to every decode (global and zoom-in windows).
     text: Option<Vec<f32>>,
+    /// The encoded model-grid image, for a model with `mask_prompt_image`.
+    grid_img: Option<Vec<f32>>,
     /// The previous mask cut to the crop (native resolution, crop shape), for a model with the
     /// mask prompt.
     previous: Option<Vec<f32>>,
@@ -486,6 +488,7 @@ impl<'m, B: Backend> Session<'m, B> {
         let cdims = [0, 1, 2].map(|a| hi[a] - lo[a]);
         let grid = model.image_size();
         let x = resize(&crop_img, cdims, grid, ResizeMode::Nearest);
+        let grid_img = model.config().mask_prompt_image.then(|| x.clone());
         let t = Tensor::<B, 5>::from_data(
             TensorData::new(x, [1, 1, grid[0], grid[1], grid[2]]),
             device,
@@ -499,6 +502,7 @@ impl<'m, B: Backend> Session<'m, B> {
             },
             embedding: model.embed(t),
             crop_img,
+            grid_img,
             text: None,
             previous: None,
             device: device.clone(),
@@ -648,6 +652,7 @@ impl<'m, B: Backend> Session<'m, B> {
                 .previous
                 .as_ref()
                 .map(|p| resize(p, cdims, grid, ResizeMode::Trilinear)),
+            image: self.grid_img.clone(),
         };
         let logits = self.model.decode(self.embedding.clone(), &prompts).logits;
         let grid_logits: Vec<f32> = logits

@@ -22,6 +22,9 @@ pub struct Prompts {
     /// The previous mask on the model grid (`D·H·W` values in `[0, 1]`), for a model with
     /// `mask_prompt` (`crate::mask_prompt`); ignored by other models.
     pub mask: Option<Vec<f32>>,
+    /// The model-grid image that was encoded (`D·H·W` values), for a model with
+    /// `mask_prompt_image`; ignored by other models.
+    pub image: Option<Vec<f32>>,
 }
 
 /// Random Fourier positional encoding (`PositionEmbeddingRandom`, scale 1).

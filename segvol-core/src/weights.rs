@@ -461,7 +461,12 @@ fn read_stored_config(
     let mut value: serde_json::Value =
         serde_json::from_str(json).map_err(|e| err(format!("stored config: {e}")))?;
     if let Some(obj) = value.as_object_mut() {
-        for flag in ["aligned_prompt_coords", "dense_prompts", "mask_prompt"] {
+        for flag in [
+            "aligned_prompt_coords",
+            "dense_prompts",
+            "mask_prompt",
+            "mask_prompt_image",
+        ] {
             obj.entry(flag).or_insert(serde_json::Value::Bool(false));
         }
     }
@@ -506,7 +511,8 @@ fn check_stored_config<B: Backend>(
             layer_norm_eps,
             aligned_prompt_coords,
             dense_prompts,
-            mask_prompt
+            mask_prompt,
+            mask_prompt_image
         );
         if diff.is_empty() {
             diff.push(format!("{stored:?} in the file, {m:?} in the model"));

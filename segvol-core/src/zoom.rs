@@ -217,6 +217,7 @@ impl<B: Backend> Session<'_, B> {
                 for &sx in &starts[2] {
                     let s = [sz, sy, sx];
                     let win = sub_block(&img, pd, s.map(|v| v as isize), grid);
+                    let win_img = self.model().config().mask_prompt_image.then(|| win.clone());
                     let t = Tensor::<B, 5>::from_data(
                         TensorData::new(win, [1, 1, grid[0], grid[1], grid[2]]),
                         &device,
@@ -254,6 +255,7 @@ impl<B: Backend> Session<'_, B> {
                         points,
                         text: self.text().map(<[f32]>::to_vec),
                         mask: prev.as_ref().map(|p| sub_block(p, pd, at, grid)),
+                        image: win_img,
                     };
                     let out: Vec<f32> = self
                         .model()

@@ -44,6 +44,7 @@ fn fast_paths_equal_burns_generic_code_at_base_size() {
         points: vec![([10.0, 60.0, 70.0], 1), ([20.0, 140.0, 90.0], 0)],
         text: None,
         mask: None,
+        image: None,
     };
 
     // Every fast path falls back to burn's code on any failure, silently: count what ran.

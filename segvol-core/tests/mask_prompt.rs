@@ -46,6 +46,7 @@ fn an_extended_model_predicts_as_before_until_trained() {
     };
     let without = Prompts {
         mask: None,
+        image: None,
         ..with_mask.clone()
     };
     let before = logits(&plain, &emb, &without);
@@ -55,12 +56,27 @@ fn an_extended_model_predicts_as_before_until_trained() {
     assert_eq!(logits(&extended, &emb, &without), before);
     // The plain model ignores a mask.
     assert_eq!(logits(&plain, &emb, &with_mask), before);
+    // The image input, added at zero, changes nothing either.
+    let with_image = plain.clone().with_mask_prompt_image(&device);
+    assert!(with_image.config().mask_prompt && with_image.config().mask_prompt_image);
+    let grid_img: Vec<f32> = (0..n).map(|i| (i % 97) as f32 / 97.0).collect();
+    let all = Prompts {
+        image: Some(grid_img),
+        ..with_mask.clone()
+    };
+    assert_eq!(logits(&with_image, &emb, &all), before);
 }
 
 #[test]
 fn a_patch_without_whole_cells_is_refused() {
     let cfg = SegVolConfig::small().with_mask_prompt(true);
     assert_eq!(cfg.validate(), Ok(()));
+    assert_eq!(
+        SegVolConfig::small()
+            .with_mask_prompt_image(true)
+            .validate(),
+        Err(ConfigError::MaskPromptImageAlone)
+    );
     let bad = SegVolConfig::new([32, 64, 64], [2, 8, 8], 64, 128, 1, 2).with_mask_prompt(true);
     assert_eq!(
         bad.validate(),

@@ -132,18 +132,21 @@ fn fixture_prompts() -> (Prompts, Prompts, Prompts) {
             points: vec![],
             text: None,
             mask: None,
+            image: None,
         },
         Prompts {
             boxes: None,
             points: points.clone(),
             text: None,
             mask: None,
+            image: None,
         },
         Prompts {
             boxes,
             points,
             text: None,
             mask: None,
+            image: None,
         },
     )
 }

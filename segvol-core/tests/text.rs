@@ -410,6 +410,7 @@ fn segvol_with_text_matches_the_original_forward_decoder() {
                     points: Vec::new(),
                     text: Some(t.clone()),
                     mask: None,
+                    image: None,
                 },
             );
             let got: Vec<f32> = out.logits.into_data().to_vec().unwrap();

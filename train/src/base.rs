@@ -89,6 +89,7 @@ pub fn sample_loss<B: AutodiffBackend>(
         points: Vec::new(),
         text: None,
         mask: None,
+        image: model.config().mask_prompt_image.then(|| s.image.clone()),
     };
     let has_fg = s.gt.iter().any(|&g| g);
     if stage == Stage::BasePoints && has_fg {

@@ -68,6 +68,9 @@ pub struct ModelSection {
     /// dense prompts. Weights in `init` without it are extended (its output layers start at
     /// zero, so training starts from `init`'s predictions).
     pub mask_prompt: bool,
+    /// With `mask_prompt`: the image joins its per-cell path (`mask_prompt_image`); weights
+    /// without it are extended likewise.
+    pub mask_prompt_image: bool,
 }
 
 impl Default for ModelSection {
@@ -76,6 +79,7 @@ impl Default for ModelSection {
             preset: "small".into(),
             init: None,
             mask_prompt: false,
+            mask_prompt_image: false,
         }
     }
 }

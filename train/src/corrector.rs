@@ -33,6 +33,8 @@ pub struct Cached<B: Backend> {
     pub boxes: [f32; 6],
     /// Box-only logits on the grid.
     pub logits: Vec<f32>,
+    /// The model-grid image, for a model with `mask_prompt_image`.
+    pub image: Option<Vec<f32>>,
 }
 
 fn host<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
@@ -66,6 +68,7 @@ pub fn build_cache<B: Backend>(
         if !s.gt.iter().any(|&g| g) {
             continue;
         }
+        let image = model.config().mask_prompt_image.then(|| s.image.clone());
         let img = Tensor::<B, 5>::from_data(
             TensorData::new(s.image, [1, 1, grid[0], grid[1], grid[2]]),
             device,
@@ -74,6 +77,7 @@ pub fn build_cache<B: Backend>(
         let boxes = box_prompt(&s.gt, grid, &mut rng);
         let prompts = Prompts {
             boxes: Some(boxes),
+            image: image.clone(),
             ..Prompts::default()
         };
         let logits = host(model.decode(embedding.clone(), &prompts).logits);
@@ -82,6 +86,7 @@ pub fn build_cache<B: Backend>(
             embedding,
             boxes,
             logits,
+            image,
         });
         progress(out.len(), n);
     }
@@ -175,6 +180,7 @@ pub fn train_corrector<B: AutodiffBackend>(
                         .collect(),
                     text: None,
                     mask: None,
+                    image: c.image.clone(),
                 };
                 host(base.decode(c.embedding.clone(), &prompts).logits)
             };

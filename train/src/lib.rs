@@ -103,7 +103,10 @@ pub struct Progress {
 /// [`TrainError::Model`] for an unknown preset.
 pub fn model_config(run: &Run) -> Result<SegVolConfig, TrainError> {
     SegVolConfig::preset(&run.config.model.preset)
-        .map(|c| c.with_mask_prompt(run.config.model.mask_prompt))
+        .map(|c| {
+            c.with_mask_prompt(run.config.model.mask_prompt)
+                .with_mask_prompt_image(run.config.model.mask_prompt_image)
+        })
         .ok_or_else(|| TrainError::Model(format!("unknown preset `{}`", run.config.model.preset)))
 }
 
@@ -139,19 +142,27 @@ fn init_model<B: burn::tensor::backend::Backend>(
     } else {
         None
     };
-    let extend = config.mask_prompt && stored.as_ref().is_some_and(|s| !s.mask_prompt);
-    let build = if extend {
-        config.clone().with_mask_prompt(false)
-    } else {
-        config.clone()
-    };
+    // Build what the file holds, load it, then add what the config asks for and it lacks.
+    let (mp, mpi) = stored
+        .as_ref()
+        .map_or((config.mask_prompt, config.mask_prompt_image), |s| {
+            (
+                config.mask_prompt && s.mask_prompt,
+                config.mask_prompt_image && s.mask_prompt_image,
+            )
+        });
+    let build = config
+        .clone()
+        .with_mask_prompt(mp)
+        .with_mask_prompt_image(mpi);
     let mut m = SegVol::<B>::new(&build, device);
     segvol_core::weights::load_segvol(&mut m, init).map_err(|e| io(e.to_string()))?;
-    Ok(if extend {
-        m.with_mask_prompt(device)
-    } else {
-        m
-    })
+    if config.mask_prompt_image && !mpi {
+        m = m.with_mask_prompt_image(device);
+    } else if config.mask_prompt && !mp {
+        m = m.with_mask_prompt(device);
+    }
+    Ok(m)
 }
 
 /// The base model a run has produced so far: the last finished base stage's weights.
