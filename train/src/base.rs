@@ -194,11 +194,22 @@ pub fn sample_loss<B: AutodiffBackend>(
 ///
 /// burn's autodiff puts every tensor that shares a node into one graph behind one lock, and the
 /// parameters are such nodes: two samples of one model would be one graph, their backward
-/// passes serial. So every sample after the first runs on a *fork* of the model (the same
-/// parameter ids and values, fresh autodiff leaves), which makes its graph its own. The flex
-/// backend's operations run mostly on one core at these sizes, so the samples of a step use the
-/// cores instead. The gradients are summed in sample order by the caller, so the result does
+/// passes serial. So every lane runs on a *fork* of the model (the same parameter ids and
+/// values, fresh autodiff leaves), which makes its graph its own. At the `small` model's sizes
+/// most of flex's operations run on one core, so a step's samples use the cores instead. The gradients are summed in sample order by the caller, so the result does
 /// not depend on how many threads ran.
+///
+/// The threads move in lock-step — all forward passes, then all backward passes — because
+/// burn-autodiff 0.21 sweeps *every* graph at the end of each backward pass
+/// (`GraphCleaner::cleanup_orphaned_entries`): against another thread's graph that is still
+/// being built that sweep is quadratic in its size (it took half of the training time, measured
+/// with `perf`), and it can free a step that graph is registering (tracel-ai/burn#5573, a lost
+/// gradient). While every other graph is itself in its backward pass, neither happens.
+///
+/// Each lane runs in a one-thread rayon pool of its own (`ThreadPool::install`): flex's
+/// parallel operations then stay on the lane's core. On the global pool every lane's work
+/// queued on the same workers, the lanes sat blocked on its latches and the workers spun
+/// (measured with `perf`: no faster than one graph per step).
 pub fn parallel_grads<B, M, F>(
     model: &M,
     seeds: &[u64],
@@ -211,6 +222,8 @@ where
     M: AutodiffModule<B> + Module<B>,
     F: Fn(&M, u64) -> (Tensor<B, 1>, [f32; 3]) + Sync,
 {
+    use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+    type Part = (GradientsParams, f32, [f32; 3]);
     let threads = if threads == 0 {
         std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
     } else {
@@ -218,48 +231,78 @@ where
     }
     .min(seeds.len())
     .max(1);
-    let one = |m: &M, seed: u64| {
-        let (loss, logged) = work(m, seed);
+    let backward = |m: &M, loss: Tensor<B, 1>, logged: [f32; 3]| -> Part {
         let value = host(loss.clone()).first().copied().unwrap_or(f32::NAN);
         let grads = GradientsParams::from_grads(loss.backward(), m);
         (grads, value, logged)
     };
     if threads == 1 {
-        return seeds.iter().map(|&s| one(model, s)).collect();
+        return seeds
+            .iter()
+            .map(|&s| {
+                let (loss, logged) = work(model, s);
+                backward(model, loss, logged)
+            })
+            .collect();
     }
-    let forks: Vec<M> = (1..threads).map(|_| model.clone().fork(device)).collect();
-    let mut out: Vec<Option<(GradientsParams, f32, [f32; 3])>> =
-        (0..seeds.len()).map(|_| None).collect();
+    let rounds = seeds.len().div_ceil(threads);
+    let barrier = std::sync::Barrier::new(threads);
+    // Thread `t` takes samples t, t + threads, …; a panic is held until both barriers of its
+    // round are passed (so no thread waits forever), then passed on.
+    let lane = |t: usize, m: &M| -> Vec<(usize, std::thread::Result<Part>)> {
+        let mut out = Vec::new();
+        for r in 0..rounds {
+            let k = r * threads + t;
+            let fwd =
+                (k < seeds.len()).then(|| catch_unwind(AssertUnwindSafe(|| work(m, seeds[k]))));
+            barrier.wait();
+            let done = fwd.map(|f| {
+                f.and_then(|(loss, logged)| {
+                    catch_unwind(AssertUnwindSafe(|| backward(m, loss, logged)))
+                })
+            });
+            barrier.wait();
+            if let Some(d) = done {
+                out.push((k, d));
+            }
+        }
+        out
+    };
+    let pools: Vec<rayon::ThreadPool> = (0..threads)
+        .filter_map(|_| rayon::ThreadPoolBuilder::new().num_threads(1).build().ok())
+        .collect();
+    // Every lane runs on a fork (the gradients are keyed by parameter id, which forks keep).
+    let forks: Vec<M> = (0..threads).map(|_| model.clone().fork(device)).collect();
+    let mut out: Vec<Option<Part>> = (0..seeds.len()).map(|_| None).collect();
+    let mut panic = None;
     std::thread::scope(|scope| {
-        let one = &one;
+        let lane = &lane;
+        let pools = &pools;
         let handles: Vec<_> = forks
             .into_iter()
             .enumerate()
             .map(|(t, m)| {
-                let t = t + 1;
-                scope.spawn(move || {
-                    (t..seeds.len())
-                        .step_by(threads)
-                        .map(|k| (k, one(&m, seeds[k])))
-                        .collect::<Vec<_>>()
+                scope.spawn(move || match pools.get(t) {
+                    Some(p) if pools.len() == threads => p.install(move || lane(t, &m)),
+                    _ => lane(t, &m),
                 })
             })
             .collect();
-        for k in (0..seeds.len()).step_by(threads) {
-            out[k] = Some(one(model, seeds[k]));
-        }
-        for h in handles {
-            // A panic in a worker is a programming error: pass it on.
-            match h.join() {
-                Ok(v) => {
-                    for (k, r) in v {
-                        out[k] = Some(r);
-                    }
-                }
-                Err(e) => std::panic::resume_unwind(e),
+        let results = handles.into_iter().flat_map(|h| match h.join() {
+            Ok(v) => v,
+            Err(e) => vec![(usize::MAX, Err(e))],
+        });
+        for (k, r) in results {
+            match r {
+                Ok(p) => out[k] = Some(p),
+                Err(e) => panic = Some(e),
             }
         }
     });
+    if let Some(e) = panic {
+        // A panic in a sample is a programming error: pass it on.
+        resume_unwind(e);
+    }
     out.into_iter().flatten().collect()
 }
 
