@@ -271,8 +271,13 @@ where
     let pools: Vec<rayon::ThreadPool> = (0..threads)
         .filter_map(|_| rayon::ThreadPoolBuilder::new().num_threads(1).build().ok())
         .collect();
-    // Every lane runs on a fork (the gradients are keyed by parameter id, which forks keep).
-    let forks: Vec<M> = (0..threads).map(|_| model.clone().fork(device)).collect();
+    // Every lane runs on a fork (the gradients are keyed by parameter id, which forks keep),
+    // made from the inner module: `Module::fork` moves each parameter with an autodiff
+    // `to_device` whose little graph hangs on the model's parameters and is swept (and kept)
+    // at every backward pass from then on; the run slowed from 6.3 to 3.6 samples/s over 800
+    // steps that way (`perf`: the sweep, `cleanup_orphaned_entries`, half the time again).
+    let _ = device;
+    let forks: Vec<M> = (0..threads).map(|_| M::from_inner(model.valid())).collect();
     let mut out: Vec<Option<Part>> = (0..seeds.len()).map(|_| None).collect();
     let mut panic = None;
     std::thread::scope(|scope| {
