@@ -51,7 +51,8 @@ pub struct BenchArgs {
     /// axis).
     #[arg(long = "box", requires = "interactive")]
     pub box_: Option<String>,
-    /// With --interactive: no GRU corrector (the shipped model runs with the shipped one).
+    /// With --interactive: no GRU corrector (the default with the shipped model; see
+    /// `segvol_models::CORRECTOR_BY_DEFAULT`).
     #[arg(long, requires = "interactive")]
     pub no_corrector: bool,
     /// Instead, training throughput: steps of a base stage of `segvol train` (the `small`
@@ -184,7 +185,7 @@ fn peak_rss() -> Option<u64> {
 }
 
 fn run_interactive(args: &BenchArgs, image: &std::path::Path) -> Result<()> {
-    use crate::case::{CorrectorSource, ModelArgs, ModelFiles};
+    use crate::case::{ModelArgs, ModelFiles};
     let model = ModelArgs {
         weights: args.weights.clone(),
         config: args
@@ -194,9 +195,9 @@ fn run_interactive(args: &BenchArgs, image: &std::path::Path) -> Result<()> {
         backend: args.backends.first().cloned(),
         max_voxels: crate::case::DEFAULT_MAX_VOXELS,
     };
-    let mut files = ModelFiles::new(&model, None)?;
-    if files.is_shipped() && !args.no_corrector {
-        files.corrector = Some(CorrectorSource::Shipped);
+    let mut files = ModelFiles::new(&model, None)?.with_default_corrector();
+    if args.no_corrector {
+        files.corrector = None;
     }
     crate::case::check_voxels(image, model.max_voxels)?;
     let t = Instant::now();

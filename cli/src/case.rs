@@ -281,6 +281,16 @@ impl ModelFiles {
         })
     }
 
+    /// With the shipped model and no corrector named: the shipped corrector when
+    /// [`segvol_models::CORRECTOR_BY_DEFAULT`] says so (every interactive command's one
+    /// default).
+    pub fn with_default_corrector(mut self) -> Self {
+        if self.is_shipped() && self.corrector.is_none() && segvol_models::CORRECTOR_BY_DEFAULT {
+            self.corrector = Some(CorrectorSource::Shipped);
+        }
+        self
+    }
+
     /// Whether SegVol is the shipped model.
     pub fn is_shipped(&self) -> bool {
         self.weights.is_none()

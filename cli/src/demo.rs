@@ -11,7 +11,7 @@ use segvol_eval::protocol::{Box3, CaseResult, ProtocolOptions, run_case};
 use segvol_interactive::{Recording, SegVolPredictor};
 use segvol_io::{Volume, write_nifti};
 
-use crate::case::{CorrectorSource, ModelArgs, ModelFiles, read_case, spinner};
+use crate::case::{ModelArgs, ModelFiles, read_case, spinner};
 
 /// The shipped sample: the abdominal MR of the training set's validation split (20×91×117,
 /// 3 mm; TotalSegmentator 2.18.0 test data, Apache-2.0; labels are TotalSegmentator output).
@@ -58,18 +58,19 @@ pub struct DemoArgs {
     /// Output folder for the masks and the preview.
     #[arg(long, default_value = "segvol-demo")]
     pub out: PathBuf,
-    /// Leave the GRU corrector out (clicks only become point prompts).
+    /// Leave the GRU corrector out (the default with the shipped model; see
+    /// `segvol_models::CORRECTOR_BY_DEFAULT`).
     #[arg(long)]
     pub no_corrector: bool,
     /// Prompt feedback (GRU_CORRECTION.md §6): up to this many corrected voxels go back to
-    /// SegVol as point prompts after each correction; 0 = the corrector's write-back alone.
-    /// The default, 10, is the variant that validated best (docs/model-card.md).
-    #[arg(long, default_value_t = 10)]
+    /// SegVol as point prompts after each correction (with a corrector); 0 = the corrector's
+    /// write-back alone, the default of every command.
+    #[arg(long, default_value_t = 0)]
     pub feedback: usize,
     /// Skip SegVol's zoom-in (faster, coarser).
     #[arg(long)]
     pub no_zoom_in: bool,
-    /// GRU corrector: a file or `shipped` (default: shipped with the shipped model).
+    /// GRU corrector: a file or `shipped` (default: none; `segvol_models::CORRECTOR_BY_DEFAULT`).
     #[arg(long)]
     pub corrector: Option<PathBuf>,
     #[command(flatten)]
@@ -177,11 +178,9 @@ pub fn run(a: &DemoArgs) -> Result<()> {
     }
     let label = u8::try_from(class).context("class number over 255")?;
     let gt: Vec<u8> = gts.data.iter().map(|&g| u8::from(g == label)).collect();
-    let mut files = ModelFiles::new(&a.model, a.corrector.as_ref())?;
+    let mut files = ModelFiles::new(&a.model, a.corrector.as_ref())?.with_default_corrector();
     if a.no_corrector {
         files.corrector = None;
-    } else if files.corrector.is_none() && files.is_shipped() {
-        files.corrector = Some(CorrectorSource::Shipped);
     }
     let with_corrector = files.corrector.is_some();
     let name = names

@@ -47,7 +47,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the interactive loop on a shipped sample with the shipped model: a box, then 3
-    /// simulated correction clicks with the GRU corrector; DSC/NSD per step, NIfTI masks and a
+    /// simulated correction clicks; DSC/NSD per step, NIfTI masks and a
     /// preview picture. No argument needed.
     Demo(demo::DemoArgs),
     /// Print shape, type, spacing, orientation, intensity range and labels of a volume

@@ -126,7 +126,7 @@ pub fn run(a: &PredictArgs) -> Result<()> {
             a.output_dir.display()
         )
     })?;
-    let files = ModelFiles::new(&a.model, a.corrector.as_ref())?;
+    let files = ModelFiles::new(&a.model, a.corrector.as_ref())?.with_default_corrector();
     let n = inputs.len();
     let failed = dispatch(
         a.model.backend()?,

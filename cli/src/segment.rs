@@ -280,7 +280,7 @@ fn run_case_step(args: &SegmentArgs, files: ModelFiles, out_kind: FileKind) -> R
 }
 
 pub fn run(args: &SegmentArgs) -> Result<()> {
-    let files = ModelFiles::new(&args.model, args.corrector.as_ref())?;
+    let files = ModelFiles::new(&args.model, args.corrector.as_ref())?.with_default_corrector();
     crate::case::refuse_same(&args.image, &args.out, "--out")?;
     let out_kind = FileKind::of(&args.out)?;
     if out_kind == FileKind::Npy {

@@ -10,7 +10,7 @@ use indicatif::ProgressBar;
 use segvol_backends::{Backend, BackendTask, dispatch};
 use segvol_serve::{ServeConfig, serve};
 
-use crate::case::{CorrectorSource, ModelArgs, ModelFiles};
+use crate::case::{ModelArgs, ModelFiles};
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
@@ -37,11 +37,12 @@ pub struct ServeArgs {
     pub reap_every: f64,
     #[command(flatten)]
     pub model: ModelArgs,
-    /// GRU corrector (a file, or `shipped`); with the shipped model the shipped one is used
-    /// unless --no-corrector.
+    /// GRU corrector (a file, or `shipped`; default: none,
+    /// `segvol_models::CORRECTOR_BY_DEFAULT`).
     #[arg(long)]
     pub corrector: Option<PathBuf>,
-    /// Plain SegVol for every click.
+    /// Plain SegVol for every click (the default with the shipped model; see
+    /// `segvol_models::CORRECTOR_BY_DEFAULT`).
     #[arg(long, conflicts_with = "corrector")]
     pub no_corrector: bool,
     /// Also run SegVol's zoom-in at every action (finer, slower).
@@ -72,9 +73,9 @@ impl BackendTask for Serve {
 }
 
 pub fn run(args: &ServeArgs) -> Result<()> {
-    let mut files = ModelFiles::new(&args.model, args.corrector.as_ref())?;
-    if files.is_shipped() && files.corrector.is_none() && !args.no_corrector {
-        files.corrector = Some(CorrectorSource::Shipped);
+    let mut files = ModelFiles::new(&args.model, args.corrector.as_ref())?.with_default_corrector();
+    if args.no_corrector {
+        files.corrector = None;
     }
     let secs = |s: f64, what: &str| -> Result<Duration> {
         Duration::try_from_secs_f64(s).map_err(|_| anyhow::anyhow!("--{what} {s}: not a duration"))

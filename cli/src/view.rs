@@ -11,7 +11,7 @@ use segvol_interactive::InteractiveSession;
 use segvol_io::{AnyVolume, Volume, write_nifti};
 use segvol_serve::ui::{Action, ViewConfig, ViewImage, replay, view};
 
-use crate::case::{CorrectorSource, ModelArgs, ModelFiles, check_voxels};
+use crate::case::{ModelArgs, ModelFiles, check_voxels};
 
 #[derive(Args, Debug)]
 pub struct ViewArgs {
@@ -33,7 +33,7 @@ pub struct ViewArgs {
     pub port: u16,
     #[command(flatten)]
     pub model: ModelArgs,
-    /// GRU corrector (a file, or `shipped`; the shipped model uses the shipped one).
+    /// GRU corrector (a file, or `shipped`; default: none, `segvol_models::CORRECTOR_BY_DEFAULT`).
     #[arg(long)]
     pub corrector: Option<PathBuf>,
     /// No page: apply the actions of a JSON list (as the page's /api/actions gives them)
@@ -116,10 +116,7 @@ fn is_nifti(p: &Path) -> bool {
 }
 
 pub fn run(args: &ViewArgs) -> Result<()> {
-    let mut files = ModelFiles::new(&args.model, args.corrector.as_ref())?;
-    if files.is_shipped() && files.corrector.is_none() {
-        files.corrector = Some(CorrectorSource::Shipped);
-    }
+    let files = ModelFiles::new(&args.model, args.corrector.as_ref())?.with_default_corrector();
     let mut seg_out = false;
     if let Some(out) = &args.out {
         crate::case::refuse_same(&args.image, out, "--out")?;

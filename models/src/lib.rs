@@ -19,6 +19,11 @@ pub const SEGVOL_BPK: &[u8] = include_bytes!("../weights/segvol-small.bpk");
 /// The shipped GRU corrector (safetensors, PyTorch layout).
 pub const CORRECTOR_SAFETENSORS: &[u8] = include_bytes!("../weights/corrector.safetensors");
 
+/// Whether `demo`, `segment`, `predict`, `serve`, `view` and `bench --interactive` run the
+/// shipped GRU corrector when no `--corrector` is named (one default for every command;
+/// `docs/model-card.md` has the validation that chose it).
+pub const CORRECTOR_BY_DEFAULT: bool = false;
+
 /// The name errors and reports give the embedded SegVol weights.
 pub const SEGVOL_NAME: &str = "<shipped segvol-small.bpk>";
 
