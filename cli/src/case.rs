@@ -136,6 +136,42 @@ pub fn spinner() -> ProgressBar {
     bar
 }
 
+/// `--click-radius`: what every command that takes clicks accepts.
+#[derive(clap::Args, Debug, Clone, Copy)]
+pub struct ClickArgs {
+    /// After the model answers, each click fixes its voxel and the wrong-labelled voxels
+    /// connected to it within this radius in mm (docs/model-card.md, "Clicks that stick");
+    /// `off`: the model's answer as it is.
+    #[arg(long, value_name = "MM|off", default_value_t = ClickRadius(Some(segvol_interactive::DEFAULT_CLICK_RADIUS_MM)))]
+    pub click_radius: ClickRadius,
+}
+
+/// A click region's radius in mm, or none (`off`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ClickRadius(pub Option<f64>);
+
+impl std::str::FromStr for ClickRadius {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        if s.eq_ignore_ascii_case("off") {
+            return Ok(ClickRadius(None));
+        }
+        match s.parse::<f64>() {
+            Ok(r) if r.is_finite() && r >= 0.0 => Ok(ClickRadius(Some(r))),
+            _ => Err(format!("{s:?}: a radius in mm (0 or more) or `off`")),
+        }
+    }
+}
+
+impl std::fmt::Display for ClickRadius {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(r) => write!(f, "{r}"),
+            None => f.write_str("off"),
+        }
+    }
+}
+
 /// `--weights`, `--config`, `--backend`: what every model command takes.
 #[derive(clap::Args, Debug)]
 pub struct ModelArgs {

@@ -75,6 +75,8 @@ pub struct DemoArgs {
     #[arg(long)]
     pub corrector: Option<PathBuf>,
     #[command(flatten)]
+    pub click_region: crate::case::ClickArgs,
+    #[command(flatten)]
     pub model: ModelArgs,
 }
 
@@ -87,6 +89,7 @@ struct Demo {
     boxes: Vec<Box3>,
     clicks: usize,
     zoom_in: bool,
+    click_radius: Option<f64>,
     feedback: usize,
 }
 
@@ -103,6 +106,7 @@ impl BackendTask for Demo {
         };
         let mut p = SegVolPredictor::new(&model, corrector.as_ref(), device)
             .with_zoom_in(self.zoom_in)
+            .with_click_radius(self.click_radius)
             .with_feedback(feedback);
         let mut rec = Recording::new(&mut p);
         let r = run_case(
@@ -222,6 +226,7 @@ pub fn run(a: &DemoArgs) -> Result<()> {
             boxes: vec![boxes[class - 1]],
             clicks: a.clicks,
             zoom_in: !a.no_zoom_in,
+            click_radius: a.click_region.click_radius.0,
             feedback: a.feedback,
         },
     )?;

@@ -50,6 +50,8 @@ pub struct EvalArgs {
     pub shard: Option<String>,
     #[command(flatten)]
     pub model: ModelArgs,
+    #[command(flatten)]
+    pub clicks: crate::case::ClickArgs,
     /// GRU corrector: a file (.safetensors / .pth) or `shipped`; corrects every click step.
     /// With the shipped model, --compare and --feedback use the shipped corrector.
     #[arg(long)]
@@ -87,6 +89,7 @@ pub struct EvalArgs {
 
 struct Eval {
     zoom_in: bool,
+    click_radius: Option<f64>,
     feedback: usize,
     files: ModelFiles,
     compare: bool,
@@ -139,6 +142,7 @@ impl BackendTask for Eval {
                 .set_message(format!("{name}: running the protocol"));
             let mut p = SegVolPredictor::new(&model, corr, device)
                 .with_zoom_in(self.zoom_in)
+                .with_click_radius(self.click_radius)
                 .with_feedback(feedback)
                 .with_class_texts(texts.clone());
             let r = run_case(
@@ -197,6 +201,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         kind,
         Eval {
             zoom_in: !args.no_zoom_in,
+            click_radius: args.clicks.click_radius.0,
             feedback: args.feedback,
             files,
             compare: args.compare,

@@ -78,6 +78,7 @@ struct Dataset {
     compare: bool,
     feedback: usize,
     zoom_in: bool,
+    click_radius: Option<f64>,
     opts: ProtocolOptions,
     gt_dir: Option<PathBuf>,
     masks: Option<PathBuf>,
@@ -209,6 +210,7 @@ impl BackendTask for Dataset {
                 bar.set_message(format!("{} ({vname})", l.name));
                 let mut p = SegVolPredictor::new(&model, *corr, device)
                     .with_zoom_in(self.zoom_in)
+                    .with_click_radius(self.click_radius)
                     .with_feedback(*feedback)
                     .with_class_texts(texts.clone());
                 let r = run_one(&mut p, &l, self.opts, self.masks.as_deref(), vname)?;
@@ -316,6 +318,7 @@ pub fn run(args: &EvalArgs, dir: &Path, files: ModelFiles) -> Result<()> {
                 compare: args.compare,
                 feedback: args.feedback,
                 zoom_in: !args.no_zoom_in,
+                click_radius: args.clicks.click_radius.0,
                 opts,
                 gt_dir: args.gt_dir.clone(),
                 masks,
@@ -382,7 +385,8 @@ pub fn run(args: &EvalArgs, dir: &Path, files: ModelFiles) -> Result<()> {
         "command": std::env::args().collect::<Vec<_>>(),
         "segvol_version": env!("CARGO_PKG_VERSION"),
         "data": dir, "cases": cases.len(), "shard": args.shard, "steps": steps,
-        "zoom_in": !args.no_zoom_in && args.predict_cmd.is_none(), "gt_dir": args.gt_dir, "predict_cmd": args.predict_cmd,
+        "zoom_in": !args.no_zoom_in && args.predict_cmd.is_none(),
+        "click_radius_mm": args.predict_cmd.is_none().then_some(args.clicks.click_radius.0).flatten(), "gt_dir": args.gt_dir, "predict_cmd": args.predict_cmd,
         "variants": summary_variants,
     });
     let text = serde_json::to_string_pretty(&summary)?;

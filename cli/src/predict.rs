@@ -31,6 +31,8 @@ pub struct PredictArgs {
     /// Skip SegVol's zoom-in (faster, coarser).
     #[arg(long)]
     pub no_zoom_in: bool,
+    #[command(flatten)]
+    pub clicks: crate::case::ClickArgs,
 }
 
 struct Predict {
@@ -38,6 +40,7 @@ struct Predict {
     inputs: Vec<PathBuf>,
     output_dir: PathBuf,
     zoom_in: bool,
+    click_radius: Option<f64>,
     started: Instant,
     max_voxels: u64,
 }
@@ -67,6 +70,7 @@ impl BackendTask for Predict {
                     &model,
                     corrector.as_ref(),
                     self.zoom_in,
+                    self.click_radius,
                     &c.image,
                     c.dims,
                     c.spacing,
@@ -135,6 +139,7 @@ pub fn run(a: &PredictArgs) -> Result<()> {
             inputs,
             output_dir: a.output_dir.clone(),
             zoom_in: !a.no_zoom_in,
+            click_radius: a.clicks.click_radius.0,
             started,
             max_voxels: a.model.max_voxels,
         },

@@ -66,6 +66,9 @@ pub struct SegmentArgs {
     /// (replayed in click order, so the hidden state is rebuilt; GRU_CORRECTION.md §6, §9.2).
     #[arg(long)]
     pub corrector: Option<PathBuf>,
+    /// (A challenge case's own clicks only: one-shot --points are prompts, not corrections.)
+    #[command(flatten)]
+    pub clicks: crate::case::ClickArgs,
 }
 
 struct Segment {
@@ -158,6 +161,7 @@ impl Segment {
 /// A challenge step: every class of the case, from its boxes and accumulated clicks.
 struct CaseStep {
     zoom_in: bool,
+    click_radius: Option<f64>,
     files: ModelFiles,
     image: Vec<u8>,
     dims: [usize; 3],
@@ -177,6 +181,7 @@ impl BackendTask for CaseStep {
             &model,
             corrector.as_ref(),
             self.zoom_in,
+            self.click_radius,
             &self.image,
             self.dims,
             self.spacing,
@@ -199,6 +204,7 @@ pub fn challenge_step<B: Backend>(
     model: &segvol_core::SegVol<B>,
     corrector: Option<&segvol_gru::GruCorrector<B>>,
     zoom_in: bool,
+    click_radius: Option<f64>,
     image: &[u8],
     dims: [usize; 3],
     spacing: [f64; 3],
@@ -210,7 +216,9 @@ pub fn challenge_step<B: Backend>(
     let n_classes = boxes.map_or(clicks.len(), |b| b.len().max(clicks.len()));
     let mut clicks = clicks.to_vec();
     clicks.resize(n_classes, Clicks::default());
-    let mut p = SegVolPredictor::new(model, corrector, device).with_zoom_in(zoom_in);
+    let mut p = SegVolPredictor::new(model, corrector, device)
+        .with_zoom_in(zoom_in)
+        .with_click_radius(click_radius);
     let steps = clicks.iter().map(|c| c.order.len()).max().unwrap_or(0);
     let req = PredictRequest {
         dims,
@@ -251,6 +259,7 @@ fn run_case_step(args: &SegmentArgs, files: ModelFiles, out_kind: FileKind) -> R
         kind,
         CaseStep {
             zoom_in: !args.no_zoom_in,
+            click_radius: args.clicks.click_radius.0,
             files,
             image,
             dims,

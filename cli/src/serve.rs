@@ -48,6 +48,8 @@ pub struct ServeArgs {
     /// Also run SegVol's zoom-in at every action (finer, slower).
     #[arg(long)]
     pub zoom_in: bool,
+    #[command(flatten)]
+    pub clicks: crate::case::ClickArgs,
 }
 
 struct Serve {
@@ -91,6 +93,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         max_voxels: args.model.max_voxels,
         request_timeout: Duration::from_secs(55),
         zoom_in: args.zoom_in,
+        click_radius: args.clicks.click_radius.0,
     };
     crate::case::init_log();
     dispatch(args.model.backend()?, Serve { cfg, files })

@@ -36,6 +36,8 @@ pub struct ViewArgs {
     /// GRU corrector (a file, or `shipped`; default: none, `segvol_models::CORRECTOR_BY_DEFAULT`).
     #[arg(long)]
     pub corrector: Option<PathBuf>,
+    #[command(flatten)]
+    pub clicks: crate::case::ClickArgs,
     /// No page: apply the actions of a JSON list (as the page's /api/actions gives them)
     /// through the library and write the label map to --out.
     #[arg(long, requires = "out")]
@@ -70,6 +72,7 @@ struct Task {
     files: ModelFiles,
     image: ViewImage,
     replay: Option<Vec<Action>>,
+    click_radius: Option<f64>,
 }
 
 impl BackendTask for Task {
@@ -85,6 +88,7 @@ impl BackendTask for Task {
                 self.image.dims,
                 self.image.spacing,
             )?;
+            s.set_click_radius(self.click_radius);
             let labels = replay(&mut s, &actions)?;
             let out = self.args_out.context("--replay needs --out")?;
             (self.image.save)(&labels, &out).map_err(anyhow::Error::msg)?;
@@ -95,6 +99,7 @@ impl BackendTask for Task {
             host: self.host,
             port: self.port,
             out: self.args_out,
+            click_radius: self.click_radius,
         };
         view(
             cfg,
@@ -217,6 +222,7 @@ pub fn run(args: &ViewArgs) -> Result<()> {
             files,
             image,
             replay,
+            click_radius: args.clicks.click_radius.0,
         },
     )
 }

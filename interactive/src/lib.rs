@@ -6,11 +6,13 @@
 #![deny(missing_docs)]
 
 mod external;
+pub mod honour;
 pub mod latency;
 mod predictor;
 mod session;
 
 pub use external::{CommandRun, ExternalError, ExternalPredictor, Recording};
+pub use honour::{DEFAULT_CLICK_RADIUS_MM, honour_clicks};
 
 pub use predictor::{
     DecodeOptions, SegVolPredictor, StepLog, click_sequence, corrected_logits, decode,

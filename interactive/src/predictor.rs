@@ -28,6 +28,9 @@ pub struct SegVolPredictor<'a, B: Backend> {
     device: B::Device,
     zoom_in: bool,
     feedback: usize,
+    /// Radius (mm) of the region each click fixes after the model answers ([`crate::honour`]);
+    /// `None`: the model's answer as it is.
+    click_radius: Option<f64>,
     session: Option<Session<'a, B>>,
     corr: Vec<CorrectionSession<'a, B>>,
     /// Per class: the clicks seen and the mask of the last prediction (reused when a step
@@ -74,6 +77,14 @@ impl<'a, B: Backend> SegVolPredictor<'a, B> {
         self
     }
 
+    /// Each click fixes its voxel and the wrong-labelled region within `radius_mm` around it
+    /// after the model answers ([`crate::honour`]); `None` keeps the model's answer as it is.
+    /// Default: [`DEFAULT_CLICK_RADIUS_MM`](crate::DEFAULT_CLICK_RADIUS_MM).
+    pub fn with_click_radius(mut self, radius_mm: Option<f64>) -> Self {
+        self.click_radius = radius_mm;
+        self
+    }
+
     /// Per class (label `i + 1` ↔ index `i`), a text embedding
     /// ([`SegVol::embed_text`](segvol_core::SegVol::embed_text) of its name) added to that
     /// class's box and clicks at every step.
@@ -94,6 +105,7 @@ impl<'a, B: Backend> SegVolPredictor<'a, B> {
             device: device.clone(),
             zoom_in: false,
             feedback: 0,
+            click_radius: Some(crate::DEFAULT_CLICK_RADIUS_MM),
             session: None,
             corr: Vec::new(),
             last: Vec::new(),
@@ -266,7 +278,7 @@ impl<B: Backend> Predictor for SegVolPredictor<'_, B> {
             if self.last.len() <= class {
                 self.last.resize(class + 1, None);
             }
-            let mask: Vec<bool> = match (&self.last[class], self.corrector) {
+            let mut mask: Vec<bool> = match (&self.last[class], self.corrector) {
                 // No new click for this class this step: the same prompts, so the last result
                 // stands (and the corrector's hidden state is not advanced).
                 (Some((seen, m)), _) if *seen == seq.len() && !seq.is_empty() => m.clone(),
@@ -297,6 +309,9 @@ impl<B: Backend> Predictor for SegVolPredictor<'_, B> {
                     logits.iter().map(|&l| l > 0.0).collect()
                 }
             };
+            if let Some(r) = self.click_radius {
+                crate::honour_clicks(&mut mask, req.dims, req.spacing, &seq, r, true, false);
+            }
             let label = u8::try_from(class + 1).map_err(|_| "more than 255 classes")?;
             for (o, _) in out.iter_mut().zip(&mask).filter(|(_, m)| **m) {
                 *o = label;

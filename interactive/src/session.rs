@@ -64,6 +64,7 @@ pub struct InteractiveSession<'m, B: Backend> {
     spacing: [f64; 3],
     zoom_in: bool,
     use_corrector: bool,
+    click_radius: Option<f64>,
     encoded: Option<Session<'m, B>>,
     corr: Option<CorrectionSession<'m, B>>,
     prompts: Prompts,
@@ -162,6 +163,7 @@ impl<'m, B: Backend> InteractiveSession<'m, B> {
             spacing,
             zoom_in: false,
             use_corrector: corrector.is_some(),
+            click_radius: Some(crate::DEFAULT_CLICK_RADIUS_MM),
             encoded: None,
             corr: None,
             prompts: Prompts::default(),
@@ -171,6 +173,14 @@ impl<'m, B: Backend> InteractiveSession<'m, B> {
             history: Vec::new(),
             max_history: 32,
         })
+    }
+
+    /// Each click fixes its voxel and the wrong-labelled region within `radius_mm` around it
+    /// after the model answers ([`crate::honour`], on by default with
+    /// [`DEFAULT_CLICK_RADIUS_MM`](crate::DEFAULT_CLICK_RADIUS_MM)); `None` shows the model's
+    /// answer as it is.
+    pub fn set_click_radius(&mut self, radius_mm: Option<f64>) {
+        self.click_radius = radius_mm;
     }
 
     /// Also run SegVol's zoom-in (re-encodes the windows at every action: slower, finer).
@@ -539,8 +549,11 @@ impl<'m, B: Backend> InteractiveSession<'m, B> {
             _ => decode(session, self.zoom_in, bbox, &clicks),
         }
         .map_err(|e| SessionError::Model(e.to_string()))?;
-        let new: Vec<u8> = logits.iter().map(|&l| u8::from(l > 0.0)).collect();
+        let mut new: Vec<u8> = logits.iter().map(|&l| u8::from(l > 0.0)).collect();
         drop(logits);
+        if let Some(r) = self.click_radius {
+            crate::honour_clicks(&mut new, self.dims, self.spacing, &clicks, r, 1, 0);
+        }
         let changed = self.replace_mask(new);
         Ok(Update {
             ran: true,

@@ -276,3 +276,115 @@ fn predictor_class_texts_reach_the_decoder() {
     let mut p = SegVolPredictor::new(&model, None, &device).with_class_texts(vec![Some(text)]);
     assert_eq!(p.predict(&req).unwrap(), with_text);
 }
+
+/// Clicks that stick (`segvol_interactive::honour`): with the default click radius the
+/// session's mask after a click is the model's own answer (radius off) with
+/// [`honour_clicks`] applied to it — and the case is chosen so that the model alone leaves a
+/// negative click's voxel in the mask, so the step has something to do. The protocol predictor
+/// applies the same step to the same answer.
+#[test]
+fn clicks_stick_in_the_session_and_the_predictor() {
+    use segvol_eval::protocol::{Box3, Clicks, PredictRequest, Predictor};
+    use segvol_interactive::{DEFAULT_CLICK_RADIUS_MM, SegVolPredictor, honour_clicks};
+    let device = Default::default();
+    let mut model = SegVol::<Flex>::new(&SegVolConfig::preset("tiny").unwrap(), &device);
+    segvol_core::weights::load_segvol(
+        &mut model,
+        shared().join("fixtures/segvol_tiny/weights.safetensors"),
+    )
+    .unwrap();
+    let img =
+        segvol_io::read_image(shared().join("data/nifti/ct_kidney_right_img.nii.gz")).unwrap();
+    let (dims, spacing) = (img.dims(), img.spacing());
+    let image = img.to_f32().data;
+    let (lo, hi) = ([4, 8, 8], [16, 30, 28]);
+    let session = |radius: Option<f64>| {
+        let mut s =
+            InteractiveSession::new(&model, None, &device, image.clone(), dims, spacing).unwrap();
+        s.set_click_radius(radius);
+        s.set_box(lo, hi).unwrap();
+        s
+    };
+    let mut raw = session(None);
+    let after_box = raw.mask().to_vec();
+    let idx = |p: [usize; 3]| (p[0] * dims[1] + p[1]) * dims[2] + p[2];
+    // A foreground voxel of the box's mask that a negative click there leaves foreground.
+    let mut found = None;
+    'search: for z in (lo[0]..=hi[0]).step_by(3) {
+        for y in (lo[1]..=hi[1]).step_by(4) {
+            for x in (lo[2]..=hi[2]).step_by(4) {
+                if after_box[idx([z, y, x])] == 0 {
+                    continue;
+                }
+                raw.add_point([z, y, x], false).unwrap();
+                if raw.mask()[idx([z, y, x])] == 1 {
+                    found = Some([z, y, x]);
+                    break 'search;
+                }
+                raw.undo().unwrap();
+            }
+        }
+    }
+    let zyx = found.expect("a negative click the tiny model ignores");
+    let clicks = [VoxelClick {
+        zyx,
+        foreground: false,
+    }];
+    let mut want = raw.mask().to_vec();
+    let n = honour_clicks(
+        &mut want,
+        dims,
+        spacing,
+        &clicks,
+        DEFAULT_CLICK_RADIUS_MM,
+        1,
+        0,
+    );
+    assert!(n > 0);
+    let mut stuck = session(Some(DEFAULT_CLICK_RADIUS_MM));
+    stuck.add_point(zyx, false).unwrap();
+    assert_eq!(
+        stuck.mask()[idx(zyx)],
+        0,
+        "the clicked voxel leaves the mask"
+    );
+    assert_eq!(stuck.mask(), &want[..]);
+    // The default is on.
+    let mut default =
+        InteractiveSession::new(&model, None, &device, image.clone(), dims, spacing).unwrap();
+    default.set_box(lo, hi).unwrap();
+    default.add_point(zyx, false).unwrap();
+    assert_eq!(default.mask(), &want[..]);
+
+    // The predictor: the same click as the protocol's first click step.
+    let image_u8: Vec<u8> = image.iter().map(|&v| v.clamp(0.0, 255.0) as u8).collect();
+    let boxes = [Box3 { lo, hi }];
+    let cl = [Clicks {
+        fg: vec![],
+        bg: vec![zyx],
+        order: vec![Some(false)],
+    }];
+    let req = PredictRequest {
+        dims,
+        spacing,
+        image: &image_u8,
+        n_classes: 1,
+        boxes: Some(&boxes),
+        clicks: &cl,
+        prev_pred: None,
+        step: 2,
+    };
+    let mut p_raw = SegVolPredictor::new(&model, None, &device).with_click_radius(None);
+    let mut want = p_raw.predict(&req).unwrap();
+    honour_clicks(
+        &mut want,
+        dims,
+        spacing,
+        &clicks,
+        DEFAULT_CLICK_RADIUS_MM,
+        1,
+        0,
+    );
+    let mut p = SegVolPredictor::new(&model, None, &device);
+    assert_eq!(p.predict(&req).unwrap(), want);
+}

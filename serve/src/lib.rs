@@ -55,6 +55,9 @@ pub struct ServeConfig {
     pub request_timeout: Duration,
     /// Run SegVol's zoom-in at every action.
     pub zoom_in: bool,
+    /// Radius (mm) of the region each click fixes after the model answers
+    /// ([`segvol_interactive::honour`]); `None`: the model's answer as it is.
+    pub click_radius: Option<f64>,
 }
 
 impl Default for ServeConfig {
@@ -70,6 +73,7 @@ impl Default for ServeConfig {
             max_voxels: 600_000_000,
             request_timeout: Duration::from_secs(55),
             zoom_in: false,
+            click_radius: Some(segvol_interactive::DEFAULT_CLICK_RADIUS_MM),
         }
     }
 }
@@ -1096,6 +1100,7 @@ fn model_loop<B: Backend>(
             } => InteractiveSession::new(model, corrector, device, data, dims, spacing)
                 .map(|mut session| {
                     session.set_zoom_in(cfg.zoom_in);
+                    session.set_click_radius(cfg.click_radius);
                     slots.insert(
                         job.token.clone(),
                         Slot {
