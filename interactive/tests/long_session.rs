@@ -5,18 +5,11 @@
 // Test code: a panic with the failing value is the right outcome.
 #![allow(clippy::unwrap_used)]
 
-use std::path::{Path, PathBuf};
-
-use segvol_backends::Flex;
-use segvol_core::{SegVol, SegVolConfig};
 use segvol_eval::protocol::{Box3, PredictRequest, Predictor, ProtocolOptions, run_case};
 use segvol_interactive::SegVolPredictor;
 
-fn shared() -> PathBuf {
-    std::env::var_os("SEGVOL_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared"))
-}
+mod common;
+use common::{shared, tiny_corrector, tiny_model};
 
 /// Resident memory of this process, kB (Linux; `None` elsewhere).
 fn rss_kb() -> Option<u64> {
@@ -57,18 +50,8 @@ impl<P: Predictor> Predictor for Watch<'_, P> {
 #[test]
 fn two_hundred_rounds_with_the_corrector_keep_memory_flat_and_masks_valid() {
     let device = Default::default();
-    let mut model = SegVol::<Flex>::new(&SegVolConfig::preset("tiny").unwrap(), &device);
-    segvol_core::weights::load_segvol(
-        &mut model,
-        shared().join("fixtures/segvol_tiny/weights.safetensors"),
-    )
-    .unwrap();
-    let corrector = segvol_gru::load_corrector::<Flex>(
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../gru-corrector/tests/data/corrector.safetensors"),
-        &device,
-    )
-    .unwrap();
+    let model = tiny_model();
+    let corrector = tiny_corrector();
     let case =
         segvol_io::ChallengeCase::read(shared().join("data/npz/ct_kidney_right.npz")).unwrap();
     let img = case.imgs.as_ref().unwrap().to_f32();

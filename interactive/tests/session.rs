@@ -5,34 +5,19 @@
 // Test code: a panic with the failing value is the right outcome.
 #![allow(clippy::unwrap_used)]
 
-use std::path::{Path, PathBuf};
-
 use segvol_backends::Flex;
+use segvol_core::SegVol;
 use segvol_core::pipeline::{Session, VoxelClick};
-use segvol_core::{SegVol, SegVolConfig};
 use segvol_interactive::{InteractiveSession, diff_box};
 
-fn shared() -> PathBuf {
-    std::env::var_os("SEGVOL_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared"))
-}
+mod common;
+use common::{shared, tiny_corrector, tiny_model};
 
 #[test]
 fn session_matches_direct_decodes_and_undoes_exactly() {
     let device = Default::default();
-    let mut model = SegVol::<Flex>::new(&SegVolConfig::preset("tiny").unwrap(), &device);
-    segvol_core::weights::load_segvol(
-        &mut model,
-        shared().join("fixtures/segvol_tiny/weights.safetensors"),
-    )
-    .unwrap();
-    let corrector = segvol_gru::load_corrector::<Flex>(
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../gru-corrector/tests/data/corrector.safetensors"),
-        &device,
-    )
-    .unwrap();
+    let model = tiny_model();
+    let corrector = tiny_corrector();
     let img =
         segvol_io::read_image(shared().join("data/nifti/ct_kidney_right_img.nii.gz")).unwrap();
     let (dims, spacing) = (img.dims(), img.spacing());
@@ -151,12 +136,7 @@ fn session_matches_direct_decodes_and_undoes_exactly() {
 fn tiny_with_text(seed: u64) -> (SegVol<Flex>, SegVol<Flex>) {
     use segvol_core::text::{TextConfig, TextEncoder};
     let device = Default::default();
-    let mut model = SegVol::<Flex>::new(&SegVolConfig::tiny(), &device);
-    segvol_core::weights::load_segvol(
-        &mut model,
-        shared().join("fixtures/segvol_tiny/weights.safetensors"),
-    )
-    .unwrap();
+    let mut model = tiny_model();
     let plain = model.clone();
     <Flex as burn::tensor::backend::Backend>::seed(&device, seed);
     model.set_text_encoder(Some(TextEncoder::new(&TextConfig::clip_b32(96), &device)));
@@ -287,12 +267,7 @@ fn clicks_stick_in_the_session_and_the_predictor() {
     use segvol_eval::protocol::{Box3, Clicks, PredictRequest, Predictor};
     use segvol_interactive::{DEFAULT_CLICK_RADIUS_MM, SegVolPredictor, honour_clicks};
     let device = Default::default();
-    let mut model = SegVol::<Flex>::new(&SegVolConfig::preset("tiny").unwrap(), &device);
-    segvol_core::weights::load_segvol(
-        &mut model,
-        shared().join("fixtures/segvol_tiny/weights.safetensors"),
-    )
-    .unwrap();
+    let model = tiny_model();
     let img =
         segvol_io::read_image(shared().join("data/nifti/ct_kidney_right_img.nii.gz")).unwrap();
     let (dims, spacing) = (img.dims(), img.spacing());
