@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use burn::tensor::{Distribution, Tensor};
 use clap::Args;
 use segvol_backends::{Backend, BackendKind, BackendTask, dispatch};
@@ -565,9 +565,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     if args.weights.is_some() && !args.text {
         anyhow::bail!("--weights goes with --text or --interactive");
     }
-    let Some(config) = SegVolConfig::preset(&preset) else {
-        anyhow::bail!("--config `{preset}`: expected base, small or tiny");
-    };
+    let config = SegVolConfig::named(&preset).context("--config")?;
     let kinds: Vec<BackendKind> = if args.backends.is_empty() {
         BackendKind::compiled()
     } else {

@@ -36,7 +36,17 @@ pub struct CaseInput {
 /// Reads `path` and checks every box and click lies inside the image.
 pub fn read_case(path: &Path, max_voxels: u64) -> Result<CaseInput> {
     check_voxels(path, max_voxels)?;
-    let case = ChallengeCase::read(path)?;
+    case_input(ChallengeCase::read(path)?, path)
+}
+
+/// [`read_case`] on the bytes of an `.npz` (the demo's embedded sample); `name` stands for the
+/// file in messages.
+pub fn read_case_bytes(bytes: &[u8], name: &Path) -> Result<CaseInput> {
+    case_input(ChallengeCase::from_npz_bytes(bytes, name)?, name)
+}
+
+/// Checks every box and click of `case` (read from `path`) lies inside the image.
+fn case_input(case: ChallengeCase, path: &Path) -> Result<CaseInput> {
     let p = path.display();
     let imgs = case
         .imgs
@@ -256,7 +266,7 @@ impl ModelArgs {
                     .flatten()
                 {
                     Some(c) => Ok(c),
-                    None => crate::forward::config_named(name.unwrap_or("base")),
+                    None => Ok(SegVolConfig::named(name.unwrap_or("base")).context("--config")?),
                 }
             }
         }

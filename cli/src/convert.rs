@@ -8,10 +8,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use segvol_backends::{Backend, BackendKind, BackendTask, dispatch};
-use segvol_core::SegVol;
 use segvol_core::weights::{load_segvol, save_burnpack, save_burnpack_f16};
-
-use crate::forward::config_named;
+use segvol_core::{SegVol, SegVolConfig};
 
 #[derive(Args, Debug)]
 pub struct ConvertArgs {
@@ -108,7 +106,7 @@ pub fn run(args: &ConvertArgs) -> Result<()> {
     };
     let config = match stored {
         Some(c) => c,
-        None => config_named(&args.config)?,
+        None => SegVolConfig::named(&args.config).context("--config")?,
     };
     let ext_ok = args
         .to

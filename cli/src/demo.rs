@@ -11,7 +11,7 @@ use segvol_eval::protocol::{Box3, CaseResult, ProtocolOptions, run_case};
 use segvol_interactive::{Recording, SegVolPredictor};
 use segvol_io::{Volume, write_nifti};
 
-use crate::case::{ModelArgs, ModelFiles, read_case, spinner};
+use crate::case::{ModelArgs, ModelFiles, read_case, read_case_bytes, spinner};
 
 /// The shipped sample: the abdominal MR of the training set's validation split (20×91×117,
 /// 3 mm; TotalSegmentator 2.18.0 test data, Apache-2.0; labels are TotalSegmentator output).
@@ -134,29 +134,21 @@ fn write_mask(path: &Path, mask: &[u8], dims: [usize; 3], spacing: [f64; 3]) -> 
 
 /// Runs `segvol demo`.
 pub fn run(a: &DemoArgs) -> Result<()> {
-    // The shipped sample is read from the binary through a temporary file (the readers take
-    // paths).
-    let tmp = tempfile::Builder::new()
-        .prefix("segvol-demo-")
-        .suffix(".npz")
-        .tempfile()?;
-    let (path, names): (PathBuf, Vec<String>) = match &a.case {
-        Some(p) => (p.clone(), Vec::new()),
-        None => {
-            std::fs::write(tmp.path(), SAMPLE)?;
-            (
-                tmp.path().to_path_buf(),
-                SAMPLE_NAMES.iter().map(|s| s.to_string()).collect(),
-            )
-        }
-    };
     let shown = a
         .case
         .as_ref()
         .map_or("the shipped sample (mr_abdomen)".to_string(), |p| {
             p.display().to_string()
         });
-    let input = read_case(&path, u64::MAX).with_context(|| format!("reading {shown}"))?;
+    // The shipped sample is read straight from the binary's bytes.
+    let (input, names) = match &a.case {
+        Some(p) => (read_case(p, u64::MAX), Vec::new()),
+        None => (
+            read_case_bytes(SAMPLE, Path::new(&shown)),
+            SAMPLE_NAMES.iter().map(|s| s.to_string()).collect(),
+        ),
+    };
+    let input = input.with_context(|| format!("reading {shown}"))?;
     let gts = input
         .gts
         .with_context(|| format!("{shown}: no `gts`: the demo scores against ground truth"))?;

@@ -160,7 +160,8 @@ impl BackendTask for Eval {
     }
 }
 
-pub fn run(args: &EvalArgs) -> Result<()> {
+/// The weights (and corrector, if `--compare` or `--feedback` want one) an eval runs with.
+pub fn model_files(args: &EvalArgs) -> Result<ModelFiles> {
     let mut files = ModelFiles::new(&args.model, args.corrector.as_ref())?;
     let wants_corrector = args.compare || args.feedback > 0;
     if wants_corrector && files.corrector.is_none() {
@@ -173,9 +174,11 @@ pub fn run(args: &EvalArgs) -> Result<()> {
             bail!("--feedback needs --corrector (a file, or `shipped`)");
         }
     }
-    if let Some(dir) = &args.data {
-        return crate::evaldata::run(args, dir, files);
-    }
+    Ok(files)
+}
+
+/// `segvol eval --case FILE` (`--data DIR` is [`crate::evaldata::run`]).
+pub fn run(args: &EvalArgs, files: ModelFiles) -> Result<()> {
     let Some(case) = &args.case else {
         bail!("give --case FILE or --data DIR");
     };

@@ -38,13 +38,6 @@ pub struct ForwardArgs {
     pub embedding: Option<PathBuf>,
 }
 
-pub fn config_named(name: &str) -> Result<SegVolConfig> {
-    match SegVolConfig::preset(name) {
-        Some(c) => Ok(c),
-        None => bail!("--config `{name}`: expected base, small or tiny"),
-    }
-}
-
 fn floats(path: &Path) -> Result<(Vec<usize>, Vec<f32>)> {
     let a = segvol_io::read_npy(path)?;
     let v = a.to_f64().with_context(|| {

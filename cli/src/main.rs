@@ -103,7 +103,11 @@ fn main() -> ExitCode {
         Command::Metrics(a) => evalcmd::metrics(&a),
         Command::NextClick(a) => evalcmd::next_click(&a),
         Command::Segment(a) => segment::run(&a),
-        Command::Eval(a) => evalcase::run(&a),
+        // A dataset folder or one case; evaldata uses evalcase's arguments, not the reverse.
+        Command::Eval(a) => evalcase::model_files(&a).and_then(|files| match &a.data {
+            Some(dir) => evaldata::run(&a, dir, files),
+            None => evalcase::run(&a, files),
+        }),
         Command::Forward(a) => forward::run(&a),
         Command::Predict(a) => predict::run(&a),
         Command::Report(a) => report::run(&a),

@@ -207,25 +207,18 @@ pub fn write_montage(
 
 /// Writes `rgb` (`width` × `height`, 8-bit RGB) as a PNG, atomically.
 fn write_png(path: &Path, rgb: &[u8], width: usize, height: usize) -> Result<()> {
-    // tempfile: a fresh name beside the target, removed if anything fails before `persist`.
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let write = || -> Result<()> {
-        let tmp = tempfile::Builder::new()
-            .prefix(".segvol-tmp-")
-            .tempfile_in(dir)?;
-        let mut enc = png::Encoder::new(BufWriter::new(tmp.as_file()), width as u32, height as u32);
+    let encode = |tmp: &Path| -> Result<()> {
+        let file = std::fs::File::create(tmp)?;
+        let mut enc = png::Encoder::new(BufWriter::new(file), width as u32, height as u32);
         enc.set_color(png::ColorType::Rgb);
         enc.set_depth(png::BitDepth::Eight);
         let mut wr = enc.write_header()?;
         wr.write_image_data(rgb)?;
         wr.finish()?;
-        tmp.persist(path)?;
         Ok(())
     };
-    write().with_context(|| format!("{}: cannot write the preview", path.display()))
+    segvol_atomic::write_with(path, ".png", encode, anyhow::Error::from)
+        .with_context(|| format!("{}: cannot write the preview", path.display()))
 }
 
 /// What one row of the demo's montage shows: a step's mask and the clicks made so far.

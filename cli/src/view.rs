@@ -8,7 +8,7 @@ use clap::Args;
 use indicatif::ProgressBar;
 use segvol_backends::{Backend, BackendTask, dispatch};
 use segvol_interactive::InteractiveSession;
-use segvol_io::{AnyVolume, Volume, write_nifti};
+use segvol_io::{AnyVolume, Volume, nifti_bytes, write_nifti};
 use segvol_serve::ui::{Action, ViewConfig, ViewImage, replay, view};
 
 use crate::case::{ModelArgs, ModelFiles, check_voxels};
@@ -56,13 +56,9 @@ fn labels_volume(geom: &Volume<f32>, labels: &[u8]) -> Volume<u8> {
     }
 }
 
-/// The label map as NIfTI bytes with the image's geometry (a temporary file, read back).
+/// The label map as NIfTI bytes with the image's geometry.
 fn labels_nifti(geom: &Volume<f32>, labels: &[u8]) -> Result<Vec<u8>, String> {
-    let v = labels_volume(geom, labels);
-    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let p = dir.path().join("labels.nii");
-    write_nifti(&p, &v).map_err(|e| e.to_string())?;
-    std::fs::read(&p).map_err(|e| e.to_string())
+    nifti_bytes(&labels_volume(geom, labels), "labels.nii").map_err(|e| e.to_string())
 }
 
 struct Task {
@@ -151,16 +147,16 @@ pub fn run(args: &ViewArgs) -> Result<()> {
             name,
         )
     } else {
-        let dir = tempfile::tempdir()?;
-        let p = dir.path().join("image.nii");
-        match &img {
-            AnyVolume::U8(v) => write_nifti(&p, v),
-            AnyVolume::I16(v) => write_nifti(&p, v),
-            AnyVolume::I32(v) => write_nifti(&p, &v.map(|&x| x as f32)),
-            AnyVolume::F32(v) => write_nifti(&p, v),
-            AnyVolume::F64(v) => write_nifti(&p, &v.map(|&x| x as f32)),
-        }?;
-        (std::fs::read(&p)?, "image.nii".to_string())
+        let name = "image.nii";
+        let bytes = match &img {
+            AnyVolume::U8(v) => nifti_bytes(v, name),
+            AnyVolume::I16(v) => nifti_bytes(v, name),
+            AnyVolume::I32(v) => nifti_bytes(&v.map(|&x| x as f32), name),
+            AnyVolume::F32(v) => nifti_bytes(v, name),
+            AnyVolume::F64(v) => nifti_bytes(&v.map(|&x| x as f32), name),
+        }
+        .with_context(|| format!("{}: as NIfTI for the page", args.image.display()))?;
+        (bytes, name.to_string())
     };
     let geom = img.to_f32();
     drop(img);

@@ -250,16 +250,5 @@ pub fn save_corrector<B: Backend>(
         path: path.to_path_buf(),
         source,
     };
-    // tempfile: a fresh name beside the target, removed if anything fails before `persist`.
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".segvol-tmp-")
-        .tempfile_in(dir)
-        .map_err(io)?;
-    std::io::Write::write_all(&mut tmp, &data).map_err(io)?;
-    tmp.persist(path).map_err(|e| io(e.error))?;
-    Ok(())
+    segvol_atomic::write_bytes(path, &data).map_err(io)
 }

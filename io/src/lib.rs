@@ -14,10 +14,10 @@ mod volume;
 use std::path::Path;
 
 pub use error::{IoError, Result};
-pub use nifti_io::{NiftiWritable, header_affine, read_nifti, write_nifti};
+pub use nifti_io::{NiftiWritable, header_affine, nifti_bytes, read_nifti, write_nifti};
 pub use npz::{
-    ChallengeBox, ChallengeCase, ClassClicks, ClickKind, read_npy, read_npz, write_npy, write_npz,
-    write_segs,
+    ChallengeBox, ChallengeCase, ClassClicks, ClickKind, read_npy, read_npz, read_npz_from,
+    write_npy, write_npz, write_segs,
 };
 pub use volume::{ShapeError, Volume, diagonal_affine};
 

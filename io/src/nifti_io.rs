@@ -366,12 +366,7 @@ pub fn write_nifti<T: NiftiWritable>(path: impl AsRef<Path>, vol: &Volume<T>) ->
             });
         }
     };
-    let mut header = match &vol.header {
-        Some(h) => (**h).clone(),
-        None => fresh_header(vol),
-    };
-    header.cal_min = 0.0;
-    header.cal_max = 0.0;
+    let header = output_header(vol);
     let [nz, ny, nx] = vol.dims;
     let view = ndarray::ArrayView3::from_shape((nz, ny, nx), &vol.data)
         .map_err(|e| IoError::invalid(path, e.to_string()))?;
@@ -387,6 +382,107 @@ pub fn write_nifti<T: NiftiWritable>(path: impl AsRef<Path>, vol: &Volume<T>) ->
                 other => IoError::invalid(path, other.to_string()),
             })
     })
+}
+
+/// The header [`write_nifti`] hands the nifti writer (which then sets the type, dims, offset
+/// and scaling): the volume's own header if it has one, else a fresh one; display range reset.
+fn output_header<T>(vol: &Volume<T>) -> NiftiHeader {
+    let mut header = match &vol.header {
+        Some(h) => (**h).clone(),
+        None => fresh_header(vol),
+    };
+    header.cal_min = 0.0;
+    header.cal_max = 0.0;
+    header
+}
+
+/// `vol` as the bytes of an uncompressed `.nii` file, exactly as [`write_nifti`] would write
+/// them, without touching the disk (the viewer serves these to the page).
+///
+/// The nifti crate (0.18) writes only to paths, so the 348-byte NIfTI-1 header is laid out
+/// here, field by field in the order of its `write_header`, with the fields its writer sets
+/// (`dim`, `datatype`, `bitpix`, `vox_offset` 352, scaling 1/0, magic `n+1`); a test checks the
+/// bytes against the crate's writer. Native byte order, as the crate writes a fresh header.
+///
+/// # Errors
+/// [`IoError::Invalid`] when an axis is longer than NIfTI-1's 32,767 or the description is
+/// longer than 80 bytes; `name` stands for the file in the message.
+pub fn nifti_bytes<T: NiftiWritable>(vol: &Volume<T>, name: impl AsRef<Path>) -> Result<Vec<u8>> {
+    let path = name.as_ref();
+    let mut h = output_header(vol);
+    h.validate_description()
+        .map_err(|e| IoError::invalid(path, e.to_string()))?;
+    let [nz, ny, nx] = vol.dims;
+    let mut dim = [1u16; 8];
+    dim[0] = 3;
+    for (d, n) in dim[1..4].iter_mut().zip([nx, ny, nz]) {
+        *d = u16::try_from(n)
+            .ok()
+            .filter(|&d| d <= i16::MAX as u16)
+            .ok_or_else(|| {
+                IoError::invalid(
+                    path,
+                    format!("axis of {n} voxels: NIfTI-1 holds at most 32767"),
+                )
+            })?;
+    }
+    let datatype = T::DATA_TYPE;
+    let mut out = Vec::with_capacity(352 + std::mem::size_of_val(vol.data.as_slice()));
+    let mut put = |b: &[u8]| out.extend_from_slice(b);
+    put(&348i32.to_ne_bytes());
+    put(&h.data_type);
+    put(&h.db_name);
+    put(&h.extents.to_ne_bytes());
+    put(&h.session_error.to_ne_bytes());
+    put(&[h.regular, h.dim_info]);
+    for d in dim {
+        put(&d.to_ne_bytes());
+    }
+    for f in [h.intent_p1, h.intent_p2, h.intent_p3] {
+        put(&f.to_ne_bytes());
+    }
+    put(&h.intent_code.to_ne_bytes());
+    put(&(datatype as i16).to_ne_bytes());
+    put(&((datatype.size_of() * 8) as i16).to_ne_bytes());
+    put(&h.slice_start.to_ne_bytes());
+    for f in h.pixdim {
+        put(&f.to_ne_bytes());
+    }
+    // vox_offset, scl_slope, scl_inter
+    for f in [352.0f32, 1.0, 0.0] {
+        put(&f.to_ne_bytes());
+    }
+    put(&h.slice_end.to_ne_bytes());
+    put(&[h.slice_code, h.xyzt_units]);
+    for f in [h.cal_max, h.cal_min, h.slice_duration, h.toffset] {
+        put(&f.to_ne_bytes());
+    }
+    put(&h.glmax.to_ne_bytes());
+    put(&h.glmin.to_ne_bytes());
+    put(&h.descrip);
+    put(&h.aux_file);
+    put(&h.qform_code.to_ne_bytes());
+    put(&h.sform_code.to_ne_bytes());
+    for f in [
+        h.quatern_b,
+        h.quatern_c,
+        h.quatern_d,
+        h.quatern_x,
+        h.quatern_y,
+        h.quatern_z,
+    ] {
+        put(&f.to_ne_bytes());
+    }
+    for f in h.srow_x.iter().chain(&h.srow_y).chain(&h.srow_z) {
+        put(&f.to_ne_bytes());
+    }
+    put(&h.intent_name);
+    put(b"n+1\0");
+    // No extensions: the four-byte extender of zeros.
+    put(&[0; 4]);
+    // (z, y, x) C order is NIfTI's x-fastest order.
+    put(bytemuck::cast_slice(&vol.data));
+    Ok(out)
 }
 
 impl Dtype {

@@ -20,11 +20,23 @@ use crate::volume::Volume;
 pub fn read_npz(path: impl AsRef<Path>) -> Result<Vec<(String, NpyArray)>> {
     let path = path.as_ref();
     let file = std::fs::File::open(path).map_err(|e| IoError::os(path, e))?;
-    let mut zip =
-        zip::ZipArchive::new(std::io::BufReader::new(file)).map_err(|e| IoError::BadZip {
-            path: path.to_path_buf(),
-            detail: e.to_string(),
-        })?;
+    read_npz_from(std::io::BufReader::new(file), path)
+}
+
+/// [`read_npz`] on an archive in memory or any other seekable reader (an `.npz` embedded in a
+/// binary, an upload); `name` stands for the file in errors.
+///
+/// # Errors
+/// As [`read_npz`].
+pub fn read_npz_from<R: std::io::Read + std::io::Seek>(
+    reader: R,
+    name: impl AsRef<Path>,
+) -> Result<Vec<(String, NpyArray)>> {
+    let path = name.as_ref();
+    let mut zip = zip::ZipArchive::new(reader).map_err(|e| IoError::BadZip {
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    })?;
     let mut out = Vec::with_capacity(zip.len());
     for i in 0..zip.len() {
         let mut member = zip.by_index(i).map_err(|e| IoError::BadZip {
@@ -475,7 +487,20 @@ impl ChallengeCase {
     /// [`IoError::ShapeMismatch`], [`IoError::Invalid`]; all name the file.
     pub fn read(path: impl AsRef<Path>) -> Result<ChallengeCase> {
         let path = path.as_ref();
-        let members = read_npz(path)?;
+        Self::from_members(read_npz(path)?, path)
+    }
+
+    /// [`Self::read`] on the bytes of an `.npz` (one embedded in a binary, an upload); `name`
+    /// stands for the file in errors.
+    ///
+    /// # Errors
+    /// As [`Self::read`].
+    pub fn from_npz_bytes(bytes: &[u8], name: impl AsRef<Path>) -> Result<ChallengeCase> {
+        let name = name.as_ref();
+        Self::from_members(read_npz_from(std::io::Cursor::new(bytes), name)?, name)
+    }
+
+    fn from_members(members: Vec<(String, NpyArray)>, path: &Path) -> Result<ChallengeCase> {
         let keys: Vec<String> = members.iter().map(|(k, _)| k.clone()).collect();
         let get = |k: &str| members.iter().find(|(n, _)| n == k).map(|(_, a)| a);
 

@@ -67,6 +67,12 @@ pub struct SegVolConfig {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
+    /// A preset name that is not `tiny`, `small` or `base`.
+    #[error("unknown model preset `{name}`: expected base, small or tiny")]
+    UnknownPreset {
+        /// The name asked for.
+        name: String,
+    },
     /// `mask_prompt_image` without `mask_prompt`, the path it joins.
     #[error("mask_prompt_image needs mask_prompt")]
     MaskPromptImageAlone,
@@ -143,6 +149,16 @@ impl SegVolConfig {
             "base" => Some(Self::base()),
             _ => None,
         }
+    }
+
+    /// [`Self::preset`], or an error that names the presets.
+    ///
+    /// # Errors
+    /// [`ConfigError::UnknownPreset`] for a name that is not `tiny`, `small` or `base`.
+    pub fn named(name: &str) -> Result<Self, ConfigError> {
+        Self::preset(name).ok_or_else(|| ConfigError::UnknownPreset {
+            name: name.to_string(),
+        })
     }
 
     /// Token grid `[D/pd, H/ph, W/pw]` (8×16×16 for base).

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![deny(missing_docs)]
 
+pub mod bbox;
 mod config;
 pub mod fast;
 pub mod image_encoder;

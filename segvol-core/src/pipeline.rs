@@ -6,8 +6,8 @@
 //! one model pass → resize the logits back to the crop (`nearest`) → paste into the original
 //! geometry (outside the crop: no object).
 //!
-//! The zoom-in sliding-window refinement (§9.2–9.4) is [`Session::predict_zoom_in`] in
-//! [`crate::zoom`].
+//! The zoom-in sliding-window refinement (§9.2–9.4) is [`Session::predict_zoom_in`], in
+//! `zoom.rs` (which builds on this module, not the reverse).
 
 use burn::tensor::{Tensor, TensorData, backend::Backend};
 
@@ -265,7 +265,7 @@ pub fn normalized_crop(
     let Some(n) = Normalisation::of(img, split(img.len())) else {
         return ([0; 3], dims, Vec::new());
     };
-    let (mut lo, mut hi) = match crate::zoom::box_where(img, dims, |v| n.apply(v) > 0.0) {
+    let (mut lo, mut hi) = match crate::bbox::box_where(img, dims, |v| n.apply(v) > 0.0) {
         Some((lo, hi)) => (lo, hi.map(|v| v + 1)),
         None => ([0; 3], dims),
     };
@@ -329,7 +329,7 @@ fn par_map<R: Send>(data: &[f32], parts: usize, f: impl Fn(&[f32]) -> R + Sync) 
 
 /// Bounding box `[start, end)` of voxels `> 0`; the whole volume when there are none.
 pub fn foreground_box(img: &[f32], dims: [usize; 3]) -> ([usize; 3], [usize; 3]) {
-    match crate::zoom::box_where(img, dims, |v| v > 0.0) {
+    match crate::bbox::box_where(img, dims, |v| v > 0.0) {
         Some((lo, hi)) => (lo, hi.map(|v| v + 1)),
         None => ([0; 3], dims),
     }

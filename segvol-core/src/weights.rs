@@ -666,28 +666,22 @@ fn save_burnpack_as<B: Backend>(
         path: path.to_path_buf(),
         detail,
     };
-    // tempfile: a fresh name beside the target, removed if anything fails before `persist`.
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let tmp = tempfile::Builder::new()
-        .prefix(".segvol-tmp-")
-        .suffix(".bpk")
-        .tempfile_in(dir)
-        .map_err(|e| fail(format!("cannot write: {e}")))?;
-    let mut store = BurnpackStore::from_file(tmp.path())
-        .auto_extension(false)
-        .overwrite(true)
-        .metadata("segvol_config", config.to_string())
-        .metadata("segvol_source", source);
-    if half {
-        store = store.with_to_adapter(Cast(DType::F32, DType::F16));
-    }
-    model
-        .save_into(&mut store)
-        .map_err(|e| fail(format!("cannot write: {e}")))?;
-    tmp.persist(path)
-        .map_err(|e| fail(format!("cannot write: {}", e.error)))?;
-    Ok(())
+    segvol_atomic::write_with(
+        path,
+        ".bpk",
+        |tmp| {
+            let mut store = BurnpackStore::from_file(tmp)
+                .auto_extension(false)
+                .overwrite(true)
+                .metadata("segvol_config", config.to_string())
+                .metadata("segvol_source", source);
+            if half {
+                store = store.with_to_adapter(Cast(DType::F32, DType::F16));
+            }
+            model
+                .save_into(&mut store)
+                .map_err(|e| fail(format!("cannot write: {e}")))
+        },
+        |e| fail(format!("cannot write: {e}")),
+    )
 }

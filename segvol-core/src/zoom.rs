@@ -9,6 +9,7 @@
 
 use burn::tensor::{Tensor, TensorData, backend::Backend};
 
+pub use crate::bbox::{box_where, mask_box};
 use crate::pipeline::{SegmentError, Session, VoxelClick};
 use crate::prompt_encoder::Prompts;
 
@@ -48,36 +49,6 @@ pub fn window_starts(size: usize, win: usize) -> Vec<usize> {
             s - (s + win).saturating_sub(size)
         })
         .collect()
-}
-
-/// Bounding box `[lo, hi]` (inclusive) of the set voxels of a mask, `None` when empty.
-pub fn mask_box(mask: &[bool], dims: [usize; 3]) -> Option<([usize; 3], [usize; 3])> {
-    box_where(mask, dims, |m| m)
-}
-
-/// Bounding box `[lo, hi]` (inclusive) of the voxels where `keep` holds, `None` when none
-/// does. Row by row: only a row's first and last such voxel are looked for.
-pub fn box_where<T: Copy>(
-    data: &[T],
-    dims: [usize; 3],
-    keep: impl Fn(T) -> bool,
-) -> Option<([usize; 3], [usize; 3])> {
-    let (mut lo, mut hi) = ([usize::MAX; 3], [0usize; 3]);
-    let mut any = false;
-    if dims[2] == 0 {
-        return None;
-    }
-    for (r, row) in data.chunks_exact(dims[2]).enumerate() {
-        let Some(first) = row.iter().position(|&v| keep(v)) else {
-            continue;
-        };
-        let last = row.iter().rposition(|&v| keep(v)).unwrap_or(first);
-        let (z, y) = (r / dims[1], r % dims[1]);
-        lo = [lo[0].min(z), lo[1].min(y), lo[2].min(first)];
-        hi = [hi[0].max(z), hi[1].max(y), hi[2].max(last)];
-        any = true;
-    }
-    any.then_some((lo, hi))
 }
 
 /// Reads `out` voxels of `data` (shape `dims`) starting at `lo`, which may be negative or run
@@ -326,14 +297,5 @@ mod tests {
         let data: Vec<u8> = (1..=6).collect();
         let b = sub_block(&data, [1, 2, 3], [0, -1, -1], [1, 3, 4]);
         assert_eq!(b, vec![0, 0, 0, 0, 0, 1, 2, 3, 0, 4, 5, 6]);
-    }
-
-    #[test]
-    fn mask_box_is_inclusive() {
-        let mut m = vec![false; 2 * 3 * 4];
-        m[(3) + 4] = true; // (0,1,3)
-        m[(12 + 8) + 1] = true; // (1,2,1)
-        assert_eq!(mask_box(&m, [2, 3, 4]), Some(([0, 1, 1], [1, 2, 3])));
-        assert_eq!(mask_box(&[false; 4], [1, 2, 2]), None);
     }
 }

@@ -102,12 +102,12 @@ pub struct Progress {
 /// # Errors
 /// [`TrainError::Model`] for an unknown preset.
 pub fn model_config(run: &Run) -> Result<SegVolConfig, TrainError> {
-    SegVolConfig::preset(&run.config.model.preset)
+    SegVolConfig::named(&run.config.model.preset)
         .map(|c| {
             c.with_mask_prompt(run.config.model.mask_prompt)
                 .with_mask_prompt_image(run.config.model.mask_prompt_image)
         })
-        .ok_or_else(|| TrainError::Model(format!("unknown preset `{}`", run.config.model.preset)))
+        .map_err(|e| TrainError::Model(e.to_string()))
 }
 
 fn load_bpk<B: burn::tensor::backend::Backend>(

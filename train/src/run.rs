@@ -120,22 +120,7 @@ fn io_err(path: &Path, e: impl std::fmt::Display) -> TrainError {
 /// # Errors
 /// [`TrainError::Io`] naming the file.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let mut b = tempfile::Builder::new();
-    b.prefix(".segvol-tmp-");
-    // Outputs get the usual 0644 less the umask, not the temporary file's private 0600.
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        b.permissions(std::fs::Permissions::from_mode(0o644));
-    }
-    let mut tmp = b.tempfile_in(dir).map_err(|e| io_err(path, e))?;
-    tmp.write_all(bytes).map_err(|e| io_err(path, e))?;
-    tmp.persist(path).map_err(|e| io_err(path, e.error))?;
-    Ok(())
+    segvol_atomic::write_bytes(path, bytes).map_err(|e| io_err(path, e))
 }
 
 impl Run {
