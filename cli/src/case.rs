@@ -11,6 +11,7 @@ use segvol_core::weights::load_segvol;
 use segvol_core::{SegVol, SegVolConfig};
 use segvol_eval::protocol::{Box3, Clicks};
 use segvol_gru::{GruCorrector, load_corrector};
+use segvol_interactive::SessionOptions;
 use segvol_io::{AnyVolume, ChallengeCase, ClickKind, Volume};
 
 /// What the protocol needs from a case file.
@@ -154,6 +155,16 @@ pub struct ClickArgs {
     /// `off`: the model's answer as it is.
     #[arg(long, value_name = "MM|off", default_value_t = ClickRadius(Some(segvol_interactive::DEFAULT_CLICK_RADIUS_MM)))]
     pub click_radius: ClickRadius,
+}
+
+impl ClickArgs {
+    /// `base` with this click radius.
+    pub fn on(self, base: SessionOptions) -> SessionOptions {
+        SessionOptions {
+            click_radius_mm: self.click_radius.0,
+            ..base
+        }
+    }
 }
 
 /// A click region's radius in mm, or none (`off`).

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use segvol_backends::{Backend, BackendTask, dispatch};
 use segvol_eval::protocol::{Box3, CaseResult, ProtocolOptions, run_case};
-use segvol_interactive::{Recording, SegVolPredictor};
+use segvol_interactive::{Recording, SegVolPredictor, SessionOptions};
 use segvol_io::{Volume, write_nifti};
 
 use crate::case::{ModelArgs, ModelFiles, read_case, read_case_bytes, spinner};
@@ -80,6 +80,17 @@ pub struct DemoArgs {
     pub model: ModelArgs,
 }
 
+impl DemoArgs {
+    /// The engine settings: batch defaults (zoom-in on), this command's flags on top.
+    pub fn options(&self) -> SessionOptions {
+        SessionOptions {
+            zoom_in: !self.no_zoom_in,
+            feedback: self.feedback,
+            ..self.click_region.on(SessionOptions::batch())
+        }
+    }
+}
+
 struct Demo {
     files: ModelFiles,
     image: Vec<u8>,
@@ -88,9 +99,7 @@ struct Demo {
     spacing: [f64; 3],
     boxes: Vec<Box3>,
     clicks: usize,
-    zoom_in: bool,
-    click_radius: Option<f64>,
-    feedback: usize,
+    options: SessionOptions,
 }
 
 impl BackendTask for Demo {
@@ -100,14 +109,15 @@ impl BackendTask for Demo {
         let (model, corrector) = self.files.load::<B>(&bar, device)?;
         bar.set_message("segmenting");
         let feedback = if corrector.is_some() {
-            self.feedback
+            self.options.feedback
         } else {
             0
         };
-        let mut p = SegVolPredictor::new(&model, corrector.as_ref(), device)
-            .with_zoom_in(self.zoom_in)
-            .with_click_radius(self.click_radius)
-            .with_feedback(feedback);
+        let mut p =
+            SegVolPredictor::new(&model, corrector.as_ref(), device).with_options(SessionOptions {
+                feedback,
+                ..self.options
+            });
         let mut rec = Recording::new(&mut p);
         let r = run_case(
             &mut rec,
@@ -217,9 +227,7 @@ pub fn run(a: &DemoArgs) -> Result<()> {
             spacing: input.spacing,
             boxes: vec![boxes[class - 1]],
             clicks: a.clicks,
-            zoom_in: !a.no_zoom_in,
-            click_radius: a.click_region.click_radius.0,
-            feedback: a.feedback,
+            options: a.options(),
         },
     )?;
     std::fs::create_dir_all(&a.out)

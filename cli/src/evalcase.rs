@@ -13,7 +13,7 @@ use segvol_eval::protocol::{Box3, CaseResult, ProtocolOptions, run_case};
 use serde_json::json;
 
 use crate::case::{CorrectorSource, ModelArgs, ModelFiles, read_case, spinner};
-use segvol_interactive::{SegVolPredictor, StepLog};
+use segvol_interactive::{SegVolPredictor, SessionOptions, StepLog};
 
 #[derive(Args, Debug)]
 pub struct EvalArgs {
@@ -87,10 +87,19 @@ pub struct EvalArgs {
     pub json: bool,
 }
 
+impl EvalArgs {
+    /// The engine settings: batch defaults (zoom-in on), this command's flags on top.
+    pub fn options(&self) -> SessionOptions {
+        SessionOptions {
+            zoom_in: !self.no_zoom_in,
+            feedback: self.feedback,
+            ..self.clicks.on(SessionOptions::batch())
+        }
+    }
+}
+
 struct Eval {
-    zoom_in: bool,
-    click_radius: Option<f64>,
-    feedback: usize,
+    options: SessionOptions,
     files: ModelFiles,
     compare: bool,
     image: Vec<u8>,
@@ -137,13 +146,16 @@ impl BackendTask for Eval {
             None => Vec::new(),
         };
         let mut runs = Vec::new();
-        for (name, corr, feedback) in variants(corrector.as_ref(), self.compare, self.feedback) {
+        for (name, corr, feedback) in
+            variants(corrector.as_ref(), self.compare, self.options.feedback)
+        {
             self.bar
                 .set_message(format!("{name}: running the protocol"));
             let mut p = SegVolPredictor::new(&model, corr, device)
-                .with_zoom_in(self.zoom_in)
-                .with_click_radius(self.click_radius)
-                .with_feedback(feedback)
+                .with_options(SessionOptions {
+                    feedback,
+                    ..self.options
+                })
                 .with_class_texts(texts.clone());
             let r = run_case(
                 &mut p,
@@ -203,9 +215,7 @@ pub fn run(args: &EvalArgs, files: ModelFiles) -> Result<()> {
     let runs = dispatch(
         kind,
         Eval {
-            zoom_in: !args.no_zoom_in,
-            click_radius: args.clicks.click_radius.0,
-            feedback: args.feedback,
+            options: args.options(),
             files,
             compare: args.compare,
             image,

@@ -12,7 +12,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use segvol_backends::{Backend, BackendTask, dispatch};
 use segvol_eval::protocol::Predictor;
 use segvol_eval::protocol::{CaseResult, ProtocolOptions, csv_header, csv_row, run_case};
-use segvol_interactive::{ExternalPredictor, Recording, SegVolPredictor};
+use segvol_interactive::{ExternalPredictor, Recording, SegVolPredictor, SessionOptions};
 use segvol_io::npy::{NpyArray, NpyData};
 use segvol_train::plot::{StepSeries, steps_png, steps_svg};
 use segvol_train::run::write_atomic;
@@ -76,9 +76,7 @@ struct Dataset {
     files: ModelFiles,
     cases: Vec<PathBuf>,
     compare: bool,
-    feedback: usize,
-    zoom_in: bool,
-    click_radius: Option<f64>,
+    options: SessionOptions,
     opts: ProtocolOptions,
     gt_dir: Option<PathBuf>,
     masks: Option<PathBuf>,
@@ -197,7 +195,7 @@ impl BackendTask for Dataset {
     fn run<B: Backend>(self, device: &B::Device) -> Result<Results> {
         let hidden = ProgressBar::hidden();
         let (model, corrector) = self.files.load::<B>(&hidden, device)?;
-        let vs = variants(corrector.as_ref(), self.compare, self.feedback);
+        let vs = variants(corrector.as_ref(), self.compare, self.options.feedback);
         let bar = progress(self.cases.len() * vs.len());
         let mut out: Results = vs.iter().map(|v| (v.0, Vec::new())).collect();
         for path in &self.cases {
@@ -209,9 +207,10 @@ impl BackendTask for Dataset {
             for (k, (vname, corr, feedback)) in vs.iter().enumerate() {
                 bar.set_message(format!("{} ({vname})", l.name));
                 let mut p = SegVolPredictor::new(&model, *corr, device)
-                    .with_zoom_in(self.zoom_in)
-                    .with_click_radius(self.click_radius)
-                    .with_feedback(*feedback)
+                    .with_options(SessionOptions {
+                        feedback: *feedback,
+                        ..self.options
+                    })
                     .with_class_texts(texts.clone());
                 let r = run_one(&mut p, &l, self.opts, self.masks.as_deref(), vname)?;
                 out[k].1.push((l.name.clone(), r));
@@ -316,9 +315,7 @@ pub fn run(args: &EvalArgs, dir: &Path, files: ModelFiles) -> Result<()> {
                 files,
                 cases: cases.clone(),
                 compare: args.compare,
-                feedback: args.feedback,
-                zoom_in: !args.no_zoom_in,
-                click_radius: args.clicks.click_radius.0,
+                options: args.options(),
                 opts,
                 gt_dir: args.gt_dir.clone(),
                 masks,

@@ -169,6 +169,6 @@ pub fn run(args: &ForwardArgs) -> Result<()> {
             },
         )?;
     }
-    out!("wrote {}", args.logits.display());
+    out!("wrote {} (backend {kind})", args.logits.display());
     Ok(())
 }

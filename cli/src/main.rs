@@ -126,3 +126,80 @@ fn main() -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use segvol_interactive::SessionOptions;
+
+    /// The engine settings each command runs with, from its command line alone.
+    fn options(args: &[&str]) -> SessionOptions {
+        let cli = Cli::try_parse_from(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        match cli.command {
+            Command::Eval(a) => a.options(),
+            Command::Predict(a) => a.options(),
+            Command::Segment(a) => a.options(),
+            Command::Demo(a) => a.options(),
+            Command::View(a) => a.options(),
+            Command::Serve(a) => a.options(),
+            _ => panic!("{args:?}: not an engine command"),
+        }
+    }
+
+    /// One set of defaults (issue 23): batch commands take `SessionOptions::batch()`, the live
+    /// ones `SessionOptions::live()`, and each flag moves exactly its own field.
+    #[test]
+    fn every_command_starts_from_one_set_of_defaults() {
+        let batch = SessionOptions::batch();
+        let live = SessionOptions::live();
+        assert!(batch.zoom_in && !live.zoom_in);
+        assert_eq!(batch.click_radius_mm, Some(3.0));
+        assert_eq!((batch.feedback, live.feedback), (0, 0));
+        for args in [
+            &["segvol", "eval", "--case", "c.npz"][..],
+            &[
+                "segvol",
+                "predict",
+                "--input-dir",
+                "in",
+                "--output-dir",
+                "out",
+            ],
+            &["segvol", "segment", "--image", "c.npz", "--out", "s.npz"],
+            &["segvol", "demo"],
+        ] {
+            assert_eq!(options(args), batch, "{args:?}");
+        }
+        for args in [&["segvol", "view", "i.nii.gz"][..], &["segvol", "serve"]] {
+            assert_eq!(options(args), live, "{args:?}");
+        }
+        let e = options(&[
+            "segvol",
+            "eval",
+            "--case",
+            "c.npz",
+            "--no-zoom-in",
+            "--click-radius",
+            "off",
+            "--feedback",
+            "4",
+        ]);
+        assert_eq!(
+            e,
+            SessionOptions {
+                zoom_in: false,
+                click_radius_mm: None,
+                feedback: 4
+            }
+        );
+        let s = options(&["segvol", "serve", "--zoom-in", "--click-radius", "6"]);
+        assert_eq!(
+            s,
+            SessionOptions {
+                zoom_in: true,
+                click_radius_mm: Some(6.0),
+                ..live
+            }
+        );
+    }
+}

@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use segvol_backends::{Backend, BackendTask, dispatch};
+use segvol_interactive::SessionOptions;
 use segvol_io::write_segs;
 
 use crate::case::{ModelArgs, ModelFiles, read_case};
@@ -35,12 +36,21 @@ pub struct PredictArgs {
     pub clicks: crate::case::ClickArgs,
 }
 
+impl PredictArgs {
+    /// The engine settings: batch defaults (zoom-in on), this command's flags on top.
+    pub fn options(&self) -> SessionOptions {
+        SessionOptions {
+            zoom_in: !self.no_zoom_in,
+            ..self.clicks.on(SessionOptions::batch())
+        }
+    }
+}
+
 struct Predict {
     files: ModelFiles,
     inputs: Vec<PathBuf>,
     output_dir: PathBuf,
-    zoom_in: bool,
-    click_radius: Option<f64>,
+    options: SessionOptions,
     started: Instant,
     max_voxels: u64,
 }
@@ -69,8 +79,7 @@ impl BackendTask for Predict {
                 let labels = crate::segment::challenge_step(
                     &model,
                     corrector.as_ref(),
-                    self.zoom_in,
-                    self.click_radius,
+                    self.options,
                     &c.image,
                     c.dims,
                     c.spacing,
@@ -138,8 +147,7 @@ pub fn run(a: &PredictArgs) -> Result<()> {
             files,
             inputs,
             output_dir: a.output_dir.clone(),
-            zoom_in: !a.no_zoom_in,
-            click_radius: a.clicks.click_radius.0,
+            options: a.options(),
             started,
             max_voxels: a.model.max_voxels,
         },

@@ -15,7 +15,9 @@ use segvol_io::{FileKind, write_nifti, write_segs};
 use crate::case::{CaseInput, ModelArgs, ModelFiles, read_case, spinner};
 use crate::preview::write_preview;
 use crate::sample::parse_clicks;
-use segvol_interactive::{DecodeOptions, SegVolPredictor, StepLog, corrected_logits};
+use segvol_interactive::{
+    DecodeOptions, SegVolPredictor, SessionOptions, StepLog, corrected_logits,
+};
 
 #[derive(Args, Debug)]
 pub struct SegmentArgs {
@@ -69,6 +71,16 @@ pub struct SegmentArgs {
     /// (A challenge case's own clicks only: one-shot --points are prompts, not corrections.)
     #[command(flatten)]
     pub clicks: crate::case::ClickArgs,
+}
+
+impl SegmentArgs {
+    /// The engine settings: batch defaults (zoom-in on), this command's flags on top.
+    pub fn options(&self) -> SessionOptions {
+        SessionOptions {
+            zoom_in: !self.no_zoom_in,
+            ..self.clicks.on(SessionOptions::batch())
+        }
+    }
 }
 
 struct Segment {
@@ -160,8 +172,7 @@ impl Segment {
 
 /// A challenge step: every class of the case, from its boxes and accumulated clicks.
 struct CaseStep {
-    zoom_in: bool,
-    click_radius: Option<f64>,
+    options: SessionOptions,
     files: ModelFiles,
     image: Vec<u8>,
     dims: [usize; 3],
@@ -180,8 +191,7 @@ impl BackendTask for CaseStep {
         challenge_step(
             &model,
             corrector.as_ref(),
-            self.zoom_in,
-            self.click_radius,
+            self.options,
             &self.image,
             self.dims,
             self.spacing,
@@ -203,8 +213,7 @@ impl BackendTask for CaseStep {
 pub fn challenge_step<B: Backend>(
     model: &segvol_core::SegVol<B>,
     corrector: Option<&segvol_gru::GruCorrector<B>>,
-    zoom_in: bool,
-    click_radius: Option<f64>,
+    options: SessionOptions,
     image: &[u8],
     dims: [usize; 3],
     spacing: [f64; 3],
@@ -216,9 +225,7 @@ pub fn challenge_step<B: Backend>(
     let n_classes = boxes.map_or(clicks.len(), |b| b.len().max(clicks.len()));
     let mut clicks = clicks.to_vec();
     clicks.resize(n_classes, Clicks::default());
-    let mut p = SegVolPredictor::new(model, corrector, device)
-        .with_zoom_in(zoom_in)
-        .with_click_radius(click_radius);
+    let mut p = SegVolPredictor::new(model, corrector, device).with_options(options);
     let steps = clicks.iter().map(|c| c.order.len()).max().unwrap_or(0);
     let req = PredictRequest {
         dims,
@@ -258,8 +265,7 @@ fn run_case_step(args: &SegmentArgs, files: ModelFiles, out_kind: FileKind) -> R
     let labels = dispatch(
         kind,
         CaseStep {
-            zoom_in: !args.no_zoom_in,
-            click_radius: args.clicks.click_radius.0,
+            options: args.options(),
             files,
             image,
             dims,
@@ -355,7 +361,8 @@ pub fn run(args: &SegmentArgs) -> Result<()> {
     let per_name = dispatch(
         kind,
         Segment {
-            zoom_in: !args.no_zoom_in,
+            // One-shot --points are prompts, not corrections: clicks that stick do not apply.
+            zoom_in: args.options().zoom_in,
             files,
             image,
             dims,

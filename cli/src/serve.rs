@@ -8,6 +8,7 @@ use anyhow::Result;
 use clap::Args;
 use indicatif::ProgressBar;
 use segvol_backends::{Backend, BackendTask, dispatch};
+use segvol_interactive::SessionOptions;
 use segvol_serve::{ServeConfig, serve};
 
 use crate::case::{ModelArgs, ModelFiles};
@@ -52,6 +53,16 @@ pub struct ServeArgs {
     pub clicks: crate::case::ClickArgs,
 }
 
+impl ServeArgs {
+    /// The engine settings: live defaults (zoom-in off), this command's flags on top.
+    pub fn options(&self) -> SessionOptions {
+        SessionOptions {
+            zoom_in: self.zoom_in,
+            ..self.clicks.on(SessionOptions::live())
+        }
+    }
+}
+
 struct Serve {
     cfg: ServeConfig,
     files: ModelFiles,
@@ -92,8 +103,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         reap_every: secs(args.reap_every, "reap-every")?,
         max_voxels: args.model.max_voxels,
         request_timeout: Duration::from_secs(55),
-        zoom_in: args.zoom_in,
-        click_radius: args.clicks.click_radius.0,
+        options: args.options(),
     };
     crate::case::init_log();
     dispatch(args.model.backend()?, Serve { cfg, files })

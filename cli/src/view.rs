@@ -7,7 +7,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use indicatif::ProgressBar;
 use segvol_backends::{Backend, BackendTask, dispatch};
-use segvol_interactive::InteractiveSession;
+use segvol_interactive::{InteractiveSession, SessionOptions};
 use segvol_io::{AnyVolume, Volume, nifti_bytes, write_nifti};
 use segvol_serve::ui::{Action, ViewConfig, ViewImage, replay, view};
 
@@ -44,6 +44,13 @@ pub struct ViewArgs {
     pub replay: Option<PathBuf>,
 }
 
+impl ViewArgs {
+    /// The engine settings: live defaults (zoom-in off), this command's flags on top.
+    pub fn options(&self) -> SessionOptions {
+        self.clicks.on(SessionOptions::live())
+    }
+}
+
 /// A label map on the image's grid. `geom` carries the geometry only (its voxels were moved
 /// into the session), so `with_data` cannot be used.
 fn labels_volume(geom: &Volume<f32>, labels: &[u8]) -> Volume<u8> {
@@ -68,7 +75,7 @@ struct Task {
     files: ModelFiles,
     image: ViewImage,
     replay: Option<Vec<Action>>,
-    click_radius: Option<f64>,
+    options: SessionOptions,
 }
 
 impl BackendTask for Task {
@@ -84,7 +91,7 @@ impl BackendTask for Task {
                 self.image.dims,
                 self.image.spacing,
             )?;
-            s.set_click_radius(self.click_radius);
+            s.set_options(self.options);
             let labels = replay(&mut s, &actions)?;
             let out = self.args_out.context("--replay needs --out")?;
             (self.image.save)(&labels, &out).map_err(anyhow::Error::msg)?;
@@ -95,7 +102,7 @@ impl BackendTask for Task {
             host: self.host,
             port: self.port,
             out: self.args_out,
-            click_radius: self.click_radius,
+            options: self.options,
         };
         view(
             cfg,
@@ -218,7 +225,7 @@ pub fn run(args: &ViewArgs) -> Result<()> {
             files,
             image,
             replay,
-            click_radius: args.clicks.click_radius.0,
+            options: args.options(),
         },
     )
 }

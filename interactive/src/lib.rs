@@ -8,11 +8,13 @@
 mod external;
 pub mod honour;
 pub mod latency;
+pub mod options;
 mod predictor;
 mod session;
 
 pub use external::{CommandRun, ExternalError, ExternalPredictor, Recording};
 pub use honour::{DEFAULT_CLICK_RADIUS_MM, honour_clicks};
+pub use options::SessionOptions;
 
 pub use predictor::{
     DecodeOptions, SegVolPredictor, StepLog, click_sequence, corrected_logits, decode,

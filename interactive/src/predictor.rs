@@ -18,6 +18,8 @@ use segvol_eval::protocol::{Clicks, PredictRequest, Predictor};
 use segvol_gru::{CorrectionSession, GruCorrector};
 use segvol_sampler::Click;
 
+use crate::SessionOptions;
+
 /// Error type the protocol runner takes.
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -26,11 +28,8 @@ pub struct SegVolPredictor<'a, B: Backend> {
     model: &'a SegVol<B>,
     corrector: Option<&'a GruCorrector<B>>,
     device: B::Device,
-    zoom_in: bool,
-    feedback: usize,
-    /// Radius (mm) of the region each click fixes after the model answers ([`crate::honour`]);
-    /// `None`: the model's answer as it is.
-    click_radius: Option<f64>,
+    /// Zoom-in, clicks that stick, prompt feedback.
+    options: SessionOptions,
     session: Option<Session<'a, B>>,
     corr: Vec<CorrectionSession<'a, B>>,
     /// Per class: the clicks seen and the mask of the last prediction (reused when a step
@@ -65,7 +64,7 @@ impl<'a, B: Backend> SegVolPredictor<'a, B> {
     /// Also run the zoom-in sliding window (SEGVOL.md §9.2–9.3) at every step: more accurate,
     /// but each step re-encodes every window instead of re-decoding the cached embedding.
     pub fn with_zoom_in(mut self, on: bool) -> Self {
-        self.zoom_in = on;
+        self.options.zoom_in = on;
         self
     }
 
@@ -73,7 +72,7 @@ impl<'a, B: Backend> SegVolPredictor<'a, B> {
     /// corrected voxels whose prediction changed side (largest |δ| first) are added as point
     /// prompts and SegVol re-decodes; 0 = off (sparse write-back only).
     pub fn with_feedback(mut self, m: usize) -> Self {
-        self.feedback = m;
+        self.options.feedback = m;
         self
     }
 
@@ -81,8 +80,19 @@ impl<'a, B: Backend> SegVolPredictor<'a, B> {
     /// after the model answers ([`crate::honour`]); `None` keeps the model's answer as it is.
     /// Default: [`DEFAULT_CLICK_RADIUS_MM`](crate::DEFAULT_CLICK_RADIUS_MM).
     pub fn with_click_radius(mut self, radius_mm: Option<f64>) -> Self {
-        self.click_radius = radius_mm;
+        self.options.click_radius_mm = radius_mm;
         self
+    }
+
+    /// All the engine settings at once (zoom-in, clicks that stick, prompt feedback).
+    pub fn with_options(mut self, options: SessionOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// The engine settings in use; a new predictor starts with [`SessionOptions::default`].
+    pub fn options(&self) -> SessionOptions {
+        self.options
     }
 
     /// Per class (label `i + 1` ↔ index `i`), a text embedding
@@ -103,9 +113,7 @@ impl<'a, B: Backend> SegVolPredictor<'a, B> {
             model,
             corrector,
             device: device.clone(),
-            zoom_in: false,
-            feedback: 0,
-            click_radius: Some(crate::DEFAULT_CLICK_RADIUS_MM),
+            options: SessionOptions::default(),
             session: None,
             corr: Vec::new(),
             last: Vec::new(),
@@ -290,8 +298,8 @@ impl<B: Backend> Predictor for SegVolPredictor<'_, B> {
                     let logits = corrected_logits(
                         session,
                         DecodeOptions {
-                            zoom_in: self.zoom_in,
-                            feedback: self.feedback,
+                            zoom_in: self.options.zoom_in,
+                            feedback: self.options.feedback,
                         },
                         &mut self.corr[class],
                         req.dims,
@@ -303,13 +311,13 @@ impl<B: Backend> Predictor for SegVolPredictor<'_, B> {
                 }
                 _ => {
                     let t = Instant::now();
-                    let logits = decode(session, self.zoom_in, boxes, &seq)?;
+                    let logits = decode(session, self.options.zoom_in, boxes, &seq)?;
                     log.decodes += 1;
                     log.decode_s += t.elapsed().as_secs_f64();
                     logits.iter().map(|&l| l > 0.0).collect()
                 }
             };
-            if let Some(r) = self.click_radius {
+            if let Some(r) = self.options.click_radius_mm {
                 crate::honour_clicks(&mut mask, req.dims, req.spacing, &seq, r, true, false);
             }
             let label = u8::try_from(class + 1).map_err(|_| "more than 255 classes")?;

@@ -14,6 +14,7 @@ use segvol_core::SegVol;
 use segvol_core::pipeline::{Session, VoxelClick};
 use segvol_gru::{CorrectionSession, GruCorrector};
 
+use crate::SessionOptions;
 use crate::predictor::{DecodeOptions, StepLog, corrected_logits, decode};
 
 /// Errors of an interactive session.
@@ -62,9 +63,9 @@ pub struct InteractiveSession<'m, B: Backend> {
     image: Vec<f32>,
     dims: [usize; 3],
     spacing: [f64; 3],
-    zoom_in: bool,
+    /// Zoom-in, clicks that stick, prompt feedback.
+    options: SessionOptions,
     use_corrector: bool,
-    click_radius: Option<f64>,
     encoded: Option<Session<'m, B>>,
     corr: Option<CorrectionSession<'m, B>>,
     prompts: Prompts,
@@ -161,9 +162,8 @@ impl<'m, B: Backend> InteractiveSession<'m, B> {
             image,
             dims,
             spacing,
-            zoom_in: false,
+            options: SessionOptions::default(),
             use_corrector: corrector.is_some(),
-            click_radius: Some(crate::DEFAULT_CLICK_RADIUS_MM),
             encoded: None,
             corr: None,
             prompts: Prompts::default(),
@@ -180,12 +180,23 @@ impl<'m, B: Backend> InteractiveSession<'m, B> {
     /// [`DEFAULT_CLICK_RADIUS_MM`](crate::DEFAULT_CLICK_RADIUS_MM)); `None` shows the model's
     /// answer as it is.
     pub fn set_click_radius(&mut self, radius_mm: Option<f64>) {
-        self.click_radius = radius_mm;
+        self.options.click_radius_mm = radius_mm;
+    }
+
+    /// All the engine settings at once (zoom-in, clicks that stick, prompt feedback with a
+    /// corrector); they apply from the next prediction.
+    pub fn set_options(&mut self, options: SessionOptions) {
+        self.options = options;
+    }
+
+    /// The engine settings in use; a new session starts with [`SessionOptions::default`].
+    pub fn options(&self) -> SessionOptions {
+        self.options
     }
 
     /// Also run SegVol's zoom-in (re-encodes the windows at every action: slower, finer).
     pub fn set_zoom_in(&mut self, on: bool) {
-        self.zoom_in = on;
+        self.options.zoom_in = on;
     }
 
     /// Turn the corrector on or off (off, or none loaded: the plain SegVol prediction).
@@ -528,8 +539,8 @@ impl<'m, B: Backend> InteractiveSession<'m, B> {
         let session = &*session;
         let t = Instant::now();
         let opts = DecodeOptions {
-            zoom_in: self.zoom_in,
-            feedback: 0,
+            zoom_in: self.options.zoom_in,
+            feedback: self.options.feedback,
         };
         let logits = match self.corrector {
             Some(c) if self.use_corrector && !clicks.is_empty() => {
@@ -546,12 +557,12 @@ impl<'m, B: Backend> InteractiveSession<'m, B> {
                     &mut StepLog::default(),
                 )
             }
-            _ => decode(session, self.zoom_in, bbox, &clicks),
+            _ => decode(session, self.options.zoom_in, bbox, &clicks),
         }
         .map_err(|e| SessionError::Model(e.to_string()))?;
         let mut new: Vec<u8> = logits.iter().map(|&l| u8::from(l > 0.0)).collect();
         drop(logits);
-        if let Some(r) = self.click_radius {
+        if let Some(r) = self.options.click_radius_mm {
             crate::honour_clicks(&mut new, self.dims, self.spacing, &clicks, r, 1, 0);
         }
         let changed = self.replace_mask(new);

@@ -363,3 +363,40 @@ fn clicks_stick_in_the_session_and_the_predictor() {
     let mut p = SegVolPredictor::new(&model, None, &device);
     assert_eq!(p.predict(&req).unwrap(), want);
 }
+
+/// Both engines start from the same settings (`SessionOptions::default()`, the live ones) and
+/// take a whole `SessionOptions` at once; the session's zoom-in setting changes its answer
+/// exactly as a direct zoom-in decode does.
+#[test]
+fn both_engines_start_from_one_set_of_options() {
+    use segvol_interactive::{SegVolPredictor, SessionOptions};
+    let device = Default::default();
+    let model = tiny_model();
+    assert_eq!(SessionOptions::default(), SessionOptions::live());
+    let p = SegVolPredictor::new(&model, None, &device);
+    assert_eq!(p.options(), SessionOptions::default());
+    let batch = SessionOptions::batch();
+    assert_eq!(p.with_options(batch).options(), batch);
+    let img =
+        segvol_io::read_image(shared().join("data/nifti/ct_kidney_right_img.nii.gz")).unwrap();
+    let (dims, spacing) = (img.dims(), img.spacing());
+    let image = img.to_f32().data;
+    let mut s =
+        InteractiveSession::new(&model, None, &device, image.clone(), dims, spacing).unwrap();
+    assert_eq!(s.options(), SessionOptions::default());
+    s.set_options(batch);
+    assert_eq!(s.options(), batch);
+    // With batch options the box's mask is the zoom-in decode's.
+    let (lo, hi) = ([4, 8, 8], [16, 30, 28]);
+    s.set_box(lo, hi).unwrap();
+    let direct = Session::new(&model, &image, dims, &[lo, hi], &device).unwrap();
+    let z = direct
+        .predict_zoom_in(Some((lo, hi)), &[], &mut |_, _| {})
+        .unwrap()
+        .0;
+    let want: Vec<u8> = z.iter().map(|&l| u8::from(l > 0.0)).collect();
+    assert!(
+        s.mask() == want.as_slice(),
+        "the session's box mask is not the zoom-in decode"
+    );
+}

@@ -34,6 +34,7 @@ use axum::Router;
 use burn::tensor::backend::Backend;
 use segvol_core::SegVol;
 use segvol_gru::GruCorrector;
+use segvol_interactive::SessionOptions;
 
 use crate::handlers::router;
 use crate::leases::reaper;
@@ -61,11 +62,9 @@ pub struct ServeConfig {
     pub max_voxels: u64,
     /// Longest a request waits for the model before a 503 (the client gives up at 60 s).
     pub request_timeout: Duration,
-    /// Run SegVol's zoom-in at every action.
-    pub zoom_in: bool,
-    /// Radius (mm) of the region each click fixes after the model answers
-    /// ([`segvol_interactive::honour`]); `None`: the model's answer as it is.
-    pub click_radius: Option<f64>,
+    /// Zoom-in, clicks that stick, prompt feedback for every session
+    /// ([`SessionOptions::live`] by default).
+    pub options: SessionOptions,
 }
 
 impl Default for ServeConfig {
@@ -80,8 +79,7 @@ impl Default for ServeConfig {
             reap_every: Duration::from_secs(15),
             max_voxels: 600_000_000,
             request_timeout: Duration::from_secs(55),
-            zoom_in: false,
-            click_radius: Some(segvol_interactive::DEFAULT_CLICK_RADIUS_MM),
+            options: SessionOptions::live(),
         }
     }
 }

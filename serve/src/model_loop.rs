@@ -100,8 +100,7 @@ pub(crate) fn model_loop<B: Backend>(
                 spacing,
             } => InteractiveSession::new(model, corrector, device, data, dims, spacing)
                 .map(|mut session| {
-                    session.set_zoom_in(cfg.zoom_in);
-                    session.set_click_radius(cfg.click_radius);
+                    session.set_options(cfg.options);
                     slots.insert(
                         job.token.clone(),
                         Slot {

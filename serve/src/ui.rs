@@ -126,9 +126,10 @@ pub struct ViewConfig {
     pub port: u16,
     /// Where "Save" also writes the label map on the server side.
     pub out: Option<PathBuf>,
-    /// Radius (mm) of the region each click fixes after the model answers
-    /// ([`segvol_interactive::honour`]); `None`: the model's answer as it is.
-    pub click_radius: Option<f64>,
+    /// Zoom-in, clicks that stick, prompt feedback
+    /// ([`SessionOptions::live`](segvol_interactive::SessionOptions::live) by default in
+    /// `segvol view`).
+    pub options: segvol_interactive::SessionOptions,
 }
 
 /// Writes a label map (u8, the image's grid) as NIfTI bytes with the image's geometry.
@@ -392,7 +393,7 @@ pub fn view<B: Backend>(
         image.spacing,
     )
     .map_err(|e| ServeError::Io(e.to_string()))?;
-    session.set_click_radius(cfg.click_radius);
+    session.set_options(cfg.options);
     let (tx, rx) = mpsc::channel::<Job>();
     let shared = Arc::new(Shared {
         cfg: cfg.clone(),

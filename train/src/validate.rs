@@ -10,7 +10,7 @@ use segvol_core::SegVol;
 use segvol_core::pipeline::Session;
 use segvol_eval::protocol::{ProtocolOptions, run_case};
 use segvol_gru::GruCorrector;
-use segvol_interactive::SegVolPredictor;
+use segvol_interactive::{SegVolPredictor, SessionOptions};
 use serde::{Deserialize, Serialize};
 
 use crate::TrainError;
@@ -146,9 +146,11 @@ pub fn run_variant<B: Backend>(
 ) -> Result<VariantReport, TrainError> {
     let mut make = || -> Box<dyn segvol_eval::protocol::Predictor + '_> {
         Box::new(
-            SegVolPredictor::new(model, corrector, device)
-                .with_zoom_in(settings.zoom_in)
-                .with_feedback(feedback),
+            SegVolPredictor::new(model, corrector, device).with_options(SessionOptions {
+                zoom_in: settings.zoom_in,
+                feedback,
+                ..SessionOptions::batch()
+            }),
         )
     };
     run_predictor(name, &mut make, val, settings, progress)

@@ -1,0 +1,53 @@
+//! One set of engine settings for every front end: the CVPR25 predictor ([`crate::SegVolPredictor`])
+//! and the interactive session ([`crate::InteractiveSession`]) both take a [`SessionOptions`], and
+//! `segvol eval`, `predict`, `segment`, `demo` (batch) and `view`, `serve` (live) build theirs
+//! from [`SessionOptions::batch`] and [`SessionOptions::live`] with their flags on top.
+
+use crate::DEFAULT_CLICK_RADIUS_MM;
+
+/// How the engine answers prompts, beyond the model and corrector it was given.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SessionOptions {
+    /// SegVol's zoom-in (SEGVOL.md §9.2–9.3) at every prediction: the ROI is re-encoded in
+    /// windows at native resolution (finer, and several encoder passes per click instead of a
+    /// re-decode of the cached embedding).
+    pub zoom_in: bool,
+    /// Clicks that stick ([`crate::honour`]): after the model answers, each click fixes its
+    /// voxel and the wrong-labelled voxels connected to it within this radius (mm); `None`
+    /// keeps the model's answer as it is.
+    pub click_radius_mm: Option<f64>,
+    /// Prompt feedback (GRU_CORRECTION.md §6, D9), with a corrector only: after a correction,
+    /// up to this many corrected voxels whose side changed go back to SegVol as point prompts;
+    /// 0 = off (the corrector's write-back alone). Off everywhere by default
+    /// (docs/model-card.md measures it).
+    pub feedback: usize,
+}
+
+impl SessionOptions {
+    /// For a person waiting on each click (`segvol view`, `segvol serve`): zoom-in off, clicks
+    /// stick within [`DEFAULT_CLICK_RADIUS_MM`], no prompt feedback. The engines start with
+    /// these ([`Default`]).
+    pub const fn live() -> Self {
+        SessionOptions {
+            zoom_in: false,
+            click_radius_mm: Some(DEFAULT_CLICK_RADIUS_MM),
+            feedback: 0,
+        }
+    }
+
+    /// For runs over cases (`segvol eval`, `predict`, `segment`, `demo`): as [`Self::live`]
+    /// with the zoom-in on, the more accurate answer at the cost of time per click.
+    pub const fn batch() -> Self {
+        SessionOptions {
+            zoom_in: true,
+            ..Self::live()
+        }
+    }
+}
+
+impl Default for SessionOptions {
+    /// [`SessionOptions::live`].
+    fn default() -> Self {
+        Self::live()
+    }
+}
