@@ -578,16 +578,14 @@ impl<'m, B: Backend> InteractiveSession<'m, B> {
 /// Tight inclusive box of the voxels where `a` and `b` differ. Row by row: a row compares
 /// as a slice, and only a row that differs is searched for its first and last difference.
 pub fn diff_box(a: &[u8], b: &[u8], dims: [usize; 3]) -> Option<VoxelBox> {
-    let mut lo = dims;
-    let mut hi = [0usize; 3];
-    let mut any = false;
     let nx = dims[2];
     if nx == 0 {
         return None;
     }
-    for (r, (ra, rb)) in a.chunks_exact(nx).zip(b.chunks_exact(nx)).enumerate() {
+    segvol_core::bbox::box_of_rows(a.len().min(b.len()) / nx, dims, |r| {
+        let (ra, rb) = (&a[r * nx..(r + 1) * nx], &b[r * nx..(r + 1) * nx]);
         if ra == rb {
-            continue;
+            return None;
         }
         let first = ra.iter().zip(rb).position(|(x, y)| x != y).unwrap_or(0);
         let last = nx
@@ -597,12 +595,8 @@ pub fn diff_box(a: &[u8], b: &[u8], dims: [usize; 3]) -> Option<VoxelBox> {
                 .zip(rb.iter().rev())
                 .position(|(x, y)| x != y)
                 .unwrap_or(0);
-        let (z, y) = (r / dims[1], r % dims[1]);
-        lo = [lo[0].min(z), lo[1].min(y), lo[2].min(first)];
-        hi = [hi[0].max(z), hi[1].max(y), hi[2].max(last)];
-        any = true;
-    }
-    any.then_some((lo, hi))
+        Some((first, last))
+    })
 }
 
 #[cfg(test)]

@@ -13,16 +13,35 @@ pub fn box_where<T: Copy>(
     dims: [usize; 3],
     keep: impl Fn(T) -> bool,
 ) -> Option<([usize; 3], [usize; 3])> {
-    let (mut lo, mut hi) = ([usize::MAX; 3], [0usize; 3]);
-    let mut any = false;
     if dims[2] == 0 {
         return None;
     }
-    for (r, row) in data.chunks_exact(dims[2]).enumerate() {
-        let Some(first) = row.iter().position(|&v| keep(v)) else {
+    let nx = dims[2];
+    box_of_rows(data.len() / nx, dims, |r| {
+        let row = &data[r * nx..(r + 1) * nx];
+        let first = row.iter().position(|&v| keep(v))?;
+        Some((first, row.iter().rposition(|&v| keep(v)).unwrap_or(first)))
+    })
+}
+
+/// Bounding box `[lo, hi]` (inclusive) from each of `n_rows` x-rows' extent: `extent(r)` is
+/// the first and last x of row `r` (`r = z·H + y`) that belongs, or `None` for a row with none.
+/// The walk over rows every box of the workspace shares ([`box_where`], the interactive
+/// session's `diff_box`).
+pub fn box_of_rows(
+    n_rows: usize,
+    dims: [usize; 3],
+    mut extent: impl FnMut(usize) -> Option<(usize, usize)>,
+) -> Option<([usize; 3], [usize; 3])> {
+    let (mut lo, mut hi) = ([usize::MAX; 3], [0usize; 3]);
+    let mut any = false;
+    if dims[1] == 0 {
+        return None;
+    }
+    for r in 0..n_rows {
+        let Some((first, last)) = extent(r) else {
             continue;
         };
-        let last = row.iter().rposition(|&v| keep(v)).unwrap_or(first);
         let (z, y) = (r / dims[1], r % dims[1]);
         lo = [lo[0].min(z), lo[1].min(y), lo[2].min(first)];
         hi = [hi[0].max(z), hi[1].max(y), hi[2].max(last)];
