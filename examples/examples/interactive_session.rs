@@ -12,7 +12,7 @@
 use anyhow::{Result, bail};
 use segvol_backends::Flex;
 use segvol_core::{SegVol, SegVolConfig, weights::load_segvol};
-use segvol_interactive::{InteractiveSession, Update};
+use segvol_interactive::{InteractiveSession, SessionOptions, Update};
 
 fn show(what: &str, u: &Update) {
     println!(
@@ -45,6 +45,13 @@ fn main() -> Result<()> {
         d,
         image.spacing,
     )?;
+    // The engine settings (one type for every front end): `live()` is what `segvol view` and
+    // `serve` use and the session's default (zoom-in off for speed, clicks stick within 3 mm);
+    // `SessionOptions::batch()` turns SegVol's zoom-in on, as `segvol eval` runs it.
+    s.set_options(SessionOptions {
+        click_radius_mm: Some(3.0),
+        ..SessionOptions::live()
+    });
     // A box drawn on the middle slice (2-D), as a viewer sends it.
     let z = d[0] / 2;
     let (lo, hi) = ([z, d[1] / 4, d[2] / 4], [z, 3 * d[1] / 4, 3 * d[2] / 4]);
