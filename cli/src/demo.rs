@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use segvol_backends::{Backend, BackendTask, dispatch};
 use segvol_eval::protocol::{Box3, CaseResult, ProtocolOptions, run_case};
-use segvol_interactive::{Recording, SegVolPredictor, SessionOptions};
+use segvol_harness::Recording;
+use segvol_interactive::{SegVolPredictor, SessionOptions};
 use segvol_io::{Volume, write_nifti};
 
 use crate::case::{ModelArgs, ModelFiles, read_case, read_case_bytes, spinner};
@@ -306,15 +307,15 @@ pub fn run(a: &DemoArgs) -> Result<()> {
             });
         }
     }
-    let rows: Vec<crate::preview::DemoRow<'_>> = masks
+    let rows: Vec<segvol_harness::preview::DemoRow<'_>> = masks
         .iter()
         .enumerate()
-        .map(|(i, m)| crate::preview::DemoRow {
+        .map(|(i, m)| segvol_harness::preview::DemoRow {
             mask: m,
             clicks: made.iter().take(i).flatten().copied().collect(),
         })
         .collect();
-    crate::preview::write_demo_montage(
+    segvol_harness::preview::write_demo_montage(
         &preview,
         &input.volume.data,
         input.dims,

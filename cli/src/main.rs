@@ -24,7 +24,6 @@ mod evaldata;
 mod forward;
 mod info;
 mod predict;
-mod preview;
 mod report;
 mod sample;
 mod segment;

@@ -13,11 +13,9 @@ use segvol_io::npy::{NpyArray, NpyData};
 use segvol_io::{FileKind, write_nifti, write_segs};
 
 use crate::case::{CaseInput, ModelArgs, ModelFiles, read_case, spinner};
-use crate::preview::write_preview;
 use crate::sample::parse_clicks;
-use segvol_interactive::{
-    DecodeOptions, SegVolPredictor, SessionOptions, StepLog, corrected_logits,
-};
+use segvol_harness::preview::write_preview;
+use segvol_interactive::{ObjectPrompts, SegVolPredictor, SessionOptions, StepLog, object_logits};
 
 #[derive(Args, Debug)]
 pub struct SegmentArgs {
@@ -84,7 +82,8 @@ impl SegmentArgs {
 }
 
 struct Segment {
-    zoom_in: bool,
+    /// Zoom-in and prompt feedback (the click radius does not apply to one-shot prompts).
+    options: SessionOptions,
     files: ModelFiles,
     image: Vec<f32>,
     dims: [usize; 3],
@@ -117,56 +116,41 @@ impl BackendTask for Segment {
         }
         self.bar.set_message("encoding (zoom-out pass)");
         let mut session = Session::new(&model, &self.image, self.dims, &cover, device)?;
+        // One-shot prompts, not corrections: no previous mask, and clicks that stick do not
+        // apply (logits are returned, for --logits and the label map of several names).
         let mut out = Vec::with_capacity(texts.len());
-        for (i, text) in texts.into_iter().enumerate() {
+        for (i, text) in texts.iter().enumerate() {
             if let Some(name) = self.text.get(i) {
                 self.bar.set_message(format!("segmenting {name:?}"));
             }
-            session.set_text(text)?;
-            out.push(self.predict(&session, corrector.as_ref(), device)?);
-        }
-        Ok(out)
-    }
-}
-
-impl Segment {
-    fn predict<B: Backend>(
-        &self,
-        session: &Session<'_, B>,
-        corrector: Option<&segvol_gru::GruCorrector<B>>,
-        device: &B::Device,
-    ) -> Result<Vec<f32>> {
-        let logits = match corrector {
-            Some(c) if !self.clicks.is_empty() => {
+            let mut corr = corrector
+                .as_ref()
+                .map(|c| CorrectionSession::new(c, device));
+            if corr.is_some() && !self.clicks.is_empty() {
                 self.bar.set_message(format!(
                     "decoding and correcting {} click(s)",
                     self.clicks.len()
                 ));
-                corrected_logits(
-                    session,
-                    DecodeOptions {
-                        zoom_in: self.zoom_in,
-                        feedback: 0,
-                    },
-                    &mut CorrectionSession::new(c, device),
-                    self.dims,
-                    self.boxes,
-                    &self.clicks,
-                    &mut StepLog::default(),
-                )
-                .map_err(|e| anyhow::anyhow!("{e}"))?
             }
-            _ if self.zoom_in => {
-                let bar = &self.bar;
-                session
-                    .predict_zoom_in(self.boxes, &self.clicks, &mut |d, t| {
-                        bar.set_message(format!("zoom-in: window {d}/{t}"));
-                    })?
-                    .0
-            }
-            _ => session.predict(self.boxes, &self.clicks)?,
-        };
-        Ok(logits)
+            let bar = &self.bar;
+            let logits = object_logits(
+                &mut session,
+                ObjectPrompts {
+                    bbox: self.boxes,
+                    clicks: &self.clicks,
+                    text: text.as_deref(),
+                    previous: None,
+                },
+                corr.as_mut(),
+                self.options,
+                self.dims,
+                &mut StepLog::default(),
+                &mut |d, t| bar.set_message(format!("zoom-in: window {d}/{t}")),
+            )
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            out.push(logits);
+        }
+        Ok(out)
     }
 }
 
@@ -361,8 +345,7 @@ pub fn run(args: &SegmentArgs) -> Result<()> {
     let per_name = dispatch(
         kind,
         Segment {
-            // One-shot --points are prompts, not corrections: clicks that stick do not apply.
-            zoom_in: args.options().zoom_in,
+            options: args.options(),
             files,
             image,
             dims,

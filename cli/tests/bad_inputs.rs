@@ -6,17 +6,15 @@
 // Test code: a panic with the failing value is the right outcome.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use segvol_io::npy::{NpyArray, NpyData};
 use segvol_io::{AnyVolume, ChallengeBox, ChallengeCase, Volume};
 
-fn shared() -> PathBuf {
-    std::env::var_os("SEGVOL_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared"))
-}
+use common::shared;
 
 fn run(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_segvol"))

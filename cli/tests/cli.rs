@@ -3,14 +3,12 @@
 // Test code: a panic with the failing value is the right outcome.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn shared() -> PathBuf {
-    std::env::var_os("SEGVOL_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared"))
-}
+use common::shared;
 
 fn segvol(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_segvol"))
@@ -307,33 +305,10 @@ fn forward_reproduces_the_pytorch_logits() {
     let s = |n: &str| f.join(n).to_str().unwrap().to_string();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("logits.npy");
-    let (code, _, err) = segvol(&[
-        "forward",
-        "--weights",
-        &s("weights_v1.pth"),
-        "--config",
-        "tiny",
-        "--image",
-        &s("image.npy"),
-        "--box",
-        &s("box.npy"),
-        "--points",
-        &s("points.npy"),
-        "--labels",
-        &s("labels.npy"),
-        "--logits",
-        out.to_str().unwrap(),
-    ]);
+    let args = common::forward_tiny_args(&out);
+    let (code, _, err) = segvol(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert_eq!(code, 0, "{err}");
-    let got = segvol_io::read_npy(&out).unwrap();
-    let want = segvol_io::read_npy(f.join("box_points_logits.npy")).unwrap();
-    assert_eq!(got.shape, want.shape);
-    let (g, w) = (got.to_f64().unwrap(), want.to_f64().unwrap());
-    let max = g
-        .iter()
-        .zip(&w)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0, f64::max);
+    let max = common::max_diff_to_pytorch(&out);
     assert!(max <= 1e-4, "max abs diff {max}");
     // The wrong model for the config: one clear line.
     let (code, _, err) = segvol(&[

@@ -4,14 +4,12 @@
 // Test code: a panic with the failing value is the right outcome.
 #![allow(clippy::unwrap_used)]
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::process::Command;
 
-fn shared() -> PathBuf {
-    std::env::var_os("SEGVOL_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared"))
-}
+use common::shared;
 
 /// Segments with `threads` worker threads; returns (mask file bytes, logits file bytes).
 fn segment(dir: &Path, tag: &str, threads: &str) -> (Vec<u8>, Vec<u8>) {

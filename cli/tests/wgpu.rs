@@ -10,41 +10,18 @@
 // Test code: a panic with the failing value is the right outcome.
 #![allow(clippy::unwrap_used)]
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
 
-fn shared() -> PathBuf {
-    std::env::var_os("SEGVOL_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared"))
-}
+use std::path::Path;
+use std::process::Command;
 
 /// Largest |ours − PyTorch| over the logits of one `forward` run on `backend`.
 fn forward_max_diff(backend: &str, dir: &Path) -> f64 {
-    let f = shared().join("fixtures/segvol_tiny");
-    let s = |n: &str| f.join(n).to_str().unwrap().to_string();
     let out = dir.join(format!("logits_{backend}.npy"));
     let t = std::time::Instant::now();
     let res = Command::new(env!("CARGO_BIN_EXE_segvol"))
-        .args([
-            "forward",
-            "--backend",
-            backend,
-            "--weights",
-            &s("weights_v1.pth"),
-            "--config",
-            "tiny",
-            "--image",
-            &s("image.npy"),
-            "--box",
-            &s("box.npy"),
-            "--points",
-            &s("points.npy"),
-            "--labels",
-            &s("labels.npy"),
-            "--logits",
-            out.to_str().unwrap(),
-        ])
+        .args(common::forward_tiny_args(&out))
+        .args(["--backend", backend])
         // Vulkan loaders complain without one; any private folder does.
         .env("XDG_RUNTIME_DIR", dir)
         .output()
@@ -58,18 +35,7 @@ fn forward_max_diff(backend: &str, dir: &Path) -> f64 {
         "forward --backend {backend}: {:.1} s",
         t.elapsed().as_secs_f64()
     );
-    let got = segvol_io::read_npy(&out).unwrap();
-    let want = segvol_io::read_npy(f.join("box_points_logits.npy")).unwrap();
-    assert_eq!(got.shape, want.shape);
-    let (g, w) = (got.to_f64().unwrap(), want.to_f64().unwrap());
-    assert!(
-        g.iter().all(|v| v.is_finite()),
-        "non-finite logits on {backend}"
-    );
-    g.iter()
-        .zip(&w)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0, f64::max)
+    common::max_diff_to_pytorch(&out)
 }
 
 #[test]

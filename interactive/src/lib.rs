@@ -5,20 +5,20 @@
 //! validation).
 #![deny(missing_docs)]
 
-mod external;
+pub mod engine;
 pub mod honour;
 pub mod latency;
 pub mod options;
 mod predictor;
 mod session;
 
-pub use external::{CommandRun, ExternalError, ExternalPredictor, Recording};
 pub use honour::{DEFAULT_CLICK_RADIUS_MM, honour_clicks};
 pub use options::SessionOptions;
 
-pub use predictor::{
-    DecodeOptions, SegVolPredictor, StepLog, click_sequence, corrected_logits, decode,
+pub use engine::{
+    DecodeOptions, ObjectPrompts, StepLog, corrected_logits, decode, object_logits, object_mask,
 };
+pub use predictor::{SegVolPredictor, click_sequence};
 pub use session::{
     InteractiveSession, Prompts, SessionError, Update, VoxelBox, diff_box, union_box,
 };

@@ -16,12 +16,9 @@ use segvol_core::SegVol;
 use segvol_core::pipeline::{Session, VoxelClick};
 use segvol_eval::protocol::{Clicks, PredictRequest, Predictor};
 use segvol_gru::{CorrectionSession, GruCorrector};
-use segvol_sampler::Click;
 
 use crate::SessionOptions;
-
-/// Error type the protocol runner takes.
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+use crate::engine::{BoxError, ObjectPrompts, StepLog, object_mask};
 
 /// SegVol (+ corrector) under the CVPR25 protocol.
 pub struct SegVolPredictor<'a, B: Backend> {
@@ -34,30 +31,13 @@ pub struct SegVolPredictor<'a, B: Backend> {
     corr: Vec<CorrectionSession<'a, B>>,
     /// Per class: the clicks seen and the mask of the last prediction (reused when a step
     /// brings this class no new click).
-    last: Vec<Option<(usize, Vec<bool>)>>,
+    last: Vec<Option<(usize, Vec<u8>)>>,
     /// Per class: a text prompt's embedding joined to that class's prompts (SegVol's text
     /// tower, e.g. from the dataset's class names), if any.
     texts: Vec<Option<Vec<f32>>>,
     /// Per step: encoder seconds (first call only), decoder calls, correction rounds and
     /// their milliseconds.
     pub log: Vec<StepLog>,
-}
-
-/// What one predict call did.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct StepLog {
-    /// Step number of the request.
-    pub step: usize,
-    /// Seconds spent encoding (non-zero only when the session was built).
-    pub encode_s: f64,
-    /// Decoder calls.
-    pub decodes: usize,
-    /// Seconds in decoder calls (including the paste back to the image grid).
-    pub decode_s: f64,
-    /// Correction rounds run.
-    pub rounds: usize,
-    /// Milliseconds in correction rounds (sampler + GRU + write-back).
-    pub correct_ms: f64,
 }
 
 impl<'a, B: Backend> SegVolPredictor<'a, B> {
@@ -149,89 +129,6 @@ pub fn click_sequence(c: &Clicks) -> Vec<VoxelClick> {
     seq
 }
 
-fn sampler_clicks(seq: &[VoxelClick]) -> Vec<Click> {
-    seq.iter()
-        .map(|c| Click {
-            zyx: c.zyx,
-            foreground: c.foreground,
-        })
-        .collect()
-}
-
-/// How each step decodes.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct DecodeOptions {
-    /// Run the zoom-in sliding window after the zoom-out pass.
-    pub zoom_in: bool,
-    /// Prompt feedback: up to this many sign-flipped corrected voxels become point prompts
-    /// for a re-decode (0 = off).
-    pub feedback: usize,
-}
-
-/// The corrected logits (image grid) for a box and a click sequence: rounds `r+1..=n` are run,
-/// where `r` is the rounds the correction session has already seen (0 for a fresh one, which
-/// then replays every round: decode with the first i clicks, correct). A session that has seen
-/// more rounds than there are clicks is reset first (clicks undone).
-///
-/// # Errors
-/// The decoder's or the corrector's error.
-pub fn corrected_logits<B: Backend>(
-    session: &Session<'_, B>,
-    opts: DecodeOptions,
-    cs: &mut CorrectionSession<'_, B>,
-    dims: [usize; 3],
-    boxes: Option<([usize; 3], [usize; 3])>,
-    seq: &[VoxelClick],
-    log: &mut StepLog,
-) -> Result<Vec<f32>, BoxError> {
-    if cs.rounds() > seq.len() {
-        cs.reset();
-    }
-    let mut logits = Vec::new();
-    for i in cs.rounds() + 1..=seq.len() {
-        let t = Instant::now();
-        logits = decode(session, opts.zoom_in, boxes, &seq[..i])?;
-        log.decodes += 1;
-        log.decode_s += t.elapsed().as_secs_f64();
-        let rep = cs.step(dims, &mut logits, &sampler_clicks(&seq[..i]))?;
-        log.rounds += 1;
-        log.correct_ms += rep.total_ms();
-        // Prompt feedback on the current step's round only (earlier rounds of a replay just
-        // rebuild the hidden state, which never reads the re-decoded logits).
-        if opts.feedback > 0 && i == seq.len() && !rep.flips.is_empty() {
-            let mut prompts = seq.to_vec();
-            prompts.extend(rep.flips.iter().take(opts.feedback).map(|f| VoxelClick {
-                zyx: f.zyx,
-                foreground: f.foreground,
-            }));
-            let t = Instant::now();
-            logits = decode(session, opts.zoom_in, boxes, &prompts)?;
-            log.decodes += 1;
-            log.decode_s += t.elapsed().as_secs_f64();
-        }
-    }
-    if logits.is_empty() {
-        // Nothing new to correct (no clicks, or all seen): the plain prediction.
-        logits = decode(session, opts.zoom_in, boxes, seq)?;
-        log.decodes += 1;
-    }
-    Ok(logits)
-}
-
-/// Image-grid logits: the zoom-out pass from the cached embedding, or zoom-out + zoom-in.
-pub fn decode<B: Backend>(
-    session: &Session<'_, B>,
-    zoom_in: bool,
-    boxes: Option<([usize; 3], [usize; 3])>,
-    seq: &[VoxelClick],
-) -> Result<Vec<f32>, BoxError> {
-    if zoom_in {
-        Ok(session.predict_zoom_in(boxes, seq, &mut |_, _| {})?.0)
-    } else {
-        Ok(session.predict(boxes, seq)?)
-    }
-}
-
 impl<B: Backend> Predictor for SegVolPredictor<'_, B> {
     fn predict(&mut self, req: &PredictRequest<'_>) -> Result<Vec<u8>, BoxError> {
         let n: usize = req.dims.iter().product();
@@ -263,17 +160,6 @@ impl<B: Backend> Predictor for SegVolPredictor<'_, B> {
         };
         let mut out = vec![0u8; n];
         for class in 0..req.n_classes {
-            session.set_text(self.texts.get(class).cloned().flatten())?;
-            // A model with the mask prompt is given this class's last mask (none at the box
-            // step); other models ignore it.
-            let previous = self
-                .last
-                .get(class)
-                .and_then(Option::as_ref)
-                .filter(|_| self.model.config().mask_prompt)
-                .map(|(_, m)| m.as_slice());
-            session.set_previous_mask(previous)?;
-            let session = &*session;
             let boxes = req.boxes.and_then(|b| b.get(class)).map(|b| (b.lo, b.hi));
             let seq = req
                 .clicks
@@ -286,42 +172,47 @@ impl<B: Backend> Predictor for SegVolPredictor<'_, B> {
             if self.last.len() <= class {
                 self.last.resize(class + 1, None);
             }
-            let mut mask: Vec<bool> = match (&self.last[class], self.corrector) {
+            let mask: Vec<u8> = match &self.last[class] {
                 // No new click for this class this step: the same prompts, so the last result
                 // stands (and the corrector's hidden state is not advanced).
-                (Some((seen, m)), _) if *seen == seq.len() && !seq.is_empty() => m.clone(),
-                (_, Some(corrector)) if !seq.is_empty() => {
-                    while self.corr.len() <= class {
-                        self.corr
-                            .push(CorrectionSession::new(corrector, &self.device));
-                    }
-                    let logits = corrected_logits(
+                Some((seen, m)) if *seen == seq.len() && !seq.is_empty() => m.clone(),
+                last => {
+                    // A model with the mask prompt is given this class's last mask (none at
+                    // the box step); other models ignore it.
+                    let previous: Option<Vec<bool>> = last
+                        .as_ref()
+                        .filter(|_| self.model.config().mask_prompt)
+                        .map(|(_, m)| m.iter().map(|&v| v > 0).collect());
+                    // The corrector corrects from the first click on (object_mask runs it only
+                    // when there are clicks); its state is kept per class.
+                    let corr = match self.corrector {
+                        Some(corrector) if !seq.is_empty() => {
+                            while self.corr.len() <= class {
+                                self.corr
+                                    .push(CorrectionSession::new(corrector, &self.device));
+                            }
+                            self.corr.get_mut(class)
+                        }
+                        _ => None,
+                    };
+                    object_mask(
                         session,
-                        DecodeOptions {
-                            zoom_in: self.options.zoom_in,
-                            feedback: self.options.feedback,
+                        ObjectPrompts {
+                            bbox: boxes,
+                            clicks: &seq,
+                            text: self.texts.get(class).and_then(Option::as_deref),
+                            previous: previous.as_deref(),
                         },
-                        &mut self.corr[class],
+                        corr,
+                        self.options,
                         req.dims,
-                        boxes,
-                        &seq,
+                        req.spacing,
                         &mut log,
-                    )?;
-                    logits.iter().map(|&l| l > 0.0).collect()
-                }
-                _ => {
-                    let t = Instant::now();
-                    let logits = decode(session, self.options.zoom_in, boxes, &seq)?;
-                    log.decodes += 1;
-                    log.decode_s += t.elapsed().as_secs_f64();
-                    logits.iter().map(|&l| l > 0.0).collect()
+                    )?
                 }
             };
-            if let Some(r) = self.options.click_radius_mm {
-                crate::honour_clicks(&mut mask, req.dims, req.spacing, &seq, r, true, false);
-            }
             let label = u8::try_from(class + 1).map_err(|_| "more than 255 classes")?;
-            for (o, _) in out.iter_mut().zip(&mask).filter(|(_, m)| **m) {
+            for (o, _) in out.iter_mut().zip(&mask).filter(|(_, m)| **m > 0) {
                 *o = label;
             }
             self.last[class] = Some((seq.len(), mask));

@@ -15,7 +15,7 @@ use segvol_core::pipeline::{Session, VoxelClick};
 use segvol_gru::{CorrectionSession, GruCorrector};
 
 use crate::SessionOptions;
-use crate::predictor::{DecodeOptions, StepLog, corrected_logits, decode};
+use crate::engine::{ObjectPrompts, StepLog, object_mask};
 
 /// Errors of an interactive session.
 #[derive(Debug, thiserror::Error)]
@@ -526,45 +526,33 @@ impl<'m, B: Backend> InteractiveSession<'m, B> {
         let Some(session) = self.encoded.as_mut() else {
             return Err(SessionError::Model("no encoding".into()));
         };
-        session
-            .set_text(text)
-            .map_err(|e| SessionError::Model(e.to_string()))?;
         // A model with the mask prompt is given the mask the user sees when a click corrects
         // it (a box starts afresh).
         let previous: Option<Vec<bool>> = (!clicks.is_empty() && self.model.config().mask_prompt)
             .then(|| self.mask.iter().map(|&m| m > 0).collect());
-        session
-            .set_previous_mask(previous.as_deref())
-            .map_err(|e| SessionError::Model(e.to_string()))?;
-        let session = &*session;
         let t = Instant::now();
-        let opts = DecodeOptions {
-            zoom_in: self.options.zoom_in,
-            feedback: self.options.feedback,
+        let corr = match self.corrector {
+            Some(c) if self.use_corrector && !clicks.is_empty() => Some(
+                self.corr
+                    .get_or_insert_with(|| CorrectionSession::new(c, &self.device)),
+            ),
+            _ => None,
         };
-        let logits = match self.corrector {
-            Some(c) if self.use_corrector && !clicks.is_empty() => {
-                let cs = self
-                    .corr
-                    .get_or_insert_with(|| CorrectionSession::new(c, &self.device));
-                corrected_logits(
-                    session,
-                    opts,
-                    cs,
-                    self.dims,
-                    bbox,
-                    &clicks,
-                    &mut StepLog::default(),
-                )
-            }
-            _ => decode(session, self.options.zoom_in, bbox, &clicks),
-        }
+        let new = object_mask(
+            session,
+            ObjectPrompts {
+                bbox,
+                clicks: &clicks,
+                text: text.as_deref(),
+                previous: previous.as_deref(),
+            },
+            corr,
+            self.options,
+            self.dims,
+            self.spacing,
+            &mut StepLog::default(),
+        )
         .map_err(|e| SessionError::Model(e.to_string()))?;
-        let mut new: Vec<u8> = logits.iter().map(|&l| u8::from(l > 0.0)).collect();
-        drop(logits);
-        if let Some(r) = self.options.click_radius_mm {
-            crate::honour_clicks(&mut new, self.dims, self.spacing, &clicks, r, 1, 0);
-        }
         let changed = self.replace_mask(new);
         Ok(Update {
             ran: true,

@@ -3,10 +3,13 @@
 //! millimetres so anatomy keeps its proportions; higher z is drawn at the top of the coronal and
 //! sagittal planes. Written atomically (temporary file, then rename).
 
-use std::io::BufWriter;
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use crate::HarnessError;
+use crate::error::write_file;
+use crate::plot::encode_png;
+
+type Result<T> = std::result::Result<T, HarnessError>;
 
 /// One plane: rows × cols of (intensity 0..=255, in mask, on the ground truth's outline).
 struct Plane {
@@ -207,18 +210,9 @@ pub fn write_montage(
 
 /// Writes `rgb` (`width` × `height`, 8-bit RGB) as a PNG, atomically.
 fn write_png(path: &Path, rgb: &[u8], width: usize, height: usize) -> Result<()> {
-    let encode = |tmp: &Path| -> Result<()> {
-        let file = std::fs::File::create(tmp)?;
-        let mut enc = png::Encoder::new(BufWriter::new(file), width as u32, height as u32);
-        enc.set_color(png::ColorType::Rgb);
-        enc.set_depth(png::BitDepth::Eight);
-        let mut wr = enc.write_header()?;
-        wr.write_image_data(rgb)?;
-        wr.finish()?;
-        Ok(())
-    };
-    segvol_atomic::write_with(path, ".png", encode, anyhow::Error::from)
-        .with_context(|| format!("{}: cannot write the preview", path.display()))
+    let bytes = encode_png(rgb, width as u32, height as u32)
+        .map_err(|e| HarnessError::file(path, format!("cannot write the preview: {e}")))?;
+    write_file(path, &bytes)
 }
 
 /// What one row of the demo's montage shows: a step's mask and the clicks made so far.

@@ -1,0 +1,219 @@
+//! The one place that drives SegVol + corrector + prompt feedback + zoom-in for an object:
+//! [`object_logits`] (and [`object_mask`]: thresholded, with clicks that stick). The CVPR25
+//! predictor ([`crate::SegVolPredictor`]), the interactive session
+//! ([`crate::InteractiveSession`]) and `segvol segment`'s one-shot prompts are adapters around
+//! it: they keep their own bookkeeping (which encoding, which correction state, which previous
+//! mask, undo, label maps) and hand it one object's prompts at a time.
+
+use std::time::Instant;
+
+use burn::tensor::backend::Backend;
+use segvol_core::pipeline::{Session, VoxelClick};
+use segvol_gru::CorrectionSession;
+use segvol_sampler::Click;
+
+use crate::SessionOptions;
+
+/// Error type the protocol runner takes.
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What one predict call did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StepLog {
+    /// Step number of the request.
+    pub step: usize,
+    /// Seconds spent encoding (non-zero only when the session was built).
+    pub encode_s: f64,
+    /// Decoder calls.
+    pub decodes: usize,
+    /// Seconds in decoder calls (including the paste back to the image grid).
+    pub decode_s: f64,
+    /// Correction rounds run.
+    pub rounds: usize,
+    /// Milliseconds in correction rounds (sampler + GRU + write-back).
+    pub correct_ms: f64,
+}
+
+fn sampler_clicks(seq: &[VoxelClick]) -> Vec<Click> {
+    seq.iter()
+        .map(|c| Click {
+            zyx: c.zyx,
+            foreground: c.foreground,
+        })
+        .collect()
+}
+
+/// How each step decodes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DecodeOptions {
+    /// Run the zoom-in sliding window after the zoom-out pass.
+    pub zoom_in: bool,
+    /// Prompt feedback: up to this many sign-flipped corrected voxels become point prompts
+    /// for a re-decode (0 = off).
+    pub feedback: usize,
+}
+
+/// The corrected logits (image grid) for a box and a click sequence: rounds `r+1..=n` are run,
+/// where `r` is the rounds the correction session has already seen (0 for a fresh one, which
+/// then replays every round: decode with the first i clicks, correct). A session that has seen
+/// more rounds than there are clicks is reset first (clicks undone).
+///
+/// # Errors
+/// The decoder's or the corrector's error.
+pub fn corrected_logits<B: Backend>(
+    session: &Session<'_, B>,
+    opts: DecodeOptions,
+    cs: &mut CorrectionSession<'_, B>,
+    dims: [usize; 3],
+    boxes: Option<([usize; 3], [usize; 3])>,
+    seq: &[VoxelClick],
+    log: &mut StepLog,
+) -> Result<Vec<f32>, BoxError> {
+    if cs.rounds() > seq.len() {
+        cs.reset();
+    }
+    let mut logits = Vec::new();
+    for i in cs.rounds() + 1..=seq.len() {
+        let t = Instant::now();
+        logits = decode(session, opts.zoom_in, boxes, &seq[..i])?;
+        log.decodes += 1;
+        log.decode_s += t.elapsed().as_secs_f64();
+        let rep = cs.step(dims, &mut logits, &sampler_clicks(&seq[..i]))?;
+        log.rounds += 1;
+        log.correct_ms += rep.total_ms();
+        // Prompt feedback on the current step's round only (earlier rounds of a replay just
+        // rebuild the hidden state, which never reads the re-decoded logits).
+        if opts.feedback > 0 && i == seq.len() && !rep.flips.is_empty() {
+            let mut prompts = seq.to_vec();
+            prompts.extend(rep.flips.iter().take(opts.feedback).map(|f| VoxelClick {
+                zyx: f.zyx,
+                foreground: f.foreground,
+            }));
+            let t = Instant::now();
+            logits = decode(session, opts.zoom_in, boxes, &prompts)?;
+            log.decodes += 1;
+            log.decode_s += t.elapsed().as_secs_f64();
+        }
+    }
+    if logits.is_empty() {
+        // Nothing new to correct (no clicks, or all seen): the plain prediction.
+        logits = decode(session, opts.zoom_in, boxes, seq)?;
+        log.decodes += 1;
+    }
+    Ok(logits)
+}
+
+/// Image-grid logits: the zoom-out pass from the cached embedding, or zoom-out + zoom-in.
+pub fn decode<B: Backend>(
+    session: &Session<'_, B>,
+    zoom_in: bool,
+    boxes: Option<([usize; 3], [usize; 3])>,
+    seq: &[VoxelClick],
+) -> Result<Vec<f32>, BoxError> {
+    decode_with(session, zoom_in, boxes, seq, &mut |_, _| {})
+}
+
+/// [`decode`], telling `progress` each zoom-in window done `(done, total)`.
+fn decode_with<B: Backend>(
+    session: &Session<'_, B>,
+    zoom_in: bool,
+    boxes: Option<([usize; 3], [usize; 3])>,
+    seq: &[VoxelClick],
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Vec<f32>, BoxError> {
+    if zoom_in {
+        Ok(session.predict_zoom_in(boxes, seq, progress)?.0)
+    } else {
+        Ok(session.predict(boxes, seq)?)
+    }
+}
+
+/// One object's prompts for one prediction.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ObjectPrompts<'p> {
+    /// Its box, inclusive `(lo, hi)` `[z, y, x]`.
+    pub bbox: Option<([usize; 3], [usize; 3])>,
+    /// Its clicks in the order they were made.
+    pub clicks: &'p [VoxelClick],
+    /// A text embedding joined to the prompts
+    /// ([`SegVol::embed_text`](segvol_core::SegVol::embed_text)).
+    pub text: Option<&'p [f32]>,
+    /// The mask the mask prompt is given (models with `mask_prompt`; others ignore it). The
+    /// caller decides when there is one: the session gives the mask the user sees when a
+    /// click corrects it, the predictor the class's last mask after the first step.
+    pub previous: Option<&'p [bool]>,
+}
+
+/// Image-grid logits for one object: sets its text and previous mask on the encoding, then
+/// decodes box + clicks (zoom-out from the cached embedding, or with the zoom-in windows), and
+/// when `corr` is given and there are clicks, runs the correction rounds not yet run (prompt
+/// feedback per `options`). `progress` hears the zoom-in windows `(done, total)` of a plain
+/// decode. `log` counts decodes, rounds and their time.
+///
+/// # Errors
+/// The model's or the corrector's error (a text given to a model without a text tower, a
+/// previous mask of the wrong size).
+pub fn object_logits<B: Backend>(
+    session: &mut Session<'_, B>,
+    prompts: ObjectPrompts<'_>,
+    corr: Option<&mut CorrectionSession<'_, B>>,
+    options: SessionOptions,
+    dims: [usize; 3],
+    log: &mut StepLog,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Vec<f32>, BoxError> {
+    session.set_text(prompts.text.map(<[f32]>::to_vec))?;
+    session.set_previous_mask(prompts.previous)?;
+    let session = &*session;
+    match corr {
+        Some(cs) if !prompts.clicks.is_empty() => corrected_logits(
+            session,
+            DecodeOptions {
+                zoom_in: options.zoom_in,
+                feedback: options.feedback,
+            },
+            cs,
+            dims,
+            prompts.bbox,
+            prompts.clicks,
+            log,
+        ),
+        _ => {
+            let t = Instant::now();
+            let logits = decode_with(
+                session,
+                options.zoom_in,
+                prompts.bbox,
+                prompts.clicks,
+                progress,
+            )?;
+            log.decodes += 1;
+            log.decode_s += t.elapsed().as_secs_f64();
+            Ok(logits)
+        }
+    }
+}
+
+/// [`object_logits`] as a mask (`logits > 0` → 1), then clicks that stick
+/// ([`crate::honour`]) when `options.click_radius_mm` is set.
+///
+/// # Errors
+/// As [`object_logits`].
+#[allow(clippy::too_many_arguments)]
+pub fn object_mask<B: Backend>(
+    session: &mut Session<'_, B>,
+    prompts: ObjectPrompts<'_>,
+    corr: Option<&mut CorrectionSession<'_, B>>,
+    options: SessionOptions,
+    dims: [usize; 3],
+    spacing: [f64; 3],
+    log: &mut StepLog,
+) -> Result<Vec<u8>, BoxError> {
+    let logits = object_logits(session, prompts, corr, options, dims, log, &mut |_, _| {})?;
+    let mut mask: Vec<u8> = logits.iter().map(|&l| u8::from(l > 0.0)).collect();
+    drop(logits);
+    if let Some(r) = options.click_radius_mm {
+        crate::honour_clicks(&mut mask, dims, spacing, prompts.clicks, r, 1, 0);
+    }
+    Ok(mask)
+}
