@@ -140,7 +140,7 @@ impl ModelArgs {
                     .flatten()
                 {
                     Some(c) => Ok(c),
-                    None => Ok(SegVolConfig::named(name.unwrap_or("base")).context("--config")?),
+                    None => SegVolConfig::named(name.unwrap_or("base")).context("--config"),
                 }
             }
         }

@@ -99,9 +99,13 @@ fn main() -> Result<()> {
     header.insert("data".into(), serde_json::json!(data));
     let summary = write_run(&out, &results, opts.protocol.click_steps + 1, header)?;
     let mean = &summary["variants"][0]["mean"];
+    let num = |v: &serde_json::Value| v.as_f64().unwrap_or(f64::NAN);
     println!(
         "{} cases: DSC after the box {:.3}, after 5 clicks {:.3}, DSC_AUC {:.3}",
-        mean["cases"], mean["DSC"][0], mean["DSC_Final"], mean["DSC_AUC"]
+        mean["cases"],
+        num(&mean["DSC"][0]),
+        num(&mean["DSC_Final"]),
+        num(&mean["DSC_AUC"])
     );
     println!(
         "wrote {}/metrics.csv, summary.json, dsc_per_click.png",
