@@ -138,10 +138,10 @@ pub struct ObjectPrompts<'p> {
     /// A text embedding joined to the prompts
     /// ([`SegVol::embed_text`](segvol_core::SegVol::embed_text)).
     pub text: Option<&'p [f32]>,
-    /// The mask the mask prompt is given (models with `mask_prompt`; others ignore it). The
-    /// caller decides when there is one: the session gives the mask the user sees when a
-    /// click corrects it, the predictor the class's last mask after the first step.
-    pub previous: Option<&'p [bool]>,
+    /// The mask the mask prompt is given (non-zero = object; models with `mask_prompt`, others
+    /// ignore it). The caller decides when there is one: the session gives the mask the user
+    /// sees when a click corrects it, the predictor the class's last mask after the first step.
+    pub previous: Option<&'p [u8]>,
 }
 
 /// Image-grid logits for one object: sets its text and previous mask on the encoding, then
@@ -209,9 +209,21 @@ pub fn object_mask<B: Backend>(
     spacing: [f64; 3],
     log: &mut StepLog,
 ) -> Result<Vec<u8>, BoxError> {
-    let logits = object_logits(session, prompts, corr, options, dims, log, &mut |_, _| {})?;
-    let mut mask: Vec<u8> = logits.iter().map(|&l| u8::from(l > 0.0)).collect();
-    drop(logits);
+    let corrects = corr.is_some() && !prompts.clicks.is_empty();
+    let mut mask = if corrects || options.zoom_in {
+        let logits = object_logits(session, prompts, corr, options, dims, log, &mut |_, _| {})?;
+        logits.iter().map(|&l| u8::from(l > 0.0)).collect()
+    } else {
+        // The live path (zoom-out, no correction round): the mask straight from the model
+        // grid, with no full-grid float logits (`Session::predict_mask`, the same voxels).
+        session.set_text(prompts.text.map(<[f32]>::to_vec))?;
+        session.set_previous_mask(prompts.previous)?;
+        let t = Instant::now();
+        let mask = session.predict_mask(prompts.bbox, prompts.clicks)?;
+        log.decodes += 1;
+        log.decode_s += t.elapsed().as_secs_f64();
+        mask
+    };
     if let Some(r) = options.click_radius_mm {
         crate::honour_clicks(&mut mask, dims, spacing, prompts.clicks, r, 1, 0);
     }

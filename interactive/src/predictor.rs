@@ -179,10 +179,10 @@ impl<B: Backend> Predictor for SegVolPredictor<'_, B> {
                 last => {
                     // A model with the mask prompt is given this class's last mask (none at
                     // the box step); other models ignore it.
-                    let previous: Option<Vec<bool>> = last
+                    let previous = last
                         .as_ref()
                         .filter(|_| self.model.config().mask_prompt)
-                        .map(|(_, m)| m.iter().map(|&v| v > 0).collect());
+                        .map(|(_, m)| m.as_slice());
                     // The corrector corrects from the first click on (object_mask runs it only
                     // when there are clicks); its state is kept per class.
                     let corr = match self.corrector {
@@ -201,7 +201,7 @@ impl<B: Backend> Predictor for SegVolPredictor<'_, B> {
                             bbox: boxes,
                             clicks: &seq,
                             text: self.texts.get(class).and_then(Option::as_deref),
-                            previous: previous.as_deref(),
+                            previous,
                         },
                         corr,
                         self.options,

@@ -528,8 +528,8 @@ impl<'m, B: Backend> InteractiveSession<'m, B> {
         };
         // A model with the mask prompt is given the mask the user sees when a click corrects
         // it (a box starts afresh).
-        let previous: Option<Vec<bool>> = (!clicks.is_empty() && self.model.config().mask_prompt)
-            .then(|| self.mask.iter().map(|&m| m > 0).collect());
+        let previous =
+            (!clicks.is_empty() && self.model.config().mask_prompt).then_some(self.mask.as_slice());
         let t = Instant::now();
         let corr = match self.corrector {
             Some(c) if self.use_corrector && !clicks.is_empty() => Some(
@@ -544,7 +544,7 @@ impl<'m, B: Backend> InteractiveSession<'m, B> {
                 bbox,
                 clicks: &clicks,
                 text: text.as_deref(),
-                previous: previous.as_deref(),
+                previous,
             },
             corr,
             self.options,

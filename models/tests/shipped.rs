@@ -87,3 +87,64 @@ fn shipped_model_keeps_its_recorded_dsc_on_a_held_out_case() {
 /// DSC after the box and clicks 1..3 at shipping time (0.36430, 0.36726, 0.36980, 0.37824 from
 /// `segvol demo`), rounded down to 3 decimals.
 const RECORDED: [f64; 4] = [0.364, 0.367, 0.369, 0.378];
+
+/// `Session::predict_mask` (the live path: thresholded on the model grid, pasted as bytes, no
+/// full-grid float logits) gives exactly the voxels `predict`'s logits > 0 give, with and
+/// without the previous mask the shipped model's mask prompt reads, with box and clicks.
+#[test]
+fn the_mask_path_equals_the_logits_path_thresholded() {
+    use segvol_core::pipeline::{Session, VoxelClick};
+    let case = ChallengeCase::read(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/sample/mr_abdomen.npz"),
+    )
+    .expect("sample");
+    let img = case.imgs.expect("imgs");
+    let dims = img.dims();
+    let image = img.to_f32().data;
+    let (lo, hi) = case.boxes.expect("boxes")[2].zyx_inclusive();
+    let bbox = (lo.map(|v| v as usize), hi.map(|v| v as usize));
+    let device = Default::default();
+    let (model, _) = segvol_models::segvol::<Flex>(&device).expect("segvol");
+    let mut s = Session::new(&model, &image, dims, &[bbox.0, bbox.1], &device).expect("session");
+    let centre = [0, 1, 2].map(|a| (bbox.0[a] + bbox.1[a]) / 2);
+    let clicks = [
+        VoxelClick {
+            zyx: centre,
+            foreground: true,
+        },
+        VoxelClick {
+            zyx: bbox.0,
+            foreground: false,
+        },
+    ];
+    let thresholded = |l: Vec<f32>| -> Vec<u8> { l.iter().map(|&v| u8::from(v > 0.0)).collect() };
+    // Equal voxel for voxel (a count, not a dump of millions of voxels, when they differ).
+    let same = |a: &[u8], b: &[u8]| {
+        assert_eq!(a.len(), b.len());
+        let differ = a.iter().zip(b).filter(|(x, y)| x != y).count();
+        assert_eq!(differ, 0, "{differ} of {} voxels differ", a.len());
+    };
+    let box_only = s.predict_mask(Some(bbox), &[]).expect("mask");
+    same(
+        &box_only,
+        &thresholded(s.predict(Some(bbox), &[]).expect("logits")),
+    );
+    let n = box_only.iter().filter(|&&m| m > 0).count();
+    assert!(n > 100, "a mask worth comparing: {n} voxels");
+    // The box step's mask as the previous mask (what a click round gives the model).
+    s.set_previous_mask(Some(&box_only)).expect("previous");
+    let with_prev = s.predict_mask(Some(bbox), &clicks).expect("mask");
+    same(
+        &with_prev,
+        &thresholded(s.predict(Some(bbox), &clicks).expect("logits")),
+    );
+    // The previous mask is read: clearing it changes the answer (so the line above compared
+    // the path that uses it).
+    s.set_previous_mask(None).expect("clear");
+    let without = s.predict_mask(Some(bbox), &clicks).expect("mask");
+    same(
+        &without,
+        &thresholded(s.predict(Some(bbox), &clicks).expect("logits")),
+    );
+    assert_ne!(with_prev, without);
+}

@@ -13,7 +13,7 @@ use burn::tensor::{Tensor, TensorData, backend::Backend};
 
 use crate::model::SegVol;
 use crate::prompt_encoder::Prompts;
-use crate::resize::{ResizeMode, resize};
+use crate::resize::{ResizeMode, nearest_indices, resize, trilinear_with};
 
 /// numpy's `percentile(v, p)` (linear) of a sorted slice.
 fn percentile_sorted(v: &[f32], p: f64) -> f32 {
@@ -457,9 +457,9 @@ pub struct Session<'m, B: Backend> {
     text: Option<Vec<f32>>,
     /// The encoded model-grid image, for a model with `mask_prompt_image`.
     grid_img: Option<Vec<f32>>,
-    /// The previous mask cut to the crop (native resolution, crop shape), for a model with the
-    /// mask prompt.
-    previous: Option<Vec<f32>>,
+    /// The previous mask cut to the crop (native resolution, crop shape, 0/1), for a model
+    /// with the mask prompt.
+    previous: Option<Vec<u8>>,
     device: B::Device,
 }
 
@@ -509,13 +509,14 @@ impl<'m, B: Backend> Session<'m, B> {
         })
     }
 
-    /// Sets (or clears) the previous mask (shape [`dims`](Self::dims)) that later predictions
-    /// are given as a dense prompt. Only a model with the config's `mask_prompt` reads it
-    /// (`segvol_core::mask_prompt`); for others this does nothing.
+    /// Sets (or clears) the previous mask (shape [`dims`](Self::dims), non-zero = object) that
+    /// later predictions are given as a dense prompt. Only a model with the config's
+    /// `mask_prompt` reads it (`segvol_core::mask_prompt`); for others this does nothing.
+    /// Taken as the `u8` masks every engine keeps, so nothing converts a whole grid first.
     ///
     /// # Errors
     /// [`SegmentError::BadImage`] when its length is not the volume's.
-    pub fn set_previous_mask(&mut self, mask: Option<&[bool]>) -> Result<(), SegmentError> {
+    pub fn set_previous_mask(&mut self, mask: Option<&[u8]>) -> Result<(), SegmentError> {
         let Some(mask) = mask else {
             self.previous = None;
             return Ok(());
@@ -538,7 +539,7 @@ impl<'m, B: Backend> Session<'m, B> {
                 crop.extend(
                     mask[row + lo[2]..row + hi[2]]
                         .iter()
-                        .map(|&m| f32::from(u8::from(m))),
+                        .map(|&m| u8::from(m != 0)),
                 );
             }
         }
@@ -546,8 +547,8 @@ impl<'m, B: Backend> Session<'m, B> {
         Ok(())
     }
 
-    /// The previous mask on the crop grid, if set.
-    pub(crate) fn previous_crop(&self) -> Option<&[f32]> {
+    /// The previous mask on the crop grid (0/1), if set.
+    pub(crate) fn previous_crop(&self) -> Option<&[u8]> {
         self.previous.as_deref()
     }
 
@@ -619,6 +620,57 @@ impl<'m, B: Backend> Session<'m, B> {
         boxes: Option<([usize; 3], [usize; 3])>,
         clicks: &[VoxelClick],
     ) -> Result<Vec<f32>, SegmentError> {
+        let (grid_logits, cdims) = self.predict_grid(boxes, clicks)?;
+        Ok(resize(
+            &grid_logits,
+            self.model.image_size(),
+            cdims,
+            ResizeMode::Nearest,
+        ))
+    }
+
+    /// The mask of [`predict`](Self::predict) (`logits > 0` → 1, 0 outside the crop) without
+    /// its full-grid float logits: thresholded on the model grid, then resized (`nearest`) and
+    /// pasted as bytes. Thresholding commutes with a nearest resize, so the mask is the one the
+    /// logits give, voxel for voxel; on a 1000×512×512 CT it skips two grid-sized float
+    /// buffers (crop and pasted logits, 1 GB each).
+    ///
+    /// # Errors
+    /// As [`predict`](Self::predict).
+    pub fn predict_mask(
+        &self,
+        boxes: Option<([usize; 3], [usize; 3])>,
+        clicks: &[VoxelClick],
+    ) -> Result<Vec<u8>, SegmentError> {
+        let (grid_logits, cdims) = self.predict_grid(boxes, clicks)?;
+        let grid = self.model.image_size();
+        let [iz, iy, ix] = nearest_indices(grid, cdims, false);
+        let lo = self.zoom.crop_lo;
+        let [_, h, w] = self.dims;
+        let mut out = vec![0u8; self.dims.iter().product()];
+        for (z, &sz) in iz.iter().enumerate() {
+            for (y, &sy) in iy.iter().enumerate() {
+                let src = (sz * grid[1] + sy) * grid[2];
+                let dst = ((lo[0] + z) * h + lo[1] + y) * w + lo[2];
+                if let (Some(d), Some(s)) = (
+                    out.get_mut(dst..dst + cdims[2]),
+                    grid_logits.get(src..src + grid[2]),
+                ) {
+                    for (o, &x) in d.iter_mut().zip(&ix) {
+                        *o = u8::from(s[x] > 0.0);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The global pass's logits on the model grid, with the crop's shape.
+    fn predict_grid(
+        &self,
+        boxes: Option<([usize; 3], [usize; 3])>,
+        clicks: &[VoxelClick],
+    ) -> Result<(Vec<f32>, [usize; 3]), SegmentError> {
         check_prompts(self.dims, boxes, clicks, self.text.is_some())?;
         let (lo, hi) = (self.zoom.crop_lo, self.zoom.crop_hi);
         let cdims = [0, 1, 2].map(|a| hi[a] - lo[a]);
@@ -648,10 +700,11 @@ impl<'m, B: Backend> Session<'m, B> {
                 })
                 .collect(),
             text: self.text.clone(),
-            mask: self
-                .previous
-                .as_ref()
-                .map(|p| resize(p, cdims, grid, ResizeMode::Trilinear)),
+            mask: self.previous.as_ref().map(|p| {
+                trilinear_with(cdims, grid, |z, y, x| {
+                    f32::from(p[(z * cdims[1] + y) * cdims[2] + x])
+                })
+            }),
             image: self.grid_img.clone(),
         };
         let logits = self.model.decode(self.embedding.clone(), &prompts).logits;
@@ -660,7 +713,7 @@ impl<'m, B: Backend> Session<'m, B> {
             .convert::<f32>()
             .to_vec::<f32>()
             .unwrap_or_default();
-        Ok(resize(&grid_logits, grid, cdims, ResizeMode::Nearest))
+        Ok((grid_logits, cdims))
     }
 
     /// Crop-grid logits pasted into the original volume (`-1e4` outside the crop).

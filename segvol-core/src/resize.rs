@@ -79,22 +79,41 @@ pub fn resize(data: &[f32], dims: [usize; 3], out: [usize; 3], mode: ResizeMode)
             }
             v
         }
-        ResizeMode::Trilinear => {
-            let (tz, ty, tx) = (linear_taps(d, od), linear_taps(h, oh), linear_taps(w, ow));
-            // The same nesting as ATen's kernel: W innermost, then H, then D.
-            let mut v = Vec::with_capacity(od * oh * ow);
-            for &(z0, z1, lz) in &tz {
-                for &(y0, y1, ly) in &ty {
-                    for &(x0, x1, lx) in &tx {
-                        let at = |z: usize, y: usize, x: usize| data[(z * h + y) * w + x];
-                        let row =
-                            |z: usize, y: usize| (1.0 - lx) * at(z, y, x0) + lx * at(z, y, x1);
-                        let plane = |z: usize| (1.0 - ly) * row(z, y0) + ly * row(z, y1);
-                        v.push((1.0 - lz) * plane(z0) + lz * plane(z1));
-                    }
-                }
+        ResizeMode::Trilinear => trilinear_with(dims, out, |z, y, x| data[(z * h + y) * w + x]),
+    }
+}
+
+/// [`ResizeMode::Trilinear`] of the volume `at(z, y, x)` of shape `dims` to `out`, reading
+/// voxels through `at` (so a caller can resize a mask of another type, or a block of a larger
+/// volume, without copying it to `f32` first; the arithmetic is the same as [`resize`]'s).
+///
+/// # Panics
+/// When a dimension is 0.
+pub fn trilinear_with(
+    dims: [usize; 3],
+    out: [usize; 3],
+    at: impl Fn(usize, usize, usize) -> f32,
+) -> Vec<f32> {
+    assert!(dims.iter().chain(&out).all(|&d| d > 0), "empty volume");
+    let [d, h, w] = dims;
+    let [od, oh, ow] = out;
+    let (tz, ty, tx) = (linear_taps(d, od), linear_taps(h, oh), linear_taps(w, ow));
+    // The same nesting as ATen's kernel: W innermost, then H, then D.
+    let mut v = Vec::with_capacity(od * oh * ow);
+    for &(z0, z1, lz) in &tz {
+        for &(y0, y1, ly) in &ty {
+            for &(x0, x1, lx) in &tx {
+                let row = |z: usize, y: usize| (1.0 - lx) * at(z, y, x0) + lx * at(z, y, x1);
+                let plane = |z: usize| (1.0 - ly) * row(z, y0) + ly * row(z, y1);
+                v.push((1.0 - lz) * plane(z0) + lz * plane(z1));
             }
-            v
         }
     }
+    v
+}
+
+/// The source index along each axis that [`ResizeMode::Nearest`] (`exact` = false) or
+/// [`ResizeMode::NearestExact`] reads for each output index, resizing `dims` to `out`.
+pub fn nearest_indices(dims: [usize; 3], out: [usize; 3], exact: bool) -> [Vec<usize>; 3] {
+    [0, 1, 2].map(|a| nearest_index(dims[a], out[a], exact))
 }

@@ -159,9 +159,13 @@ impl<B: Backend> Session<'_, B> {
         let padded = |v: &[f32]| sub_block(v, rd, before.map(|b| -(b as isize)), pd);
         let padded_b = |v: &[bool]| sub_block(v, rd, before.map(|b| -(b as isize)), pd);
         let img = padded(&roi_img);
-        let prev = self
-            .previous_crop()
-            .map(|p| padded(&sub_block(p, cd, rlo.map(|v| v as isize), rd)));
+        let prev = self.previous_crop().map(|p| {
+            let roi: Vec<f32> = sub_block(p, cd, rlo.map(|v| v as isize), rd)
+                .into_iter()
+                .map(f32::from)
+                .collect();
+            padded(&roi)
+        });
         let glob = padded_b(&roi_glob);
         // One window: its box comes from the box cube (from the global prediction when the
         // request has no box). Several: from the global prediction, else the box cube.
