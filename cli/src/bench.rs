@@ -55,6 +55,10 @@ pub struct BenchArgs {
     /// `segvol_models::CORRECTOR_BY_DEFAULT`).
     #[arg(long, requires = "interactive")]
     pub no_corrector: bool,
+    /// With --interactive: run the zoom-in windows at every action, as the batch commands do
+    /// (the live default of `view` and `serve` is off, for latency).
+    #[arg(long, requires = "interactive")]
+    pub zoom_in: bool,
     /// Instead, training throughput: steps of a base stage of `segvol train` (the `small`
     /// model unless --config says otherwise, batch 2, the training set in --data) on one
     /// thread, then one per core; samples per second of each.
@@ -152,6 +156,7 @@ struct InteractiveBench {
     dims: [usize; 3],
     spacing: [f64; 3],
     bbox: ([usize; 3], [usize; 3]),
+    zoom_in: bool,
 }
 
 impl BackendTask for InteractiveBench {
@@ -171,6 +176,7 @@ impl BackendTask for InteractiveBench {
             self.dims,
             self.spacing,
         )?;
+        s.set_zoom_in(self.zoom_in);
         let open_s = t.elapsed().as_secs_f64();
         let steps = segvol_interactive::latency::run_script(&mut s, self.bbox.0, self.bbox.1)?;
         Ok((load_s, open_s, steps))
@@ -237,16 +243,18 @@ fn run_interactive(args: &BenchArgs, image: &std::path::Path) -> Result<()> {
             dims,
             spacing,
             bbox,
+            zoom_in: args.zoom_in,
         },
     )?;
     out!(
-        "box {},{},{} – {},{},{}",
+        "box {},{},{} – {},{},{}; zoom-in {}",
         bbox.0[0],
         bbox.0[1],
         bbox.0[2],
         bbox.1[0],
         bbox.1[1],
-        bbox.1[2]
+        bbox.1[2],
+        if args.zoom_in { "on" } else { "off" }
     );
     out!("| step | ms | encode ms | decode + correct ms | object voxels |\n|---|---|---|---|---|");
     out!("| read image | {:.0} | | | |", read_s * 1e3);
