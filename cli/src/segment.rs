@@ -123,10 +123,12 @@ impl BackendTask for Segment {
             if let Some(name) = self.text.get(i) {
                 self.bar.set_message(format!("segmenting {name:?}"));
             }
+            // The corrector corrects clicks: without any, no correction session is made.
             let mut corr = corrector
                 .as_ref()
+                .filter(|_| !self.clicks.is_empty())
                 .map(|c| CorrectionSession::new(c, device));
-            if corr.is_some() && !self.clicks.is_empty() {
+            if corr.is_some() {
                 self.bar.set_message(format!(
                     "decoding and correcting {} click(s)",
                     self.clicks.len()

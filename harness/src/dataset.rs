@@ -18,7 +18,7 @@ use serde_json::json;
 
 use crate::case::{CaseInput, read_case};
 use crate::error::{create_dir, write_file};
-use crate::plot::{StepSeries, steps_png, steps_svg};
+use crate::plot::{StepSeries, steps_png_and_svg};
 use crate::{ExternalPredictor, HarnessError, Recording};
 
 type Result<T> = std::result::Result<T, HarnessError>;
@@ -390,7 +390,6 @@ pub fn write_run(
         .map_err(|e| HarnessError::file(&out.join("summary.json"), e))?;
     write_file(&out.join("summary.json"), text.as_bytes())?;
     let title = format!("{n_cases} cases: mean per step (band: ±1 SD over cases)");
-    steps_png(&out.join("dsc_per_click.png"), &title, &dsc_series)?;
-    steps_svg(&out.join("dsc_per_click.svg"), &title, &dsc_series)?;
+    steps_png_and_svg(out, "dsc_per_click", &title, &dsc_series)?;
     Ok(summary)
 }

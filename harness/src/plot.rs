@@ -43,6 +43,20 @@ pub fn encode_png(rgb: &[u8], w: u32, h: u32) -> Result<Vec<u8>, png::EncodingEr
     Ok(bytes)
 }
 
+/// [`steps_png`] and [`steps_svg`] of the same plot: `out/<stem>.png` and `out/<stem>.svg`.
+///
+/// # Errors
+/// [`HarnessError::File`] naming the file that could not be written.
+pub fn steps_png_and_svg(
+    out: &std::path::Path,
+    stem: &str,
+    title: &str,
+    series: &[StepSeries],
+) -> Result<(), HarnessError> {
+    steps_png(&out.join(format!("{stem}.png")), title, series)?;
+    steps_svg(&out.join(format!("{stem}.svg")), title, series)
+}
+
 /// One line of [`steps_png`]: mean per step with a band (mean ± one standard deviation).
 #[derive(Debug, Clone, PartialEq)]
 pub struct StepSeries {

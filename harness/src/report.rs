@@ -10,7 +10,7 @@ use serde_json::json;
 use crate::HarnessError;
 use crate::dataset::parse_shard;
 use crate::error::{create_dir, write_file};
-use crate::plot::{StepSeries, steps_png, steps_svg};
+use crate::plot::{StepSeries, steps_png_and_svg};
 
 type Result<T> = std::result::Result<T, HarnessError>;
 
@@ -121,12 +121,6 @@ fn series(name: &str, t: &MetricsTable, metric: &str) -> StepSeries {
     }
 }
 
-fn plots(out: &Path, stem: &str, title: &str, s: &[StepSeries]) -> Result<()> {
-    steps_png(&out.join(format!("{stem}.png")), title, s)?;
-    steps_svg(&out.join(format!("{stem}.svg")), title, s)?;
-    Ok(())
-}
-
 /// Merges `runs`, the shards of one run (`--shard I/N`, all of them, each once, when their
 /// summaries say which shard they are), into `out`: the metrics tables, a `summary.json` whose
 /// `command` is `command`, and the plot. Returns the number of cases.
@@ -232,7 +226,7 @@ pub fn merge_shards(runs: &[RunDir], out: &Path, command: &[String]) -> Result<u
     let sp = out.join("summary.json");
     let text = serde_json::to_string_pretty(&summary).map_err(|e| HarnessError::file(&sp, e))?;
     write_file(&sp, text.as_bytes())?;
-    plots(
+    steps_png_and_svg(
         out,
         "dsc_per_click",
         &format!("{cases} cases: mean per step (band: ±1 SD over cases)"),
@@ -298,7 +292,7 @@ pub fn compare(runs: &[RunDir], names: Option<&[String]>, out: &Path) -> Result<
         }
     }
     write_file(&out.join("report.md"), md.as_bytes())?;
-    plots(
+    steps_png_and_svg(
         out,
         "report",
         "mean DSC per step (band: ±1 SD over cases)",

@@ -34,6 +34,14 @@ pub struct StepLog {
     pub correct_ms: f64,
 }
 
+impl StepLog {
+    /// Counts one decoder call that started at `since`.
+    fn decoded(&mut self, since: Instant) {
+        self.decodes += 1;
+        self.decode_s += since.elapsed().as_secs_f64();
+    }
+}
+
 fn sampler_clicks(seq: &[VoxelClick]) -> Vec<Click> {
     seq.iter()
         .map(|c| Click {
@@ -76,8 +84,7 @@ pub fn corrected_logits<B: Backend>(
     for i in cs.rounds() + 1..=seq.len() {
         let t = Instant::now();
         logits = decode(session, opts.zoom_in, boxes, &seq[..i])?;
-        log.decodes += 1;
-        log.decode_s += t.elapsed().as_secs_f64();
+        log.decoded(t);
         let rep = cs.step(dims, &mut logits, &sampler_clicks(&seq[..i]))?;
         log.rounds += 1;
         log.correct_ms += rep.total_ms();
@@ -91,8 +98,7 @@ pub fn corrected_logits<B: Backend>(
             }));
             let t = Instant::now();
             logits = decode(session, opts.zoom_in, boxes, &prompts)?;
-            log.decodes += 1;
-            log.decode_s += t.elapsed().as_secs_f64();
+            log.decoded(t);
         }
     }
     if logits.is_empty() {
@@ -144,6 +150,16 @@ pub struct ObjectPrompts<'p> {
     pub previous: Option<&'p [u8]>,
 }
 
+/// Sets the object's text and previous mask on the encoding (both replace the last object's).
+fn set_prompts<B: Backend>(
+    session: &mut Session<'_, B>,
+    prompts: &ObjectPrompts<'_>,
+) -> Result<(), BoxError> {
+    session.set_text(prompts.text.map(<[f32]>::to_vec))?;
+    session.set_previous_mask(prompts.previous)?;
+    Ok(())
+}
+
 /// Image-grid logits for one object: sets its text and previous mask on the encoding, then
 /// decodes box + clicks (zoom-out from the cached embedding, or with the zoom-in windows), and
 /// when `corr` is given and there are clicks, runs the correction rounds not yet run (prompt
@@ -162,8 +178,7 @@ pub fn object_logits<B: Backend>(
     log: &mut StepLog,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Vec<f32>, BoxError> {
-    session.set_text(prompts.text.map(<[f32]>::to_vec))?;
-    session.set_previous_mask(prompts.previous)?;
+    set_prompts(session, &prompts)?;
     let session = &*session;
     match corr {
         Some(cs) if !prompts.clicks.is_empty() => corrected_logits(
@@ -187,8 +202,7 @@ pub fn object_logits<B: Backend>(
                 prompts.clicks,
                 progress,
             )?;
-            log.decodes += 1;
-            log.decode_s += t.elapsed().as_secs_f64();
+            log.decoded(t);
             Ok(logits)
         }
     }
@@ -216,12 +230,10 @@ pub fn object_mask<B: Backend>(
     } else {
         // The live path (zoom-out, no correction round): the mask straight from the model
         // grid, with no full-grid float logits (`Session::predict_mask`, the same voxels).
-        session.set_text(prompts.text.map(<[f32]>::to_vec))?;
-        session.set_previous_mask(prompts.previous)?;
+        set_prompts(session, &prompts)?;
         let t = Instant::now();
         let mask = session.predict_mask(prompts.bbox, prompts.clicks)?;
-        log.decodes += 1;
-        log.decode_s += t.elapsed().as_secs_f64();
+        log.decoded(t);
         mask
     };
     if let Some(r) = options.click_radius_mm {

@@ -177,12 +177,9 @@ impl<B: Backend> Predictor for SegVolPredictor<'_, B> {
                 // stands (and the corrector's hidden state is not advanced).
                 Some((seen, m)) if *seen == seq.len() && !seq.is_empty() => m.clone(),
                 last => {
-                    // A model with the mask prompt is given this class's last mask (none at
-                    // the box step); other models ignore it.
-                    let previous = last
-                        .as_ref()
-                        .filter(|_| self.model.config().mask_prompt)
-                        .map(|(_, m)| m.as_slice());
+                    // This class's last mask (none at the box step) for the mask prompt;
+                    // `set_previous_mask` ignores it for a model without one.
+                    let previous = last.as_ref().map(|(_, m)| m.as_slice());
                     // The corrector corrects from the first click on (object_mask runs it only
                     // when there are clicks); its state is kept per class.
                     let corr = match self.corrector {

@@ -526,10 +526,9 @@ impl<'m, B: Backend> InteractiveSession<'m, B> {
         let Some(session) = self.encoded.as_mut() else {
             return Err(SessionError::Model("no encoding".into()));
         };
-        // A model with the mask prompt is given the mask the user sees when a click corrects
-        // it (a box starts afresh).
-        let previous =
-            (!clicks.is_empty() && self.model.config().mask_prompt).then_some(self.mask.as_slice());
+        // The mask prompt is given the mask the user sees when a click corrects it (a box
+        // starts afresh); `set_previous_mask` ignores it for a model without a mask prompt.
+        let previous = (!clicks.is_empty()).then_some(self.mask.as_slice());
         let t = Instant::now();
         let corr = match self.corrector {
             Some(c) if self.use_corrector && !clicks.is_empty() => Some(
