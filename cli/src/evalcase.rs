@@ -60,8 +60,9 @@ pub struct EvalArgs {
     #[arg(long)]
     pub compare: bool,
     /// Skip the zoom-in sliding window. By default it runs at every step, as in `segment`,
-    /// `predict` and `demo` (it re-encodes each window per step; without it each click step
-    /// re-decodes the cached global embedding: faster, coarser).
+    /// `predict` and `demo` (each window is encoded once per case and decoded again at a step
+    /// that changes its prompts; without it each click step re-decodes the cached global
+    /// embedding: faster, coarser).
     #[arg(long)]
     pub no_zoom_in: bool,
     /// Accepted for older scripts: the zoom-in is the default.

@@ -13,6 +13,7 @@ pub mod prompt_encoder;
 pub mod resize;
 pub mod text;
 pub mod weights;
+mod windows;
 pub mod zoom;
 
 pub use config::{ConfigError, SegVolConfig};

@@ -460,6 +460,9 @@ pub struct Session<'m, B: Backend> {
     /// The previous mask cut to the crop (native resolution, crop shape, 0/1), for a model
     /// with the mask prompt.
     previous: Option<Vec<u8>>,
+    /// The zoom-in's window encodings, kept between passes (a click re-runs the zoom-in over
+    /// the same image: only its decodes change).
+    windows: std::sync::Mutex<crate::windows::WindowCache<B>>,
     device: B::Device,
 }
 
@@ -505,6 +508,7 @@ impl<'m, B: Backend> Session<'m, B> {
             grid_img,
             text: None,
             previous: None,
+            windows: std::sync::Mutex::default(),
             device: device.clone(),
         })
     }
@@ -545,6 +549,11 @@ impl<'m, B: Backend> Session<'m, B> {
         }
         self.previous = Some(crop);
         Ok(())
+    }
+
+    /// The zoom-in's window encodings.
+    pub(crate) fn window_cache(&self) -> &std::sync::Mutex<crate::windows::WindowCache<B>> {
+        &self.windows
     }
 
     /// The previous mask on the crop grid (0/1), if set.

@@ -2,7 +2,10 @@
 //! ROI around the global prediction ∪ the box, a sliding window of model-grid windows at native
 //! resolution over it (overlap 0.5, constant importance map = mean blend), each window encoded
 //! and decoded with a box from the global prediction inside it (from the box itself when there
-//! is one window), and the ROI logits overwriting the global ones.
+//! is one window), and the ROI logits overwriting the global ones. A session keeps its
+//! windows' encodings ([`ZoomInReport::encoded`]): a click's pass over the same ROI runs the
+//! decoder only (our addition, the same numbers: a window's encoding depends on its voxels
+//! alone).
 //!
 //! The window arithmetic ([`window_starts`]) is MONAI 0.9's `_get_scan_interval` +
 //! `dense_patch_slices`, checked against MONAI's own functions (tests/zoom_reference.json).
@@ -12,6 +15,7 @@ use burn::tensor::{Tensor, TensorData, backend::Backend};
 pub use crate::bbox::{box_where, mask_box};
 use crate::pipeline::{SegmentError, Session, VoxelClick};
 use crate::prompt_encoder::Prompts;
+use crate::windows::WindowKey;
 
 /// The ROI `[lo, hi)` of §9.2 on one axis: the mask's extent `[min, max]` grown to the window
 /// `w` (`pad = max(0, w − e)`, `pad//2` each side), clamped to `[0, size)`. It can be one voxel
@@ -89,8 +93,14 @@ pub struct ZoomInReport {
     /// ROI `[lo, hi)` in crop coordinates (`None` when the global pass found nothing and the
     /// global result was kept).
     pub roi: Option<([usize; 3], [usize; 3])>,
-    /// Windows run (each one encoder + one decoder pass).
+    /// Windows run (each one decoder pass).
     pub windows: usize,
+    /// Of those, the windows encoded by this pass; the others' encodings came from an earlier
+    /// pass of the same session.
+    pub encoded: usize,
+    /// The windows decoded by this pass; the others had the prompts of their last decode in
+    /// an earlier pass of the same session, whose logits were taken.
+    pub decoded: usize,
 }
 
 impl<B: Backend> Session<'_, B> {
@@ -139,6 +149,8 @@ impl<B: Backend> Session<'_, B> {
                 ZoomInReport {
                     roi: None,
                     windows: 0,
+                    encoded: 0,
+                    decoded: 0,
                 },
             ));
         };
@@ -186,20 +198,29 @@ impl<B: Backend> Session<'_, B> {
             })
             .collect();
         let mut done = 0;
+        let (mut encoded, mut decoded) = (0, 0);
         let device = self.device();
+        let mut cache = self
+            .window_cache()
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         for &sz in &starts[0] {
             for &sy in &starts[1] {
                 for &sx in &starts[2] {
                     let s = [sz, sy, sx];
-                    let win = sub_block(&img, pd, s.map(|v| v as isize), grid);
-                    let win_img = self.model().config().mask_prompt_image.then(|| win.clone());
-                    let t = Tensor::<B, 5>::from_data(
-                        TensorData::new(win, [1, 1, grid[0], grid[1], grid[2]]),
-                        &device,
-                    );
-                    let emb = self.model().embed(t);
-                    let src = if total == 1 { &cube } else { &glob };
                     let at = s.map(|v| v as isize);
+                    let window = || sub_block(&img, pd, at, grid);
+                    let win_img = self.model().config().mask_prompt_image.then(window);
+                    let key = WindowKey::new([0, 1, 2].map(|a| origin[a] + at[a]), grid, rlo, rhi);
+                    let (i, fresh) = cache.window(key, || {
+                        let win = win_img.clone().unwrap_or_else(window);
+                        self.model().embed(Tensor::<B, 5>::from_data(
+                            TensorData::new(win, [1, 1, grid[0], grid[1], grid[2]]),
+                            &device,
+                        ))
+                    });
+                    encoded += usize::from(fresh);
+                    let src = if total == 1 { &cube } else { &glob };
                     // A window where the global pass found nothing takes the user's box
                     // clipped to the window (a deliberate difference: the reference feeds
                     // [-1; 6] there, which tells the model "nothing here" exactly where the
@@ -232,14 +253,16 @@ impl<B: Backend> Session<'_, B> {
                         mask: prev.as_ref().map(|p| sub_block(p, pd, at, grid)),
                         image: win_img,
                     };
-                    let out: Vec<f32> = self
-                        .model()
-                        .decode(emb, &prompts)
-                        .logits
-                        .into_data()
-                        .convert::<f32>()
-                        .to_vec::<f32>()
-                        .unwrap_or_default();
+                    let (out, new) = cache.logits(i, prompts, |emb, prompts| {
+                        self.model()
+                            .decode(emb, prompts)
+                            .logits
+                            .into_data()
+                            .convert::<f32>()
+                            .to_vec::<f32>()
+                            .unwrap_or_default()
+                    });
+                    decoded += usize::from(new);
                     for z in 0..grid[0] {
                         for y in 0..grid[1] {
                             let src_row = (z * grid[1] + y) * grid[2];
@@ -257,6 +280,7 @@ impl<B: Backend> Session<'_, B> {
                 }
             }
         }
+        drop(cache);
         // Mean blend, drop the padding, overwrite the global logits inside the ROI.
         for z in 0..rd[0] {
             for y in 0..rd[1] {
@@ -274,6 +298,8 @@ impl<B: Backend> Session<'_, B> {
             ZoomInReport {
                 roi: Some((rlo, rhi)),
                 windows: total,
+                encoded,
+                decoded,
             },
         ))
     }
@@ -282,6 +308,61 @@ impl<B: Backend> Session<'_, B> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every window that two passes (ROIs) share by key holds the same voxels, as
+    /// `predict_zoom_in` cuts them (ROI cut from the crop, padded to a window, window cut);
+    /// over small ROIs and windows, so that keys meet often.
+    #[test]
+    fn windows_with_one_key_hold_the_same_voxels() {
+        let cd = [5usize, 4, 6];
+        let crop: Vec<f32> = (0..cd.iter().product::<usize>())
+            .map(|i| i as f32 + 1.0)
+            .collect();
+        let grid = [3usize, 3, 3];
+        let mut seen: Vec<(WindowKey, Vec<f32>)> = Vec::new();
+        let (mut met, mut differ) = (0, 0);
+        let spans = |n: usize| -> Vec<(usize, usize)> {
+            (0..n)
+                .flat_map(|lo| (lo + 1..=n).map(move |hi| (lo, hi)))
+                .collect()
+        };
+        for &(z0, z1) in &spans(cd[0]) {
+            for &(y0, y1) in &spans(cd[1]) {
+                let (rlo, rhi) = ([z0, y0, 1], [z1, y1, 5]);
+                let rd = [0, 1, 2].map(|a| rhi[a] - rlo[a]);
+                let pd = [0, 1, 2].map(|a| rd[a].max(grid[a]));
+                let before = [0, 1, 2].map(|a| (pd[a] - rd[a]) / 2);
+                let origin = [0, 1, 2].map(|a| rlo[a] as isize - before[a] as isize);
+                let roi = sub_block(&crop, cd, rlo.map(|v| v as isize), rd);
+                let img = sub_block(&roi, rd, before.map(|b| -(b as isize)), pd);
+                for &sz in &window_starts(pd[0], grid[0]) {
+                    for &sy in &window_starts(pd[1], grid[1]) {
+                        for &sx in &window_starts(pd[2], grid[2]) {
+                            let at = [sz, sy, sx].map(|v| v as isize);
+                            let win = sub_block(&img, pd, at, grid);
+                            let lo = [0, 1, 2].map(|a| origin[a] + at[a]);
+                            let key = WindowKey::new(lo, grid, rlo, rhi);
+                            match seen.iter().find(|(k, _)| *k == key) {
+                                Some((_, w)) => {
+                                    met += 1;
+                                    assert_eq!(*w, win, "{key:?}");
+                                }
+                                None => seen.push((key, win)),
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        // Windows at one corner with different contents: the key must tell them apart.
+        for (i, (a, wa)) in seen.iter().enumerate() {
+            differ += seen[i + 1..]
+                .iter()
+                .filter(|(b, wb)| a.lo == b.lo && wa != wb)
+                .count();
+        }
+        assert!(met > 100 && differ > 100, "met {met}, differ {differ}");
+    }
 
     #[test]
     fn roi_is_grown_to_the_window_and_clamped() {

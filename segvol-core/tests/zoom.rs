@@ -117,3 +117,57 @@ fn zoom_in_refines_inside_the_roi_only() {
     // Sanity of the check itself: roi_axis grows small extents to the window.
     assert_eq!(roi_axis(10, 12, 32, 100), (0, 27));
 }
+
+/// A second zoom-in pass of a session reuses its windows' encodings (none encoded again when
+/// the ROI is the same) and gives, bit for bit, what a fresh session gives for that pass; a
+/// third with the same prompts decodes nothing.
+#[test]
+fn a_later_pass_reuses_the_window_encodings_and_changes_nothing() {
+    let device = Default::default();
+    let mut model = SegVol::<Flex>::new(&SegVolConfig::tiny(), &device);
+    load_segvol(
+        &mut model,
+        shared().join("fixtures/segvol_tiny/weights.safetensors"),
+    )
+    .unwrap();
+    // 53×96×116: a box larger than the tiny model's 32×64×64 window on every axis.
+    let case =
+        segvol_io::ChallengeCase::read(shared().join("data/npz/ct_heart_thick.npz")).unwrap();
+    let img = case.imgs.unwrap().to_f32();
+    let dims = img.dims;
+    let bx = ([10, 16, 20], [43, 80, 96]);
+    let cover = [bx.0, bx.1];
+    let mid = [0, 1, 2].map(|a| (bx.0[a] + bx.1[a]) / 2);
+    let click = [segvol_core::pipeline::VoxelClick {
+        zyx: mid,
+        foreground: false,
+    }];
+    let warm = Session::new(&model, &img.data, dims, &cover, &device).unwrap();
+    let (_, first) = warm.predict_zoom_in(Some(bx), &[], &mut |_, _| {}).unwrap();
+    assert!(first.windows >= 8, "{first:?}");
+    assert_eq!(first.encoded, first.windows);
+    let (again, rep) = warm
+        .predict_zoom_in(Some(bx), &click, &mut |_, _| {})
+        .unwrap();
+    let fresh = Session::new(&model, &img.data, dims, &cover, &device).unwrap();
+    let (want, want_rep) = fresh
+        .predict_zoom_in(Some(bx), &click, &mut |_, _| {})
+        .unwrap();
+    assert_eq!(want_rep.encoded, want_rep.windows);
+    assert_eq!(rep.windows, want_rep.windows);
+    assert_eq!(rep.roi, want_rep.roi);
+    if rep.roi == first.roi {
+        assert_eq!(rep.encoded, 0, "same ROI, nothing to encode again");
+    }
+    assert!(rep.encoded < rep.windows, "{rep:?}");
+    assert!(
+        again == want,
+        "the cached pass differs from a fresh session's"
+    );
+    // The same request again: every window's prompts are the last pass's, nothing is decoded.
+    let (third, rep3) = warm
+        .predict_zoom_in(Some(bx), &click, &mut |_, _| {})
+        .unwrap();
+    assert_eq!((rep3.encoded, rep3.decoded), (0, 0), "{rep3:?}");
+    assert!(third == again);
+}
