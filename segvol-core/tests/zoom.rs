@@ -19,6 +19,18 @@ fn shared() -> PathBuf {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared"))
 }
 
+/// The tiny parity fixture's model and a development case.
+fn tiny_model_and_case(name: &str) -> (SegVol<Flex>, segvol_io::ChallengeCase) {
+    let mut model = SegVol::<Flex>::new(&SegVolConfig::tiny(), &Default::default());
+    load_segvol(
+        &mut model,
+        shared().join("fixtures/segvol_tiny/weights.safetensors"),
+    )
+    .unwrap();
+    let case = segvol_io::ChallengeCase::read(shared().join(format!("data/npz/{name}.npz")));
+    (model, case.unwrap())
+}
+
 #[test]
 fn window_starts_match_monai_0_9() {
     let text = std::fs::read_to_string(
@@ -58,15 +70,8 @@ fn window_starts_match_monai_0_9() {
 
 #[test]
 fn zoom_in_refines_inside_the_roi_only() {
+    let (model, case) = tiny_model_and_case("ct_kidney_right");
     let device = Default::default();
-    let mut model = SegVol::<Flex>::new(&SegVolConfig::tiny(), &device);
-    load_segvol(
-        &mut model,
-        shared().join("fixtures/segvol_tiny/weights.safetensors"),
-    )
-    .unwrap();
-    let case =
-        segvol_io::ChallengeCase::read(shared().join("data/npz/ct_kidney_right.npz")).unwrap();
     let img = case.imgs.unwrap().to_f32();
     let dims = img.dims;
     let (lo, hi) = case.boxes.unwrap()[0].zyx_inclusive();
@@ -123,16 +128,9 @@ fn zoom_in_refines_inside_the_roi_only() {
 /// third with the same prompts decodes nothing.
 #[test]
 fn a_later_pass_reuses_the_window_encodings_and_changes_nothing() {
-    let device = Default::default();
-    let mut model = SegVol::<Flex>::new(&SegVolConfig::tiny(), &device);
-    load_segvol(
-        &mut model,
-        shared().join("fixtures/segvol_tiny/weights.safetensors"),
-    )
-    .unwrap();
     // 53×96×116: a box larger than the tiny model's 32×64×64 window on every axis.
-    let case =
-        segvol_io::ChallengeCase::read(shared().join("data/npz/ct_heart_thick.npz")).unwrap();
+    let (model, case) = tiny_model_and_case("ct_heart_thick");
+    let device = Default::default();
     let img = case.imgs.unwrap().to_f32();
     let dims = img.dims;
     let bx = ([10, 16, 20], [43, 80, 96]);
