@@ -157,6 +157,8 @@ try:
         it). At CT size a voxel is about a CSS pixel wide and the WebDriver click lands on
         whole pixels, so it can be v's neighbour; the page must then send that one."""
         pointer = driver.execute_script("return window.segvol.pointer;")
+        if not pointer:
+            return None, "nowhere (the page recorded no click)"
         cands = [[v[0], v[1] + a, v[2] + b] for a in (-1, 0, 1) for b in (-1, 0, 1)]
         centres = driver.execute_script("""
             const nv = window.segvol.nv, r = nv.canvas.getBoundingClientRect();
