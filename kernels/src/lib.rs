@@ -8,19 +8,25 @@
 //!   destination pre-filled with bias and residual;
 //! - [`attention`]: softmax(q·kᵀ·scale)·v for every head, parallel over heads and query
 //!   blocks, keeping only one block of scores per task (no `[heads, n, n]` tensor);
-//! - [`layer_norm`], [`gelu_in_place`]: one pass per row, vectorised `exp`/`erf`.
+//! - [`layer_norm`], [`gelu_in_place`]: one pass per row, vectorised `exp`/`erf`;
+//! - [`attention_backward`], [`gelu_backward_in_place`], [`layer_norm_backward`]: their
+//!   gradients, for training.
 //!
 //! `segvol-core` calls them when the backend is burn-flex (and keeps burn's generic code for
 //! every other backend and for training); docs/performance.md has the measurements.
 
 #![deny(missing_docs)]
 
+mod backward;
 mod gemm;
 pub mod math;
 
 use multiversion::multiversion;
 use rayon::prelude::*;
 
+pub use crate::backward::{
+    Grads3, attention_backward, gelu_backward_in_place, layer_norm_backward,
+};
 pub use crate::gemm::{MatMut, MatRef, auto_threads, matmul};
 
 /// A kernel was handed inconsistent shapes.

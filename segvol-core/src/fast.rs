@@ -5,9 +5,11 @@
 //! backend: in this workspace that is ~130 signatures in nine crates, and burn has no
 //! specialisation to default it. The same effect with none of that: at run time, if `B` *is*
 //! `burn_flex::Flex` (a `TypeId` comparison), its tensors are `FlexTensor`s — moved out with
-//! `Any::downcast`, computed on by `segvol-kernels` on their f32 slices, and moved back. For
-//! every other backend (ndarray, wgpu, cuda, and `Autodiff<_>` in training) the functions
-//! here return `None` and the caller runs burn's generic code, unchanged.
+//! `Any::downcast`, computed on by `segvol-kernels` on their f32 slices, and moved back. In
+//! training, on `Autodiff<Flex>`, attention and GELU become single graph nodes with their own
+//! backward passes (`fast/train.rs`). For every other backend (ndarray, wgpu, cuda, and
+//! `Autodiff` of those) the functions here return `None` and the caller runs burn's generic
+//! code, unchanged.
 //!
 //! Parity: `tests/parity.rs` runs the PyTorch fixtures on flex (this path) and on ndarray
 //! (burn's generic code); `tests/fast_paths.rs` compares the two paths on the base config's
@@ -35,9 +37,18 @@ pub enum Kernel {
     FullLayerNorm,
     /// [`contiguous`].
     Contiguous,
+    /// [`attention`] or [`fused_qkv_attention`] on `Autodiff<Flex>` (training): one graph
+    /// node with its own backward pass.
+    TrainAttention,
+    /// [`gelu`] on `Autodiff<Flex>`.
+    TrainGelu,
+    /// [`forward_linear`] on `Autodiff<Flex>`.
+    TrainLinear,
+    /// [`forward_layer_norm`] on `Autodiff<Flex>`.
+    TrainLayerNorm,
 }
 
-const KERNELS: [Kernel; 7] = [
+const KERNELS: [Kernel; 11] = [
     Kernel::Linear,
     Kernel::LayerNorm,
     Kernel::QkvAttention,
@@ -45,9 +56,13 @@ const KERNELS: [Kernel; 7] = [
     Kernel::ConvTranspose,
     Kernel::FullLayerNorm,
     Kernel::Contiguous,
+    Kernel::TrainAttention,
+    Kernel::TrainGelu,
+    Kernel::TrainLinear,
+    Kernel::TrainLayerNorm,
 ];
 
-static HITS: [AtomicU64; 7] = [const { AtomicU64::new(0) }; 7];
+static HITS: [AtomicU64; 11] = [const { AtomicU64::new(0) }; 11];
 
 /// Counts a fast path that produced its result (every caller falls back to burn's code on
 /// `None`, silently, so a test that only compares outputs cannot tell whether the fast path
@@ -85,6 +100,9 @@ pub fn is_active<B: Backend>() -> bool {
         false
     }
 }
+
+#[cfg(feature = "fast-cpu")]
+mod train;
 
 #[cfg(feature = "fast-cpu")]
 mod imp {
@@ -260,6 +278,45 @@ pub fn linear<B: Backend, const D: usize>(
     }
 }
 
+/// `layer.forward(x)`; in training on burn-flex (`Autodiff<Flex>`) one graph node whose
+/// backward runs two GEMMs on the tensors in place (`fast/train.rs`), elsewhere burn's
+/// `Linear::forward` unchanged (the inference fast paths fuse more and are reached through
+/// [`linear`]).
+pub fn forward_linear<B: Backend, const D: usize>(
+    layer: &Linear<B>,
+    x: Tensor<B, D>,
+) -> Tensor<B, D> {
+    #[cfg(feature = "fast-cpu")]
+    {
+        if train::active::<B>()
+            && let Some(y) = hit(Kernel::TrainLinear, train::linear(layer, &x))
+        {
+            return y;
+        }
+    }
+    layer.forward(x)
+}
+
+/// `norm.forward(x)` (`eps` is the layer's, which burn keeps private); in training on
+/// burn-flex one graph node with its own backward pass (`fast/train.rs`), elsewhere burn's
+/// `LayerNorm::forward` unchanged.
+pub fn forward_layer_norm<B: Backend, const D: usize>(
+    norm: &LayerNorm<B>,
+    eps: f64,
+    x: Tensor<B, D>,
+) -> Tensor<B, D> {
+    #[cfg(feature = "fast-cpu")]
+    {
+        if train::active::<B>()
+            && let Some(y) = hit(Kernel::TrainLayerNorm, train::layer_norm(norm, eps, &x))
+        {
+            return y;
+        }
+    }
+    let _ = eps;
+    norm.forward(x)
+}
+
 /// `LayerNorm(x)` over the last axis on the fast path (`eps` is the layer's, which burn keeps
 /// private); `None` → use burn's code.
 pub fn layer_norm<B: Backend, const D: usize>(
@@ -301,6 +358,12 @@ pub fn layer_norm<B: Backend, const D: usize>(
 pub fn fused_qkv_attention<B: Backend>(qkv: &Tensor<B, 3>, heads: usize) -> Option<Tensor<B, 3>> {
     #[cfg(feature = "fast-cpu")]
     {
+        if train::active::<B>() {
+            return hit(
+                Kernel::TrainAttention,
+                train::fused_qkv_attention(qkv, heads),
+            );
+        }
         if !imp::active::<B>() {
             return None;
         }
@@ -348,6 +411,9 @@ pub fn attention<B: Backend>(
 ) -> Option<Tensor<B, 3>> {
     #[cfg(feature = "fast-cpu")]
     {
+        if train::active::<B>() {
+            return hit(Kernel::TrainAttention, train::attention(q, k, v, heads));
+        }
         if !imp::active::<B>() {
             return None;
         }
@@ -491,6 +557,23 @@ pub fn full_layer_norm<B: Backend>(
     #[cfg(not(feature = "fast-cpu"))]
     {
         let _ = (x, weight, bias, eps, gelu);
+        None
+    }
+}
+
+/// Exact GELU as one graph node with its own backward pass, on `Autodiff<Flex>` (training; the
+/// inference paths fuse GELU into the kernel before it). `None` → burn's `gelu`.
+pub fn gelu<B: Backend, const D: usize>(x: &Tensor<B, D>) -> Option<Tensor<B, D>> {
+    #[cfg(feature = "fast-cpu")]
+    {
+        if !train::active::<B>() {
+            return None;
+        }
+        hit(Kernel::TrainGelu, train::gelu(x))
+    }
+    #[cfg(not(feature = "fast-cpu"))]
+    {
+        let _ = x;
         None
     }
 }

@@ -57,9 +57,9 @@ impl<B: Backend> SelfAttention<B> {
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let [b, n, c] = x.dims();
         let (heads, dh) = (self.num_heads, c / self.num_heads);
-        let qkv = self.qkv.forward(x); // [b, n, 3c]
+        let qkv = crate::fast::forward_linear(&self.qkv, x); // [b, n, 3c]
         if let Some(out) = crate::fast::fused_qkv_attention(&qkv, heads) {
-            return self.out_proj.forward(out);
+            return crate::fast::forward_linear(&self.out_proj, out);
         }
         let split = |i: usize| {
             qkv.clone()
@@ -115,9 +115,16 @@ impl<B: Backend> VitBlock<B> {
         if let Some(y) = self.forward_fast(&x) {
             return y;
         }
-        let x = x.clone() + self.attn.forward(self.norm1.forward(x));
-        let h = gelu(self.linear1.forward(self.norm2.forward(x.clone())));
-        x + self.linear2.forward(h)
+        let x = x.clone()
+            + self
+                .attn
+                .forward(crate::fast::forward_layer_norm(&self.norm1, self.eps, x));
+        let h = crate::fast::forward_linear(
+            &self.linear1,
+            crate::fast::forward_layer_norm(&self.norm2, self.eps, x.clone()),
+        );
+        let h = crate::fast::gelu(&h).unwrap_or_else(|| gelu(h));
+        x + crate::fast::forward_linear(&self.linear2, h)
     }
 }
 

@@ -40,13 +40,20 @@ impl<B: Backend> Attention<B> {
             return out;
         }
         let heads = self.num_heads;
+        let (q, k, v) = (
+            crate::fast::forward_linear(&self.q_proj, q),
+            crate::fast::forward_linear(&self.k_proj, k),
+            crate::fast::forward_linear(&self.v_proj, v),
+        );
+        // Training on burn-flex: attention as one graph node (`fast::attention`).
+        if let Some(out) = crate::fast::attention(&q, &k, &v, heads) {
+            return crate::fast::forward_linear(&self.out_proj, out);
+        }
         let split = |x: Tensor<B, 3>| {
             let [b, n, c] = x.dims();
             x.reshape([b, n, heads, c / heads]).swap_dims(1, 2) // [b, heads, n, c/heads]
         };
-        let q = split(self.q_proj.forward(q));
-        let k = split(self.k_proj.forward(k));
-        let v = split(self.v_proj.forward(v));
+        let (q, k, v) = (split(q), split(k), split(v));
         let dh = q.dims()[3];
         let attn = softmax(
             q.matmul(k.swap_dims(2, 3)).div_scalar((dh as f64).sqrt()),
@@ -133,7 +140,7 @@ impl<B: Backend> TwoWayBlock<B> {
                 .forward(k, q, queries.clone());
         // SAM's LayerNorms keep PyTorch's default epsilon.
         let keys = crate::fast::layer_norm(&self.norm4, 1e-5, &keys)
-            .unwrap_or_else(|| self.norm4.forward(keys));
+            .unwrap_or_else(|| crate::fast::forward_layer_norm(&self.norm4, 1e-5, keys));
         (queries, keys)
     }
 }
@@ -213,7 +220,8 @@ impl<B: Backend> Up2<B> {
         {
             return y;
         }
-        gelu(self.forward(x))
+        let y = self.forward(x);
+        crate::fast::gelu(&y).unwrap_or_else(|| gelu(y))
     }
 }
 
@@ -244,7 +252,8 @@ impl<B: Backend> FullLayerNorm<B> {
         {
             return y;
         }
-        gelu(self.forward(x))
+        let y = self.forward(x);
+        crate::fast::gelu(&y).unwrap_or_else(|| gelu(y))
     }
 }
 

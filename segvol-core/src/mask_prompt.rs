@@ -111,7 +111,8 @@ impl<B: Backend> MaskPrompt<B> {
             let xi = Tensor::<B, 2>::from_data(TensorData::new(img.clone(), [n, 2]), device);
             hidden = hidden + l.forward(xi);
         }
-        let y = self.cell_out.forward(gelu(hidden)); // [n, C/8]
+        let hidden = crate::fast::gelu(&hidden).unwrap_or_else(|| gelu(hidden));
+        let y = self.cell_out.forward(hidden); // [n, C/8]
         let c = y.dims()[1];
         y.swap_dims(0, 1).reshape([1, c, d, h, w])
     }

@@ -1,0 +1,248 @@
+//! The backward kernels against central differences of a naive f64 forward pass (independent
+//! of the formulas the kernels use).
+#![allow(clippy::unwrap_used)]
+
+use proptest::prelude::*;
+use segvol_kernels::{Heads, attention_backward, gelu_backward_in_place};
+
+fn rand_vec(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed;
+    (0..n)
+        .map(|_| {
+            s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = s;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^= z >> 31;
+            ((z >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+/// Σ attention(q, k, v) ⊙ w in f64, q `[nq, h·d]`, k `[nk, h·d]`, v `[nk, h·dv]` row-major.
+#[allow(clippy::too_many_arguments)]
+fn weighted_attention(
+    q: &[f64],
+    k: &[f64],
+    v: &[f64],
+    w: &[f64],
+    [nq, nk, heads, d, dv]: [usize; 5],
+    scale: f64,
+) -> f64 {
+    let mut total = 0.0;
+    for h in 0..heads {
+        for i in 0..nq {
+            let s: Vec<f64> = (0..nk)
+                .map(|j| {
+                    (0..d)
+                        .map(|e| q[i * heads * d + h * d + e] * k[j * heads * d + h * d + e])
+                        .sum::<f64>()
+                        * scale
+                })
+                .collect();
+            let mx = s.iter().cloned().fold(f64::MIN, f64::max);
+            let ex: Vec<f64> = s.iter().map(|x| (x - mx).exp()).collect();
+            let z: f64 = ex.iter().sum();
+            for e in 0..dv {
+                let o: f64 = (0..nk)
+                    .map(|j| ex[j] / z * v[j * heads * dv + h * dv + e])
+                    .sum();
+                total += o * w[i * heads * dv + h * dv + e];
+            }
+        }
+    }
+    total
+}
+
+/// The gradient of `f` at `x` by central differences.
+fn numeric_grad(x: &[f64], f: impl Fn(&[f64]) -> f64) -> Vec<f64> {
+    let h = 1e-6;
+    let mut y = x.to_vec();
+    (0..x.len())
+        .map(|i| {
+            y[i] = x[i] + h;
+            let up = f(&y);
+            y[i] = x[i] - h;
+            let down = f(&y);
+            y[i] = x[i];
+            (up - down) / (2.0 * h)
+        })
+        .collect()
+}
+
+fn assert_close(got: &[f32], want: &[f64], tol: f64, what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        assert!(
+            (g as f64 - w).abs() <= tol * (1.0 + w.abs()),
+            "{what}[{i}]: got {g}, want {w}"
+        );
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// q, k and v as three dense buffers, or (`fused`, nq = nk) as the ViT's one `[n, 3c]`
+    /// buffer `[q | k | v]`.
+    #[test]
+    fn attention_gradients_match_central_differences(
+        nq in 1usize..7, nk in 1usize..9, heads in 1usize..4, d in 1usize..5, dv in 1usize..4,
+        fused in any::<bool>(), seed in 0u64..1000,
+    ) {
+        let (nk, dv) = if fused { (nq, d) } else { (nk, dv) };
+        let (c, cv) = (heads * d, heads * dv);
+        let q: Vec<f32> = rand_vec(nq * c, seed).iter().map(|x| 2.0 * x).collect();
+        let k: Vec<f32> = rand_vec(nk * c, seed + 1).iter().map(|x| 2.0 * x).collect();
+        let v = rand_vec(nk * cv, seed + 2);
+        let w = rand_vec(nq * cv, seed + 3);
+        let scale = 1.0 / (d as f32).sqrt();
+        let packed: Vec<f32> = if fused {
+            (0..nq).flat_map(|i| {
+                q[i * c..(i + 1) * c].iter()
+                    .chain(&k[i * c..(i + 1) * c])
+                    .chain(&v[i * c..(i + 1) * c])
+                    .copied()
+                    .collect::<Vec<_>>()
+            }).collect()
+        } else {
+            Vec::new()
+        };
+        let (hq, hk, hv) = if fused {
+            let h = |offset| Heads { data: &packed, rows: nq, row_stride: 3 * c, offset, heads, dim: d };
+            (h(0), h(c), h(2 * c))
+        } else {
+            (
+                Heads { data: &q, rows: nq, row_stride: c, offset: 0, heads, dim: d },
+                Heads { data: &k, rows: nk, row_stride: c, offset: 0, heads, dim: d },
+                Heads { data: &v, rows: nk, row_stride: cv, offset: 0, heads, dim: dv },
+            )
+        };
+        let (gq, gk, gv) = attention_backward(hq, hk, hv, &w, scale).unwrap();
+        let f64s = |x: &[f32]| x.iter().map(|&v| v as f64).collect::<Vec<f64>>();
+        let (q64, k64, v64, w64) = (f64s(&q), f64s(&k), f64s(&v), f64s(&w));
+        let dims = [nq, nk, heads, d, dv];
+        let s = scale as f64;
+        let want_q = numeric_grad(&q64, |x| weighted_attention(x, &k64, &v64, &w64, dims, s));
+        let want_k = numeric_grad(&k64, |x| weighted_attention(&q64, x, &v64, &w64, dims, s));
+        let want_v = numeric_grad(&v64, |x| weighted_attention(&q64, &k64, x, &w64, dims, s));
+        assert_close(&gq, &want_q, 2e-5, "dq");
+        assert_close(&gk, &want_k, 2e-5, "dk");
+        assert_close(&gv, &want_v, 2e-5, "dv");
+    }
+}
+
+#[test]
+fn attention_backward_refuses_what_does_not_agree() {
+    let x = rand_vec(24, 1);
+    let h = |rows, dim| Heads {
+        data: &x,
+        rows,
+        row_stride: 4,
+        offset: 0,
+        heads: 1,
+        dim,
+    };
+    assert!(attention_backward(h(3, 4), h(3, 4), h(3, 4), &[0.0; 11], 0.5).is_err());
+    assert!(attention_backward(h(3, 4), h(3, 3), h(3, 4), &[0.0; 12], 0.5).is_err());
+    assert!(attention_backward(h(3, 4), h(3, 4), h(2, 4), &[0.0; 12], 0.5).is_err());
+    assert!(attention_backward(h(3, 4), h(3, 4), h(3, 4), &[0.0; 12], 0.5).is_ok());
+}
+
+/// erf by its Taylor series (|x| ≤ 5; beyond, ±1 to f64 precision).
+fn erf64(x: f64) -> f64 {
+    if x.abs() > 5.0 {
+        return x.signum();
+    }
+    let (mut term, mut sum, mut n) = (x, x, 0.0);
+    while term.abs() > 1e-18 && n < 300.0 {
+        n += 1.0;
+        term *= -x * x / n;
+        sum += term / (2.0 * n + 1.0);
+    }
+    sum * 2.0 / std::f64::consts::PI.sqrt()
+}
+
+fn gelu64(x: f64) -> f64 {
+    0.5 * x * (1.0 + erf64(x / 2f64.sqrt()))
+}
+
+/// Within |x| ≤ 4 (where the series above is accurate to 1e-12, so that differences of it are
+/// meaningful): against central differences of GELU itself; over |x| ≤ 9: against
+/// Φ(x) + x·φ(x) in f64.
+#[test]
+fn gelu_gradient_matches_central_differences() {
+    let x: Vec<f32> = (0..18_001).map(|i| (i as f32 - 9_000.0) * 1e-3).collect();
+    let upstream = rand_vec(x.len(), 7);
+    let mut g = upstream.clone();
+    gelu_backward_in_place(&x, &mut g).unwrap();
+    let mut differenced = 0;
+    for ((&xi, &u), &gi) in x.iter().zip(&upstream).zip(&g) {
+        let x64 = xi as f64;
+        let slope = if x64.abs() <= 4.0 {
+            differenced += 1;
+            let h = 1e-5;
+            (gelu64(x64 + h) - gelu64(x64 - h)) / (2.0 * h)
+        } else {
+            0.5 * (1.0 + erf64(x64 / 2f64.sqrt()))
+                + x64 * (-0.5 * x64 * x64).exp() / (2.0 * std::f64::consts::PI).sqrt()
+        };
+        let want = u as f64 * slope;
+        assert!(
+            (gi as f64 - want).abs() <= 2e-6 * (1.0 + want.abs()),
+            "gelu'({xi}) · {u}: got {gi}, want {want}"
+        );
+    }
+    assert!(differenced > 7_000);
+    assert!(gelu_backward_in_place(&x, &mut g[1..]).is_err());
+}
+
+/// Σ layer_norm(x) ⊙ w in f64, rows of width `cols`.
+fn weighted_layer_norm(x: &[f64], gamma: &[f64], beta: &[f64], w: &[f64], eps: f64) -> f64 {
+    let cols = gamma.len();
+    let mut total = 0.0;
+    for (row, wrow) in x.chunks_exact(cols).zip(w.chunks_exact(cols)) {
+        let mean = row.iter().sum::<f64>() / cols as f64;
+        let var = row.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / cols as f64;
+        let inv = 1.0 / (var + eps).sqrt();
+        for i in 0..cols {
+            total += ((row[i] - mean) * inv * gamma[i] + beta[i]) * wrow[i];
+        }
+    }
+    total
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    #[test]
+    fn layer_norm_gradients_match_central_differences(
+        rows in 1usize..6, cols in 2usize..40, seed in 0u64..1000,
+    ) {
+        let x: Vec<f32> = rand_vec(rows * cols, seed).iter().map(|v| 3.0 * v + 0.5).collect();
+        let gamma: Vec<f32> = rand_vec(cols, seed + 1).iter().map(|v| 1.0 + v).collect();
+        let beta = rand_vec(cols, seed + 2);
+        let w = rand_vec(rows * cols, seed + 3);
+        let eps = 1e-5f32;
+        let (dx, dg, db) =
+            segvol_kernels::layer_norm_backward(&x, cols, &gamma, eps, &w).unwrap();
+        let f64s = |x: &[f32]| x.iter().map(|&v| v as f64).collect::<Vec<f64>>();
+        let (x64, g64, b64, w64) = (f64s(&x), f64s(&gamma), f64s(&beta), f64s(&w));
+        let e = eps as f64;
+        let want_x = numeric_grad(&x64, |v| weighted_layer_norm(v, &g64, &b64, &w64, e));
+        let want_g = numeric_grad(&g64, |v| weighted_layer_norm(&x64, v, &b64, &w64, e));
+        let want_b = numeric_grad(&b64, |v| weighted_layer_norm(&x64, &g64, v, &w64, e));
+        assert_close(&dx, &want_x, 2e-5, "dx");
+        assert_close(&dg, &want_g, 2e-5, "dgamma");
+        assert_close(&db, &want_b, 2e-5, "dbeta");
+    }
+}
+
+#[test]
+fn layer_norm_backward_refuses_what_does_not_agree() {
+    let x = rand_vec(12, 1);
+    assert!(segvol_kernels::layer_norm_backward(&x, 5, &[1.0; 5], 1e-5, &x).is_err());
+    assert!(segvol_kernels::layer_norm_backward(&x, 4, &[1.0; 3], 1e-5, &x).is_err());
+    assert!(segvol_kernels::layer_norm_backward(&x, 4, &[1.0; 4], 1e-5, &x[1..]).is_err());
+    assert!(segvol_kernels::layer_norm_backward(&x, 4, &[1.0; 4], 1e-5, &x).is_ok());
+}

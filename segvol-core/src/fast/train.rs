@@ -1,0 +1,576 @@
+//! The fast kernels in training: autodiff operations on `Autodiff<Flex>` (burn's
+//! `burn_autodiff::ops::Backward`, each with a hand-written backward pass from
+//! `segvol_kernels`), for attention and GELU.
+//!
+//! On `Autodiff<Flex>` burn runs its generic operations and records each in the graph: a
+//! ViT block's attention is a transpose, two matmuls, a scale and a softmax made of `exp`, sum
+//! and division nodes, whose backward passes call the scalar libm `expf` again; GELU's backward
+//! two scalar libm calls per element. A profile of `segvol bench --train` (the `small` preset)
+//! put a third of a step there. Here attention is one graph node (forward: the inference
+//! kernel; backward: [`segvol_kernels::attention_backward`], softmax recomputed, GEMMs and
+//! the vectorised `exp`), and GELU one node (vectorised `erf`/`exp` both ways).
+//!
+//! Reached like the inference paths of the parent module: only when `B` *is*
+//! `Autodiff<Flex>` (default checkpointing) by `TypeId`, the tensors moved across by
+//! `Any::downcast`; every other backend gets `None`. Gradients are checked against burn's
+//! generic operations in `tests/fast_paths.rs`.
+
+use std::any::{Any, TypeId};
+use std::sync::OnceLock;
+
+use burn::backend::Autodiff;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::tensor::{DType, Shape, Tensor, TensorData, TensorPrimitive, backend::Backend};
+use burn_flex::{Flex, FlexTensor};
+use segvol_kernels::Heads;
+
+use super::imp::{dense, slice};
+
+/// The training backend these operations serve (`NoCheckpointing`, as `segvol train` runs).
+type Ad = Autodiff<Flex>;
+
+/// Whether `B` is `Autodiff<Flex>` and the fast paths are on.
+pub(super) fn active<B: Backend>() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    TypeId::of::<B>() == TypeId::of::<Ad>() && *ON.get_or_init(super::enabled)
+}
+
+/// `t` as the `Autodiff<Flex>` tensor it is (`None` for any other backend).
+fn to_ad<B: Backend, const D: usize>(t: Tensor<B, D>) -> Option<Tensor<Ad, D>> {
+    if !active::<B>() {
+        return None;
+    }
+    let any: Box<dyn Any> = Box::new(t);
+    any.downcast::<Tensor<Ad, D>>().ok().map(|t| *t)
+}
+
+/// An `Autodiff<Flex>` tensor back as `Tensor<B, D>` (B is `Autodiff<Flex>`).
+fn from_ad<B: Backend, const D: usize>(t: Tensor<Ad, D>) -> Option<Tensor<B, D>> {
+    let any: Box<dyn Any> = Box::new(t);
+    any.downcast::<Tensor<B, D>>().ok().map(|t| *t)
+}
+
+/// The autodiff primitive of a float tensor (its node and its f32 `FlexTensor`), or `None`
+/// (quantised, or not f32).
+fn primitive<const D: usize>(
+    t: Tensor<Ad, D>,
+) -> Option<<Ad as burn::tensor::backend::BackendTypes>::FloatTensorPrimitive> {
+    match t.into_primitive() {
+        TensorPrimitive::Float(p) => (p.primitive.dtype() == DType::F32).then_some(p),
+        TensorPrimitive::QFloat(_) => None,
+    }
+}
+
+fn flex(data: Vec<f32>, shape: impl Into<Shape>) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(data, shape))
+}
+
+/// Shapes of one attention call: batch, query rows, key rows, heads, q/k and v features per
+/// head, and how q, k and v lie in their buffers.
+#[derive(Debug, Clone, Copy)]
+struct AttnDims {
+    batch: usize,
+    nq: usize,
+    nk: usize,
+    heads: usize,
+    dim: usize,
+    dv: usize,
+    /// q, k and v are one `[b, n, 3c]` buffer (the ViT's fused projection).
+    fused: bool,
+}
+
+impl AttnDims {
+    fn scale(&self) -> f32 {
+        (self.dim as f32).powf(-0.5)
+    }
+
+    /// Sample `bi`'s q, k and v as head views: from the one fused buffer, or from three.
+    fn views<'a>(&self, bufs: &[&'a [f32]], bi: usize) -> (Heads<'a>, Heads<'a>, Heads<'a>) {
+        let (c, cv) = (self.heads * self.dim, self.heads * self.dv);
+        let h = |data: &'a [f32], rows, row_stride, offset, dim| Heads {
+            data,
+            rows,
+            row_stride,
+            offset,
+            heads: self.heads,
+            dim,
+        };
+        if self.fused {
+            let per = self.nq * 3 * c;
+            let d = &bufs[0][bi * per..(bi + 1) * per];
+            (
+                h(d, self.nq, 3 * c, 0, self.dim),
+                h(d, self.nq, 3 * c, c, self.dim),
+                h(d, self.nq, 3 * c, 2 * c, self.dim),
+            )
+        } else {
+            let (pq, pk, pv) = (self.nq * c, self.nk * c, self.nk * cv);
+            (
+                h(&bufs[0][bi * pq..(bi + 1) * pq], self.nq, c, 0, self.dim),
+                h(&bufs[1][bi * pk..(bi + 1) * pk], self.nk, c, 0, self.dim),
+                h(&bufs[2][bi * pv..(bi + 1) * pv], self.nk, cv, 0, self.dv),
+            )
+        }
+    }
+
+    fn forward(&self, bufs: &[&[f32]]) -> Option<Vec<f32>> {
+        let mut out = Vec::with_capacity(self.batch * self.nq * self.heads * self.dv);
+        for bi in 0..self.batch {
+            let (q, k, v) = self.views(bufs, bi);
+            out.extend(segvol_kernels::attention(q, k, v, self.scale()).ok()?);
+        }
+        Some(out)
+    }
+
+    /// The gradients of q, k and v (three buffers), or of the fused qkv (one).
+    fn backward(&self, bufs: &[&[f32]], grad: &[f32]) -> Vec<Vec<f32>> {
+        let (c, cv) = (self.heads * self.dim, self.heads * self.dv);
+        let per_out = self.nq * cv;
+        let mut parts: Vec<Vec<f32>> = if self.fused {
+            vec![Vec::with_capacity(self.batch * self.nq * 3 * c)]
+        } else {
+            vec![Vec::new(), Vec::new(), Vec::new()]
+        };
+        for bi in 0..self.batch {
+            let (q, k, v) = self.views(bufs, bi);
+            let (gq, gk, gv) = segvol_kernels::attention_backward(
+                q,
+                k,
+                v,
+                &grad[bi * per_out..(bi + 1) * per_out],
+                self.scale(),
+            )
+            .expect("attention backward: shapes were checked by the forward pass");
+            if self.fused {
+                for ((rq, rk), rv) in gq
+                    .chunks_exact(c)
+                    .zip(gk.chunks_exact(c))
+                    .zip(gv.chunks_exact(c))
+                {
+                    parts[0].extend_from_slice(rq);
+                    parts[0].extend_from_slice(rk);
+                    parts[0].extend_from_slice(rv);
+                }
+            } else {
+                parts[0].extend(gq);
+                parts[1].extend(gk);
+                parts[2].extend(gv);
+            }
+        }
+        parts
+    }
+}
+
+/// Attention's graph node; its state: the dense inputs and their shapes.
+#[derive(Debug)]
+struct AttentionNode;
+
+/// What attention's backward needs: q, k, v (or the fused qkv) dense, and the shapes.
+#[derive(Debug, Clone)]
+struct AttnState {
+    inputs: Vec<FlexTensor>,
+    dims: AttnDims,
+}
+
+impl AttnState {
+    fn grads(&self, grad: FlexTensor) -> Vec<FlexTensor> {
+        let grad = dense(grad);
+        let bufs: Vec<&[f32]> = self.inputs.iter().map(slice).collect();
+        let parts = self.dims.backward(&bufs, slice(&grad));
+        parts
+            .into_iter()
+            .zip(&self.inputs)
+            .map(|(g, t)| flex(g, t.layout().shape().clone()))
+            .collect()
+    }
+}
+
+impl Backward<Flex, 3> for AttentionNode {
+    type State = AttnState;
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let grad = grads.consume::<Flex>(&ops.node);
+        for (parent, g) in ops.parents.iter().zip(ops.state.grads(grad)) {
+            if let Some(node) = parent {
+                grads.register::<Flex>(node.id, g);
+            }
+        }
+    }
+}
+
+/// The fused-qkv attention's graph node (one parent).
+#[derive(Debug)]
+struct QkvAttentionNode;
+
+impl Backward<Flex, 1> for QkvAttentionNode {
+    type State = AttnState;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let grad = grads.consume::<Flex>(&ops.node);
+        if let (Some(node), Some(g)) = (&ops.parents[0], ops.state.grads(grad).pop()) {
+            grads.register::<Flex>(node.id, g);
+        }
+    }
+}
+
+/// [`super::attention`] on `Autodiff<Flex>`: q `[b, nq, heads·d]`, k `[b, nk, heads·d]`, v
+/// `[b, nk, heads·dv]` → `[b, nq, heads·dv]`, one graph node. `None` on other backends.
+pub(super) fn attention<B: Backend>(
+    q: &Tensor<B, 3>,
+    k: &Tensor<B, 3>,
+    v: &Tensor<B, 3>,
+    heads: usize,
+) -> Option<Tensor<B, 3>> {
+    let [b, nq, cq] = q.dims();
+    let [_, nk, cv] = v.dims();
+    if heads == 0 || cq % heads != 0 || cv % heads != 0 || k.dims() != [b, nk, cq] {
+        return None;
+    }
+    let dims = AttnDims {
+        batch: b,
+        nq,
+        nk,
+        heads,
+        dim: cq / heads,
+        dv: cv / heads,
+        fused: false,
+    };
+    let (q, k, v) = (
+        primitive(to_ad(q.clone())?)?,
+        primitive(to_ad(k.clone())?)?,
+        primitive(to_ad(v.clone())?)?,
+    );
+    let inputs = [&q, &k, &v].map(|t| dense(t.primitive.clone()));
+    let bufs: Vec<&[f32]> = inputs.iter().map(slice).collect();
+    let out = flex(dims.forward(&bufs)?, [b, nq, cv]);
+    let nodes = [q.node.clone(), k.node.clone(), v.node.clone()];
+    let out = match AttentionNode
+        .prepare::<NoCheckpointing>(nodes)
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => prep.finish(
+            AttnState {
+                inputs: inputs.to_vec(),
+                dims,
+            },
+            out,
+        ),
+        OpsKind::UnTracked(prep) => prep.finish(out),
+    };
+    from_ad(Tensor::from_primitive(TensorPrimitive::Float(out)))
+}
+
+/// [`super::fused_qkv_attention`] on `Autodiff<Flex>`: qkv `[b, n, 3c]` → `[b, n, c]`, one
+/// graph node. `None` on other backends.
+pub(super) fn fused_qkv_attention<B: Backend>(
+    qkv: &Tensor<B, 3>,
+    heads: usize,
+) -> Option<Tensor<B, 3>> {
+    let [b, n, c3] = qkv.dims();
+    let c = c3 / 3;
+    if heads == 0 || c % heads != 0 || c3 != 3 * c {
+        return None;
+    }
+    let dims = AttnDims {
+        batch: b,
+        nq: n,
+        nk: n,
+        heads,
+        dim: c / heads,
+        dv: c / heads,
+        fused: true,
+    };
+    let qkv = primitive(to_ad(qkv.clone())?)?;
+    let input = dense(qkv.primitive.clone());
+    let out = flex(dims.forward(&[slice(&input)])?, [b, n, c]);
+    let out = match QkvAttentionNode
+        .prepare::<NoCheckpointing>([qkv.node.clone()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => prep.finish(
+            AttnState {
+                inputs: vec![input],
+                dims,
+            },
+            out,
+        ),
+        OpsKind::UnTracked(prep) => prep.finish(out),
+    };
+    from_ad(Tensor::from_primitive(TensorPrimitive::Float(out)))
+}
+
+/// GELU's graph node; its state: the input, dense.
+#[derive(Debug)]
+struct GeluNode;
+
+impl Backward<Flex, 1> for GeluNode {
+    type State = FlexTensor;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let grad = dense(grads.consume::<Flex>(&ops.node));
+        if let Some(node) = &ops.parents[0] {
+            let shape = grad.layout().shape().clone();
+            let mut g = slice(&grad).to_vec();
+            segvol_kernels::gelu_backward_in_place(slice(&ops.state), &mut g)
+                .expect("gelu backward: the gradient has its input's shape");
+            grads.register::<Flex>(node.id, flex(g, shape));
+        }
+    }
+}
+
+/// Exact GELU on `Autodiff<Flex>`, one graph node. `None` on other backends.
+pub(super) fn gelu<B: Backend, const D: usize>(x: &Tensor<B, D>) -> Option<Tensor<B, D>> {
+    let x = primitive(to_ad(x.clone())?)?;
+    let input = dense(x.primitive.clone());
+    let shape = input.layout().shape().clone();
+    let mut y = slice(&input).to_vec();
+    segvol_kernels::gelu_in_place(&mut y);
+    let out = flex(y, shape);
+    let out = match GeluNode
+        .prepare::<NoCheckpointing>([x.node.clone()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => prep.finish(input, out),
+        OpsKind::UnTracked(prep) => prep.finish(out),
+    };
+    from_ad(Tensor::from_primitive(TensorPrimitive::Float(out)))
+}
+
+/// What a linear layer's backward needs: the input rows and the weight, dense, their shapes.
+#[derive(Debug, Clone)]
+struct LinearState {
+    x: FlexTensor,
+    weight: FlexTensor,
+    rows: usize,
+    din: usize,
+    dout: usize,
+}
+
+impl LinearState {
+    /// `dx = g·Wᵀ`, `dW = xᵀ·g`, `db = Σ_rows g`, each only when asked.
+    fn grads(&self, grad: FlexTensor, want: [bool; 3]) -> [Option<FlexTensor>; 3] {
+        use segvol_kernels::{MatMut, MatRef, auto_threads, matmul};
+        let grad = dense(grad);
+        let (rows, din, dout) = (self.rows, self.din, self.dout);
+        let g = MatRef::row_major(slice(&grad), rows, dout)
+            .expect("linear backward: the gradient has the output's shape");
+        let w = MatRef::row_major(slice(&self.weight), din, dout)
+            .expect("linear backward: the weight is [in, out]");
+        let x =
+            MatRef::row_major(slice(&self.x), rows, din).expect("linear backward: the input rows");
+        let mut out = [None, None, None];
+        if want[0] {
+            let mut dx = vec![0.0f32; rows * din];
+            let dst = MatMut::row_major(&mut dx, rows, din).expect("linear backward: dx");
+            matmul(dst, false, g, w.t(), 1.0, auto_threads(rows, din, dout))
+                .expect("linear backward: dx shapes");
+            out[0] = Some(flex(dx, self.x.layout().shape().clone()));
+        }
+        if want[1] {
+            let mut dw = vec![0.0f32; din * dout];
+            let dst = MatMut::row_major(&mut dw, din, dout).expect("linear backward: dW");
+            matmul(dst, false, x.t(), g, 1.0, auto_threads(din, dout, rows))
+                .expect("linear backward: dW shapes");
+            out[1] = Some(flex(dw, [din, dout]));
+        }
+        if want[2] {
+            let mut db = vec![0.0f32; dout];
+            for row in slice(&grad).chunks_exact(dout.max(1)) {
+                for (s, &v) in db.iter_mut().zip(row) {
+                    *s += v;
+                }
+            }
+            out[2] = Some(flex(db, [dout]));
+        }
+        out
+    }
+}
+
+/// A linear layer with bias as one graph node (parents: input, weight, bias).
+#[derive(Debug)]
+struct LinearNode;
+
+impl Backward<Flex, 3> for LinearNode {
+    type State = LinearState;
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let grad = grads.consume::<Flex>(&ops.node);
+        let want = [0, 1, 2].map(|i| ops.parents[i].is_some());
+        for (parent, g) in ops.parents.iter().zip(ops.state.grads(grad, want)) {
+            if let (Some(node), Some(g)) = (parent, g) {
+                grads.register::<Flex>(node.id, g);
+            }
+        }
+    }
+}
+
+/// A linear layer without bias as one graph node (parents: input, weight).
+#[derive(Debug)]
+struct LinearNoBiasNode;
+
+impl Backward<Flex, 2> for LinearNoBiasNode {
+    type State = LinearState;
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let grad = grads.consume::<Flex>(&ops.node);
+        let want = [ops.parents[0].is_some(), ops.parents[1].is_some(), false];
+        for (parent, g) in ops.parents.iter().zip(ops.state.grads(grad, want)) {
+            if let (Some(node), Some(g)) = (parent, g) {
+                grads.register::<Flex>(node.id, g);
+            }
+        }
+    }
+}
+
+/// `layer.forward(x)` on `Autodiff<Flex>` as one graph node: the forward pass one GEMM into
+/// the bias (`segvol_kernels::linear`), the backward two GEMMs reading the weight and the
+/// input in place (burn's copies the transposed weight) and a column sum. `None` on other
+/// backends.
+pub(super) fn linear<B: Backend, const D: usize>(
+    layer: &burn::nn::Linear<B>,
+    x: &Tensor<B, D>,
+) -> Option<Tensor<B, D>> {
+    let dims = x.dims();
+    let din = dims[D - 1];
+    let rows = dims[..D - 1].iter().product::<usize>();
+    let x = primitive(to_ad(x.clone())?)?;
+    let weight = primitive(to_ad(layer.weight.val())?)?;
+    let bias = match &layer.bias {
+        Some(b) => Some(primitive(to_ad(b.val())?)?),
+        None => None,
+    };
+    let xd = dense(x.primitive.clone());
+    let wd = dense(weight.primitive.clone());
+    let wdims = wd.layout().shape().clone();
+    if wdims.num_dims() != 2 || wdims[0] != din {
+        return None;
+    }
+    let dout = wdims[1];
+    let bd = bias.as_ref().map(|b| dense(b.primitive.clone()));
+    let y = segvol_kernels::linear(
+        segvol_kernels::MatRef::row_major(slice(&xd), rows, din).ok()?,
+        segvol_kernels::MatRef::row_major(slice(&wd), din, dout).ok()?,
+        bd.as_ref().map(slice),
+        None,
+        false,
+    )
+    .ok()?;
+    let mut shape = dims;
+    shape[D - 1] = dout;
+    let out = flex(y, shape);
+    let state = LinearState {
+        x: xd,
+        weight: wd,
+        rows,
+        din,
+        dout,
+    };
+    let out = match bias {
+        Some(b) => {
+            let nodes = [x.node.clone(), weight.node.clone(), b.node.clone()];
+            match LinearNode
+                .prepare::<NoCheckpointing>(nodes)
+                .compute_bound()
+                .stateful()
+            {
+                OpsKind::Tracked(prep) => prep.finish(state, out),
+                OpsKind::UnTracked(prep) => prep.finish(out),
+            }
+        }
+        None => {
+            let nodes = [x.node.clone(), weight.node.clone()];
+            match LinearNoBiasNode
+                .prepare::<NoCheckpointing>(nodes)
+                .compute_bound()
+                .stateful()
+            {
+                OpsKind::Tracked(prep) => prep.finish(state, out),
+                OpsKind::UnTracked(prep) => prep.finish(out),
+            }
+        }
+    };
+    from_ad(Tensor::from_primitive(TensorPrimitive::Float(out)))
+}
+
+/// What a LayerNorm's backward needs: the input and gamma, dense, and epsilon.
+#[derive(Debug, Clone)]
+struct LayerNormState {
+    x: FlexTensor,
+    gamma: FlexTensor,
+    eps: f32,
+}
+
+/// A LayerNorm over the last axis as one graph node (parents: input, gamma, beta).
+#[derive(Debug)]
+struct LayerNormNode;
+
+impl Backward<Flex, 3> for LayerNormNode {
+    type State = LayerNormState;
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let grad = dense(grads.consume::<Flex>(&ops.node));
+        let s = &ops.state;
+        let cols = slice(&s.gamma).len();
+        let (dx, dg, db) = segvol_kernels::layer_norm_backward(
+            slice(&s.x),
+            cols,
+            slice(&s.gamma),
+            s.eps,
+            slice(&grad),
+        )
+        .expect("layer norm backward: shapes were checked by the forward pass");
+        let parts = [
+            flex(dx, s.x.layout().shape().clone()),
+            flex(dg, [cols]),
+            flex(db, [cols]),
+        ];
+        for (parent, g) in ops.parents.iter().zip(parts) {
+            if let Some(node) = parent {
+                grads.register::<Flex>(node.id, g);
+            }
+        }
+    }
+}
+
+/// `norm.forward(x)` on `Autodiff<Flex>` as one graph node (forward: `segvol_kernels::
+/// layer_norm`; backward: `segvol_kernels::layer_norm_backward`, one pass per row). `None` on
+/// other backends or without a beta.
+pub(super) fn layer_norm<B: Backend, const D: usize>(
+    norm: &burn::nn::LayerNorm<B>,
+    eps: f64,
+    x: &Tensor<B, D>,
+) -> Option<Tensor<B, D>> {
+    let x = primitive(to_ad(x.clone())?)?;
+    let gamma = primitive(to_ad(norm.gamma.val())?)?;
+    let beta = primitive(to_ad(norm.beta.as_ref()?.val())?)?;
+    let xd = dense(x.primitive.clone());
+    let gd = dense(gamma.primitive.clone());
+    let bd = dense(beta.primitive.clone());
+    let cols = slice(&gd).len();
+    let y =
+        segvol_kernels::layer_norm(slice(&xd), cols, slice(&gd), slice(&bd), eps as f32).ok()?;
+    let out = flex(y, xd.layout().shape().clone());
+    let nodes = [x.node.clone(), gamma.node.clone(), beta.node.clone()];
+    let out = match LayerNormNode
+        .prepare::<NoCheckpointing>(nodes)
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => prep.finish(
+            LayerNormState {
+                x: xd,
+                gamma: gd,
+                eps: eps as f32,
+            },
+            out,
+        ),
+        OpsKind::UnTracked(prep) => prep.finish(out),
+    };
+    from_ad(Tensor::from_primitive(TensorPrimitive::Float(out)))
+}
