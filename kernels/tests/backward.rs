@@ -2,22 +2,11 @@
 //! of the formulas the kernels use).
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
+use common::{assert_close, erf64, gelu64, rand_vec};
 use proptest::prelude::*;
 use segvol_kernels::{Heads, attention_backward, gelu_backward_in_place};
-
-fn rand_vec(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed;
-    (0..n)
-        .map(|_| {
-            s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = s;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^= z >> 31;
-            ((z >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
 
 /// Σ attention(q, k, v) ⊙ w in f64, q `[nq, h·d]`, k `[nk, h·d]`, v `[nk, h·dv]` row-major.
 #[allow(clippy::too_many_arguments)]
@@ -68,16 +57,6 @@ fn numeric_grad(x: &[f64], f: impl Fn(&[f64]) -> f64) -> Vec<f64> {
             (up - down) / (2.0 * h)
         })
         .collect()
-}
-
-fn assert_close(got: &[f32], want: &[f64], tol: f64, what: &str) {
-    assert_eq!(got.len(), want.len(), "{what}: length");
-    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
-        assert!(
-            (g as f64 - w).abs() <= tol * (1.0 + w.abs()),
-            "{what}[{i}]: got {g}, want {w}"
-        );
-    }
 }
 
 proptest! {
@@ -147,24 +126,6 @@ fn attention_backward_refuses_what_does_not_agree() {
     assert!(attention_backward(h(3, 4), h(3, 3), h(3, 4), &[0.0; 12], 0.5).is_err());
     assert!(attention_backward(h(3, 4), h(3, 4), h(2, 4), &[0.0; 12], 0.5).is_err());
     assert!(attention_backward(h(3, 4), h(3, 4), h(3, 4), &[0.0; 12], 0.5).is_ok());
-}
-
-/// erf by its Taylor series (|x| ≤ 5; beyond, ±1 to f64 precision).
-fn erf64(x: f64) -> f64 {
-    if x.abs() > 5.0 {
-        return x.signum();
-    }
-    let (mut term, mut sum, mut n) = (x, x, 0.0);
-    while term.abs() > 1e-18 && n < 300.0 {
-        n += 1.0;
-        term *= -x * x / n;
-        sum += term / (2.0 * n + 1.0);
-    }
-    sum * 2.0 / std::f64::consts::PI.sqrt()
-}
-
-fn gelu64(x: f64) -> f64 {
-    0.5 * x * (1.0 + erf64(x / 2f64.sqrt()))
 }
 
 /// Within |x| ≤ 4 (where the series above is accurate to 1e-12, so that differences of it are

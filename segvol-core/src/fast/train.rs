@@ -55,13 +55,36 @@ fn from_ad<B: Backend, const D: usize>(t: Tensor<Ad, D>) -> Option<Tensor<B, D>>
 
 /// The autodiff primitive of a float tensor (its node and its f32 `FlexTensor`), or `None`
 /// (quantised, or not f32).
-fn primitive<const D: usize>(
-    t: Tensor<Ad, D>,
-) -> Option<<Ad as burn::tensor::backend::BackendTypes>::FloatTensorPrimitive> {
+fn primitive<const D: usize>(t: Tensor<Ad, D>) -> Option<AdPrimitive> {
     match t.into_primitive() {
         TensorPrimitive::Float(p) => (p.primitive.dtype() == DType::F32).then_some(p),
         TensorPrimitive::QFloat(_) => None,
     }
+}
+
+/// An autodiff tensor of `Autodiff<Flex>`, as burn-autodiff hands it out (its type sits in a
+/// private module; this is its public name).
+type AdPrimitive = <Ad as burn::tensor::backend::BackendTypes>::FloatTensorPrimitive;
+
+/// `out`, computed from `parents`, as the output of graph node `op` (whose backward pass gets
+/// `state`) when a parent is tracked, as an untracked tensor otherwise; returned as
+/// `Tensor<B, D>`.
+fn record<B: Backend, T: Backward<Flex, N>, const N: usize, const D: usize>(
+    op: T,
+    parents: [&AdPrimitive; N],
+    state: T::State,
+    out: FlexTensor,
+) -> Option<Tensor<B, D>> {
+    let nodes = parents.map(|p| p.node.clone());
+    let out = match op
+        .prepare::<NoCheckpointing>(nodes)
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => prep.finish(state, out),
+        OpsKind::UnTracked(prep) => prep.finish(out),
+    };
+    from_ad(Tensor::from_primitive(TensorPrimitive::Float(out)))
 }
 
 fn flex(data: Vec<f32>, shape: impl Into<Shape>) -> FlexTensor {
@@ -246,22 +269,11 @@ pub(super) fn attention<B: Backend>(
     let inputs = [&q, &k, &v].map(|t| dense(t.primitive.clone()));
     let bufs: Vec<&[f32]> = inputs.iter().map(slice).collect();
     let out = flex(dims.forward(&bufs)?, [b, nq, cv]);
-    let nodes = [q.node.clone(), k.node.clone(), v.node.clone()];
-    let out = match AttentionNode
-        .prepare::<NoCheckpointing>(nodes)
-        .compute_bound()
-        .stateful()
-    {
-        OpsKind::Tracked(prep) => prep.finish(
-            AttnState {
-                inputs: inputs.to_vec(),
-                dims,
-            },
-            out,
-        ),
-        OpsKind::UnTracked(prep) => prep.finish(out),
+    let state = AttnState {
+        inputs: inputs.to_vec(),
+        dims,
     };
-    from_ad(Tensor::from_primitive(TensorPrimitive::Float(out)))
+    record(AttentionNode, [&q, &k, &v], state, out)
 }
 
 /// [`super::fused_qkv_attention`] on `Autodiff<Flex>`: qkv `[b, n, 3c]` → `[b, n, c]`, one
@@ -287,21 +299,11 @@ pub(super) fn fused_qkv_attention<B: Backend>(
     let qkv = primitive(to_ad(qkv.clone())?)?;
     let input = dense(qkv.primitive.clone());
     let out = flex(dims.forward(&[slice(&input)])?, [b, n, c]);
-    let out = match QkvAttentionNode
-        .prepare::<NoCheckpointing>([qkv.node.clone()])
-        .compute_bound()
-        .stateful()
-    {
-        OpsKind::Tracked(prep) => prep.finish(
-            AttnState {
-                inputs: vec![input],
-                dims,
-            },
-            out,
-        ),
-        OpsKind::UnTracked(prep) => prep.finish(out),
+    let state = AttnState {
+        inputs: vec![input],
+        dims,
     };
-    from_ad(Tensor::from_primitive(TensorPrimitive::Float(out)))
+    record(QkvAttentionNode, [&qkv], state, out)
 }
 
 /// GELU's graph node; its state: the input, dense.
@@ -331,15 +333,7 @@ pub(super) fn gelu<B: Backend, const D: usize>(x: &Tensor<B, D>) -> Option<Tenso
     let mut y = slice(&input).to_vec();
     segvol_kernels::gelu_in_place(&mut y);
     let out = flex(y, shape);
-    let out = match GeluNode
-        .prepare::<NoCheckpointing>([x.node.clone()])
-        .compute_bound()
-        .stateful()
-    {
-        OpsKind::Tracked(prep) => prep.finish(input, out),
-        OpsKind::UnTracked(prep) => prep.finish(out),
-    };
-    from_ad(Tensor::from_primitive(TensorPrimitive::Float(out)))
+    record(GeluNode, [&x], input, out)
 }
 
 /// What a linear layer's backward needs: the input rows and the weight, dense, their shapes.
@@ -471,31 +465,10 @@ pub(super) fn linear<B: Backend, const D: usize>(
         din,
         dout,
     };
-    let out = match bias {
-        Some(b) => {
-            let nodes = [x.node.clone(), weight.node.clone(), b.node.clone()];
-            match LinearNode
-                .prepare::<NoCheckpointing>(nodes)
-                .compute_bound()
-                .stateful()
-            {
-                OpsKind::Tracked(prep) => prep.finish(state, out),
-                OpsKind::UnTracked(prep) => prep.finish(out),
-            }
-        }
-        None => {
-            let nodes = [x.node.clone(), weight.node.clone()];
-            match LinearNoBiasNode
-                .prepare::<NoCheckpointing>(nodes)
-                .compute_bound()
-                .stateful()
-            {
-                OpsKind::Tracked(prep) => prep.finish(state, out),
-                OpsKind::UnTracked(prep) => prep.finish(out),
-            }
-        }
-    };
-    from_ad(Tensor::from_primitive(TensorPrimitive::Float(out)))
+    match &bias {
+        Some(b) => record(LinearNode, [&x, &weight, b], state, out),
+        None => record(LinearNoBiasNode, [&x, &weight], state, out),
+    }
 }
 
 /// What a LayerNorm's backward needs: the input and gamma, dense, and epsilon.
@@ -556,21 +529,10 @@ pub(super) fn layer_norm<B: Backend, const D: usize>(
     let y =
         segvol_kernels::layer_norm(slice(&xd), cols, slice(&gd), slice(&bd), eps as f32).ok()?;
     let out = flex(y, xd.layout().shape().clone());
-    let nodes = [x.node.clone(), gamma.node.clone(), beta.node.clone()];
-    let out = match LayerNormNode
-        .prepare::<NoCheckpointing>(nodes)
-        .compute_bound()
-        .stateful()
-    {
-        OpsKind::Tracked(prep) => prep.finish(
-            LayerNormState {
-                x: xd,
-                gamma: gd,
-                eps: eps as f32,
-            },
-            out,
-        ),
-        OpsKind::UnTracked(prep) => prep.finish(out),
+    let state = LayerNormState {
+        x: xd,
+        gamma: gd,
+        eps: eps as f32,
     };
-    from_ad(Tensor::from_primitive(TensorPrimitive::Float(out)))
+    record(LayerNormNode, [&x, &gamma, &beta], state, out)
 }
