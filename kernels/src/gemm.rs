@@ -102,6 +102,20 @@ impl<'a> MatRef<'a> {
         [self.rows, self.cols]
     }
 
+    /// The `rows × cols` block whose first element is `(r0, c0)` (a view; errors if it does
+    /// not lie inside this matrix).
+    pub fn sub(self, [r0, c0]: [usize; 2], [rows, cols]: [usize; 2]) -> Result<Self, KernelError> {
+        if r0 + rows > self.rows || c0 + cols > self.cols {
+            return Err(KernelError::Shape("sub-matrix outside its matrix"));
+        }
+        Self::new(
+            self.data,
+            self.offset + r0 * self.row_stride + c0 * self.col_stride,
+            [rows, cols],
+            [self.row_stride, self.col_stride],
+        )
+    }
+
     /// Element `(i, j)` (tests and small reference code).
     pub fn at(&self, i: usize, j: usize) -> f32 {
         self.data[self.offset + i * self.row_stride + j * self.col_stride]

@@ -8,6 +8,8 @@
 //!   destination pre-filled with bias and residual;
 //! - [`attention`]: softmax(q·kᵀ·scale)·v for every head, parallel over heads and query
 //!   blocks, keeping only one block of scores per task (no `[heads, n, n]` tensor);
+//! - [`attention_layer`]: SAM's whole attention layer, the projections folded into the
+//!   attention when one side has few tokens (the mask decoder's prompt tokens);
 //! - [`layer_norm`], [`gelu_in_place`]: one pass per row, vectorised `exp`/`erf`;
 //! - [`attention_backward`], [`gelu_backward_in_place`], [`layer_norm_backward`]: their
 //!   gradients, for training.
@@ -17,6 +19,7 @@
 
 #![deny(missing_docs)]
 
+mod attention_layer;
 mod backward;
 mod gemm;
 pub mod math;
@@ -24,6 +27,9 @@ pub mod math;
 use multiversion::multiversion;
 use rayon::prelude::*;
 
+pub use crate::attention_layer::{
+    AttentionPlan, AttentionWeights, attention_layer, plan_attention_layer,
+};
 pub use crate::backward::{
     Grads3, attention_backward, gelu_backward_in_place, layer_norm_backward,
 };

