@@ -191,6 +191,18 @@ mod imp {
         t.to_contiguous()
     }
 
+    /// Three tensors as dense FlexTensors ([`dense`] of [`flex`] each, cloned handles).
+    pub(super) fn dense3<B: Backend, const D: usize>(
+        ts: [&Tensor<B, D>; 3],
+    ) -> Option<[FlexTensor; 3]> {
+        let [a, b, c] = ts;
+        Some([
+            dense(flex(a.clone())?),
+            dense(flex(b.clone())?),
+            dense(flex(c.clone())?),
+        ])
+    }
+
     /// Appends one sample's result: moved, not copied, when it is the first (batch 1, the usual
     /// case; a copy of tens of megabytes costs as much as the kernel).
     pub(super) fn append(out: &mut Vec<f32>, part: Vec<f32>) {
@@ -430,11 +442,7 @@ pub fn attention<B: Backend>(
             return None;
         }
         let (d, dv) = (cq / heads, cv / heads);
-        let (q, k, v) = (
-            imp::dense(imp::flex(q.clone())?),
-            imp::dense(imp::flex(k.clone())?),
-            imp::dense(imp::flex(v.clone())?),
-        );
+        let [q, k, v] = imp::dense3([q, k, v])?;
         let (qs, ks, vs) = (imp::slice(&q), imp::slice(&k), imp::slice(&v));
         let mut out = Vec::new();
         for bi in 0..b {
@@ -526,11 +534,7 @@ pub fn attention_layer<B: Backend>(
             } else {
                 segvol_kernels::plan_attention_layer(nq, nk, cq, ck, inner, c_out, heads)
             };
-        let (q, k, v) = (
-            imp::dense(imp::flex(q.clone())?),
-            imp::dense(imp::flex(k.clone())?),
-            imp::dense(imp::flex(v.clone())?),
-        );
+        let [q, k, v] = imp::dense3([q, k, v])?;
         let (qs, ks, vs) = (imp::slice(&q), imp::slice(&k), imp::slice(&v));
         let mut out = Vec::new();
         for bi in 0..b {

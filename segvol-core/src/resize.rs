@@ -41,6 +41,16 @@ fn linear_taps(n_in: usize, n_out: usize) -> Vec<(usize, usize, f32)> {
         .collect()
 }
 
+/// The panics documented on [`resize`] and [`trilinear`].
+fn check_sizes(data: &[f32], dims: [usize; 3], out: [usize; 3]) {
+    assert_eq!(
+        data.len(),
+        dims.iter().product::<usize>(),
+        "data/dims mismatch"
+    );
+    assert!(dims.iter().chain(&out).all(|&d| d > 0), "empty volume");
+}
+
 /// Resizes a (z, y, x) volume to `out`, as `F.interpolate(x[None, None], size=out, mode=…)`.
 ///
 /// # Panics
@@ -54,12 +64,7 @@ fn linear_taps(n_in: usize, n_out: usize) -> Vec<(usize, usize, f32)> {
 /// assert_eq!(resize(&[0.0, 1.0], [1, 1, 2], [1, 1, 4], ResizeMode::Trilinear), vec![0.0, 0.25, 0.75, 1.0]);
 /// ```
 pub fn resize(data: &[f32], dims: [usize; 3], out: [usize; 3], mode: ResizeMode) -> Vec<f32> {
-    assert_eq!(
-        data.len(),
-        dims.iter().product::<usize>(),
-        "data/dims mismatch"
-    );
-    assert!(dims.iter().chain(&out).all(|&d| d > 0), "empty volume");
+    check_sizes(data, dims, out);
     let [d, h, w] = dims;
     let [od, oh, ow] = out;
     match mode {
@@ -93,12 +98,7 @@ pub fn resize(data: &[f32], dims: [usize; 3], out: [usize; 3], mode: ResizeMode)
 /// # Panics
 /// When `data.len()` is not the product of `dims`, or a size is zero.
 pub fn trilinear(data: &[f32], dims: [usize; 3], out: [usize; 3]) -> Vec<f32> {
-    assert_eq!(
-        data.len(),
-        dims.iter().product::<usize>(),
-        "data/dims mismatch"
-    );
-    assert!(dims.iter().chain(&out).all(|&d| d > 0), "empty volume");
+    check_sizes(data, dims, out);
     let [d, h, w] = dims;
     let [od, oh, ow] = out;
     // W: [d·h, w] → [d·h, ow].
