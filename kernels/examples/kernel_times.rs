@@ -100,6 +100,28 @@ fn main() -> Result<(), segvol_kernels::KernelError> {
             true,
         ))
     });
+    let head = v(96);
+    time("  the same, then · head (the mask logits)", 5, || {
+        let e = segvol_kernels::conv_transpose_k2s2(&x2, [192, 16, 32, 32], &w2c, &b2, true)
+            .unwrap_or_default();
+        let n = e.len() / 96;
+        let mut m = vec![0.0f32; n];
+        for (c, row) in e.chunks_exact(n.max(1)).enumerate() {
+            for (o, &x) in m.iter_mut().zip(row) {
+                *o += head[c] * x;
+            }
+        }
+        drop(m)
+    });
+    time("  fused: conv_transpose_k2s2_gelu_dot", 5, || {
+        drop(segvol_kernels::conv_transpose_k2s2_gelu_dot(
+            &x2,
+            [192, 16, 32, 32],
+            &w2c,
+            &b2,
+            &head,
+        ))
+    });
     // The mask decoder's cross-attention layers (SegVol-base: width 768, inner 384 in 8 heads)
     // with 9 prompt tokens (5 output tokens, a box, two clicks) against the 2048 image tokens,
     // in each plan of `attention_layer`.

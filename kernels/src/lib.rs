@@ -445,6 +445,100 @@ pub fn conv_transpose_k2s2(
     Ok(out)
 }
 
+/// `head · GELU(ConvTranspose3d(k = 2, s = 2)(x))` without the upscaled tensor: the mask
+/// decoder's last step (SAM's hypernetwork vector dotted with the upscaled embedding, per
+/// voxel). `x` `[cin, d, h, w]`, `weight` `[cin, cout, 2, 2, 2]`, `bias` and `head` `[cout]`;
+/// returns `[2d, 2h, 2w]`.
+///
+/// [`conv_transpose_k2s2`] followed by a dot product writes the `cout`-channel grid (50 MB at
+/// SegVol-base size), runs GELU over it and reads it back. Here the product runs a few
+/// hundred input voxels at a time, and each block is reduced to its `8 · block` logits while it
+/// is still in cache. The sum over channels runs in channel order, as a plain dot product.
+pub fn conv_transpose_k2s2_gelu_dot(
+    x: &[f32],
+    [cin, d, h, w]: [usize; 4],
+    weight: &[f32],
+    bias: &[f32],
+    head: &[f32],
+) -> Result<Vec<f32>, KernelError> {
+    let n = d * h * w;
+    if cin == 0 || x.len() != cin * n || !weight.len().is_multiple_of(cin * 8) {
+        return Err(KernelError::Shape(
+            "conv_transpose_k2s2_gelu_dot: input or weight size",
+        ));
+    }
+    let cout = weight.len() / (cin * 8);
+    if bias.len() != cout || head.len() != cout {
+        return Err(KernelError::Shape(
+            "conv_transpose_k2s2_gelu_dot: bias or head size",
+        ));
+    }
+    let mut out = vec![0.0f32; 8 * n];
+    if n == 0 || cout == 0 {
+        return Ok(out);
+    }
+    // 128 input voxels: the block's product (`8·cout × 128`, 384 KB at cout = 96) stays in L2.
+    const BLOCK: usize = 128;
+    let wm = MatRef::new(weight, 0, [cout * 8, cin], [1, cout * 8])?;
+    let blocks: Vec<usize> = (0..n).step_by(BLOCK).collect();
+    let sums = blocks
+        .par_iter()
+        .map(|&v0| -> Result<Vec<f32>, KernelError> {
+            let nb = BLOCK.min(n - v0);
+            let xm = MatRef::new(x, v0, [cin, nb], [n, 1])?;
+            let mut acc = vec![0.0f32; 8 * nb];
+            BLOCK_SCRATCH.with(|cell| -> Result<(), KernelError> {
+                let mut part = cell.take();
+                part.resize(cout * 8 * nb, 0.0);
+                let done = matmul(
+                    MatMut::row_major(&mut part[..cout * 8 * nb], cout * 8, nb)?,
+                    false,
+                    wm,
+                    xm,
+                    1.0,
+                    1,
+                );
+                if done.is_ok() {
+                    for (co, rows8) in part.chunks_exact(8 * nb).take(cout).enumerate() {
+                        for (a, row) in acc.chunks_exact_mut(nb).zip(rows8.chunks_exact(nb)) {
+                            gelu_dot_row(a, row, bias[co], head[co]);
+                        }
+                    }
+                }
+                cell.set(part);
+                done
+            })?;
+            Ok(acc)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let (oh, ow) = (2 * h, 2 * w);
+    for (&v0, acc) in blocks.iter().zip(&sums) {
+        let nb = acc.len() / 8;
+        for (t, a) in acc.chunks_exact(nb).enumerate() {
+            let (i, j, k) = (t >> 2, (t >> 1) & 1, t & 1);
+            for (vl, &s) in a.iter().enumerate() {
+                let v = v0 + vl;
+                let (z, y, xx) = (v / (h * w), (v / w) % h, v % w);
+                out[((2 * z + i) * oh + 2 * y + j) * ow + 2 * xx + k] = s;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `acc[v] += head · GELU(row[v] + bias)`.
+#[multiversion(targets("x86_64+avx512f+avx512bw+avx512dq+avx512vl", "x86_64+avx2+fma"))]
+fn gelu_dot_row(acc: &mut [f32], row: &[f32], bias: f32, head: f32) {
+    for (a, &v) in acc.iter_mut().zip(row) {
+        *a += head * math::gelu(v + bias);
+    }
+}
+
+thread_local! {
+    /// `conv_transpose_k2s2_gelu_dot`'s block product, kept for the next block on this thread.
+    static BLOCK_SCRATCH: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
 thread_local! {
     /// `conv_transpose_k2s2`'s scratch product, kept for the next call on this thread.
     static SCRATCH: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };

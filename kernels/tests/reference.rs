@@ -266,3 +266,46 @@ fn conv_transpose_k2s2_matches_the_definition() {
         .collect();
     assert_close(&got, &want, 2e-6, "full_layer_norm");
 }
+
+/// The fused last step of the decoder against the definition in f64: the transposed
+/// convolution, GELU, then the dot product with `head` over channels. `n` = 165 input voxels:
+/// a whole block of 128 and a partial one.
+#[test]
+fn conv_transpose_gelu_dot_matches_the_definition() {
+    use segvol_kernels::conv_transpose_k2s2_gelu_dot;
+    let (cin, cout, d, h, w) = (6usize, 5usize, 3usize, 5usize, 11usize);
+    let x: Vec<f32> = rand_vec(cin * d * h * w, 21)
+        .iter()
+        .map(|v| 2.0 * v - 1.0)
+        .collect();
+    let wt: Vec<f32> = rand_vec(cin * cout * 8, 22)
+        .iter()
+        .map(|v| v - 0.5)
+        .collect();
+    let b: Vec<f32> = rand_vec(cout, 23).iter().map(|v| v - 0.5).collect();
+    let head: Vec<f32> = rand_vec(cout, 24).iter().map(|v| 2.0 * v - 1.0).collect();
+    let got = conv_transpose_k2s2_gelu_dot(&x, [cin, d, h, w], &wt, &b, &head).unwrap();
+    let (od, oh, ow) = (2 * d, 2 * h, 2 * w);
+    let mut want = vec![0.0f64; od * oh * ow];
+    for oz in 0..od {
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let (z, i, y, j, xx, k) = (oz / 2, oz % 2, oy / 2, oy % 2, ox / 2, ox % 2);
+                let mut dot = 0.0f64;
+                for co in 0..cout {
+                    let mut s = b[co] as f64;
+                    for ci in 0..cin {
+                        s += x[((ci * d + z) * h + y) * w + xx] as f64
+                            * wt[(((ci * cout + co) * 2 + i) * 2 + j) * 2 + k] as f64;
+                    }
+                    dot += head[co] as f64 * gelu64(s);
+                }
+                want[(oz * oh + oy) * ow + ox] = dot;
+            }
+        }
+    }
+    assert_close(&got, &want, 4e-6, "conv_transpose_k2s2_gelu_dot");
+    assert!(conv_transpose_k2s2_gelu_dot(&x, [cin, d, h, w], &wt, &b, &head[1..]).is_err());
+    assert!(conv_transpose_k2s2_gelu_dot(&x[1..], [cin, d, h, w], &wt, &b, &head).is_err());
+    assert!(conv_transpose_k2s2_gelu_dot(&x, [cin, d, h, w], &wt[1..], &b, &head).is_err());
+}

@@ -224,6 +224,12 @@ impl<B: Backend> Up2<B> {
         let y = self.forward(x);
         crate::fast::gelu(&y).unwrap_or_else(|| gelu(y))
     }
+
+    /// `head · gelu(self.forward(x))` over channels, `[b, 1, 2d, 2h, 2w]`, on the fast path
+    /// only (`head` `[b, cout]`); `None` elsewhere.
+    fn forward_gelu_dot(&self, x: &Tensor<B, 5>, head: &Tensor<B, 2>) -> Option<Tensor<B, 5>> {
+        crate::fast::conv_transpose_k2s2_gelu_dot(x, &self.weight.val(), &self.bias.val(), head)
+    }
 }
 
 /// SegVol's `LayerNorm((C, D, H, W))`: statistics over the whole sample, element-wise affine
@@ -322,38 +328,21 @@ impl<B: Backend> MaskDecoder<B> {
         }
     }
 
-    /// Upscaled embedding `E` and low-resolution logits of mask token 0.
+    /// Low-resolution logits of mask token 0, and the upscaled embedding `E` when
+    /// `keep_upscaled` (without it, the fast CPU path reduces `E` to the mask as it is made and
+    /// returns `None`; other backends return it either way). Calls `mark(stage)` as each stage
+    /// ends (`segvol bench --decode-ops` times them; on an asynchronous GPU backend the marks
+    /// mean nothing).
     ///
     /// # Shapes
     /// - `image_embedding`: `[1, C, gd, gh, gw]`; `image_pe`: `[1, C, gd, gh, gw]`
     /// - `sparse`: `[1, T, C]`; `dense`: `[1, C, gd, gh, gw]`; `text`: `[1, C]`
+    /// - `cells` (`[1, C/8, 4gd, 4gh, 4gw]`, the mask prompt's term) is added to `E` before
+    ///   the hypernetwork's product.
     /// - returns `(E [1, C/8, 4gd, 4gh, 4gw], low-res logits [1, 1, 4gd, 4gh, 4gw])`
     ///
     /// With a text embedding `t`, the similarity `txt_align(t) · E` is added to the mask
     /// (SEGVOL.md §6.6).
-    pub fn forward(
-        &self,
-        image_embedding: Tensor<B, 5>,
-        image_pe: Tensor<B, 5>,
-        sparse: Tensor<B, 3>,
-        dense: Tensor<B, 5>,
-        text: Option<Tensor<B, 2>>,
-    ) -> (Tensor<B, 5>, Tensor<B, 5>) {
-        self.forward_marked(
-            image_embedding,
-            image_pe,
-            sparse,
-            dense,
-            text,
-            None,
-            &mut |_| {},
-        )
-    }
-
-    /// [`forward`](Self::forward), calling `mark(stage)` as each stage ends (`segvol bench
-    /// --decode-ops` times them; on an asynchronous GPU backend the marks mean nothing).
-    /// `cells` (`[1, C/8, 4gd, 4gh, 4gw]`, the mask prompt's term) is added to the upscaled
-    /// embedding before the hypernetwork's product.
     #[allow(clippy::too_many_arguments)]
     pub fn forward_marked(
         &self,
@@ -363,8 +352,9 @@ impl<B: Backend> MaskDecoder<B> {
         dense: Tensor<B, 5>,
         text: Option<Tensor<B, 2>>,
         cells: Option<Tensor<B, 5>>,
+        keep_upscaled: bool,
         mark: &mut dyn FnMut(&'static str),
-    ) -> (Tensor<B, 5>, Tensor<B, 5>) {
+    ) -> (Option<Tensor<B, 5>>, Tensor<B, 5>) {
         let [b, c, gd, gh, gw] = image_embedding.dims();
         let out_tokens = Tensor::cat(
             vec![self.iou_token.weight.val(), self.mask_tokens.weight.val()],
@@ -399,27 +389,48 @@ impl<B: Backend> MaskDecoder<B> {
         mark("ConvTranspose3d 1");
         let up1 = self.up_norm.forward_gelu(up1);
         mark("LayerNorm(C,D,H,W) + GELU");
+        let ce = self.up_conv2.weight.dims()[1];
+        // Only mask token 0 is used (multimask_output = false), so only hypernetwork 0 runs.
+        let h0 = self.output_hypernetworks_mlps[0]
+            .forward(hs.narrow(1, 1, 1).reshape([b, c]))
+            .reshape([b, ce]);
+        let t = text.map(|t| {
+            self.txt_align_upscaled_embedding
+                .forward(t)
+                .reshape([b, ce])
+        });
+        if !keep_upscaled {
+            // h0·E + t·E = (h0 + t)·E, and the mask prompt's term, added to E, is linear too.
+            let head = match &t {
+                Some(t) => h0.clone() + t.clone(),
+                None => h0.clone(),
+            };
+            if let Some(mut masks) = self.up_conv2.forward_gelu_dot(&up1, &head) {
+                if let Some(cells) = cells {
+                    let [_, _, de, he, we] = cells.dims();
+                    let term = head
+                        .reshape([b, 1, ce])
+                        .matmul(cells.reshape([b, ce, de * he * we]))
+                        .reshape([b, 1, de, he, we]);
+                    masks = masks + term;
+                }
+                mark("ConvTranspose3d 2 + GELU · hypernetwork, fused");
+                return (None, masks);
+            }
+        }
         let mut e = self.up_conv2.forward_gelu(up1);
         mark("ConvTranspose3d 2 + GELU");
         if let Some(cells) = cells {
             e = e + cells;
         }
-        let [_, ce, de, he, we] = e.dims();
-        // Only mask token 0 is used (multimask_output = false), so only hypernetwork 0 runs.
-        let h0 = self.output_hypernetworks_mlps[0]
-            .forward(hs.narrow(1, 1, 1).reshape([b, c]))
-            .reshape([b, 1, ce]);
+        let [_, _, de, he, we] = e.dims();
         let flat_e = e.clone().reshape([b, ce, de * he * we]);
-        let mut masks = h0.matmul(flat_e.clone()); // [b, 1, N]
-        if let Some(t) = text {
-            let t = self
-                .txt_align_upscaled_embedding
-                .forward(t)
-                .reshape([b, 1, ce]);
-            masks = masks + t.matmul(flat_e);
+        let mut masks = h0.reshape([b, 1, ce]).matmul(flat_e.clone()); // [b, 1, N]
+        if let Some(t) = t {
+            masks = masks + t.reshape([b, 1, ce]).matmul(flat_e);
         }
         let masks = masks.reshape([b, 1, de, he, we]);
         mark("hypernetwork MLP · E");
-        (e, masks)
+        (Some(e), masks)
     }
 }

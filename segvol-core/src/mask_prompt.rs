@@ -328,6 +328,27 @@ mod tests {
         }
         assert!(near > 20, "the click's ball changed {near} voxels");
 
+        // `decode` (on this backend the upscaling fused with the hypernetwork's product, the
+        // cells' term added after) against `decode_with_upscaled` (E made, the cells added to
+        // it): one sum in two orders.
+        let kept: Vec<f32> = model
+            .decode_with_upscaled(emb.clone(), &with_mask)
+            .logits
+            .into_data()
+            .to_vec()
+            .unwrap_or_default();
+        let fused = run(&model, &with_mask);
+        assert_eq!(kept.len(), fused.len());
+        let scale = kept.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+        let worst = kept
+            .iter()
+            .zip(&fused)
+            .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(
+            worst <= 1e-5 * scale,
+            "fused against E kept: {worst} (scale {scale})"
+        );
+
         // The image input: once its weights are not zero, the image moves the logits.
         let mut model = model.with_mask_prompt_image(&device);
         let img: Vec<f32> = (0..n).map(|i| (i % 13) as f32 / 13.0).collect();

@@ -54,8 +54,10 @@ pub struct DecodeOutput<B: Backend> {
     pub sparse: Tensor<B, 3>,
     /// `[1, C, gd, gh, gw]`
     pub dense: Tensor<B, 5>,
-    /// Upscaled embedding `[1, C/8, 4gd, 4gh, 4gw]`.
-    pub upscaled: Tensor<B, 5>,
+    /// Upscaled embedding `[1, C/8, 4gd, 4gh, 4gw]`: only from
+    /// [`decode_with_upscaled`](SegVol::decode_with_upscaled) (`decode` on the fast CPU path
+    /// reduces it to the mask as it is made, never holding it whole).
+    pub upscaled: Option<Tensor<B, 5>>,
     /// `[1, 1, 4gd, 4gh, 4gw]`
     pub low_res_logits: Tensor<B, 5>,
     /// `[1, 1, D, H, W]` on the model grid.
@@ -218,11 +220,31 @@ impl<B: Backend> SegVol<B> {
         self.decode_marked(embedding, prompts, &mut |_| {})
     }
 
+    /// [`decode`](Self::decode), keeping the upscaled embedding in
+    /// [`DecodeOutput::upscaled`] (parity checks, debugging).
+    pub fn decode_with_upscaled(
+        &self,
+        embedding: Tensor<B, 5>,
+        prompts: &Prompts,
+    ) -> DecodeOutput<B> {
+        self.decode_inner(embedding, prompts, true, &mut |_| {})
+    }
+
     /// [`decode`](Self::decode), calling `mark(stage)` as each stage ends (profiling).
     pub fn decode_marked(
         &self,
         embedding: Tensor<B, 5>,
         prompts: &Prompts,
+        mark: &mut dyn FnMut(&'static str),
+    ) -> DecodeOutput<B> {
+        self.decode_inner(embedding, prompts, false, mark)
+    }
+
+    fn decode_inner(
+        &self,
+        embedding: Tensor<B, 5>,
+        prompts: &Prompts,
+        keep_upscaled: bool,
         mark: &mut dyn FnMut(&'static str),
     ) -> DecodeOutput<B> {
         let device = embedding.device();
@@ -249,6 +271,7 @@ impl<B: Backend> SegVol<B> {
             dense.clone(),
             text,
             cell_term,
+            keep_upscaled,
             mark,
         );
         let logits = upsample_trilinear(low.clone(), self.image_size);

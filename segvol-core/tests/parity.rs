@@ -213,8 +213,13 @@ fn whole_model<Bk: burn::tensor::backend::Backend>() {
                 worst = worst.max(d);
             }
             if name == "box" {
-                let d = max_diff(out.upscaled, "upscaled.npy");
+                // `decode` on the fast path never makes E; this one keeps it (the fused path's
+                // logits were checked above, the unfused ones here).
+                let kept = model.decode_with_upscaled(emb.clone(), prompts);
+                let d = max_diff(kept.upscaled.expect("E kept"), "upscaled.npy");
                 assert!(d <= TOL, "{file} upscaled: {d}");
+                let d = max_diff(kept.low_res_logits, "box_low_res_logits.npy");
+                assert!(d <= TOL, "{file} low_res_logits with E kept: {d}");
             }
         }
         eprintln!("{} {file}: worst {worst:e}", std::any::type_name::<Bk>());
@@ -316,9 +321,22 @@ fn text_prompt_adds_its_token_and_the_similarity_map() {
             TensorData::new(image.clone(), [1, 1, 32, 64, 64]),
             &device,
         ));
-        model.decode(emb, &prompts)
+        (
+            model.decode_with_upscaled(emb.clone(), &prompts),
+            model.decode(emb, &prompts),
+        )
     };
-    let (a, b) = (run(2), run(5));
+    let ((a, fa), (b, _)) = (run(2), run(5));
+    // `decode` without E (on this backend: the upscaling fused with (h0 + txt_align(t))·E)
+    // gives the same logits.
+    let fused: Vec<f32> = fa.low_res_logits.into_data().to_vec().unwrap();
+    let kept: Vec<f32> = a.low_res_logits.clone().into_data().to_vec().unwrap();
+    let d = fused
+        .iter()
+        .zip(&kept)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0f32, f32::max);
+    assert!(d <= 1e-5, "text prompt, fused against E kept: {d}");
     // Box: 2 tokens, then the text token, equal to the embedding.
     assert_eq!(a.sparse.dims(), [1, 3, c]);
     let tok: Vec<f32> = a
@@ -329,8 +347,8 @@ fn text_prompt_adds_its_token_and_the_similarity_map() {
         .to_vec()
         .unwrap();
     assert_eq!(tok, text);
-    let e: Vec<f32> = a.upscaled.clone().into_data().to_vec().unwrap();
-    assert_eq!(e, b.upscaled.into_data().to_vec::<f32>().unwrap());
+    let e: Vec<f32> = a.upscaled.clone().unwrap().into_data().to_vec().unwrap();
+    assert_eq!(e, b.upscaled.unwrap().into_data().to_vec::<f32>().unwrap());
     let la: Vec<f32> = a.low_res_logits.into_data().to_vec().unwrap();
     let lb: Vec<f32> = b.low_res_logits.into_data().to_vec().unwrap();
     let n = la.len();
