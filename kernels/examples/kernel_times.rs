@@ -35,6 +35,12 @@ fn main() -> Result<(), segvol_kernels::KernelError> {
     let h = v(n * m);
     let qkv = v(n * 3 * c);
     println!("| kernel | ms |\n|---|---|");
+    let mut tr = vec![0.0f32; n * c];
+    time("transpose 768×2048 → 2048×768 (copy_into)", 5, || {
+        if let Ok(m) = MatRef::new(&x, 0, [n, c], [1, n]) {
+            drop(segvol_kernels::copy_into(m, &mut tr));
+        }
+    });
     time("layer norm", 5, || drop(layer_norm(&x, c, &g, &b, 1e-5)));
     time("qkv linear", 5, || {
         drop(linear(

@@ -309,3 +309,30 @@ fn conv_transpose_gelu_dot_matches_the_definition() {
     assert!(conv_transpose_k2s2_gelu_dot(&x[1..], [cin, d, h, w], &wt, &b, &head).is_err());
     assert!(conv_transpose_k2s2_gelu_dot(&x, [cin, d, h, w], &wt[1..], &b, &head).is_err());
 }
+
+/// `copy_into` against element-by-element indexing: transposed and offset views, sizes off the
+/// 32×32 tiles, small (one thread) and large (blocks of rows in parallel).
+#[test]
+fn copy_into_matches_indexing() {
+    use segvol_kernels::copy_into;
+    for (rows, cols) in [(1usize, 1usize), (5, 70), (33, 31), (300, 257), (2048, 96)] {
+        let data = rand_vec(rows * cols + 7, 30);
+        for (offset, strides) in [(0, [cols, 1]), (7, [1, rows]), (3, [cols, 1])] {
+            let m = MatRef::new(&data, offset, [rows, cols], strides).unwrap();
+            let mut got = vec![0.0f32; rows * cols];
+            copy_into(m, &mut got).unwrap();
+            for i in 0..rows {
+                for j in 0..cols {
+                    assert_eq!(
+                        got[i * cols + j],
+                        data[offset + i * strides[0] + j * strides[1]],
+                        "{rows}×{cols} strides {strides:?} at ({i}, {j})"
+                    );
+                }
+            }
+        }
+    }
+    let data = rand_vec(12, 31);
+    let m = MatRef::new(&data, 0, [3, 4], [4, 1]).unwrap();
+    assert!(copy_into(m, &mut [0.0; 11]).is_err());
+}
