@@ -386,6 +386,28 @@ pub fn attention(
     Ok(out)
 }
 
+/// The input voxels `n` and output channels `cout` of a `ConvTranspose3d(k = 2, s = 2)`:
+/// `x` `[cin, d, h, w]`, `weight` `[cin, cout, 2, 2, 2]`, `bias` `[cout]`; errors if they do not
+/// agree.
+fn k2s2_sizes(
+    x: &[f32],
+    [cin, d, h, w]: [usize; 4],
+    weight: &[f32],
+    bias: &[f32],
+) -> Result<(usize, usize), KernelError> {
+    let n = d * h * w;
+    if cin == 0 || x.len() != cin * n || !weight.len().is_multiple_of(cin * 8) {
+        return Err(KernelError::Shape(
+            "conv_transpose_k2s2: input or weight size",
+        ));
+    }
+    let cout = weight.len() / (cin * 8);
+    if bias.len() != cout {
+        return Err(KernelError::Shape("conv_transpose_k2s2: bias size"));
+    }
+    Ok((n, cout))
+}
+
 /// `ConvTranspose3d(kernel 2, stride 2, no padding)` for one sample, then GELU if asked:
 /// `x` is `[cin, d, h, w]`, `weight` PyTorch's `[cin, cout, 2, 2, 2]`, `bias` `[cout]`; returns
 /// `[cout, 2d, 2h, 2w]`. The windows do not overlap, so it is one GEMM, `Wᵀ·x` with the eight
@@ -398,16 +420,7 @@ pub fn conv_transpose_k2s2(
     bias: &[f32],
     gelu: bool,
 ) -> Result<Vec<f32>, KernelError> {
-    let n = d * h * w;
-    if cin == 0 || x.len() != cin * n || !weight.len().is_multiple_of(cin * 8) {
-        return Err(KernelError::Shape(
-            "conv_transpose_k2s2: input or weight size",
-        ));
-    }
-    let cout = weight.len() / (cin * 8);
-    if bias.len() != cout {
-        return Err(KernelError::Shape("conv_transpose_k2s2: bias size"));
-    }
+    let (n, cout) = k2s2_sizes(x, [cin, d, h, w], weight, bias)?;
     let xm = MatRef::row_major(x, cin, n)?;
     let (oh, ow) = (2 * h, 2 * w);
     let plane = 8 * n;
@@ -474,16 +487,10 @@ pub fn conv_transpose_k2s2_gelu_dot(
     bias: &[f32],
     head: &[f32],
 ) -> Result<Vec<f32>, KernelError> {
-    let n = d * h * w;
-    if cin == 0 || x.len() != cin * n || !weight.len().is_multiple_of(cin * 8) {
+    let (n, cout) = k2s2_sizes(x, [cin, d, h, w], weight, bias)?;
+    if head.len() != cout {
         return Err(KernelError::Shape(
-            "conv_transpose_k2s2_gelu_dot: input or weight size",
-        ));
-    }
-    let cout = weight.len() / (cin * 8);
-    if bias.len() != cout || head.len() != cout {
-        return Err(KernelError::Shape(
-            "conv_transpose_k2s2_gelu_dot: bias or head size",
+            "conv_transpose_k2s2_gelu_dot: head size",
         ));
     }
     let mut out = vec![0.0f32; 8 * n];

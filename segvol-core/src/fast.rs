@@ -209,6 +209,46 @@ mod imp {
 
     /// Appends one sample's result: moved, not copied, when it is the first (batch 1, the usual
     /// case; a copy of tens of megabytes costs as much as the kernel).
+    /// A `ConvTranspose3d(k = 2, s = 2)` kernel run on each sample of `x` `[b, cin, d, h, w]`
+    /// with `weight` `[cin, cout, 2, 2, 2]` and `bias`: `kernel(sample, [cin, d, h, w],
+    /// weight, bias, sample index)`, the results one after another. `None` if the shapes do not
+    /// agree or a kernel fails.
+    pub(super) fn per_sample_k2s2<B: Backend>(
+        x: &Tensor<B, 5>,
+        weight: &Tensor<B, 5>,
+        bias: &Tensor<B, 1>,
+        kernel: impl Fn(
+            &[f32],
+            [usize; 4],
+            &[f32],
+            &[f32],
+            usize,
+        ) -> Result<Vec<f32>, segvol_kernels::KernelError>,
+    ) -> Option<Vec<f32>> {
+        let [b, cin, d, h, w] = x.dims();
+        let [wc, _, k1, k2, k3] = weight.dims();
+        if wc != cin || [k1, k2, k3] != [2, 2, 2] {
+            return None;
+        }
+        let x = dense(flex(x.clone())?);
+        let wt = dense(flex(weight.clone())?);
+        let bs = dense(flex(bias.clone())?);
+        let xs = slice(&x);
+        let per = cin * d * h * w;
+        let mut out = Vec::new();
+        for bi in 0..b {
+            let part = kernel(
+                &xs[bi * per..(bi + 1) * per],
+                [cin, d, h, w],
+                slice(&wt),
+                slice(&bs),
+                bi,
+            );
+            append(&mut out, part.ok()?);
+        }
+        Some(out)
+    }
+
     pub(super) fn append(out: &mut Vec<f32>, part: Vec<f32>) {
         if out.is_empty() {
             *out = part;
@@ -580,30 +620,11 @@ pub fn conv_transpose_k2s2<B: Backend>(
         if !imp::active::<B>() {
             return None;
         }
-        let [b, cin, d, h, w] = x.dims();
-        let [wc, cout, k1, k2, k3] = weight.dims();
-        if wc != cin || [k1, k2, k3] != [2, 2, 2] {
-            return None;
-        }
-        let x = imp::dense(imp::flex(x.clone())?);
-        let wt = imp::dense(imp::flex(weight.clone())?);
-        let bs = imp::dense(imp::flex(bias.clone())?);
-        let xs = imp::slice(&x);
-        let per = cin * d * h * w;
-        let mut out = Vec::new();
-        for bi in 0..b {
-            imp::append(
-                &mut out,
-                segvol_kernels::conv_transpose_k2s2(
-                    &xs[bi * per..(bi + 1) * per],
-                    [cin, d, h, w],
-                    imp::slice(&wt),
-                    imp::slice(&bs),
-                    gelu,
-                )
-                .ok()?,
-            );
-        }
+        let [b, _, d, h, w] = x.dims();
+        let cout = weight.dims()[1];
+        let out = imp::per_sample_k2s2(x, weight, bias, |xs, dims, wt, bs, _| {
+            segvol_kernels::conv_transpose_k2s2(xs, dims, wt, bs, gelu)
+        })?;
         hit(
             Kernel::ConvTranspose,
             imp::tensor(out, [b, cout, 2 * d, 2 * h, 2 * w]),
@@ -630,31 +651,22 @@ pub fn conv_transpose_k2s2_gelu_dot<B: Backend>(
         if !imp::active::<B>() {
             return None;
         }
-        let [b, cin, d, h, w] = x.dims();
-        let [wc, cout, k1, k2, k3] = weight.dims();
-        if wc != cin || [k1, k2, k3] != [2, 2, 2] || head.dims() != [b, cout] {
+        let [b, _, d, h, w] = x.dims();
+        let cout = weight.dims()[1];
+        if head.dims() != [b, cout] {
             return None;
         }
-        let x = imp::dense(imp::flex(x.clone())?);
-        let wt = imp::dense(imp::flex(weight.clone())?);
-        let bs = imp::dense(imp::flex(bias.clone())?);
         let hd = imp::dense(imp::flex(head.clone())?);
-        let (xs, hs) = (imp::slice(&x), imp::slice(&hd));
-        let per = cin * d * h * w;
-        let mut out = Vec::new();
-        for bi in 0..b {
-            imp::append(
-                &mut out,
-                segvol_kernels::conv_transpose_k2s2_gelu_dot(
-                    &xs[bi * per..(bi + 1) * per],
-                    [cin, d, h, w],
-                    imp::slice(&wt),
-                    imp::slice(&bs),
-                    &hs[bi * cout..(bi + 1) * cout],
-                )
-                .ok()?,
-            );
-        }
+        let hs = imp::slice(&hd);
+        let out = imp::per_sample_k2s2(x, weight, bias, |xs, dims, wt, bs, bi| {
+            segvol_kernels::conv_transpose_k2s2_gelu_dot(
+                xs,
+                dims,
+                wt,
+                bs,
+                &hs[bi * cout..(bi + 1) * cout],
+            )
+        })?;
         hit(
             Kernel::ConvTransposeGeluDot,
             imp::tensor(out, [b, 1, 2 * d, 2 * h, 2 * w]),
