@@ -477,8 +477,8 @@ pub fn conv_transpose_k2s2(
 /// returns `[2d, 2h, 2w]`.
 ///
 /// [`conv_transpose_k2s2`] followed by a dot product writes the `cout`-channel grid (50 MB at
-/// SegVol-base size), runs GELU over it and reads it back. Here the product runs a few
-/// hundred input voxels at a time, and each block is reduced to its `8 · block` logits while it
+/// SegVol-base size), runs GELU over it and reads it back. Here the product runs 128 input
+/// voxels at a time, and each block is reduced to its `8 · block` logits while it
 /// is still in cache. The sum over channels runs in channel order, as a plain dot product.
 pub fn conv_transpose_k2s2_gelu_dot(
     x: &[f32],

@@ -207,8 +207,6 @@ mod imp {
         ])
     }
 
-    /// Appends one sample's result: moved, not copied, when it is the first (batch 1, the usual
-    /// case; a copy of tens of megabytes costs as much as the kernel).
     /// A `ConvTranspose3d(k = 2, s = 2)` kernel run on each sample of `x` `[b, cin, d, h, w]`
     /// with `weight` `[cin, cout, 2, 2, 2]` and `bias`: `kernel(sample, [cin, d, h, w],
     /// weight, bias, sample index)`, the results one after another. `None` if the shapes do not
@@ -249,6 +247,8 @@ mod imp {
         Some(out)
     }
 
+    /// Appends one sample's result: moved, not copied, when it is the first (batch 1, the usual
+    /// case; a copy of tens of megabytes costs as much as the kernel).
     pub(super) fn append(out: &mut Vec<f32>, part: Vec<f32>) {
         if out.is_empty() {
             *out = part;

@@ -339,7 +339,8 @@ impl<B: Backend> MaskDecoder<B> {
     /// - `sparse`: `[1, T, C]`; `dense`: `[1, C, gd, gh, gw]`; `text`: `[1, C]`
     /// - `cells` (`[1, C/8, 4gd, 4gh, 4gw]`, the mask prompt's term) is added to `E` before
     ///   the hypernetwork's product.
-    /// - returns `(E [1, C/8, 4gd, 4gh, 4gw], low-res logits [1, 1, 4gd, 4gh, 4gw])`
+    /// - returns `(Option<E [1, C/8, 4gd, 4gh, 4gw]>, low-res logits [1, 1, 4gd, 4gh, 4gw])`;
+    ///   batch 1 (the prompts are one sample's)
     ///
     /// With a text embedding `t`, the similarity `txt_align(t) · E` is added to the mask
     /// (SEGVOL.md §6.6).

@@ -338,6 +338,10 @@ mod tests {
             .to_vec()
             .unwrap_or_default();
         let fused = run(&model, &with_mask);
+        assert!(
+            model.decode(emb.clone(), &with_mask).upscaled.is_none(),
+            "decode on flex took the fused path"
+        );
         assert_eq!(kept.len(), fused.len());
         let scale = kept.iter().fold(1.0f32, |m, v| m.max(v.abs()));
         let worst = kept

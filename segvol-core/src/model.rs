@@ -54,9 +54,10 @@ pub struct DecodeOutput<B: Backend> {
     pub sparse: Tensor<B, 3>,
     /// `[1, C, gd, gh, gw]`
     pub dense: Tensor<B, 5>,
-    /// Upscaled embedding `[1, C/8, 4gd, 4gh, 4gw]`: only from
-    /// [`decode_with_upscaled`](SegVol::decode_with_upscaled) (`decode` on the fast CPU path
-    /// reduces it to the mask as it is made, never holding it whole).
+    /// Upscaled embedding `[1, C/8, 4gd, 4gh, 4gw]`: always from
+    /// [`decode_with_upscaled`](SegVol::decode_with_upscaled); `decode` leaves it out on the
+    /// fast CPU path (burn-flex), which reduces it to the mask as it is made, never holding it
+    /// whole, and returns it on other backends.
     pub upscaled: Option<Tensor<B, 5>>,
     /// `[1, 1, 4gd, 4gh, 4gw]`
     pub low_res_logits: Tensor<B, 5>,

@@ -329,6 +329,7 @@ fn text_prompt_adds_its_token_and_the_similarity_map() {
     let ((a, fa), (b, _)) = (run(2), run(5));
     // `decode` without E (on this backend: the upscaling fused with (h0 + txt_align(t))·E)
     // gives the same logits.
+    assert!(fa.upscaled.is_none(), "decode on flex took the fused path");
     let fused: Vec<f32> = fa.low_res_logits.into_data().to_vec().unwrap();
     let kept: Vec<f32> = a.low_res_logits.clone().into_data().to_vec().unwrap();
     let d = fused
