@@ -4,7 +4,8 @@
 use std::time::Instant;
 
 use segvol_kernels::{
-    AttentionPlan, AttentionWeights, Heads, MatRef, attention, attention_layer, gelu_in_place,
+    AttentionPlan, AttentionWeights, Heads, MatRef, attention, attention_backward,
+    attention_backward_with_probs, attention_layer, attention_with_probs, gelu_in_place,
     layer_norm, linear,
 };
 
@@ -82,6 +83,55 @@ fn main() -> Result<(), segvol_kernels::KernelError> {
     time("attention (12 heads)", 5, || {
         drop(attention(hd(0), hd(c), hd(2 * c), 0.125))
     });
+    // Training's attention at the `small` model's sizes (512 tokens, 192 wide, 6 heads), on one
+    // thread as a training lane runs it: forward and backward, P recomputed or kept.
+    let (ns, cs, hs) = (512usize, 192usize, 6usize);
+    let qkv_s = v(ns * 3 * cs);
+    let d_out = v(ns * cs);
+    let hs_ = |offset| Heads {
+        data: &qkv_s,
+        rows: ns,
+        row_stride: 3 * cs,
+        offset,
+        heads: hs,
+        dim: cs / hs,
+    };
+    let scale = (cs as f32 / hs as f32).powf(-0.5);
+    if let Ok(one) = rayon::ThreadPoolBuilder::new().num_threads(1).build() {
+        one.install(|| {
+            time("small: attention forward (1 thread)", 50, || {
+                drop(attention(hs_(0), hs_(cs), hs_(2 * cs), scale))
+            });
+            time("small: attention forward, P kept (1 thread)", 50, || {
+                drop(attention_with_probs(hs_(0), hs_(cs), hs_(2 * cs), scale))
+            });
+            time(
+                "small: attention backward, P recomputed (1 thread)",
+                50,
+                || {
+                    drop(attention_backward(
+                        hs_(0),
+                        hs_(cs),
+                        hs_(2 * cs),
+                        &d_out,
+                        scale,
+                    ))
+                },
+            );
+            if let Ok((_, p)) = attention_with_probs(hs_(0), hs_(cs), hs_(2 * cs), scale) {
+                time("small: attention backward, P kept (1 thread)", 50, || {
+                    drop(attention_backward_with_probs(
+                        hs_(0),
+                        hs_(cs),
+                        hs_(2 * cs),
+                        &p,
+                        &d_out,
+                        scale,
+                    ))
+                });
+            }
+        });
+    }
     let x1 = v(768 * 8 * 16 * 16);
     let w1c = v(768 * 192 * 8);
     let b1 = v(192);

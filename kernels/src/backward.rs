@@ -19,13 +19,40 @@ pub type Grads3 = (Vec<f32>, Vec<f32>, Vec<f32>);
 /// output (`[q.rows, heads·v.dim]` row-major): `(dq, dk, dv)`, row-major `[q.rows, heads·dim]`,
 /// `[k.rows, heads·dim]`, `[k.rows, heads·v.dim]`, head `h` in columns `h·dim ..`.
 ///
-/// Per head, with P = softmax(q·kᵀ·scale) recomputed (not stored by the forward pass):
+/// Per head, with P = softmax(q·kᵀ·scale) recomputed (not stored by the forward pass; see
+/// [`attention_backward_with_probs`] for P kept):
 /// dv = Pᵀ·dO, dP = dO·vᵀ, dS = P ⊙ (dP − rowsum(P ⊙ dP)), dq = scale·dS·k, dk = scale·dSᵀ·q.
 /// Parallel over heads; each holds its `[q.rows, k.rows]` P and dS.
 pub fn attention_backward(
     q: Heads<'_>,
     k: Heads<'_>,
     v: Heads<'_>,
+    d_out: &[f32],
+    scale: f32,
+) -> Result<Grads3, KernelError> {
+    attention_backward_p(q, k, v, None, d_out, scale)
+}
+
+/// [`attention_backward`] with P given: `probs` is what [`crate::attention_with_probs`]
+/// returned for the same q, k, v and scale (`[heads, q.rows, k.rows]`), so P is not computed
+/// again. Storing P costs `4·heads·q.rows·k.rows` bytes per call, which is why the caller
+/// chooses.
+pub fn attention_backward_with_probs(
+    q: Heads<'_>,
+    k: Heads<'_>,
+    v: Heads<'_>,
+    probs: &[f32],
+    d_out: &[f32],
+    scale: f32,
+) -> Result<Grads3, KernelError> {
+    attention_backward_p(q, k, v, Some(probs), d_out, scale)
+}
+
+fn attention_backward_p(
+    q: Heads<'_>,
+    k: Heads<'_>,
+    v: Heads<'_>,
+    probs: Option<&[f32]>,
     d_out: &[f32],
     scale: f32,
 ) -> Result<Grads3, KernelError> {
@@ -41,6 +68,9 @@ pub fn attention_backward(
             "attention_backward: output gradient size",
         ));
     }
+    if probs.is_some_and(|p| p.len() != heads * nq * nk) {
+        return Err(KernelError::Shape("attention_backward: probabilities size"));
+    }
     let mut gq = vec![0.0f32; nq * heads * d];
     let mut gk = vec![0.0f32; nk * heads * d];
     let mut gv = vec![0.0f32; nk * width];
@@ -52,17 +82,25 @@ pub fn attention_backward(
         .map(|h| {
             let (qh, kh, vh) = (q.head(h, 0, nq)?, k.head(h, 0, nk)?, v.head(h, 0, nk)?);
             let doh = MatRef::new(d_out, h * dv, [nq, dv], [width, 1])?;
-            let mut p = vec![0.0f32; nq * nk];
-            matmul(
-                MatMut::row_major(&mut p, nq, nk)?,
-                false,
-                qh,
-                kh.t(),
-                scale,
-                1,
-            )?;
-            softmax_rows_in_place(&mut p, nk);
-            let pm = MatRef::row_major(&p, nq, nk)?;
+            let computed;
+            let p: &[f32] = match probs {
+                Some(all) => &all[h * nq * nk..(h + 1) * nq * nk],
+                None => {
+                    let mut p = vec![0.0f32; nq * nk];
+                    matmul(
+                        MatMut::row_major(&mut p, nq, nk)?,
+                        false,
+                        qh,
+                        kh.t(),
+                        scale,
+                        1,
+                    )?;
+                    softmax_rows_in_place(&mut p, nk);
+                    computed = p;
+                    &computed
+                }
+            };
+            let pm = MatRef::row_major(p, nq, nk)?;
             let mut ghv = vec![0.0f32; nk * dv];
             matmul(
                 MatMut::row_major(&mut ghv, nk, dv)?,

@@ -31,7 +31,8 @@ pub use crate::attention_layer::{
     AttentionPlan, AttentionWeights, attention_layer, plan_attention_layer,
 };
 pub use crate::backward::{
-    Grads3, attention_backward, gelu_backward_in_place, layer_norm_backward,
+    Grads3, attention_backward, attention_backward_with_probs, gelu_backward_in_place,
+    layer_norm_backward,
 };
 pub use crate::gemm::{MatMut, MatRef, auto_threads, matmul};
 
@@ -310,14 +311,38 @@ pub fn attention(
     v: Heads<'_>,
     scale: f32,
 ) -> Result<Vec<f32>, KernelError> {
+    attention_kept(q, k, v, scale, false).map(|(out, _)| out)
+}
+
+/// [`attention`], plus its probabilities `softmax(q·kᵀ·scale)`: `[heads, q.rows, k.rows]`
+/// row-major (head `h`'s `[q.rows, k.rows]` block at `h·q.rows·k.rows`), the same floats the
+/// output was computed from. Training keeps them for [`attention_backward_with_probs`], which
+/// then does not compute them again (one GEMM and one softmax per head less).
+pub fn attention_with_probs(
+    q: Heads<'_>,
+    k: Heads<'_>,
+    v: Heads<'_>,
+    scale: f32,
+) -> Result<(Vec<f32>, Vec<f32>), KernelError> {
+    attention_kept(q, k, v, scale, true).map(|(out, p)| (out, p.unwrap_or_default()))
+}
+
+fn attention_kept(
+    q: Heads<'_>,
+    k: Heads<'_>,
+    v: Heads<'_>,
+    scale: f32,
+    keep: bool,
+) -> Result<(Vec<f32>, Option<Vec<f32>>), KernelError> {
     if q.heads != k.heads || q.heads != v.heads || q.dim != k.dim || k.rows != v.rows {
         return Err(KernelError::Shape("attention: q, k, v do not agree"));
     }
     let (nq, nk, heads, dv) = (q.rows, k.rows, q.heads, v.dim);
     let width = heads * dv;
     let mut out = vec![0.0f32; nq * width];
+    let mut probs = keep.then(|| vec![0.0f32; heads * nq * nk]);
     if nq == 0 || nk == 0 || width == 0 {
-        return Ok(out);
+        return Ok((out, probs));
     }
     // Each head's kᵀ `[dim, nk]` and v `[nk, dv]` copied dense once: the GEMM packs its right
     // operand on every call, and packing from a dense buffer is several times faster than
@@ -347,28 +372,47 @@ pub fn attention(
     // `[block, nk]` scores stay in L2.
     let block = (262_144 / nk).clamp(16, 256).min(nq);
     let blocks = nq.div_ceil(block);
-    let results: Vec<Result<BlockOut, KernelError>> = (0..blocks * heads)
-        .into_par_iter()
-        .map(|task| {
-            let (bi, h) = (task / heads, task % heads);
+    // With P kept, each task writes its scores straight into its `[rows, nk]` place in
+    // `probs` (head-major, then query blocks: `chunks_mut` of a head gives the blocks, the last
+    // one shorter), so nothing is copied afterwards.
+    let mut places: Vec<Option<&mut [f32]>> = match probs.as_mut() {
+        Some(p) => p
+            .chunks_mut(nq * nk)
+            .flat_map(|head| head.chunks_mut(block * nk).map(Some))
+            .collect(),
+        None => (0..blocks * heads).map(|_| None).collect(),
+    };
+    let results: Vec<Result<BlockOut, KernelError>> = places
+        .par_iter_mut()
+        .enumerate()
+        .map(|(task, place)| {
+            // `places` is head-major: task = h·blocks + bi.
+            let (h, bi) = (task / blocks, task % blocks);
             let row0 = bi * block;
             let rows = block.min(nq - row0);
             let (kt, vd) = &packed[h];
-            let mut scores = vec![0.0f32; rows * nk];
+            let mut local: Vec<f32>;
+            let scores: &mut [f32] = match place.as_deref_mut() {
+                Some(p) => p,
+                None => {
+                    local = vec![0.0f32; rows * nk];
+                    &mut local
+                }
+            };
             matmul(
-                MatMut::row_major(&mut scores, rows, nk)?,
+                MatMut::row_major(scores, rows, nk)?,
                 false,
                 q.head(h, row0, rows)?,
                 MatRef::row_major(kt, q.dim, nk)?,
                 scale,
                 1,
             )?;
-            softmax_rows_in_place(&mut scores, nk);
+            softmax_rows_in_place(scores, nk);
             let mut o = vec![0.0f32; rows * dv];
             matmul(
                 MatMut::row_major(&mut o, rows, dv)?,
                 false,
-                MatRef::row_major(&scores, rows, nk)?,
+                MatRef::row_major(scores, rows, nk)?,
                 MatRef::row_major(vd, nk, dv)?,
                 1.0,
                 1,
@@ -376,6 +420,7 @@ pub fn attention(
             Ok((row0, h, o))
         })
         .collect();
+    drop(places);
     for r in results {
         let (row0, h, o) = r?;
         for (i, orow) in o.chunks_exact(dv).enumerate() {
@@ -383,7 +428,7 @@ pub fn attention(
             out[at..at + dv].copy_from_slice(orow);
         }
     }
-    Ok(out)
+    Ok((out, probs))
 }
 
 /// The input voxels `n` and output channels `cout` of a `ConvTranspose3d(k = 2, s = 2)`:

@@ -6,7 +6,10 @@ mod common;
 
 use common::{assert_close, erf64, gelu64, rand_vec};
 use proptest::prelude::*;
-use segvol_kernels::{Heads, attention_backward, gelu_backward_in_place};
+use segvol_kernels::{
+    Heads, attention, attention_backward, attention_backward_with_probs, attention_with_probs,
+    gelu_backward_in_place,
+};
 
 /// Σ attention(q, k, v) ⊙ w in f64, q `[nq, h·d]`, k `[nk, h·d]`, v `[nk, h·dv]` row-major.
 #[allow(clippy::too_many_arguments)]
@@ -108,7 +111,87 @@ proptest! {
         assert_close(&gq, &want_q, 2e-5, "dq");
         assert_close(&gk, &want_k, 2e-5, "dk");
         assert_close(&gv, &want_v, 2e-5, "dv");
+        // P kept by the forward pass instead of recomputed: the same output, the same gradients.
+        let (out, probs) = attention_with_probs(hq, hk, hv, scale).unwrap();
+        prop_assert_eq!(&out, &attention(hq, hk, hv, scale).unwrap());
+        let (pq, pk, pv) = attention_backward_with_probs(hq, hk, hv, &probs, &w, scale).unwrap();
+        assert_close(&pq, &want_q, 2e-5, "dq with P kept");
+        assert_close(&pk, &want_k, 2e-5, "dk with P kept");
+        assert_close(&pv, &want_v, 2e-5, "dv with P kept");
     }
+}
+
+/// softmax(q·kᵀ·scale) per head in f64: `[heads, nq, nk]`.
+fn naive_probs(q: &[f64], k: &[f64], [nq, nk, heads, d]: [usize; 4], scale: f64) -> Vec<f64> {
+    let mut out = Vec::with_capacity(heads * nq * nk);
+    for h in 0..heads {
+        for i in 0..nq {
+            let s: Vec<f64> = (0..nk)
+                .map(|j| {
+                    (0..d)
+                        .map(|e| q[i * heads * d + h * d + e] * k[j * heads * d + h * d + e])
+                        .sum::<f64>()
+                        * scale
+                })
+                .collect();
+            let mx = s.iter().cloned().fold(f64::MIN, f64::max);
+            let z: f64 = s.iter().map(|x| (x - mx).exp()).sum();
+            out.extend(s.iter().map(|x| (x - mx).exp() / z));
+        }
+    }
+    out
+}
+
+/// The kept probabilities where the forward pass splits the queries into several blocks per
+/// head (nk = 1100 gives blocks of 238 rows, so 300 queries are two blocks of different
+/// sizes): each block's rows at their place, against softmax in f64.
+#[test]
+fn kept_probabilities_match_softmax_across_query_blocks() {
+    let (nq, nk, heads, d) = (300, 1100, 2, 3);
+    let q = rand_vec(nq * heads * d, 7);
+    let k = rand_vec(nk * heads * d, 8);
+    let v = rand_vec(nk * heads * d, 9);
+    let h = |data: &'static [f32], rows| Heads {
+        data,
+        rows,
+        row_stride: heads * d,
+        offset: 0,
+        heads,
+        dim: d,
+    };
+    let (q, k, v): (&'static [f32], &'static [f32], &'static [f32]) =
+        (q.leak(), k.leak(), v.leak());
+    let scale = 0.7;
+    let (out, probs) = attention_with_probs(h(q, nq), h(k, nk), h(v, nk), scale).unwrap();
+    assert_eq!(out, attention(h(q, nq), h(k, nk), h(v, nk), scale).unwrap());
+    let f64s = |x: &[f32]| x.iter().map(|&v| v as f64).collect::<Vec<f64>>();
+    let want = naive_probs(&f64s(q), &f64s(k), [nq, nk, heads, d], scale as f64);
+    assert_close(&probs, &want, 1e-6, "probabilities");
+    // The output at those sizes too: P·v per head, in f64.
+    let v64 = f64s(v);
+    let mut want_out = vec![0.0f64; nq * heads * d];
+    for hh in 0..heads {
+        for i in 0..nq {
+            for j in 0..nk {
+                let p = want[(hh * nq + i) * nk + j];
+                for e in 0..d {
+                    want_out[i * heads * d + hh * d + e] += p * v64[j * heads * d + hh * d + e];
+                }
+            }
+        }
+    }
+    assert_close(&out, &want_out, 1e-5, "output");
+    assert!(
+        attention_backward_with_probs(
+            h(q, nq),
+            h(k, nk),
+            h(v, nk),
+            &probs[1..],
+            &vec![0.0; nq * heads * d],
+            scale
+        )
+        .is_err()
+    );
 }
 
 #[test]

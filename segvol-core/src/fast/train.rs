@@ -7,8 +7,10 @@
 //! and division nodes, whose backward passes call the scalar libm `expf` again; GELU's backward
 //! two scalar libm calls per element. A profile of `segvol bench --train` (the `small` preset)
 //! put a third of a step there. Here attention is one graph node (forward: the inference
-//! kernel; backward: [`segvol_kernels::attention_backward`], softmax recomputed, GEMMs and
-//! the vectorised `exp`), and GELU one node (vectorised `erf`/`exp` both ways).
+//! kernel, keeping its probabilities when they are small enough; backward:
+//! [`segvol_kernels::attention_backward_with_probs`], or [`segvol_kernels::attention_backward`]
+//! with softmax recomputed, GEMMs and the vectorised `exp`), and GELU one node (vectorised
+//! `erf`/`exp` both ways).
 //!
 //! Reached like the inference paths of the parent module: only when `B` *is*
 //! `Autodiff<Flex>` (default checkpointing) by `TypeId`, the tensors moved across by
@@ -91,6 +93,13 @@ fn flex(data: Vec<f32>, shape: impl Into<Shape>) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(data, shape))
 }
 
+/// The most an attention node keeps of its probabilities for the backward pass (all samples of
+/// the call): 64 MiB. Above it the backward pass computes them again.
+const KEEP_PROBS_BYTES: usize = 64 << 20;
+
+/// Each sample's attention probabilities `[heads, nq, nk]`, as the forward pass kept them.
+type KeptProbs = Vec<Vec<f32>>;
+
 /// Shapes of one attention call: batch, query rows, key rows, heads, q/k and v features per
 /// head, and how q, k and v lie in their buffers.
 #[derive(Debug, Clone, Copy)]
@@ -139,17 +148,39 @@ impl AttnDims {
         }
     }
 
-    fn forward(&self, bufs: &[&[f32]]) -> Option<Vec<f32>> {
-        let mut out = Vec::with_capacity(self.batch * self.nq * self.heads * self.dv);
-        for bi in 0..self.batch {
-            let (q, k, v) = self.views(bufs, bi);
-            out.extend(segvol_kernels::attention(q, k, v, self.scale()).ok()?);
-        }
-        Some(out)
+    /// Whether the forward pass keeps the probabilities for the backward pass: when they take
+    /// at most [`KEEP_PROBS_BYTES`] (the `small` model's encoder layer: 6.3 MB per sample;
+    /// SegVol-base's: 201 MB, recomputed instead).
+    fn keeps_probs(&self) -> bool {
+        self.batch
+            .saturating_mul(self.heads)
+            .saturating_mul(self.nq)
+            .saturating_mul(self.nk)
+            .saturating_mul(4)
+            <= KEEP_PROBS_BYTES
     }
 
-    /// The gradients of q, k and v (three buffers), or of the fused qkv (one).
-    fn backward(&self, bufs: &[&[f32]], grad: &[f32]) -> Vec<Vec<f32>> {
+    /// The output, and each sample's probabilities when [`Self::keeps_probs`].
+    fn forward(&self, bufs: &[&[f32]]) -> Option<(Vec<f32>, Option<KeptProbs>)> {
+        let mut out = Vec::with_capacity(self.batch * self.nq * self.heads * self.dv);
+        let keep = self.keeps_probs();
+        let mut probs = Vec::new();
+        for bi in 0..self.batch {
+            let (q, k, v) = self.views(bufs, bi);
+            if keep {
+                let (o, p) = segvol_kernels::attention_with_probs(q, k, v, self.scale()).ok()?;
+                out.extend(o);
+                probs.push(p);
+            } else {
+                out.extend(segvol_kernels::attention(q, k, v, self.scale()).ok()?);
+            }
+        }
+        Some((out, keep.then_some(probs)))
+    }
+
+    /// The gradients of q, k and v (three buffers), or of the fused qkv (one); `probs` as the
+    /// forward pass kept them (or `None`: recomputed).
+    fn backward(&self, bufs: &[&[f32]], probs: Option<&[Vec<f32>]>, grad: &[f32]) -> Vec<Vec<f32>> {
         let (c, cv) = (self.heads * self.dim, self.heads * self.dv);
         let per_out = self.nq * cv;
         let mut parts: Vec<Vec<f32>> = if self.fused {
@@ -159,13 +190,13 @@ impl AttnDims {
         };
         for bi in 0..self.batch {
             let (q, k, v) = self.views(bufs, bi);
-            let (gq, gk, gv) = segvol_kernels::attention_backward(
-                q,
-                k,
-                v,
-                &grad[bi * per_out..(bi + 1) * per_out],
-                self.scale(),
-            )
+            let d_out = &grad[bi * per_out..(bi + 1) * per_out];
+            let (gq, gk, gv) = match probs.and_then(|p| p.get(bi)) {
+                Some(p) => {
+                    segvol_kernels::attention_backward_with_probs(q, k, v, p, d_out, self.scale())
+                }
+                None => segvol_kernels::attention_backward(q, k, v, d_out, self.scale()),
+            }
             .expect("attention backward: shapes were checked by the forward pass");
             if self.fused {
                 for ((rq, rk), rv) in gq
@@ -191,18 +222,22 @@ impl AttnDims {
 #[derive(Debug)]
 struct AttentionNode;
 
-/// What attention's backward needs: q, k, v (or the fused qkv) dense, and the shapes.
+/// What attention's backward needs: q, k, v (or the fused qkv) dense, the shapes, and each
+/// sample's probabilities when the forward pass kept them.
 #[derive(Debug, Clone)]
 struct AttnState {
     inputs: Vec<FlexTensor>,
     dims: AttnDims,
+    probs: Option<KeptProbs>,
 }
 
 impl AttnState {
     fn grads(&self, grad: FlexTensor) -> Vec<FlexTensor> {
         let grad = dense(grad);
         let bufs: Vec<&[f32]> = self.inputs.iter().map(slice).collect();
-        let parts = self.dims.backward(&bufs, slice(&grad));
+        let parts = self
+            .dims
+            .backward(&bufs, self.probs.as_deref(), slice(&grad));
         parts
             .into_iter()
             .zip(&self.inputs)
@@ -268,10 +303,12 @@ pub(super) fn attention<B: Backend>(
     );
     let inputs = [&q, &k, &v].map(|t| dense(t.primitive.clone()));
     let bufs: Vec<&[f32]> = inputs.iter().map(slice).collect();
-    let out = flex(dims.forward(&bufs)?, [b, nq, cv]);
+    let (out, probs) = dims.forward(&bufs)?;
+    let out = flex(out, [b, nq, cv]);
     let state = AttnState {
         inputs: inputs.to_vec(),
         dims,
+        probs,
     };
     record(AttentionNode, [&q, &k, &v], state, out)
 }
@@ -298,10 +335,12 @@ pub(super) fn fused_qkv_attention<B: Backend>(
     };
     let qkv = primitive(to_ad(qkv.clone())?)?;
     let input = dense(qkv.primitive.clone());
-    let out = flex(dims.forward(&[slice(&input)])?, [b, n, c]);
+    let (out, probs) = dims.forward(&[slice(&input)])?;
+    let out = flex(out, [b, n, c]);
     let state = AttnState {
         inputs: vec![input],
         dims,
+        probs,
     };
     record(QkvAttentionNode, [&qkv], state, out)
 }
