@@ -11,8 +11,9 @@
 //! - [`attention_layer`]: SAM's whole attention layer, the projections folded into the
 //!   attention when one side has few tokens (the mask decoder's prompt tokens);
 //! - [`layer_norm`], [`gelu_in_place`]: one pass per row, vectorised `exp`/`erf`;
-//! - [`attention_backward`], [`gelu_backward_in_place`], [`layer_norm_backward`]: their
-//!   gradients, for training.
+//! - [`attention_backward`] (or [`attention_backward_with_probs`], with the probabilities
+//!   [`attention_with_probs`] kept), [`gelu_backward_in_place`], [`layer_norm_backward`]:
+//!   their gradients, for training.
 //!
 //! `segvol-core` calls them when the backend is burn-flex (and keeps burn's generic code for
 //! every other backend and for training); docs/performance.md has the measurements.
