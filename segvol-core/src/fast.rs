@@ -742,11 +742,15 @@ pub fn gelu<B: Backend, const D: usize>(x: &Tensor<B, D>) -> Option<Tensor<B, D>
     }
 }
 
-/// `t` with its elements laid out row-major (a strided view copied once); `None` → leave it
-/// to burn (other backends, or already contiguous).
+/// `t` with its elements laid out row-major (a strided view copied once; in training on
+/// `Autodiff<Flex>` as a graph node that passes the gradient through); `None` → leave it to
+/// burn (other backends, or already contiguous).
 pub fn contiguous<B: Backend, const D: usize>(t: &Tensor<B, D>) -> Option<Tensor<B, D>> {
     #[cfg(feature = "fast-cpu")]
     {
+        if train::active::<B>() {
+            return hit(Kernel::Contiguous, train::contiguous(t));
+        }
         if !imp::active::<B>() {
             return None;
         }

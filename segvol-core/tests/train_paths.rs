@@ -120,8 +120,16 @@ fn fast_training_nodes_give_burns_gradients() {
         Kernel::TrainLayerNorm,
     ];
     let before = kinds.map(count);
+    let copies = count(Kernel::Contiguous);
     let (loss_f, grad_f, params_f) = loss_and_grads(&fast, &image, &prompts);
     let ran = kinds.map(count);
+    // The decoder's token-major keys, their positional encodings and the keys back to
+    // channel-major before the upscaling: three strided views copied as graph nodes.
+    assert_eq!(
+        count(Kernel::Contiguous) - copies,
+        3,
+        "contiguous copies in training"
+    );
     // Attention: one per encoder block, three per two-way layer (2 layers) and the final one;
     // GELU: one per encoder block, two in the upscaling, one in the mask prompt's cell MLP;
     // linear layers: four per encoder block, four per attention in the decoder; LayerNorms:
