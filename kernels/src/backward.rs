@@ -9,7 +9,9 @@
 
 use rayon::prelude::*;
 
-use crate::{Heads, KernelError, MatMut, MatRef, math, matmul, softmax_rows_in_place};
+use crate::{
+    Heads, KernelError, MatMut, MatRef, auto_threads, math, matmul, softmax_rows_in_place,
+};
 
 /// Three gradients, one per input, in the order of the inputs (the kernels' own documentation
 /// says which).
@@ -299,4 +301,78 @@ fn layer_norm_backward_row(
         let xhat = (xv - mean) * inv;
         *o = inv * (gv * gm - mean_d - xhat * mean_dx);
     }
+}
+
+/// The gradients of [`crate::conv_transpose_k2s2`] (no GELU) for one sample given `grad`, the
+/// gradient of its output (`[cout, 2d, 2h, 2w]`): `(dx [cin, d, h, w], dweight [cin, cout, 2,
+/// 2, 2], dbias [cout])`.
+///
+/// The forward pass is `part = Wᵀ·x` (`[cout·8, n]`, row `co·8 + t` for kernel offset `t`)
+/// written every other voxel, so with `G` the output gradient gathered back into that
+/// `[cout·8, n]` layout: dx = W·G (the weight read as its own row-major `[cin, cout·8]`),
+/// dweight = x·Gᵀ, dbias = the sum of each channel's eight rows.
+pub fn conv_transpose_k2s2_backward(
+    x: &[f32],
+    [cin, d, h, w]: [usize; 4],
+    weight: &[f32],
+    grad: &[f32],
+) -> Result<Grads3, KernelError> {
+    let n = d * h * w;
+    if cin == 0 || x.len() != cin * n || !weight.len().is_multiple_of(cin * 8) {
+        return Err(KernelError::Shape(
+            "conv_transpose_k2s2_backward: input or weight size",
+        ));
+    }
+    let cout = weight.len() / (cin * 8);
+    if grad.len() != cout * 8 * n {
+        return Err(KernelError::Shape(
+            "conv_transpose_k2s2_backward: output gradient size",
+        ));
+    }
+    let mut dx = vec![0.0f32; cin * n];
+    let mut dw = vec![0.0f32; cin * cout * 8];
+    let mut db = vec![0.0f32; cout];
+    if n == 0 || cout == 0 {
+        return Ok((dx, dw, db));
+    }
+    let (oh, ow) = (2 * h, 2 * w);
+    let plane = 8 * n;
+    // G: each output channel's plane read back into its eight `[n]` rows.
+    let mut g = vec![0.0f32; cout * 8 * n];
+    g.par_chunks_mut(8 * n)
+        .zip(grad.par_chunks(plane))
+        .zip(db.par_iter_mut())
+        .for_each(|((rows8, src), bsum)| {
+            for (t, row) in rows8.chunks_exact_mut(n).enumerate() {
+                let (i, j, k) = (t >> 2, (t >> 1) & 1, t & 1);
+                for z in 0..d {
+                    for y in 0..h {
+                        let dst = &mut row[(z * h + y) * w..][..w];
+                        let at = ((2 * z + i) * oh + 2 * y + j) * ow + k;
+                        for (o, &v) in dst.iter_mut().zip(src[at..].iter().step_by(2)) {
+                            *o = v;
+                        }
+                    }
+                }
+            }
+            *bsum = src.iter().sum();
+        });
+    let gm = MatRef::row_major(&g, cout * 8, n)?;
+    matmul(
+        MatMut::row_major(&mut dx, cin, n)?,
+        false,
+        MatRef::row_major(weight, cin, cout * 8)?,
+        gm,
+        1.0,
+        auto_threads(cin, n, cout * 8),
+    )?;
+    matmul(
+        MatMut::row_major(&mut dw, cin, cout * 8)?,
+        false,
+        MatRef::row_major(x, cin, n)?,
+        gm.t(),
+        1.0,
+        auto_threads(cin, cout * 8, n),
+    )?;
+    Ok((dx, dw, db))
 }

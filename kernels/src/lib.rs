@@ -12,8 +12,8 @@
 //!   attention when one side has few tokens (the mask decoder's prompt tokens);
 //! - [`layer_norm`], [`gelu_in_place`]: one pass per row, vectorised `exp`/`erf`;
 //! - [`attention_backward`] (or [`attention_backward_with_probs`], with the probabilities
-//!   [`attention_with_probs`] kept), [`gelu_backward_in_place`], [`layer_norm_backward`]:
-//!   their gradients, for training.
+//!   [`attention_with_probs`] kept), [`gelu_backward_in_place`], [`layer_norm_backward`],
+//!   [`conv_transpose_k2s2_backward`]: their gradients, for training.
 //!
 //! `segvol-core` calls them when the backend is burn-flex (and keeps burn's generic code for
 //! every other backend and for training); docs/performance.md has the measurements.
@@ -32,8 +32,8 @@ pub use crate::attention_layer::{
     AttentionPlan, AttentionWeights, attention_layer, plan_attention_layer,
 };
 pub use crate::backward::{
-    Grads3, attention_backward, attention_backward_with_probs, gelu_backward_in_place,
-    layer_norm_backward,
+    Grads3, attention_backward, attention_backward_with_probs, conv_transpose_k2s2_backward,
+    gelu_backward_in_place, layer_norm_backward,
 };
 pub use crate::gemm::{MatMut, MatRef, auto_threads, matmul};
 

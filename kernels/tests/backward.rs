@@ -8,7 +8,7 @@ use common::{assert_close, erf64, gelu64, rand_vec};
 use proptest::prelude::*;
 use segvol_kernels::{
     Heads, attention, attention_backward, attention_backward_with_probs, attention_with_probs,
-    gelu_backward_in_place,
+    conv_transpose_k2s2_backward, gelu_backward_in_place,
 };
 
 /// Σ attention(q, k, v) ⊙ w in f64, q `[nq, h·d]`, k `[nk, h·d]`, v `[nk, h·dv]` row-major.
@@ -289,4 +289,57 @@ fn layer_norm_backward_refuses_what_does_not_agree() {
     assert!(segvol_kernels::layer_norm_backward(&x, 4, &[1.0; 3], 1e-5, &x).is_err());
     assert!(segvol_kernels::layer_norm_backward(&x, 4, &[1.0; 4], 1e-5, &x[1..]).is_err());
     assert!(segvol_kernels::layer_norm_backward(&x, 4, &[1.0; 4], 1e-5, &x).is_ok());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// ConvTranspose3d(k = 2, s = 2)'s gradients against the definition, summed voxel by voxel
+    /// in f64: out[co, 2z+i, 2y+j, 2x+k] = Σ_ci x[ci, z, y, x]·W[ci, co, i, j, k] + b[co].
+    #[test]
+    fn conv_transpose_k2s2_gradients_match_the_definition(
+        cin in 1usize..5, cout in 1usize..5, d in 1usize..4, h in 1usize..4, w in 1usize..5,
+        seed in 0u64..1000,
+    ) {
+        let n = d * h * w;
+        let x = rand_vec(cin * n, seed);
+        let wt = rand_vec(cin * cout * 8, seed + 1);
+        let g = rand_vec(cout * 8 * n, seed + 2);
+        let (dx, dw, db) = conv_transpose_k2s2_backward(&x, [cin, d, h, w], &wt, &g).unwrap();
+        let (oh, ow) = (2 * h, 2 * w);
+        let mut want_dx = vec![0.0f64; cin * n];
+        let mut want_dw = vec![0.0f64; cin * cout * 8];
+        let mut want_db = vec![0.0f64; cout];
+        for co in 0..cout {
+            for oz in 0..2 * d {
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        let go = g[((co * 2 * d + oz) * oh + oy) * ow + ox] as f64;
+                        want_db[co] += go;
+                        let (z, y, xx) = (oz / 2, oy / 2, ox / 2);
+                        let t = (oz % 2) * 4 + (oy % 2) * 2 + ox % 2;
+                        for ci in 0..cin {
+                            let v = (z * h + y) * w + xx;
+                            let wi = (ci * cout + co) * 8 + t;
+                            want_dx[ci * n + v] += wt[wi] as f64 * go;
+                            want_dw[wi] += x[ci * n + v] as f64 * go;
+                        }
+                    }
+                }
+            }
+        }
+        assert_close(&dx, &want_dx, 1e-5, "dx");
+        assert_close(&dw, &want_dw, 1e-5, "dweight");
+        assert_close(&db, &want_db, 1e-5, "dbias");
+    }
+}
+
+#[test]
+fn conv_transpose_k2s2_backward_refuses_what_does_not_agree() {
+    let x = rand_vec(2 * 8, 1);
+    let wt = rand_vec(2 * 3 * 8, 2);
+    assert!(conv_transpose_k2s2_backward(&x, [2, 2, 2, 2], &wt, &[0.0; 3 * 64]).is_ok());
+    assert!(conv_transpose_k2s2_backward(&x, [2, 2, 2, 2], &wt, &[0.0; 3 * 64 - 1]).is_err());
+    assert!(conv_transpose_k2s2_backward(&x, [3, 2, 2, 2], &wt, &[0.0; 3 * 64]).is_err());
+    assert!(conv_transpose_k2s2_backward(&x, [2, 2, 2, 2], &wt[1..], &[0.0; 3 * 64]).is_err());
 }

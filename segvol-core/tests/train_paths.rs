@@ -121,6 +121,7 @@ fn fast_training_nodes_give_burns_gradients() {
     ];
     let before = kinds.map(count);
     let copies = count(Kernel::Contiguous);
+    let upscalings = count(Kernel::ConvTranspose);
     let (loss_f, grad_f, params_f) = loss_and_grads(&fast, &image, &prompts);
     let ran = kinds.map(count);
     // The decoder's token-major keys, their positional encodings and the keys back to
@@ -129,6 +130,12 @@ fn fast_training_nodes_give_burns_gradients() {
         count(Kernel::Contiguous) - copies,
         3,
         "contiguous copies in training"
+    );
+    // The decoder's two ConvTranspose3d(k = 2, s = 2) as graph nodes of their own.
+    assert_eq!(
+        count(Kernel::ConvTranspose) - upscalings,
+        2,
+        "transposed convolutions in training"
     );
     // Attention: one per encoder block, three per two-way layer (2 layers) and the final one;
     // GELU: one per encoder block, two in the upscaling, one in the mask prompt's cell MLP;
