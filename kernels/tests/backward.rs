@@ -21,23 +21,14 @@ fn weighted_attention(
     [nq, nk, heads, d, dv]: [usize; 5],
     scale: f64,
 ) -> f64 {
+    let p = naive_probs(q, k, [nq, nk, heads, d], scale);
     let mut total = 0.0;
     for h in 0..heads {
         for i in 0..nq {
-            let s: Vec<f64> = (0..nk)
-                .map(|j| {
-                    (0..d)
-                        .map(|e| q[i * heads * d + h * d + e] * k[j * heads * d + h * d + e])
-                        .sum::<f64>()
-                        * scale
-                })
-                .collect();
-            let mx = s.iter().cloned().fold(f64::MIN, f64::max);
-            let ex: Vec<f64> = s.iter().map(|x| (x - mx).exp()).collect();
-            let z: f64 = ex.iter().sum();
+            let row = &p[(h * nq + i) * nk..][..nk];
             for e in 0..dv {
                 let o: f64 = (0..nk)
-                    .map(|j| ex[j] / z * v[j * heads * dv + h * dv + e])
+                    .map(|j| row[j] * v[j * heads * dv + h * dv + e])
                     .sum();
                 total += o * w[i * heads * dv + h * dv + e];
             }
