@@ -231,15 +231,32 @@ mod imp {
         let x = dense(flex(x.clone())?);
         let wt = dense(flex(weight.clone())?);
         let bs = dense(flex(bias.clone())?);
-        let xs = slice(&x);
+        k2s2_samples(slice(&x), [b, cin, d, h, w], slice(&wt), slice(&bs), kernel)
+    }
+
+    /// [`per_sample_k2s2`]'s loop over the samples, on dense buffers (training's node calls it
+    /// with its autodiff tensors' buffers): `xs` `[b, cin, d, h, w]`.
+    pub(super) fn k2s2_samples(
+        xs: &[f32],
+        [b, cin, d, h, w]: [usize; 5],
+        wt: &[f32],
+        bs: &[f32],
+        kernel: impl Fn(
+            &[f32],
+            [usize; 4],
+            &[f32],
+            &[f32],
+            usize,
+        ) -> Result<Vec<f32>, segvol_kernels::KernelError>,
+    ) -> Option<Vec<f32>> {
         let per = cin * d * h * w;
         let mut out = Vec::new();
         for bi in 0..b {
             let part = kernel(
-                &xs[bi * per..(bi + 1) * per],
+                xs.get(bi * per..(bi + 1) * per)?,
                 [cin, d, h, w],
-                slice(&wt),
-                slice(&bs),
+                wt,
+                bs,
                 bi,
             );
             append(&mut out, part.ok()?);

@@ -397,9 +397,10 @@ impl Backward<Flex, 3> for ConvTransposeNode {
         let per_in = cin * d * h * w;
         let (xs, ws, gs) = (slice(&x), slice(&weight), slice(&grad));
         let per_out = gs.len() / b.max(1);
+        let cout = ws.len() / (cin * 8).max(1);
         let mut dx = Vec::with_capacity(b * per_in);
         let mut dw = vec![0.0f32; ws.len()];
-        let mut db: Vec<f32> = Vec::new();
+        let mut db = vec![0.0f32; cout];
         for bi in 0..b {
             let (gx, gw, gb) = segvol_kernels::conv_transpose_k2s2_backward(
                 &xs[bi * per_in..(bi + 1) * per_in],
@@ -412,15 +413,10 @@ impl Backward<Flex, 3> for ConvTransposeNode {
             for (a, v) in dw.iter_mut().zip(gw) {
                 *a += v;
             }
-            if db.is_empty() {
-                db = gb;
-            } else {
-                for (a, v) in db.iter_mut().zip(gb) {
-                    *a += v;
-                }
+            for (a, v) in db.iter_mut().zip(gb) {
+                *a += v;
             }
         }
-        let cout = db.len();
         let wshape = weight.layout().shape().clone();
         let parts = [
             flex(dx, [b, cin, d, h, w]),
@@ -462,20 +458,13 @@ pub(super) fn conv_transpose_k2s2<B: Backend>(
         dense(wp.primitive.clone()),
         dense(bp.primitive.clone()),
     );
-    let per = cin * d * h * w;
-    let mut out = Vec::with_capacity(b * cout * 8 * d * h * w);
-    for bi in 0..b {
-        out.extend(
-            segvol_kernels::conv_transpose_k2s2(
-                &slice(&xd)[bi * per..(bi + 1) * per],
-                [cin, d, h, w],
-                slice(&wd),
-                slice(&bd),
-                false,
-            )
-            .ok()?,
-        );
-    }
+    let out = super::imp::k2s2_samples(
+        slice(&xd),
+        dims,
+        slice(&wd),
+        slice(&bd),
+        |xs, dims, wt, bs, _| segvol_kernels::conv_transpose_k2s2(xs, dims, wt, bs, false),
+    )?;
     let out = flex(out, [b, cout, 2 * d, 2 * h, 2 * w]);
     let state = ConvTransposeState {
         x: xd,
