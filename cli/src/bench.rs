@@ -142,9 +142,17 @@ fn run_train(args: &BenchArgs) -> Result<()> {
         },
     )?;
     spin.finish_and_clear();
-    out!("| threads | samples/s (median step) | samples/s (overall) |\n|---|---|---|");
+    out!(
+        "| threads | samples/s (median step) | samples/s (overall) | gradient sum + update (ms, median) |\n|---|---|---|---|"
+    );
     for r in rows {
-        out!("| {} | {:.2} | {:.2} |", r.threads, r.median, r.mean);
+        out!(
+            "| {} | {:.2} | {:.2} | {:.1} |",
+            r.threads,
+            r.median,
+            r.mean,
+            r.update_s * 1e3
+        );
     }
     Ok(())
 }

@@ -13,7 +13,8 @@
 //! - [`layer_norm`], [`gelu_in_place`]: one pass per row, vectorised `exp`/`erf`;
 //! - [`attention_backward`] (or [`attention_backward_with_probs`], with the probabilities
 //!   [`attention_with_probs`] kept), [`gelu_backward_in_place`], [`layer_norm_backward`],
-//!   [`conv_transpose_k2s2_backward`]: their gradients, for training.
+//!   [`conv_transpose_k2s2_backward`]: their gradients, for training;
+//! - [`adamw_step`]: AdamW's update of one parameter in one pass, for training.
 //!
 //! `segvol-core` calls them when the backend is burn-flex (and keeps burn's generic code for
 //! every other backend and for training); docs/performance.md has the measurements.
@@ -24,6 +25,7 @@ mod attention_layer;
 mod backward;
 mod gemm;
 pub mod math;
+mod optim;
 
 use multiversion::multiversion;
 use rayon::prelude::*;
@@ -36,6 +38,7 @@ pub use crate::backward::{
     gelu_backward_in_place, layer_norm_backward,
 };
 pub use crate::gemm::{MatMut, MatRef, auto_threads, matmul};
+pub use crate::optim::{AdamWStep, adamw_step};
 
 /// A kernel was handed inconsistent shapes.
 #[derive(Debug, Clone, PartialEq, Eq)]

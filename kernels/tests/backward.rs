@@ -334,3 +334,58 @@ fn conv_transpose_k2s2_backward_refuses_what_does_not_agree() {
     assert!(conv_transpose_k2s2_backward(&x, [3, 2, 2, 2], &wt, &[0.0; 3 * 64]).is_err());
     assert!(conv_transpose_k2s2_backward(&x, [2, 2, 2, 2], &wt[1..], &[0.0; 3 * 64]).is_err());
 }
+
+/// AdamW's step on hand-derived values: step 1 (the moments start from the gradient) and
+/// step 2, with weight decay.
+#[test]
+fn adamw_step_by_hand() {
+    use segvol_kernels::{AdamWStep, adamw_step};
+    let mut s = AdamWStep {
+        lr: 0.1,
+        beta_1: 0.9,
+        beta_2: 0.999,
+        epsilon: 1e-5,
+        weight_decay: 0.01,
+        time: 1,
+    };
+    // Garbage in the moments: step 1 ignores them.
+    let (mut p, mut m, mut v) = (vec![1.0f32, -2.0], vec![7.0f32, 7.0], vec![7.0f32, 7.0]);
+    adamw_step(&mut p, &[0.5, 0.0], &mut m, &mut v, &s).unwrap();
+    // m = 0.1·g = 0.05, v = 0.001·g² = 0.00025; m̂ = 0.5, v̂ = 0.25, Δ = 0.5 / (0.5 + 1e-5);
+    // p = 1·(1 − 0.1·0.01) − 0.1·Δ.
+    // (1 − β) in f32 is off by up to 1.3·10⁻⁵ relative (1 − 0.999): the moments are checked to
+    // 5·10⁻⁵ relative; the bias correction divides by the same constants, so m̂ and v̂ are exact
+    // to f32's precision.
+    let rel = |a: f32, b: f64| ((f64::from(a) - b) / b).abs();
+    let delta = 0.5 / (0.5 + 1e-5);
+    assert!(
+        rel(m[0], 0.05) < 5e-5 && rel(v[0], 0.00025) < 5e-5,
+        "{m:?} {v:?}"
+    );
+    assert!(
+        (f64::from(p[0]) - (0.999 - 0.1 * delta)).abs() < 1e-6,
+        "{p:?}"
+    );
+    // A zero gradient: only the decay, −2·0.999.
+    assert!(
+        (p[1] + 1.998).abs() < 1e-6 && m[1] == 0.0 && v[1] == 0.0,
+        "{p:?}"
+    );
+    // Step 2, gradient 0.5 again: m = 0.9·0.05 + 0.05 = 0.095, v = 0.999·0.00025 + 0.00025;
+    // m̂ = 0.095 / 0.19 = 0.5, v̂ = 0.00049975 / 0.001999 = 0.25.
+    s.time = 2;
+    let p1 = f64::from(p[0]);
+    adamw_step(&mut p, &[0.5, 0.0], &mut m, &mut v, &s).unwrap();
+    assert!(
+        rel(m[0], 0.095) < 5e-5 && rel(v[0], 0.000_499_75) < 5e-5,
+        "{m:?} {v:?}"
+    );
+    assert!(
+        (f64::from(p[0]) - (p1 * 0.999 - 0.1 * delta)).abs() < 1e-6,
+        "{p:?}"
+    );
+    // Lengths that disagree, and time 0, are errors.
+    assert!(adamw_step(&mut p, &[0.5], &mut m, &mut v, &s).is_err());
+    s.time = 0;
+    assert!(adamw_step(&mut p, &[0.5, 0.0], &mut m, &mut v, &s).is_err());
+}

@@ -364,6 +364,8 @@ pub fn train_base<B: AutodiffBackend>(
             let loss = l.loss.div_scalar(settings.batch as f32);
             (loss, [l.dice, l.bce, l.clicks as f32])
         });
+        // From here to the optimizer's update the step runs on this thread alone.
+        let t_update = Instant::now();
         let (mut dsum, mut bsum, mut csum) = (0.0f32, 0.0f32, 0.0f32);
         let mut loss_v = 0.0f32;
         let mut acc = GradientsAccumulator::<SegVol<B>>::new();
@@ -381,6 +383,7 @@ pub fn train_base<B: AutodiffBackend>(
             });
         }
         model = optim.step(lr, model, acc.grads());
+        let update_s = t_update.elapsed().as_secs_f64();
         state.step += 1;
         state.samples += settings.batch;
         state.elapsed_s = base_elapsed + started.elapsed().as_secs_f64();
@@ -390,6 +393,7 @@ pub fn train_base<B: AutodiffBackend>(
             "stage": stage.name(), "step": state.step, "loss": loss_v,
             "dice": dsum / b, "bce": bsum / b, "clicks": csum / b, "lr": lr,
             "samples_per_s": settings.batch as f64 / dt, "elapsed_s": state.elapsed_s,
+            "update_s": update_s,
         }))?;
         let out_of_time = settings
             .max_minutes

@@ -21,6 +21,9 @@ pub struct Throughput {
     pub median: f64,
     /// Samples per second over the timed steps as a whole.
     pub mean: f64,
+    /// Median seconds per step spent after the samples' passes: the sum of their gradients
+    /// and the optimizer's update, on one thread while the lanes wait.
+    pub update_s: f64,
 }
 
 /// A scratch folder under the system's temp dir, removed when dropped.
@@ -83,16 +86,17 @@ pub fn throughput<B: AutodiffBackend>(
         device,
         &mut quiet,
     )?;
-    let rates: Vec<f64> = run
-        .log_lines()
-        .iter()
-        .filter(|l| l["stage"] == stage.name())
-        .filter_map(|l| l["samples_per_s"].as_f64())
-        .skip(warmup)
-        .collect();
-    let mut sorted = rates.clone();
-    sorted.sort_by(f64::total_cmp);
-    let median = sorted.get(sorted.len() / 2).copied().unwrap_or(f64::NAN);
+    let lines = run.log_lines();
+    let timed = |key: &str| -> Vec<f64> {
+        lines
+            .iter()
+            .filter(|l| l["stage"] == stage.name())
+            .filter_map(|l| l[key].as_f64())
+            .skip(warmup)
+            .collect()
+    };
+    let rates = timed("samples_per_s");
+    let median = median_of(&rates);
     // Samples over time: each step's batch divided by its rate is its duration.
     let batch = match stage {
         Stage::BaseBox => run.config.base_box.batch,
@@ -104,5 +108,13 @@ pub fn throughput<B: AutodiffBackend>(
         steps: rates.len(),
         median,
         mean: batch * rates.len() as f64 / secs,
+        update_s: median_of(&timed("update_s")),
     })
+}
+
+/// The upper median (NaN for none).
+fn median_of(v: &[f64]) -> f64 {
+    let mut sorted = v.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted.get(sorted.len() / 2).copied().unwrap_or(f64::NAN)
 }

@@ -15,6 +15,7 @@ pub mod bench;
 pub mod config;
 pub mod corrector;
 pub mod data;
+pub mod optim;
 pub mod plot;
 pub mod run;
 pub mod validate;

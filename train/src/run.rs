@@ -17,8 +17,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use burn::module::AutodiffModule;
-use burn::optim::adaptor::OptimizerAdaptor;
-use burn::optim::{AdamW, AdamWConfig, Optimizer};
+use burn::optim::Optimizer;
 use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder, Recorder};
 use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
@@ -81,19 +80,7 @@ pub struct StageState {
     pub done: bool,
 }
 
-/// AdamW with a weight decay and, when `grad_clip > 0`, clipping by global norm.
-pub fn adamw<B: AutodiffBackend, M: AutodiffModule<B>>(
-    weight_decay: f64,
-    grad_clip: f64,
-) -> OptimizerAdaptor<AdamW, M, B> {
-    let mut c = AdamWConfig::new().with_weight_decay(weight_decay as f32);
-    if grad_clip > 0.0 {
-        c = c.with_grad_clipping(Some(burn::grad_clipping::GradientClippingConfig::Norm(
-            grad_clip as f32,
-        )));
-    }
-    c.init()
-}
+pub use crate::optim::adamw;
 
 type Rec = NamedMpkFileRecorder<FullPrecisionSettings>;
 
