@@ -95,6 +95,17 @@ fn main() -> ExitCode {
         segvol_kernels::keep_freed_memory();
     }
     let cli = Cli::parse();
+    // Training frees and re-allocates its activations every step on the lanes' threads: one
+    // allocator arena keeps that memory mapped (segvol_kernels::one_malloc_arena; measured in
+    // docs/training.md). Set before the lanes' threads exist.
+    let training = match &cli.command {
+        Command::Train(_) => true,
+        Command::Bench(b) => b.train,
+        _ => false,
+    };
+    if training && std::env::var_os("SEGVOL_MALLOC").is_none_or(|v| v != "system") {
+        segvol_kernels::one_malloc_arena();
+    }
     let result = match cli.command {
         Command::Demo(a) => demo::run(&a),
         Command::Info(a) => info::run(&a),

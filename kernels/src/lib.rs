@@ -116,6 +116,30 @@ pub fn keep_freed_memory() -> bool {
     }
 }
 
+/// Asks glibc's allocator to serve every thread from its main arena (`M_ARENA_MAX = 1`), which
+/// [`keep_freed_memory`] keeps. Each other thread's arena grows in `mmap`ed heaps of at most
+/// 64 MiB, and a heap that becomes wholly free is unmapped whatever the trim threshold: a
+/// training lane frees its activations after each backward pass, so every step page-faulted
+/// them in again (5 % of a `small` step's CPU in the kernel zeroing pages, `perf` of `segvol
+/// bench --train`). The cost is one lock for all threads' allocations, which the training's few
+/// large buffers per operation do not feel. Call it once, before the threads that should use
+/// it first allocate; no-op off glibc; returns whether it took effect.
+pub fn one_malloc_arena() -> bool {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: `mallopt` only sets an allocator parameter; this is a valid option with a
+        // valid value.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 1) == 1
+        }
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        false
+    }
+}
+
 /// Rows per parallel task for row-wise kernels (enough work to be worth a task).
 fn rows_per_task(cols: usize) -> usize {
     (16_384 / cols.max(1)).max(1)
