@@ -91,7 +91,8 @@ fn main() -> ExitCode {
     // Freed activation buffers stay in the process for the next block / click instead of being
     // unmapped and page-faulted in again (segvol_kernels::keep_freed_memory; measured in
     // docs/performance.md). SEGVOL_MALLOC=system keeps glibc's defaults.
-    if std::env::var_os("SEGVOL_MALLOC").is_none_or(|v| v != "system") {
+    let tune_malloc = std::env::var_os("SEGVOL_MALLOC").is_none_or(|v| v != "system");
+    if tune_malloc {
         segvol_kernels::keep_freed_memory();
     }
     let cli = Cli::parse();
@@ -103,7 +104,7 @@ fn main() -> ExitCode {
         Command::Bench(b) => b.train,
         _ => false,
     };
-    if training && std::env::var_os("SEGVOL_MALLOC").is_none_or(|v| v != "system") {
+    if training && tune_malloc {
         segvol_kernels::one_malloc_arena();
     }
     let result = match cli.command {

@@ -32,8 +32,8 @@ const CHUNK: usize = 32_768;
 ///
 /// The arithmetic is burn-optim 0.21's, operation by operation in `f32` and in its order
 /// (`m·β₁ + g·(1−β₁)`, `v·β₂ + g²·(1−β₂)`, `(m / (1−β₁ᵗ)) / (√(v / (1−β₂ᵗ)) + ε)`,
-/// `p·(1 − lr·λ) − Δ·lr`), so the result is the same to the bit (`tests/optim.rs` checks
-/// it against burn's `AdamW`).
+/// `p·(1 − lr·λ) − Δ·lr`), so the result is the same to the bit (segvol-train's
+/// `tests/optim.rs` checks it against burn's `AdamW`).
 ///
 /// # Errors
 /// [`KernelError::Shape`] if the four slices differ in length or `time` is 0.

@@ -207,6 +207,9 @@ mod imp {
         ])
     }
 
+    /// What a per-sample `ConvTranspose3d(k = 2, s = 2)` kernel returns.
+    pub(super) type SampleOut = Result<Vec<f32>, segvol_kernels::KernelError>;
+
     /// A `ConvTranspose3d(k = 2, s = 2)` kernel run on each sample of `x` `[b, cin, d, h, w]`
     /// with `weight` `[cin, cout, 2, 2, 2]` and `bias`: `kernel(sample, [cin, d, h, w],
     /// weight, bias, sample index)`, the results one after another. `None` if the shapes do not
@@ -215,13 +218,7 @@ mod imp {
         x: &Tensor<B, 5>,
         weight: &Tensor<B, 5>,
         bias: &Tensor<B, 1>,
-        kernel: impl Fn(
-            &[f32],
-            [usize; 4],
-            &[f32],
-            &[f32],
-            usize,
-        ) -> Result<Vec<f32>, segvol_kernels::KernelError>,
+        kernel: impl Fn(&[f32], [usize; 4], &[f32], &[f32], usize) -> SampleOut,
     ) -> Option<Vec<f32>> {
         let [b, cin, d, h, w] = x.dims();
         let [wc, _, k1, k2, k3] = weight.dims();
@@ -241,13 +238,7 @@ mod imp {
         [b, cin, d, h, w]: [usize; 5],
         wt: &[f32],
         bs: &[f32],
-        kernel: impl Fn(
-            &[f32],
-            [usize; 4],
-            &[f32],
-            &[f32],
-            usize,
-        ) -> Result<Vec<f32>, segvol_kernels::KernelError>,
+        kernel: impl Fn(&[f32], [usize; 4], &[f32], &[f32], usize) -> SampleOut,
     ) -> Option<Vec<f32>> {
         let per = cin * d * h * w;
         let mut out = Vec::new();

@@ -59,8 +59,8 @@ impl FusedAdamW {
             .with_weight_decay(weight_decay)
     }
 
-    /// The update on burn-flex, or `None` (another backend or element type) with the inputs
-    /// given back.
+    /// The update on burn-flex, or `Err` with the inputs given back (another backend, element
+    /// type or state shape: burn's `AdamW` takes them).
     #[allow(clippy::type_complexity)]
     fn fused<B: Backend, const D: usize>(
         &self,
