@@ -60,7 +60,7 @@ pub struct BenchArgs {
     #[arg(long, requires = "interactive")]
     pub zoom_in: bool,
     /// Instead, training throughput: steps of a base stage of `segvol train` (the `small`
-    /// model unless --config says otherwise, batch 2, the training set in --data) on one
+    /// model unless --config says otherwise, --batch samples, the training set in --data) on one
     /// thread, then one per core; samples per second of each.
     #[arg(long)]
     pub train: bool,
@@ -73,6 +73,10 @@ pub struct BenchArgs {
     /// With --train: the stage, `base-box` or `base-points`.
     #[arg(long, requires = "train", default_value = "base-box")]
     pub stage: String,
+    /// With --train: samples per step (the `small` preset's default is 2; a GPU or a machine
+    /// of many cores wants more, one lane per sample).
+    #[arg(long, requires = "train", default_value_t = 2)]
+    pub batch: usize,
     /// With --train: thread counts to time (default: 1 and one per core).
     #[arg(long, requires = "train", value_delimiter = ',')]
     pub threads: Vec<usize>,
@@ -115,6 +119,8 @@ fn run_train(args: &BenchArgs) -> Result<()> {
     let mut config = segvol_train::TrainConfig::default();
     config.model.preset = preset.clone();
     config.data.dir = args.data.clone();
+    config.base_box.batch = args.batch;
+    config.base_points.batch = args.batch;
     config.check().map_err(anyhow::Error::msg)?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let threads = if args.threads.is_empty() {

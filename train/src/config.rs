@@ -318,6 +318,10 @@ impl TrainConfig {
                 "corrector: batch, k, hidden, lr and checkpoint_every must be positive".into(),
             );
         }
+        let sp = self.augment.synthetic_p;
+        if !(0.0..=1.0).contains(&sp) {
+            return Err(format!("augment.synthetic_p {sp}: need 0 ≤ p ≤ 1"));
+        }
         let z = self.augment.zoom;
         if !(z[0] > 0.0 && z[1] >= z[0]) {
             return Err(format!("augment.zoom {z:?}: need 0 < min ≤ max"));

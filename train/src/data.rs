@@ -65,6 +65,12 @@ impl Rng {
     }
 }
 
+impl crate::synth::Uniform for Rng {
+    fn uniform(&mut self) -> f64 {
+        Rng::uniform(self)
+    }
+}
+
 /// SplitMix64's finaliser: a well-mixed 64-bit value from any input.
 pub fn splitmix(mut z: u64) -> u64 {
     z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
@@ -100,6 +106,10 @@ pub struct Augment {
     /// Physical extent of a crop relative to the grid, `[min, max]`, log-uniform; `[1, 1]`
     /// crops exactly the grid as the seed does.
     pub zoom: [f64; 2],
+    /// Probability that a sample's label is replaced by a synthetic object painted into its
+    /// image ([`crate::synth`]); 0 (the default) draws nothing extra, so runs without it keep
+    /// their random streams.
+    pub synthetic_p: f64,
 }
 
 impl Default for Augment {
@@ -113,6 +123,7 @@ impl Default for Augment {
             shift_p: 0.2,
             shift: 0.2,
             zoom: [0.5, 2.0],
+            synthetic_p: 0.0,
         }
     }
 }
@@ -505,6 +516,8 @@ pub struct Sample {
     /// Whether the sample was drawn as a positive one (its mask may still be empty after
     /// resizing a tiny structure).
     pub positive: bool,
+    /// Whether the mask is a synthetic object ([`Augment::synthetic_p`]) instead of the class.
+    pub synthetic: bool,
 }
 
 fn flip_axis<T: Copy>(v: &mut [T], dims: [usize; 3], axis: usize) {
@@ -597,6 +610,15 @@ impl Dataset {
             }
         };
         let mut gt: Vec<bool> = mask.iter().map(|&v| v > 0.5).collect();
+        let mut synthetic = false;
+        if aug.synthetic_p > 0.0
+            && rng.chance(aug.synthetic_p)
+            && let Some((_, m)) = crate::synth::random_shape(rng, grid)
+        {
+            crate::synth::paint(&mut image, &m, grid, rng);
+            gt = m;
+            synthetic = true;
+        }
         for axis in 0..3 {
             if rng.chance(aug.flip_p) {
                 flip_axis(&mut image, grid, axis);
@@ -615,7 +637,8 @@ impl Dataset {
             image,
             gt,
             source: (ci, cl),
-            positive,
+            positive: positive || synthetic,
+            synthetic,
         }
     }
 }
@@ -688,6 +711,68 @@ mod tests {
             assert!(b[0] >= 0.0 && b[3] <= 3.0 && b[5] <= 5.0);
         }
         assert_eq!(box_prompt(&[false; 144], dims, &mut rng), [-1.0; 6]);
+    }
+
+    fn one_cube_case() -> Dataset {
+        let dims = [20, 40, 40];
+        let n: usize = dims.iter().product();
+        let mut labels = vec![0u8; n];
+        let mut voxels = Vec::new();
+        for z in 5..15 {
+            for y in 10..30 {
+                for x in 10..30 {
+                    let i = (z * 40 + y) * 40 + x;
+                    labels[i] = 1;
+                    voxels.push(i as u32);
+                }
+            }
+        }
+        let image = (0..n).map(|i| 0.3 + 0.2 * f32::from(labels[i])).collect();
+        Dataset {
+            cases: vec![Case {
+                name: "cube".into(),
+                dims,
+                image,
+                labels,
+                classes: vec![ClassInfo {
+                    label: 1,
+                    name: "cube".into(),
+                    voxels,
+                }],
+            }],
+            classes: vec![(0, 0)],
+        }
+    }
+
+    #[test]
+    fn synthetic_samples_replace_the_label_and_only_when_asked() {
+        let data = one_cube_case();
+        let grid = [16, 32, 32];
+        let plain = Augment {
+            full_volume_p: 1.0,
+            flip_p: 0.0,
+            scale_p: 0.0,
+            shift_p: 0.0,
+            ..Augment::default()
+        };
+        // The whole volume resized: the cube's mask, as the label says.
+        let cube = data.draw(&mut Rng::new(1), grid, &plain);
+        assert!(!cube.synthetic);
+        let mut synth = plain.clone();
+        synth.synthetic_p = 1.0;
+        let mut seen = 0;
+        for seed in 0..10 {
+            let s = data.draw(&mut Rng::new(seed), grid, &synth);
+            if !s.synthetic {
+                continue; // eight draws under MIN_VOXELS in a row: allowed, rare
+            }
+            seen += 1;
+            assert!(s.positive);
+            assert_ne!(s.gt, cube.gt, "seed {seed}: the label was kept");
+            assert!(s.gt.iter().filter(|&&g| g).count() >= crate::synth::MIN_VOXELS);
+            assert_ne!(s.image, cube.image, "seed {seed}: nothing painted");
+        }
+        assert!(seen >= 8, "{seen} of 10 synthetic");
     }
 
     #[test]

@@ -18,6 +18,7 @@ pub mod data;
 pub mod optim;
 pub mod plot;
 pub mod run;
+pub mod synth;
 pub mod validate;
 
 use std::path::PathBuf;
