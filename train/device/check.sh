@@ -52,18 +52,7 @@ for b in ("cuda", "flex"):
         print(f"{b} {c}: max |diff| {d.max():.3e}, mean {d.mean():.3e}, max |ref| {np.abs(r).max():.3f}, sign agreement {agree:.6f}")
 EOF
 echo "[$(el)s] data"
-xz -dc .dev/train.tar.xz | tar -x -C "$W" || exit 1
-python3 - "$W/train/npz" << 'EOF' || exit 1
-import os, shutil, sys, zipfile
-root = sys.argv[1]
-for d in sorted(os.listdir(root)):
-    p = os.path.join(root, d)
-    if os.path.isdir(p):
-        with zipfile.ZipFile(p + ".npz", "w", zipfile.ZIP_STORED) as z:
-            for f in sorted(os.listdir(p)):
-                z.write(os.path.join(p, f), f)
-        shutil.rmtree(p)
-EOF
+bash train/device/unpack_data.sh "$W" || exit 1
 D=$W/train
 echo "[$(el)s] bench cuda"
 timeout 120 "$S" bench --train --backend cuda --data "$D" --batch 16 --threads 16 --steps 6 \

@@ -10,6 +10,13 @@
 # one lane per sample), trains train/configs/v4.toml on the faster one with the steps sized to
 # the time left (BUDGET_S seconds from the start for the whole script), and leaves the f16
 # weights, the log and the benchmark tables in $OUT.
+#
+# Made here (the binary's CUDA bindings follow CUDARC_CUDA_VERSION, since no nvcc is here):
+#   CUDARC_CUDA_VERSION=13000 cargo build --release -p segvol-cli --features cuda
+#   strip -o /tmp/segvol target/release/segvol && xz -9e -c /tmp/segvol > .dev/segvol.xz
+#   (each shared/data/train/npz/X.npz unzipped into a folder X/, manifest.json beside npz/)
+#   tar -cf - train | xz -9 > .dev/train.tar.xz
+# and sent with `carry: [".dev"]` (`echo /.dev/ >> .git/info/exclude` first).
 set -u
 BUDGET_S=${BUDGET_S:-540}
 T0=$(date +%s)
@@ -17,27 +24,20 @@ el() { echo $(($(date +%s) - T0)); }
 W=/tmp/segvol-device
 OUT=${OUT:-$W/out}
 mkdir -p "$W" "$OUT"
-xz -dc .dev/train.tar.xz | tar -x -C "$W" || exit 1
-python3 - "$W/train/npz" << 'EOF' || exit 1
-import os, shutil, sys, zipfile
-root = sys.argv[1]
-for d in sorted(os.listdir(root)):
-    p = os.path.join(root, d)
-    if os.path.isdir(p):
-        with zipfile.ZipFile(p + ".npz", "w", zipfile.ZIP_STORED) as z:
-            for f in sorted(os.listdir(p)):
-                z.write(os.path.join(p, f), f)
-        shutil.rmtree(p)
-EOF
+bash train/device/unpack_data.sh "$W" || exit 1
 xz -dc .dev/segvol.xz > "$W/segvol" && chmod +x "$W/segvol" || exit 1
 S=$W/segvol
 D=$W/train
-# cudarc loads libnvrtc at run time: put every folder that holds one on the search path.
-for d in $(find /usr/local/cuda*/ /usr/lib/x86_64-linux-gnu /opt/torch/.venv/lib/python3.12/site-packages/nvidia \
-    -name 'libnvrtc.so*' 2> /dev/null | xargs -r -n1 dirname | sort -u); do
-    LD_LIBRARY_PATH=$d:${LD_LIBRARY_PATH:-}
+# cudarc loads libcuda and libnvrtc at run time: the driver's folder first, then every folder
+# that holds an NVRTC, never the toolkit's stubs/ (as run on 2026-12-04 the stubs came first
+# and CUDA answered CUDA_ERROR_STUB_LIBRARY; check.sh then found the CUDA backend silent for
+# 120 s on the tiny fixture, cause not established: see docs/model-card.md).
+LD=/usr/local/nvidia/lib64
+for d in $(find /usr/local/cuda*/ /opt/torch/.venv/lib/python3.12/site-packages/nvidia \
+    -name 'libnvrtc.so*' 2> /dev/null | grep -v /stubs/ | xargs -r -n1 dirname | sort -u); do
+    LD=$LD:$d
 done
-export LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}
+export LD_LIBRARY_PATH=$LD:${LD_LIBRARY_PATH:-}
 echo "[$(el)s] LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
 nvidia-smi -L
 echo "cores: $(nproc)"
