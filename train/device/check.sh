@@ -14,14 +14,7 @@ OUT=${OUT:-$W/out}
 mkdir -p "$W" "$OUT"
 xz -dc .dev/segvol.xz > "$W/segvol" && chmod +x "$W/segvol" || exit 1
 S=$W/segvol
-# The driver's libcuda first; the toolkit's stubs/ folder never (its libcuda.so is a stub that
-# answers CUDA_ERROR_STUB_LIBRARY, which is what run.sh found).
-LD=/usr/local/nvidia/lib64
-for d in $(find /usr/local/cuda*/ /opt/torch/.venv/lib/python3.12/site-packages/nvidia \
-    -name 'libnvrtc.so*' 2> /dev/null | grep -v /stubs/ | xargs -r -n1 dirname | sort -u); do
-    LD=$LD:$d
-done
-export LD_LIBRARY_PATH=$LD:${LD_LIBRARY_PATH:-}
+. train/device/cuda_env.sh
 export SEGVOL_MALLOC=system
 echo "[$(el)s] LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
 

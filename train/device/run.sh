@@ -28,16 +28,7 @@ bash train/device/unpack_data.sh "$W" || exit 1
 xz -dc .dev/segvol.xz > "$W/segvol" && chmod +x "$W/segvol" || exit 1
 S=$W/segvol
 D=$W/train
-# cudarc loads libcuda and libnvrtc at run time: the driver's folder first, then every folder
-# that holds an NVRTC, never the toolkit's stubs/ (as run on 2026-12-04 the stubs came first
-# and CUDA answered CUDA_ERROR_STUB_LIBRARY; check.sh then found the CUDA backend silent for
-# 120 s on the tiny fixture, cause not established: see docs/model-card.md).
-LD=/usr/local/nvidia/lib64
-for d in $(find /usr/local/cuda*/ /opt/torch/.venv/lib/python3.12/site-packages/nvidia \
-    -name 'libnvrtc.so*' 2> /dev/null | grep -v /stubs/ | xargs -r -n1 dirname | sort -u); do
-    LD=$LD:$d
-done
-export LD_LIBRARY_PATH=$LD:${LD_LIBRARY_PATH:-}
+. train/device/cuda_env.sh
 echo "[$(el)s] LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
 nvidia-smi -L
 echo "cores: $(nproc)"
