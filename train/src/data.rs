@@ -25,6 +25,7 @@ use segvol_io::{AnyVolume, ChallengeCase};
 use serde::{Deserialize, Serialize};
 
 use crate::TrainError;
+use crate::synth::Uniform;
 
 /// A reproducible random stream (MT19937, the generator the project already uses for the
 /// challenge's clicks), seeded from 64 bits.
@@ -46,17 +47,17 @@ impl Rng {
 
     /// Uniform in `0..n` (0 when `n` is 0).
     pub fn below(&mut self, n: usize) -> usize {
-        ((self.uniform() * n as f64) as usize).min(n.saturating_sub(1))
+        Uniform::below(self, n)
     }
 
     /// True with probability `p`.
     pub fn chance(&mut self, p: f64) -> bool {
-        self.uniform() < p
+        Uniform::chance(self, p)
     }
 
     /// Uniform in `[lo, hi)`.
     pub fn range(&mut self, lo: f64, hi: f64) -> f64 {
-        lo + (hi - lo) * self.uniform()
+        Uniform::range(self, lo, hi)
     }
 
     /// The underlying MT19937 (for `segvol_gru::training::draw_rounds`).
@@ -65,7 +66,7 @@ impl Rng {
     }
 }
 
-impl crate::synth::Uniform for Rng {
+impl Uniform for Rng {
     fn uniform(&mut self) -> f64 {
         Rng::uniform(self)
     }
@@ -613,7 +614,7 @@ impl Dataset {
         let mut synthetic = false;
         if aug.synthetic_p > 0.0
             && rng.chance(aug.synthetic_p)
-            && let Some((_, m)) = crate::synth::random_shape(rng, grid)
+            && let Some(m) = crate::synth::random_shape(rng, grid)
         {
             crate::synth::paint(&mut image, &m, grid, rng);
             gt = m;

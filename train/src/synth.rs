@@ -14,8 +14,8 @@
 //! `crate::data::Rng` implements): a sample is a function of its
 //! seed, as every other sample is.
 
-/// A uniform random stream in `[0, 1)`; the other draws are made from it as
-/// `crate::data::Rng` makes its own, so the same stream gives the same draws. (A trait here
+/// A uniform random stream in `[0, 1)` and the draws made from it (`crate::data::Rng`'s
+/// `below`, `chance` and `range` are these). (A trait here
 /// rather than `data::Rng` itself keeps `data` → `synth` the only direction between the two.)
 pub trait Uniform {
     /// Uniform in `[0, 1)`.
@@ -259,12 +259,12 @@ pub fn shape(rng: &mut dyn Uniform, dims: [usize; 3], kind: Kind) -> Vec<bool> {
 
 /// Draws a shape of a random kind with at least [`MIN_VOXELS`] voxels (up to 8 tries; `None`
 /// when every try came out smaller).
-pub fn random_shape(rng: &mut dyn Uniform, dims: [usize; 3]) -> Option<(Kind, Vec<bool>)> {
+pub fn random_shape(rng: &mut dyn Uniform, dims: [usize; 3]) -> Option<Vec<bool>> {
     const KINDS: [Kind; 4] = [Kind::Ellipsoid, Kind::Tube, Kind::Plate, Kind::Union];
     (0..8).find_map(|_| {
         let kind = KINDS[rng.below(KINDS.len())];
         let m = shape(rng, dims, kind);
-        (m.iter().filter(|&&v| v).count() >= MIN_VOXELS).then_some((kind, m))
+        (m.iter().filter(|&&v| v).count() >= MIN_VOXELS).then_some(m)
     })
 }
 
@@ -480,7 +480,7 @@ mod tests {
                 .map(|i| 0.2 + 0.4 * (i % 64) as f32 / 64.0 + 0.02 * (normal(&mut rng) as f32))
                 .collect();
             let (_, spread) = mean_std(img.iter().map(|&v| f64::from(v)));
-            let (_, m) = random_shape(&mut rng, DIMS).expect("a shape");
+            let m = random_shape(&mut rng, DIMS).expect("a shape");
             paint(&mut img, &m, DIMS, &mut rng);
             assert!(img.iter().all(|v| (0.0..=1.0).contains(v)));
             // Against the shell two voxels out (past the softened edge), in the painted image:
