@@ -318,9 +318,13 @@ impl TrainConfig {
                 "corrector: batch, k, hidden, lr and checkpoint_every must be positive".into(),
             );
         }
-        let sp = self.augment.synthetic_p;
-        if !(0.0..=1.0).contains(&sp) {
-            return Err(format!("augment.synthetic_p {sp}: need 0 ≤ p ≤ 1"));
+        for (name, p) in [
+            ("synthetic_p", self.augment.synthetic_p),
+            ("component_p", self.augment.component_p),
+        ] {
+            if !(0.0..=1.0).contains(&p) {
+                return Err(format!("augment.{name} {p}: need 0 ≤ p ≤ 1"));
+            }
         }
         let z = self.augment.zoom;
         if !(z[0] > 0.0 && z[1] >= z[0]) {
@@ -370,5 +374,17 @@ mod tests {
         assert!(e.contains("stpes"), "{e}");
         let e = TrainConfig::from_toml("[model]\npreset = \"huge\"\n").unwrap_err();
         assert!(e.contains("huge"), "{e}");
+    }
+
+    #[test]
+    fn probabilities_outside_zero_one_are_refused_by_name() {
+        for key in ["synthetic_p", "component_p"] {
+            let ok = TrainConfig::from_toml(&format!("[augment]\n{key} = 1.0\n"));
+            assert!(ok.is_ok(), "{key} = 1: {ok:?}");
+            let e = TrainConfig::from_toml(&format!("[augment]\n{key} = 1.5\n")).unwrap_err();
+            assert!(e.contains(key) && e.contains("1.5"), "{e}");
+            let e = TrainConfig::from_toml(&format!("[augment]\n{key} = -0.1\n")).unwrap_err();
+            assert!(e.contains(key), "{e}");
+        }
     }
 }

@@ -111,6 +111,10 @@ pub struct Augment {
     /// image ([`crate::synth`]); 0 (the default) draws nothing extra, so runs without it keep
     /// their random streams.
     pub synthetic_p: f64,
+    /// Probability that a label with several pieces on the grid (26-connected) is cut to one of
+    /// them, drawn by size (a random voxel of the label picks its piece): "the object in the
+    /// box", not the class's name. 0 (the default) draws nothing extra.
+    pub component_p: f64,
 }
 
 impl Default for Augment {
@@ -125,6 +129,7 @@ impl Default for Augment {
             shift: 0.2,
             zoom: [0.5, 2.0],
             synthetic_p: 0.0,
+            component_p: 0.0,
         }
     }
 }
@@ -519,6 +524,8 @@ pub struct Sample {
     pub positive: bool,
     /// Whether the mask is a synthetic object ([`Augment::synthetic_p`]) instead of the class.
     pub synthetic: bool,
+    /// Whether the mask is one piece of a class that had several ([`Augment::component_p`]).
+    pub component: bool,
 }
 
 fn flip_axis<T: Copy>(v: &mut [T], dims: [usize; 3], axis: usize) {
@@ -611,6 +618,10 @@ impl Dataset {
             }
         };
         let mut gt: Vec<bool> = mask.iter().map(|&v| v > 0.5).collect();
+        let mut component = false;
+        if aug.component_p > 0.0 && rng.chance(aug.component_p) {
+            component = one_piece(&mut gt, grid, rng);
+        }
         let mut synthetic = false;
         if aug.synthetic_p > 0.0
             && rng.chance(aug.synthetic_p)
@@ -640,8 +651,29 @@ impl Dataset {
             source: (ci, cl),
             positive: positive || synthetic,
             synthetic,
+            component: component && !synthetic,
         }
     }
+}
+
+/// Keeps one 26-connected piece of `gt` (the piece of a uniformly drawn foreground voxel, so a
+/// piece is drawn in proportion to its size); true when `gt` had several. One or no piece:
+/// `gt` is left as it is and nothing is drawn.
+fn one_piece(gt: &mut [bool], dims: [usize; 3], rng: &mut Rng) -> bool {
+    use segvol_eval::components::{Connectivity, label};
+    let (labels, n) = label(gt, dims, Connectivity::TwentySix);
+    if n < 2 {
+        return false;
+    }
+    let count = gt.iter().filter(|&&g| g).count();
+    let k = rng.below(count);
+    let Some(pick) = labels.iter().filter(|&&l| l > 0).nth(k).copied() else {
+        return false;
+    };
+    for (g, &l) in gt.iter_mut().zip(&labels) {
+        *g = l == pick;
+    }
+    true
 }
 
 /// A box prompt for a mask on the model grid: half the time the tight 3-D box, half the time
@@ -774,6 +806,85 @@ mod tests {
             assert_ne!(s.image, cube.image, "seed {seed}: nothing painted");
         }
         assert!(seen >= 8, "{seen} of 10 synthetic");
+    }
+
+    /// Two 4×4×4 cubes of one label, far apart (a 20×40×40 volume), and a third of 2×2×2.
+    fn two_piece_case() -> Dataset {
+        let dims = [20, 40, 40];
+        let n: usize = dims.iter().product();
+        let mut labels = vec![0u8; n];
+        let mut put = |z0: usize, y0: usize, x0: usize, e: usize| {
+            for z in z0..z0 + e {
+                for y in y0..y0 + e {
+                    for x in x0..x0 + e {
+                        labels[(z * 40 + y) * 40 + x] = 1;
+                    }
+                }
+            }
+        };
+        put(4, 4, 4, 4);
+        put(12, 30, 30, 4);
+        put(10, 4, 30, 2);
+        let voxels = (0..n as u32).filter(|&i| labels[i as usize] == 1).collect();
+        let image = (0..n).map(|i| 0.3 + 0.2 * f32::from(labels[i])).collect();
+        Dataset {
+            cases: vec![Case {
+                name: "pieces".into(),
+                dims,
+                image,
+                labels,
+                classes: vec![ClassInfo {
+                    label: 1,
+                    name: "pieces".into(),
+                    voxels,
+                }],
+            }],
+            classes: vec![(0, 0)],
+        }
+    }
+
+    #[test]
+    fn component_samples_keep_one_piece_drawn_by_size() {
+        use segvol_eval::components::{Connectivity, label};
+        let data = two_piece_case();
+        let grid = [20, 40, 40]; // the volume's own size: the whole-volume draw keeps voxels
+        let whole = Augment {
+            full_volume_p: 1.0,
+            flip_p: 0.0,
+            scale_p: 0.0,
+            shift_p: 0.0,
+            ..Augment::default()
+        };
+        let all = data.draw(&mut Rng::new(1), grid, &whole);
+        assert_eq!(label(&all.gt, grid, Connectivity::TwentySix).1, 3);
+        assert!(!all.component);
+        let mut one = whole.clone();
+        one.component_p = 1.0;
+        let mut sizes = std::collections::BTreeMap::new();
+        for seed in 0..200 {
+            let s = data.draw(&mut Rng::new(seed), grid, &one);
+            assert!(s.component, "seed {seed}");
+            assert_eq!(
+                label(&s.gt, grid, Connectivity::TwentySix).1,
+                1,
+                "seed {seed}"
+            );
+            // A piece of the label, whole: every kept voxel is labelled, and the piece is
+            // one of the three cubes (64, 64 or 8 voxels).
+            assert!(s.gt.iter().zip(&all.gt).all(|(&g, &a)| !g || a));
+            let size = s.gt.iter().filter(|&&g| g).count();
+            assert!([64, 8].contains(&size), "seed {seed}: {size}");
+            *sizes.entry(size).or_insert(0) += 1;
+        }
+        // Drawn by size: the small cube 8 of 136 voxels (≈ 12 of 200), the big ones ≈ 188.
+        let small = sizes.get(&8).copied().unwrap_or(0);
+        assert!((2..=30).contains(&small), "{sizes:?}");
+        // One piece only: nothing drawn, nothing changed.
+        let single = one_cube_case();
+        let a = single.draw(&mut Rng::new(5), [16, 32, 32], &whole);
+        let b = single.draw(&mut Rng::new(5), [16, 32, 32], &one);
+        assert_eq!(a.gt, b.gt);
+        assert!(!b.component);
     }
 
     #[test]
