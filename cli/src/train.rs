@@ -45,6 +45,11 @@ pub struct TrainArgs {
     /// Wall-time limit of a stage in minutes, `STAGE=M` (repeatable).
     #[arg(long = "minutes", value_name = "STAGE=M")]
     pub minutes: Vec<String>,
+    /// End a stage after N steps while its learning rate keeps the schedule of its `steps`,
+    /// `STAGE=N` (repeatable): replays a run that a time limit stopped. It replaces the
+    /// stage's clock (the config's `max_minutes`); `--minutes` for the same stage is refused.
+    #[arg(long = "stop-after", value_name = "STAGE=N")]
+    pub stop_after: Vec<String>,
     /// Skip the final validation (the CVPR25 protocol on the validation cases).
     #[arg(long)]
     pub no_validate: bool,
@@ -91,7 +96,27 @@ fn apply_overrides(cfg: &mut TrainConfig, a: &TrainArgs) -> Result<()> {
             Stage::Corrector => cfg.corrector.max_minutes = Some(m),
         }
     }
-    Ok(())
+    for (stage, v) in stage_value(&a.stop_after)? {
+        let n: usize = v
+            .parse()
+            .with_context(|| format!("--stop-after {}={v}: not a count", stage.name()))?;
+        if stage_value(&a.minutes)?.iter().any(|(s, _)| *s == stage) {
+            bail!(
+                "--stop-after {0}={n} and --minutes {0}=…: give one (a step to stop at, or a clock)",
+                stage.name()
+            );
+        }
+        match stage {
+            Stage::BaseBox => (cfg.base_box.stop_after, cfg.base_box.max_minutes) = (Some(n), None),
+            Stage::BasePoints => {
+                (cfg.base_points.stop_after, cfg.base_points.max_minutes) = (Some(n), None);
+            }
+            Stage::Corrector => {
+                (cfg.corrector.stop_after, cfg.corrector.max_minutes) = (Some(n), None);
+            }
+        }
+    }
+    cfg.check().map_err(anyhow::Error::msg)
 }
 
 struct TrainTask {
@@ -223,7 +248,6 @@ pub fn run(a: &TrainArgs) -> Result<()> {
             cfg.seed = s;
         }
         apply_overrides(&mut cfg, a)?;
-        cfg.check().map_err(anyhow::Error::msg)?;
         let split = resolve_split(
             &cfg.data.dir,
             cfg.data.train.as_deref(),

@@ -397,7 +397,8 @@ pub fn train_base<B: AutodiffBackend>(
         }))?;
         let out_of_time = settings
             .max_minutes
-            .is_some_and(|m| started.elapsed().as_secs_f64() > m * 60.0);
+            .is_some_and(|m| started.elapsed().as_secs_f64() > m * 60.0)
+            || settings.stop_after.is_some_and(|n| state.step >= n);
         let last = state.step == settings.steps || out_of_time;
         let go_on = progress(&Progress {
             stage,

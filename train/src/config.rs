@@ -143,6 +143,9 @@ pub struct StageSettings {
     pub no_box_p: f64,
     /// Stop the stage after this many minutes of training (it then ends as if done).
     pub max_minutes: Option<f64>,
+    /// End the stage after this many steps (1 ≤ n ≤ `steps`) while the learning rate keeps the
+    /// schedule of `steps`: replays, step for step, a run that `max_minutes` cut short.
+    pub stop_after: Option<usize>,
 }
 
 impl Default for StageSettings {
@@ -162,6 +165,7 @@ impl Default for StageSettings {
             pos_weight_max: 5.0,
             no_box_p: 0.2,
             max_minutes: None,
+            stop_after: None,
         }
     }
 }
@@ -206,6 +210,8 @@ pub struct CorrectorSettings {
     pub consistency: f32,
     /// Stop after this many minutes.
     pub max_minutes: Option<f64>,
+    /// End after this many steps, keeping the schedule of `steps` (as in the base stages).
+    pub stop_after: Option<usize>,
 }
 
 impl Default for CorrectorSettings {
@@ -228,6 +234,7 @@ impl Default for CorrectorSettings {
             redecode: true,
             consistency: 0.1,
             max_minutes: None,
+            stop_after: None,
         }
     }
 }
@@ -318,6 +325,35 @@ impl TrainConfig {
                 "corrector: batch, k, hidden, lr and checkpoint_every must be positive".into(),
             );
         }
+        for (name, stop, steps, clock) in [
+            (
+                "base_box",
+                self.base_box.stop_after,
+                self.base_box.steps,
+                self.base_box.max_minutes,
+            ),
+            (
+                "base_points",
+                self.base_points.stop_after,
+                self.base_points.steps,
+                self.base_points.max_minutes,
+            ),
+            ("corrector", c.stop_after, c.steps, c.max_minutes),
+        ] {
+            if let Some(n) = stop
+                && !(1..=steps).contains(&n)
+            {
+                return Err(format!(
+                    "{name}.stop_after {n}: need 1 ≤ n ≤ steps ({steps})"
+                ));
+            }
+            // A clock would cut a replay short wherever the machine is slower.
+            if stop.is_some() && clock.is_some() {
+                return Err(format!(
+                    "{name}: stop_after and max_minutes both set; give one (a step or a clock)"
+                ));
+            }
+        }
         for (name, p) in [
             ("synthetic_p", self.augment.synthetic_p),
             ("component_p", self.augment.component_p),
@@ -385,6 +421,26 @@ mod tests {
             assert!(e.contains(key) && e.contains("1.5"), "{e}");
             let e = TrainConfig::from_toml(&format!("[augment]\n{key} = -0.1\n")).unwrap_err();
             assert!(e.contains(key), "{e}");
+        }
+    }
+
+    #[test]
+    fn stop_after_must_fall_within_the_schedule() {
+        for section in ["base_box", "base_points", "corrector"] {
+            let ok = TrainConfig::from_toml(&format!("[{section}]\nsteps = 10\nstop_after = 10\n"));
+            assert!(ok.is_ok(), "{section}: {ok:?}");
+            for bad in [0, 11] {
+                let e = TrainConfig::from_toml(&format!(
+                    "[{section}]\nsteps = 10\nstop_after = {bad}\n"
+                ))
+                .unwrap_err();
+                assert!(e.contains(section) && e.contains("stop_after"), "{e}");
+            }
+            let e = TrainConfig::from_toml(&format!(
+                "[{section}]\nsteps = 10\nstop_after = 5\nmax_minutes = 3.0\n"
+            ))
+            .unwrap_err();
+            assert!(e.contains(section) && e.contains("max_minutes"), "{e}");
         }
     }
 }

@@ -254,7 +254,8 @@ pub fn train_corrector<B: AutodiffBackend>(
         }
         let out_of_time = st
             .max_minutes
-            .is_some_and(|m| started.elapsed().as_secs_f64() > m * 60.0);
+            .is_some_and(|m| started.elapsed().as_secs_f64() > m * 60.0)
+            || st.stop_after.is_some_and(|n| state.step >= n);
         if state.step.is_multiple_of(st.checkpoint_every) || state.step == st.steps || out_of_time {
             run.checkpoint(stage, &state, &corrector, &optim)?;
         }

@@ -12,6 +12,11 @@ use segvol_core::{SegVol, SegVolConfig};
 use segvol_train::data::Split;
 use segvol_train::{Progress, Run, Stage, TrainConfig, TrainError, train_stages};
 
+/// Model initialisation draws from the backend's one global generator (`B::seed` at the start
+/// of a run), so two runs in one process at once would interleave their draws: the tests of
+/// this file take turns.
+static ONE_RUN_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn shared() -> PathBuf {
     std::env::var_os("SEGVOL_SHARED")
         .map(PathBuf::from)
@@ -70,6 +75,7 @@ fn split() -> Split {
 
 #[test]
 fn a_resumed_run_continues_from_the_same_state() {
+    let _turn = ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let device = Default::default();
     let tmp = tempfile::tempdir().expect("tmp");
     // Uninterrupted.
@@ -111,4 +117,42 @@ fn a_resumed_run_continues_from_the_same_state() {
         .filter_map(|l| l["step"].as_u64())
         .collect();
     assert_eq!(steps, vec![1, 2, 3, 4]);
+}
+
+#[test]
+fn stop_after_ends_the_stage_early_on_the_full_schedule() {
+    let _turn = ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let device = Default::default();
+    let tmp = tempfile::tempdir().expect("tmp");
+    let mut c = config();
+    c.base_box.stop_after = Some(3);
+    let (lr, min_lr, warmup) = (c.base_box.lr, c.base_box.min_lr, c.base_box.warmup);
+    let r = Run::create(&tmp.path().join("r"), c, split()).expect("run");
+    train_stages::<Autodiff<Flex>>(&r, &[Stage::BaseBox], &device, &mut |_| true).expect("r");
+    // The stage ended as done, with its final weights, after 3 of its 4 steps ...
+    assert!(r.final_weights(Stage::BaseBox).exists());
+    let s = r.state(Stage::BaseBox).expect("state");
+    assert_eq!((s.step, s.done), (3, true));
+    // ... and every step's learning rate is the 4-step schedule's (a 3-step schedule would end
+    // at min_lr on step 3).
+    let lrs: Vec<(u64, f64)> = r
+        .log_lines()
+        .iter()
+        .filter(|l| l["loss"].is_number())
+        .filter_map(|l| Some((l["step"].as_u64()?, l["lr"].as_f64()?)))
+        .collect();
+    assert_eq!(lrs.len(), 3, "{lrs:?}");
+    for (step, got) in lrs {
+        let want = segvol_train::config::lr_at(step as usize - 1, 4, warmup, lr, min_lr);
+        assert!(
+            (got - want).abs() < 1e-9,
+            "step {step}: lr {got}, want {want}"
+        );
+    }
+    let short = segvol_train::config::lr_at(2, 3, warmup, lr, min_lr);
+    let full = segvol_train::config::lr_at(2, 4, warmup, lr, min_lr);
+    assert!(
+        (short - full).abs() > 1e-5,
+        "the test tells the schedules apart"
+    );
 }
