@@ -248,6 +248,15 @@ pub fn run(a: &TrainArgs) -> Result<()> {
             cfg.seed = s;
         }
         apply_overrides(&mut cfg, a)?;
+        // Before the run folder exists: a missing start leaves no half-made run behind.
+        if let Some(init) = &cfg.model.init
+            && !init.is_file()
+        {
+            bail!(
+                "model.init {}: no such file (the weights this run starts from)",
+                init.display()
+            );
+        }
         let split = resolve_split(
             &cfg.data.dir,
             cfg.data.train.as_deref(),

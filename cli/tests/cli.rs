@@ -1363,3 +1363,40 @@ fn text_prompts_through_forward_and_segment() {
     );
     assert!(!bad.exists());
 }
+
+#[test]
+fn train_refuses_a_missing_start_or_two_stops_before_making_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let missing = dir.path().join("no-such-weights.bpk");
+    let (code, _, err) = segvol(&[
+        "train",
+        "--preset",
+        "tiny",
+        "--init",
+        missing.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+    ]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("no-such-weights.bpk") && err.contains("no such file"),
+        "{err}"
+    );
+    assert!(!run.exists(), "a run folder was left behind");
+    // A step to stop at and a clock for one stage: refused, by name.
+    let (code, _, err) = segvol(&[
+        "train",
+        "--preset",
+        "tiny",
+        "--stop-after",
+        "base-box=3",
+        "--minutes",
+        "base-box=1",
+        "--out",
+        run.to_str().unwrap(),
+    ]);
+    assert_ne!(code, 0);
+    assert!(err.contains("--stop-after base-box=3"), "{err}");
+    assert!(!run.exists(), "a run folder was left behind");
+}
