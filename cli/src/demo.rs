@@ -38,10 +38,10 @@ const SAMPLE_NAMES: [&str; 14] = [
 ];
 
 /// The structure the demo segments unless told otherwise: the pancreas, the class of this
-/// sample closest to the shipped model's validation mean (docs/model-card.md: mean DSC 0.32 after
-/// the box, 0.39 after three clicks over 43 held-out structures; here 0.36 → 0.38). The right
-/// back muscle (`--class autochthon_right`) is among its best (0.68 → 0.73), the right
-/// iliopsoas among its hard ones (0.22 → 0.21).
+/// sample closest to the shipped model's validation mean (docs/model-card.md: mean DSC 0.33 after
+/// the box, 0.43 after three clicks over 43 held-out structures; here 0.36 → 0.40). The right
+/// back muscle (`--class autochthon_right`) is among its best (0.63 → 0.72), the colon among
+/// its hard ones (0.15 → 0.11).
 const DEFAULT_CLASS: &str = "pancreas";
 
 /// `segvol demo`.

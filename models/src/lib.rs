@@ -1,8 +1,9 @@
 //! The model segvol-rs ships as its default: SegVol with the `small` preset and its GRU
-//! corrector, trained on `shared/data/train` by `segvol train --config
-//! train/configs/shipped.toml` (data, command, seed, hardware, time and validation numbers in
-//! `docs/model-card.md`). Both are embedded in the binary, so `segvol segment`, `eval` and
-//! `demo` work with no file; `--weights` / `--corrector` still override them.
+//! corrector, trained on `shared/data/train` by `segvol train`: the chain of
+//! `train/configs/shipped.toml`, `v2`, `v3`, `v4` and `v4c` (data, commands, seeds, hardware,
+//! time and validation numbers in `docs/model-card.md`). Both are embedded in the binary, so
+//! `segvol segment`, `eval` and `demo` work with no file; `--weights` / `--corrector` still
+//! override them.
 //!
 //! The SegVol weights are stored as f16 (burnpack) and cast to f32 on load; the corrector is
 //! f32 safetensors in PyTorch's layout. Together about 11 MB.
