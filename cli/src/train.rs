@@ -96,11 +96,15 @@ fn apply_overrides(cfg: &mut TrainConfig, a: &TrainArgs) -> Result<()> {
             Stage::Corrector => cfg.corrector.max_minutes = Some(m),
         }
     }
+    let clocked: Vec<Stage> = stage_value(&a.minutes)?
+        .into_iter()
+        .map(|(s, _)| s)
+        .collect();
     for (stage, v) in stage_value(&a.stop_after)? {
         let n: usize = v
             .parse()
             .with_context(|| format!("--stop-after {}={v}: not a count", stage.name()))?;
-        if stage_value(&a.minutes)?.iter().any(|(s, _)| *s == stage) {
+        if clocked.contains(&stage) {
             bail!(
                 "--stop-after {0}={n} and --minutes {0}=…: give one (a step to stop at, or a clock)",
                 stage.name()

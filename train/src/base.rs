@@ -395,10 +395,12 @@ pub fn train_base<B: AutodiffBackend>(
             "samples_per_s": settings.batch as f64 / dt, "elapsed_s": state.elapsed_s,
             "update_s": update_s,
         }))?;
-        let out_of_time = settings
-            .max_minutes
-            .is_some_and(|m| started.elapsed().as_secs_f64() > m * 60.0)
-            || settings.stop_after.is_some_and(|n| state.step >= n);
+        let out_of_time = crate::config::ends_early(
+            settings.max_minutes,
+            settings.stop_after,
+            started,
+            state.step,
+        );
         let last = state.step == settings.steps || out_of_time;
         let go_on = progress(&Progress {
             stage,

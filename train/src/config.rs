@@ -370,6 +370,18 @@ impl TrainConfig {
     }
 }
 
+/// Whether a stage ends before its last step, after `step` steps: its clock (`max_minutes`,
+/// counted from `started`) ran out, or it reached `stop_after`.
+pub(crate) fn ends_early(
+    max_minutes: Option<f64>,
+    stop_after: Option<usize>,
+    started: std::time::Instant,
+    step: usize,
+) -> bool {
+    max_minutes.is_some_and(|m| started.elapsed().as_secs_f64() > m * 60.0)
+        || stop_after.is_some_and(|n| step >= n)
+}
+
 /// Warm-up then cosine: linear from 0 to `lr` over `warmup` steps, then cosine from `lr` to
 /// `min_lr` at the last step.
 ///

@@ -252,10 +252,8 @@ pub fn train_corrector<B: AutodiffBackend>(
                 step: state.step,
             });
         }
-        let out_of_time = st
-            .max_minutes
-            .is_some_and(|m| started.elapsed().as_secs_f64() > m * 60.0)
-            || st.stop_after.is_some_and(|n| state.step >= n);
+        let out_of_time =
+            crate::config::ends_early(st.max_minutes, st.stop_after, started, state.step);
         if state.step.is_multiple_of(st.checkpoint_every) || state.step == st.steps || out_of_time {
             run.checkpoint(stage, &state, &corrector, &optim)?;
         }

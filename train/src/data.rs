@@ -746,35 +746,41 @@ mod tests {
         assert_eq!(box_prompt(&[false; 144], dims, &mut rng), [-1.0; 6]);
     }
 
-    fn one_cube_case() -> Dataset {
+    /// A 20×40×40 case whose one label covers the given boxes (corner, extent; z, y, x), the
+    /// image brighter inside.
+    fn boxes_case(name: &str, boxes: &[([usize; 3], [usize; 3])]) -> Dataset {
         let dims = [20, 40, 40];
         let n: usize = dims.iter().product();
         let mut labels = vec![0u8; n];
-        let mut voxels = Vec::new();
-        for z in 5..15 {
-            for y in 10..30 {
-                for x in 10..30 {
-                    let i = (z * 40 + y) * 40 + x;
-                    labels[i] = 1;
-                    voxels.push(i as u32);
+        for &([z0, y0, x0], [ez, ey, ex]) in boxes {
+            for z in z0..z0 + ez {
+                for y in y0..y0 + ey {
+                    for x in x0..x0 + ex {
+                        labels[(z * 40 + y) * 40 + x] = 1;
+                    }
                 }
             }
         }
+        let voxels = (0..n as u32).filter(|&i| labels[i as usize] == 1).collect();
         let image = (0..n).map(|i| 0.3 + 0.2 * f32::from(labels[i])).collect();
         Dataset {
             cases: vec![Case {
-                name: "cube".into(),
+                name: name.into(),
                 dims,
                 image,
                 labels,
                 classes: vec![ClassInfo {
                     label: 1,
-                    name: "cube".into(),
+                    name: name.into(),
                     voxels,
                 }],
             }],
             classes: vec![(0, 0)],
         }
+    }
+
+    fn one_cube_case() -> Dataset {
+        boxes_case("cube", &[([5, 10, 10], [10, 20, 20])])
     }
 
     #[test]
@@ -810,37 +816,14 @@ mod tests {
 
     /// Two 4×4×4 cubes of one label, far apart (a 20×40×40 volume), and a third of 2×2×2.
     fn two_piece_case() -> Dataset {
-        let dims = [20, 40, 40];
-        let n: usize = dims.iter().product();
-        let mut labels = vec![0u8; n];
-        let mut put = |z0: usize, y0: usize, x0: usize, e: usize| {
-            for z in z0..z0 + e {
-                for y in y0..y0 + e {
-                    for x in x0..x0 + e {
-                        labels[(z * 40 + y) * 40 + x] = 1;
-                    }
-                }
-            }
-        };
-        put(4, 4, 4, 4);
-        put(12, 30, 30, 4);
-        put(10, 4, 30, 2);
-        let voxels = (0..n as u32).filter(|&i| labels[i as usize] == 1).collect();
-        let image = (0..n).map(|i| 0.3 + 0.2 * f32::from(labels[i])).collect();
-        Dataset {
-            cases: vec![Case {
-                name: "pieces".into(),
-                dims,
-                image,
-                labels,
-                classes: vec![ClassInfo {
-                    label: 1,
-                    name: "pieces".into(),
-                    voxels,
-                }],
-            }],
-            classes: vec![(0, 0)],
-        }
+        boxes_case(
+            "pieces",
+            &[
+                ([4, 4, 4], [4, 4, 4]),
+                ([12, 30, 30], [4, 4, 4]),
+                ([10, 4, 30], [2, 2, 2]),
+            ],
+        )
     }
 
     #[test]
