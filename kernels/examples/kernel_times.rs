@@ -178,6 +178,42 @@ fn main() -> Result<(), segvol_kernels::KernelError> {
             &head,
         ))
     });
+    // The whole upscaling (SegVol-base): the three steps one after the other, from the
+    // channel-major input, against `upscale_dot` from the token-major one.
+    let ln_w = v(192 * 16 * 32 * 32);
+    let ln_b = v(192 * 16 * 32 * 32);
+    time(
+        "upscaling in three steps (conv1, LayerNorm + GELU, conv2 · head)",
+        5,
+        || {
+            let y = segvol_kernels::conv_transpose_k2s2(&x1, [768, 8, 16, 16], &w1c, &b1, false)
+                .unwrap_or_default();
+            let a =
+                segvol_kernels::full_layer_norm(&y, &ln_w, &ln_b, 1e-5, true).unwrap_or_default();
+            drop(segvol_kernels::conv_transpose_k2s2_gelu_dot(
+                &a,
+                [192, 16, 32, 32],
+                &w2c,
+                &b2,
+                &head,
+            ))
+        },
+    );
+    let weights = segvol_kernels::Upscaling {
+        conv1: (&w1c, &b1),
+        norm: (&ln_w, &ln_b),
+        eps: 1e-5,
+        conv2: (&w2c, &b2),
+    };
+    time("  fused: upscale_dot", 5, || {
+        drop(segvol_kernels::upscale_dot(
+            &x1,
+            [8, 16, 16],
+            weights,
+            &head,
+            &mut || {},
+        ))
+    });
     // The mask decoder's cross-attention layers (SegVol-base: width 768, inner 384 in 8 heads)
     // with 9 prompt tokens (5 output tokens, a box, two clicks) against the 2048 image tokens,
     // in each plan of `attention_layer`.

@@ -105,6 +105,20 @@ pub fn attention_layer(
     w: &AttentionWeights<'_>,
     plan: AttentionPlan,
 ) -> Result<Vec<f32>, KernelError> {
+    attention_layer_residual(q, k, v, w, plan, None)
+}
+
+/// [`attention_layer`] plus `residual` (`[nq, c_out]` row-major) when given: the transformer's
+/// `x + attention(…)`. The few-keys plan starts its output from the residual (no second pass
+/// over the `[2048, C]` result); the others add it after.
+pub fn attention_layer_residual(
+    q: MatRef<'_>,
+    k: MatRef<'_>,
+    v: MatRef<'_>,
+    w: &AttentionWeights<'_>,
+    plan: AttentionPlan,
+    residual: Option<&[f32]>,
+) -> Result<Vec<f32>, KernelError> {
     let [nq, c_q] = q.dims();
     let [nk, c_k] = k.dims();
     let [c_qw, inner] = w.q.0.dims();
@@ -125,9 +139,12 @@ pub fn attention_layer(
             "attention layer: inputs and weights do not agree",
         ));
     }
+    if residual.is_some_and(|r| r.len() != nq * w.out.0.dims()[1]) {
+        return Err(KernelError::Shape("attention layer: residual size"));
+    }
     let d = inner / heads;
     let scale = 1.0 / (d as f32).sqrt();
-    match plan {
+    let out = match plan {
         AttentionPlan::Direct => {
             let qp = crate::linear(q, w.q.0, w.q.1, None, false)?;
             let kp = crate::linear(k, w.k.0, w.k.1, None, false)?;
@@ -157,16 +174,56 @@ pub fn attention_layer(
             )
         }
         AttentionPlan::FewQueries => few_queries(q, k, v, w, d, scale),
-        AttentionPlan::FewKeys => few_keys(q, k, v, w, d, scale),
+        AttentionPlan::FewKeys => return few_keys(q, k, v, w, d, scale, residual),
+    };
+    let mut out = out?;
+    if let Some(r) = residual {
+        for (o, &r) in out.iter_mut().zip(r) {
+            *o += r;
+        }
     }
+    Ok(out)
 }
 
 /// `m` rows of length `width`, each set to `row` (or zeros).
 fn rows_of(row: Option<&[f32]>, m: usize, width: usize) -> Vec<f32> {
-    match row {
-        Some(r) => r.iter().copied().cycle().take(m * width).collect(),
-        None => vec![0.0; m * width],
+    let mut out = vec![0.0; m * width];
+    if let Some(r) = row
+        && width > 0
+    {
+        out.par_chunks_mut(width * 64).for_each(|c| {
+            for o in c.chunks_exact_mut(width) {
+                o.copy_from_slice(r);
+            }
+        });
     }
+    out
+}
+
+/// `residual` (`m` rows of length `width`) with `row` added to each, or [`rows_of`] without
+/// a residual.
+fn residual_rows(
+    residual: Option<&[f32]>,
+    row: Option<&[f32]>,
+    m: usize,
+    width: usize,
+) -> Vec<f32> {
+    let Some(res) = residual else {
+        return rows_of(row, m, width);
+    };
+    let mut out = res.to_vec();
+    if let Some(r) = row
+        && width > 0
+    {
+        out.par_chunks_mut(width * 64).for_each(|c| {
+            for o in c.chunks_exact_mut(width) {
+                for (o, &b) in o.iter_mut().zip(r) {
+                    *o += b;
+                }
+            }
+        });
+    }
+    out
 }
 
 fn few_queries(
@@ -243,6 +300,7 @@ fn few_keys(
     w: &AttentionWeights<'_>,
     d: usize,
     scale: f32,
+    residual: Option<&[f32]>,
 ) -> Result<Vec<f32>, KernelError> {
     let [nq, c_q] = q.dims();
     let [nk, _] = k.dims();
@@ -302,7 +360,7 @@ fn few_keys(
             1,
         )?;
     }
-    let mut out = rows_of(w.out.1, nq, c_out);
+    let mut out = residual_rows(residual, w.out.1, nq, c_out);
     matmul(
         MatMut::row_major(&mut out, nq, c_out)?,
         true,

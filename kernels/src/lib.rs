@@ -31,7 +31,8 @@ use multiversion::multiversion;
 use rayon::prelude::*;
 
 pub use crate::attention_layer::{
-    AttentionPlan, AttentionWeights, attention_layer, plan_attention_layer,
+    AttentionPlan, AttentionWeights, attention_layer, attention_layer_residual,
+    plan_attention_layer,
 };
 pub use crate::backward::{
     Grads3, attention_backward, attention_backward_with_probs, conv_transpose_k2s2_backward,
@@ -560,7 +561,66 @@ pub fn conv_transpose_k2s2_gelu_dot(
     bias: &[f32],
     head: &[f32],
 ) -> Result<Vec<f32>, KernelError> {
-    let (n, cout) = k2s2_sizes(x, [cin, d, h, w], weight, bias)?;
+    k2s2_sizes(x, [cin, d, h, w], weight, bias)?;
+    gelu_dot(x, cin, VoxelOrder::RowMajor([d, h, w]), weight, bias, head)
+}
+
+/// Where the input voxels of a transposed convolution lie in its `[d, h, w]` input grid.
+#[derive(Debug, Clone, Copy)]
+enum VoxelOrder {
+    /// Voxel `u` is `(z, y, x)` of the grid `[d, h, w]`, row-major.
+    RowMajor([usize; 3]),
+    /// The output of another `k = 2, s = 2` transposed convolution on the grid `[d, h, w]`,
+    /// as its product leaves it: voxel `u = t·d·h·w + v` is offset `t = (i, j, k)` of parent
+    /// voxel `v = (z, y, x)`, i.e. `(2z + i, 2y + j, 2x + k)` of the grid `[2d, 2h, 2w]`.
+    ParentMajor([usize; 3]),
+}
+
+impl VoxelOrder {
+    /// The number of voxels.
+    fn len(self) -> usize {
+        match self {
+            VoxelOrder::RowMajor([d, h, w]) => d * h * w,
+            VoxelOrder::ParentMajor([d, h, w]) => 8 * d * h * w,
+        }
+    }
+
+    /// The grid's `[d, h, w]`.
+    fn grid(self) -> [usize; 3] {
+        match self {
+            VoxelOrder::RowMajor(g) => g,
+            VoxelOrder::ParentMajor([d, h, w]) => [2 * d, 2 * h, 2 * w],
+        }
+    }
+
+    /// `(z, y, x)` of voxel `u`.
+    fn zyx(self, u: usize) -> [usize; 3] {
+        match self {
+            VoxelOrder::RowMajor([_, h, w]) => [u / (h * w), (u / w) % h, u % w],
+            VoxelOrder::ParentMajor([d, h, w]) => {
+                let n = d * h * w;
+                let (t, v) = (u / n, u % n);
+                let (i, j, k) = (t >> 2, (t >> 1) & 1, t & 1);
+                let [z, y, x] = [v / (h * w), (v / w) % h, v % w];
+                [2 * z + i, 2 * y + j, 2 * x + k]
+            }
+        }
+    }
+}
+
+/// [`conv_transpose_k2s2_gelu_dot`] on `x` `[cin, order.len()]`, its voxels in `order`;
+/// returns the `[2d, 2h, 2w]` logits of `order`'s grid, row-major. Sizes of `weight` and
+/// `bias` checked by the caller.
+fn gelu_dot(
+    x: &[f32],
+    cin: usize,
+    order: VoxelOrder,
+    weight: &[f32],
+    bias: &[f32],
+    head: &[f32],
+) -> Result<Vec<f32>, KernelError> {
+    let n = order.len();
+    let cout = bias.len();
     if head.len() != cout {
         return Err(KernelError::Shape(
             "conv_transpose_k2s2_gelu_dot: head size",
@@ -604,19 +664,164 @@ pub fn conv_transpose_k2s2_gelu_dot(
             Ok(acc)
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let (oh, ow) = (2 * h, 2 * w);
+    let [_, gh, gw] = order.grid();
+    let (oh, ow) = (2 * gh, 2 * gw);
     for (&v0, acc) in blocks.iter().zip(&sums) {
         let nb = acc.len() / 8;
         for (t, a) in acc.chunks_exact(nb).enumerate() {
             let (i, j, k) = (t >> 2, (t >> 1) & 1, t & 1);
             for (vl, &s) in a.iter().enumerate() {
-                let v = v0 + vl;
-                let (z, y, xx) = (v / (h * w), (v / w) % h, v % w);
+                let [z, y, xx] = order.zyx(v0 + vl);
                 out[((2 * z + i) * oh + 2 * y + j) * ow + 2 * xx + k] = s;
             }
         }
     }
     Ok(out)
+}
+
+/// The weights of SegVol's output upscaling (SEGVOL.md §6.4), PyTorch's layouts: the first
+/// transposed convolution `conv1` (`[cin, c1, 2, 2, 2]`, bias `[c1]`), the whole-sample
+/// LayerNorm's element-wise `norm` (each `[c1, 2d, 2h, 2w]`) with its `eps`, the second
+/// transposed convolution `conv2` (`[c1, c2, 2, 2, 2]`, bias `[c2]`).
+#[derive(Debug, Clone, Copy)]
+pub struct Upscaling<'a> {
+    /// The first `ConvTranspose3d(k = 2, s = 2)`: weight and bias.
+    pub conv1: (&'a [f32], &'a [f32]),
+    /// `LayerNorm((C, D, H, W))`: weight and bias.
+    pub norm: (&'a [f32], &'a [f32]),
+    /// The LayerNorm's epsilon.
+    pub eps: f32,
+    /// The second `ConvTranspose3d(k = 2, s = 2)`: weight and bias.
+    pub conv2: (&'a [f32], &'a [f32]),
+}
+
+/// The mask decoder's output upscaling reduced to the mask, from its token-major input:
+/// `head · GELU(conv2(GELU(norm(conv1(x)))))` per voxel of the `[4d, 4h, 4w]` grid, `x`
+/// `[d·h·w, cin]` (the transformer's image tokens, row-major). Calls `stage_done` after the
+/// first convolution and after the LayerNorm (for per-stage timings).
+///
+/// The same function as [`conv_transpose_k2s2`], [`full_layer_norm`] with GELU and
+/// [`conv_transpose_k2s2_gelu_dot`] in turn, with less memory traffic: the first product reads
+/// the tokens in place (no transpose to channel-major), its result stays in the order the
+/// product leaves it (offset-major, no scatter into the `[2d, 2h, 2w]` grid), the LayerNorm's
+/// statistics are taken with bias added in the same pass and it is applied in place, and the
+/// second product reads that order directly ([`VoxelOrder::ParentMajor`]).
+pub fn upscale_dot(
+    x: &[f32],
+    [d, h, w]: [usize; 3],
+    weights: Upscaling<'_>,
+    head: &[f32],
+    stage_done: &mut dyn FnMut(),
+) -> Result<Vec<f32>, KernelError> {
+    let n = d * h * w;
+    let (w1, b1) = weights.conv1;
+    let (gamma, beta) = weights.norm;
+    let (w2, b2) = weights.conv2;
+    if n == 0 || !x.len().is_multiple_of(n) {
+        return Err(KernelError::Shape("upscale_dot: input size"));
+    }
+    let cin = x.len() / n;
+    let c1 = b1.len();
+    if cin == 0 || c1 == 0 || w1.len() != cin * c1 * 8 {
+        return Err(KernelError::Shape("upscale_dot: first convolution's size"));
+    }
+    let plane = 8 * n;
+    if gamma.len() != c1 * plane || beta.len() != c1 * plane {
+        return Err(KernelError::Shape("upscale_dot: LayerNorm's size"));
+    }
+    if b2.is_empty() || w2.len() != c1 * b2.len() * 8 {
+        return Err(KernelError::Shape("upscale_dot: second convolution's size"));
+    }
+    // conv1: `[c1·8, n]`, row `co·8 + t` (offset t of output channel co), as one product.
+    let mut y = vec![0.0f32; c1 * plane];
+    matmul(
+        MatMut::row_major(&mut y, c1 * 8, n)?,
+        false,
+        MatRef::new(w1, 0, [c1 * 8, cin], [1, c1 * 8])?,
+        MatRef::new(x, 0, [cin, n], [1, cin])?,
+        1.0,
+        auto_threads(c1 * 8, n, cin),
+    )?;
+    // Bias, and the sum for the mean in the same pass (f64 partial sums: millions of values).
+    let sum: f64 = y
+        .par_chunks_mut(n)
+        .enumerate()
+        .map(|(r, row)| add_and_sum(row, b1[r / 8]))
+        .sum();
+    stage_done();
+    let count = y.len() as f64;
+    let mean = sum / count;
+    let var = y
+        .par_chunks(n)
+        .map(|row| centred_squares(row, mean))
+        .sum::<f64>()
+        / count;
+    let (mean, inv) = (
+        mean as f32,
+        (1.0 / (var + weights.eps as f64).sqrt()) as f32,
+    );
+    // LayerNorm + GELU in place; row `co·8 + t` holds the grid's voxels `(2z+i, 2y+j, 2x+k)`.
+    let (oh, ow) = (2 * h, 2 * w);
+    y.par_chunks_mut(n).enumerate().for_each(|(r, row)| {
+        let (co, t) = (r / 8, r % 8);
+        let (i, j, k) = (t >> 2, (t >> 1) & 1, t & 1);
+        for z in 0..d {
+            for yy in 0..h {
+                let seg = &mut row[(z * h + yy) * w..][..w];
+                let at = co * plane + ((2 * z + i) * oh + 2 * yy + j) * ow + k;
+                norm_strided(seg, &gamma[at..], &beta[at..], mean, inv);
+            }
+        }
+        gelu_chunk(row);
+    });
+    stage_done();
+    gelu_dot(&y, c1, VoxelOrder::ParentMajor([d, h, w]), w2, b2, head)
+}
+
+/// `row += bias`, returning the row's sum in f64 (eight partial sums, so it vectorises).
+#[multiversion(targets("x86_64+avx512f+avx512bw+avx512dq+avx512vl", "x86_64+avx2+fma"))]
+fn add_and_sum(row: &mut [f32], bias: f32) -> f64 {
+    let mut lanes = [0.0f64; 8];
+    let mut chunks = row.chunks_exact_mut(8);
+    for c in &mut chunks {
+        for (l, v) in lanes.iter_mut().zip(c.iter_mut()) {
+            *v += bias;
+            *l += *v as f64;
+        }
+    }
+    let mut s: f64 = lanes.iter().sum();
+    for v in chunks.into_remainder() {
+        *v += bias;
+        s += *v as f64;
+    }
+    s
+}
+
+/// `Σ (v − mean)²` over `row` in f64 (eight partial sums).
+#[multiversion(targets("x86_64+avx512f+avx512bw+avx512dq+avx512vl", "x86_64+avx2+fma"))]
+fn centred_squares(row: &[f32], mean: f64) -> f64 {
+    let mut lanes = [0.0f64; 8];
+    let chunks = row.chunks_exact(8);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for (l, &v) in lanes.iter_mut().zip(c) {
+            let e = v as f64 - mean;
+            *l += e * e;
+        }
+    }
+    lanes.iter().sum::<f64>() + rest.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>()
+}
+
+/// `seg[x] = (seg[x] − mean)·inv·gamma[2x] + beta[2x]`: one grid row of the LayerNorm, whose
+/// affine weights sit every other element in the `[2d, 2h, 2w]` layout.
+fn norm_strided(seg: &mut [f32], gamma: &[f32], beta: &[f32], mean: f32, inv: f32) {
+    for ((v, &g), &b) in seg
+        .iter_mut()
+        .zip(gamma.iter().step_by(2))
+        .zip(beta.iter().step_by(2))
+    {
+        *v = (*v - mean) * inv * g + b;
+    }
 }
 
 /// `acc[v] += head · GELU(row[v] + bias)`.

@@ -7,7 +7,8 @@ mod common;
 
 use common::{assert_close, rand_vec};
 use segvol_kernels::{
-    AttentionPlan, AttentionWeights, MatRef, attention_layer, plan_attention_layer,
+    AttentionPlan, AttentionWeights, MatRef, attention_layer, attention_layer_residual,
+    plan_attention_layer,
 };
 
 /// Row-major `[rows, in] · [in, out] + bias` in f64.
@@ -151,6 +152,35 @@ fn run(case: &Case, seed: u64, transposed_weights: bool, biases: bool) {
                 "{plan:?} nq {} nk {} transposed {transposed_weights} biases {biases}",
                 case.nq, case.nk
             ),
+        );
+        // With a residual: the naive layer's output plus it.
+        let residual: Vec<f32> = (0..want.len()).map(|i| (i % 7) as f32 - 3.0).collect();
+        let with = attention_layer_residual(
+            MatRef::row_major(&q, case.nq, case.c).unwrap(),
+            MatRef::row_major(&k, case.nk, case.c).unwrap(),
+            MatRef::row_major(&v, case.nk, case.c).unwrap(),
+            &weights,
+            plan,
+            Some(&residual),
+        )
+        .unwrap();
+        let want_r: Vec<f64> = want
+            .iter()
+            .zip(&residual)
+            .map(|(w, &r)| w + r as f64)
+            .collect();
+        assert_close(&with, &want_r, 2e-5, &format!("{plan:?} with a residual"));
+        assert!(
+            attention_layer_residual(
+                MatRef::row_major(&q, case.nq, case.c).unwrap(),
+                MatRef::row_major(&k, case.nk, case.c).unwrap(),
+                MatRef::row_major(&v, case.nk, case.c).unwrap(),
+                &weights,
+                plan,
+                Some(&residual[1..]),
+            )
+            .is_err(),
+            "a residual of the wrong size is refused"
         );
     }
 }

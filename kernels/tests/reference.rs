@@ -336,3 +336,91 @@ fn copy_into_matches_indexing() {
     let m = MatRef::new(&data, 0, [3, 4], [4, 1]).unwrap();
     assert!(copy_into(m, &mut [0.0; 11]).is_err());
 }
+
+/// The decoder's whole output upscaling reduced to the mask ([`segvol_kernels::upscale_dot`])
+/// against the definition in f64: the first transposed convolution from token-major input,
+/// the whole-sample LayerNorm with its element-wise affine, GELU, the second transposed
+/// convolution, GELU, the dot product with `head`. The second convolution's 240 input voxels
+/// are a whole block of 128 and a partial one; the input's offset makes the mean matter.
+#[test]
+fn upscale_dot_matches_the_definition() {
+    use segvol_kernels::{Upscaling, upscale_dot};
+    let (cin, c1, c2, d, h, w) = (5usize, 4usize, 3usize, 2usize, 3usize, 5usize);
+    let n = d * h * w;
+    let x: Vec<f32> = rand_vec(n * cin, 31)
+        .iter()
+        .map(|v| 2.0 * v - 0.3)
+        .collect();
+    let w1: Vec<f32> = rand_vec(cin * c1 * 8, 32).iter().map(|v| v - 0.4).collect();
+    let b1: Vec<f32> = rand_vec(c1, 33).iter().map(|v| v + 0.5).collect();
+    let (gd, gh, gw) = (2 * d, 2 * h, 2 * w);
+    let m = c1 * gd * gh * gw;
+    let gamma: Vec<f32> = rand_vec(m, 34).iter().map(|v| 0.5 + v).collect();
+    let beta: Vec<f32> = rand_vec(m, 35).iter().map(|v| v - 0.5).collect();
+    let w2: Vec<f32> = rand_vec(c1 * c2 * 8, 36).iter().map(|v| v - 0.5).collect();
+    let b2: Vec<f32> = rand_vec(c2, 37).iter().map(|v| v - 0.5).collect();
+    let head: Vec<f32> = rand_vec(c2, 38).iter().map(|v| 2.0 * v - 1.0).collect();
+    let weights = Upscaling {
+        conv1: (&w1, &b1),
+        norm: (&gamma, &beta),
+        eps: 1e-5,
+        conv2: (&w2, &b2),
+    };
+    let mut stages = 0;
+    let got = upscale_dot(&x, [d, h, w], weights, &head, &mut || stages += 1).unwrap();
+    assert_eq!(stages, 2, "two stages reported before the last");
+
+    // conv1 on the [2d, 2h, 2w] grid, PyTorch's layouts.
+    let mut y1 = vec![0.0f64; m];
+    for co in 0..c1 {
+        for z in 0..gd {
+            for y in 0..gh {
+                for xx in 0..gw {
+                    let v = ((z / 2) * h + y / 2) * w + xx / 2;
+                    let mut s = b1[co] as f64;
+                    for ci in 0..cin {
+                        s += x[v * cin + ci] as f64
+                            * w1[(((ci * c1 + co) * 2 + z % 2) * 2 + y % 2) * 2 + xx % 2] as f64;
+                    }
+                    y1[((co * gd + z) * gh + y) * gw + xx] = s;
+                }
+            }
+        }
+    }
+    let mean = y1.iter().sum::<f64>() / m as f64;
+    let var = y1.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / m as f64;
+    let a: Vec<f64> = (0..m)
+        .map(|e| gelu64((y1[e] - mean) / (var + 1e-5).sqrt() * gamma[e] as f64 + beta[e] as f64))
+        .collect();
+    // conv2 + GELU · head on the [4d, 4h, 4w] grid.
+    let (od, oh, ow) = (2 * gd, 2 * gh, 2 * gw);
+    let mut want = vec![0.0f64; od * oh * ow];
+    for oz in 0..od {
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let (z, i, y, j, xx, k) = (oz / 2, oz % 2, oy / 2, oy % 2, ox / 2, ox % 2);
+                let mut dot = 0.0f64;
+                for co in 0..c2 {
+                    let mut s = b2[co] as f64;
+                    for ci in 0..c1 {
+                        s += a[((ci * gd + z) * gh + y) * gw + xx]
+                            * w2[(((ci * c2 + co) * 2 + i) * 2 + j) * 2 + k] as f64;
+                    }
+                    dot += head[co] as f64 * gelu64(s);
+                }
+                want[(oz * oh + oy) * ow + ox] = dot;
+            }
+        }
+    }
+    assert_close(&got, &want, 4e-6, "upscale_dot");
+    let cut = |f: fn(&mut Upscaling<'_>)| {
+        let mut u = weights;
+        f(&mut u);
+        upscale_dot(&x, [d, h, w], u, &head, &mut || {}).is_err()
+    };
+    assert!(cut(|u| u.conv1.0 = &u.conv1.0[1..]));
+    assert!(cut(|u| u.norm.1 = &u.norm.1[1..]));
+    assert!(cut(|u| u.conv2.0 = &u.conv2.0[1..]));
+    assert!(upscale_dot(&x[1..], [d, h, w], weights, &head, &mut || {}).is_err());
+    assert!(upscale_dot(&x, [d, h, w], weights, &head[1..], &mut || {}).is_err());
+}

@@ -54,9 +54,12 @@ pub enum Kernel {
     /// [`conv_transpose_k2s2_gelu_dot`]: the decoder's last upscaling and the hypernetwork's
     /// product in one pass, without the upscaled embedding.
     ConvTransposeGeluDot,
+    /// [`upscale_dot`]: the decoder's whole output upscaling reduced to the mask, from the
+    /// transformer's tokens.
+    UpscaleDot,
 }
 
-const KERNELS: [Kernel; 14] = [
+const KERNELS: [Kernel; 15] = [
     Kernel::Linear,
     Kernel::LayerNorm,
     Kernel::QkvAttention,
@@ -71,9 +74,10 @@ const KERNELS: [Kernel; 14] = [
     Kernel::AttentionLayer,
     Kernel::FoldedAttention,
     Kernel::ConvTransposeGeluDot,
+    Kernel::UpscaleDot,
 ];
 
-static HITS: [AtomicU64; 14] = [const { AtomicU64::new(0) }; 14];
+static HITS: [AtomicU64; 15] = [const { AtomicU64::new(0) }; 15];
 
 /// Counts a fast path that produced its result (every caller falls back to burn's code on
 /// `None`, silently, so a test that only compares outputs cannot tell whether the fast path
@@ -539,11 +543,24 @@ pub fn attention<B: Backend>(
 /// side are folded into the attention (`segvol_kernels::attention_layer`: the same function,
 /// several times fewer multiply-adds). `None` → burn's code.
 pub fn attention_layer<B: Backend>(
+    weights: [&Linear<B>; 4],
+    heads: usize,
+    q: &Tensor<B, 3>,
+    k: &Tensor<B, 3>,
+    v: &Tensor<B, 3>,
+) -> Option<Tensor<B, 3>> {
+    attention_layer_residual(weights, heads, q, k, v, None)
+}
+
+/// [`attention_layer`] plus `residual` (`[b, nq, c_out]`): `residual + attention(q, k, v)`,
+/// the residual added as the output is made (`segvol_kernels::attention_layer_residual`).
+pub fn attention_layer_residual<B: Backend>(
     [wq, wk, wv, wo]: [&Linear<B>; 4],
     heads: usize,
     q: &Tensor<B, 3>,
     k: &Tensor<B, 3>,
     v: &Tensor<B, 3>,
+    residual: Option<&Tensor<B, 3>>,
 ) -> Option<Tensor<B, 3>> {
     #[cfg(feature = "fast-cpu")]
     {
@@ -588,16 +605,27 @@ pub fn attention_layer<B: Backend>(
             };
         let [q, k, v] = imp::dense3([q, k, v])?;
         let (qs, ks, vs) = (imp::slice(&q), imp::slice(&k), imp::slice(&v));
+        let res = match residual {
+            Some(r) if r.dims() == [b, nq, c_out] => Some(imp::dense(imp::flex(r.clone())?)),
+            Some(_) => return None,
+            None => None,
+        };
+        let per = nq * c_out;
         let mut out = Vec::new();
         for bi in 0..b {
+            let r = match &res {
+                Some(r) => Some(imp::slice(r).get(bi * per..(bi + 1) * per)?),
+                None => None,
+            };
             imp::append(
                 &mut out,
-                segvol_kernels::attention_layer(
+                segvol_kernels::attention_layer_residual(
                     rows(qs, bi, nq, cq)?,
                     rows(ks, bi, nk, ck)?,
                     rows(vs, bi, nk, ck)?,
                     &w,
                     plan,
+                    r,
                 )
                 .ok()?,
             );
@@ -610,7 +638,7 @@ pub fn attention_layer<B: Backend>(
     }
     #[cfg(not(feature = "fast-cpu"))]
     {
-        let _ = (wq, wk, wv, wo, heads, q, k, v);
+        let _ = (wq, wk, wv, wo, heads, q, k, v, residual);
         None
     }
 }
@@ -694,6 +722,80 @@ pub fn conv_transpose_k2s2_gelu_dot<B: Backend>(
     #[cfg(not(feature = "fast-cpu"))]
     {
         let _ = (x, weight, bias, head);
+        None
+    }
+}
+
+/// The mask decoder's output upscaling reduced to the mask on the fast path
+/// (`segvol_kernels::upscale_dot`): `head · GELU(conv2(GELU(norm(conv1(x)))))` per voxel, `x`
+/// the transformer's image tokens `keys` `[1, d·h·w, c]` on the token grid `grid`; `conv1`,
+/// `conv2` `(weight [cin, cout, 2, 2, 2], bias [cout])`, `norm` the whole-sample LayerNorm's
+/// `(weight, bias)` (`[c1, 2d, 2h, 2w]` each), `head` `[1, c2]`. Returns `[1, 1, 4d, 4h, 4w]`
+/// and calls `mark` with the names of the first two stages as they end. Batch 1 only; `None`
+/// → the caller's stage-by-stage code (other backends, other shapes).
+#[allow(clippy::too_many_arguments)]
+pub fn upscale_dot<B: Backend>(
+    keys: &Tensor<B, 3>,
+    grid: [usize; 3],
+    conv1: (&Tensor<B, 5>, &Tensor<B, 1>),
+    norm: (&Tensor<B, 4>, &Tensor<B, 4>),
+    eps: f64,
+    conv2: (&Tensor<B, 5>, &Tensor<B, 1>),
+    head: &Tensor<B, 2>,
+    mark: &mut dyn FnMut(&'static str),
+) -> Option<Tensor<B, 5>> {
+    #[cfg(feature = "fast-cpu")]
+    {
+        if !imp::active::<B>() {
+            return None;
+        }
+        let [b, n, _] = keys.dims();
+        let [d, h, w] = grid;
+        if b != 1 || n != d * h * w || head.dims()[0] != 1 {
+            return None;
+        }
+        let k2 = |t: &Tensor<B, 5>| {
+            let [_, _, a, b, c] = t.dims();
+            [a, b, c] == [2, 2, 2]
+        };
+        if !k2(conv1.0) || !k2(conv2.0) {
+            return None;
+        }
+        let x = imp::dense(imp::flex(keys.clone())?);
+        let [w1, w2] = [conv1.0, conv2.0].map(|t| imp::flex(t.clone()).map(imp::dense));
+        let [b1, b2] = [conv1.1, conv2.1].map(|t| imp::flex(t.clone()).map(imp::dense));
+        let [g, be] = [norm.0, norm.1].map(|t| imp::flex(t.clone()).map(imp::dense));
+        let hd = imp::dense(imp::flex(head.clone())?);
+        let (w1, b1, w2, b2, g, be) = (w1?, b1?, w2?, b2?, g?, be?);
+        let weights = segvol_kernels::Upscaling {
+            conv1: (imp::slice(&w1), imp::slice(&b1)),
+            norm: (imp::slice(&g), imp::slice(&be)),
+            eps: eps as f32,
+            conv2: (imp::slice(&w2), imp::slice(&b2)),
+        };
+        let names = ["ConvTranspose3d 1", "LayerNorm(C,D,H,W) + GELU"];
+        let mut stage = 0;
+        let out = segvol_kernels::upscale_dot(
+            imp::slice(&x),
+            grid,
+            weights,
+            imp::slice(&hd),
+            &mut || {
+                if let Some(name) = names.get(stage) {
+                    mark(name);
+                }
+                stage += 1;
+            },
+        )
+        .ok()?;
+        hit(
+            Kernel::UpscaleDot,
+            imp::tensor(out, [1, 1, 4 * d, 4 * h, 4 * w]),
+        )
+    }
+    #[cfg(not(feature = "fast-cpu"))]
+    {
+        let _ = (keys, grid, conv1, norm, eps, conv2, head, mark);
         None
     }
 }

@@ -66,6 +66,25 @@ impl<B: Backend> Attention<B> {
 }
 
 impl<B: Backend> Attention<B> {
+    /// `residual + self.forward(q, k, v)` through `crate::fast` (burn-flex only), the residual
+    /// added as the output is made; `None` on other backends.
+    fn forward_residual(
+        &self,
+        q: &Tensor<B, 3>,
+        k: &Tensor<B, 3>,
+        v: &Tensor<B, 3>,
+        residual: &Tensor<B, 3>,
+    ) -> Option<Tensor<B, 3>> {
+        crate::fast::attention_layer_residual(
+            [&self.q_proj, &self.k_proj, &self.v_proj, &self.out_proj],
+            self.num_heads,
+            q,
+            k,
+            v,
+            Some(residual),
+        )
+    }
+
     /// The same through `crate::fast` (burn-flex only); `None` on other backends.
     fn forward_fast(
         &self,
@@ -135,10 +154,14 @@ impl<B: Backend> TwoWayBlock<B> {
             .forward(relu(self.mlp.lin1.forward(queries.clone())));
         let queries = self.norm3.forward(queries + mlp);
         let q = queries.clone() + query_pe;
-        let keys = keys
-            + self
-                .cross_attn_image_to_token
-                .forward(k, q, queries.clone());
+        let keys = self
+            .cross_attn_image_to_token
+            .forward_residual(&k, &q, &queries, &keys)
+            .unwrap_or_else(|| {
+                keys + self
+                    .cross_attn_image_to_token
+                    .forward(k, q, queries.clone())
+            });
         // SAM's LayerNorms keep PyTorch's default epsilon.
         let keys = crate::fast::layer_norm(&self.norm4, 1e-5, &keys)
             .unwrap_or_else(|| crate::fast::forward_layer_norm(&self.norm4, 1e-5, keys));
@@ -382,14 +405,6 @@ impl<B: Backend> MaskDecoder<B> {
         );
         let hs = self.transformer.norm_final_attn.forward(q + attn); // [b, T, C]
         mark("final token-to-image attention");
-        let src = k.swap_dims(1, 2);
-        let src = crate::fast::contiguous(&src)
-            .unwrap_or(src)
-            .reshape([b, c, gd, gh, gw]);
-        let up1 = self.up_conv1.forward(src);
-        mark("ConvTranspose3d 1");
-        let up1 = self.up_norm.forward_gelu(up1);
-        mark("LayerNorm(C,D,H,W) + GELU");
         let ce = self.up_conv2.weight.dims()[1];
         // Only mask token 0 is used (multimask_output = false), so only hypernetwork 0 runs.
         let h0 = self.output_hypernetworks_mlps[0]
@@ -400,24 +415,52 @@ impl<B: Backend> MaskDecoder<B> {
                 .forward(t)
                 .reshape([b, ce])
         });
-        if !keep_upscaled {
-            // h0·E + t·E = (h0 + t)·E, and the mask prompt's term, added to E, is linear too.
-            let head = match &t {
-                Some(t) => h0.clone() + t.clone(),
-                None => h0.clone(),
-            };
-            if let Some(mut masks) = self.up_conv2.forward_gelu_dot(&up1, &head) {
-                if let Some(cells) = cells {
-                    let [_, _, de, he, we] = cells.dims();
-                    let term = head
-                        .reshape([b, 1, ce])
-                        .matmul(cells.reshape([b, ce, de * he * we]))
-                        .reshape([b, 1, de, he, we]);
-                    masks = masks + term;
-                }
-                mark("ConvTranspose3d 2 + GELU · hypernetwork, fused");
-                return (None, masks);
+        // h0·E + t·E = (h0 + t)·E, and the mask prompt's term, added to E, is linear too.
+        let head = match &t {
+            Some(t) => h0.clone() + t.clone(),
+            None => h0.clone(),
+        };
+        let add_cells = |masks: Tensor<B, 5>, cells: Option<Tensor<B, 5>>| match cells {
+            Some(cells) => {
+                let [_, _, de, he, we] = cells.dims();
+                let term = head
+                    .clone()
+                    .reshape([b, 1, ce])
+                    .matmul(cells.reshape([b, ce, de * he * we]))
+                    .reshape([b, 1, de, he, we]);
+                masks + term
             }
+            None => masks,
+        };
+        // The fast CPU path: the whole upscaling from the tokens, `E` never made.
+        if !keep_upscaled
+            && let Some(masks) = crate::fast::upscale_dot(
+                &k,
+                [gd, gh, gw],
+                (&self.up_conv1.weight.val(), &self.up_conv1.bias.val()),
+                (&self.up_norm.weight.val(), &self.up_norm.bias.val()),
+                1e-5,
+                (&self.up_conv2.weight.val(), &self.up_conv2.bias.val()),
+                &head,
+                mark,
+            )
+        {
+            let masks = add_cells(masks, cells);
+            mark("ConvTranspose3d 2 + GELU · hypernetwork, fused");
+            return (None, masks);
+        }
+        let src = k.swap_dims(1, 2);
+        let src = crate::fast::contiguous(&src)
+            .unwrap_or(src)
+            .reshape([b, c, gd, gh, gw]);
+        let up1 = self.up_conv1.forward(src);
+        mark("ConvTranspose3d 1");
+        let up1 = self.up_norm.forward_gelu(up1);
+        mark("LayerNorm(C,D,H,W) + GELU");
+        if !keep_upscaled && let Some(masks) = self.up_conv2.forward_gelu_dot(&up1, &head) {
+            let masks = add_cells(masks, cells);
+            mark("ConvTranspose3d 2 + GELU · hypernetwork, fused");
+            return (None, masks);
         }
         let mut e = self.up_conv2.forward_gelu(up1);
         mark("ConvTranspose3d 2 + GELU");

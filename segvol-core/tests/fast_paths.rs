@@ -89,10 +89,8 @@ fn fast_paths_equal_burns_generic_code_at_base_size() {
     let dec = [
         Kernel::AttentionLayer,
         Kernel::FoldedAttention,
-        Kernel::ConvTranspose,
-        Kernel::FullLayerNorm,
         Kernel::Contiguous,
-        Kernel::ConvTransposeGeluDot,
+        Kernel::UpscaleDot,
     ];
     let before: Vec<u64> = dec.map(count).to_vec();
     let lf: Vec<f32> = fast
@@ -109,7 +107,7 @@ fn fast_paths_equal_burns_generic_code_at_base_size() {
         .collect();
     assert!(
         ran.iter().all(|&n| n > 0),
-        "fast decoder kernels that ran (attention layers, folded ones, conv-transpose, full LayerNorm, contiguous, conv-transpose · hypernetwork): {ran:?}"
+        "fast decoder kernels that ran (attention layers, folded ones, contiguous, the upscaling reduced to the mask): {ran:?}"
     );
     // Two two-way layers (self, token → image, image → token) and the final token → image
     // attention: 7 attention layers, the 5 cross-attentions folded (9 tokens against 2048).
