@@ -261,6 +261,9 @@ pub fn run(a: &TrainArgs) -> Result<()> {
                 init.display()
             );
         }
+        // …and one that does not load (truncated, another model's): loaded once on the CPU.
+        segvol_train::check_init::<segvol_backends::Flex>(&cfg, &Default::default())
+            .context("model.init (the weights this run starts from) does not load")?;
         let split = resolve_split(
             &cfg.data.dir,
             cfg.data.train.as_deref(),

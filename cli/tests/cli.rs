@@ -1384,6 +1384,26 @@ fn train_refuses_a_missing_start_or_two_stops_before_making_the_run() {
         "{err}"
     );
     assert!(!run.exists(), "a run folder was left behind");
+    // A start that exists but does not load (a truncated file): refused, named once, no run.
+    let broken = dir.path().join("broken-weights.bpk");
+    std::fs::write(&broken, b"BURNPACK but not really").unwrap();
+    let (code, _, err) = segvol(&[
+        "train",
+        "--preset",
+        "tiny",
+        "--init",
+        broken.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+    ]);
+    assert_ne!(code, 0);
+    assert!(err.contains("does not load"), "{err}");
+    assert_eq!(
+        err.matches("broken-weights.bpk").count(),
+        1,
+        "the file named once: {err}"
+    );
+    assert!(!run.exists(), "a run folder was left behind");
     // A step to stop at and a clock for one stage: refused, by name.
     let (code, _, err) = segvol(&[
         "train",

@@ -61,6 +61,9 @@ pub enum TrainError {
     /// The model or corrector rejected something.
     #[error("{0}")]
     Model(String),
+    /// A weights file (`model.init`, a stage's weights) does not load; the error names it.
+    #[error(transparent)]
+    Weights(#[from] segvol_core::weights::WeightsError),
     /// The caller asked to stop (the progress callback returned `false`); the stage's
     /// checkpoint holds this step, and `--resume` continues from it.
     #[error("stopped in stage {stage} after step {step}; resume the run to continue")]
@@ -118,10 +121,7 @@ fn load_bpk<B: burn::tensor::backend::Backend>(
     device: &B::Device,
 ) -> Result<SegVol<B>, TrainError> {
     let mut m = SegVol::<B>::new(config, device);
-    segvol_core::weights::load_segvol(&mut m, path).map_err(|e| TrainError::Io {
-        path: path.to_path_buf(),
-        detail: e.to_string(),
-    })?;
+    segvol_core::weights::load_segvol(&mut m, path)?;
     Ok(m)
 }
 
@@ -132,15 +132,11 @@ fn init_model<B: burn::tensor::backend::Backend>(
     init: &std::path::Path,
     device: &B::Device,
 ) -> Result<SegVol<B>, TrainError> {
-    let io = |detail: String| TrainError::Io {
-        path: init.to_path_buf(),
-        detail,
-    };
     let is_bpk = init
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("bpk"));
     let stored = if is_bpk {
-        segvol_core::weights::stored_config(init).map_err(|e| io(e.to_string()))?
+        segvol_core::weights::stored_config(init)?
     } else {
         None
     };
@@ -158,13 +154,32 @@ fn init_model<B: burn::tensor::backend::Backend>(
         .with_mask_prompt(mp)
         .with_mask_prompt_image(mpi);
     let mut m = SegVol::<B>::new(&build, device);
-    segvol_core::weights::load_segvol(&mut m, init).map_err(|e| io(e.to_string()))?;
+    segvol_core::weights::load_segvol(&mut m, init)?;
     if config.mask_prompt_image && !mpi {
         m = m.with_mask_prompt_image(device);
     } else if config.mask_prompt && !mp {
         m = m.with_mask_prompt(device);
     }
     Ok(m)
+}
+
+/// Loads `config`'s `model.init` (when it has one) into its model once, on `device`, so that
+/// a file that does not load is refused before a run folder is made. The model is dropped.
+///
+/// # Errors
+/// [`TrainError::Model`] for an unknown preset, [`TrainError::Weights`] naming the file.
+pub fn check_init<B: burn::tensor::backend::Backend>(
+    config: &TrainConfig,
+    device: &B::Device,
+) -> Result<(), TrainError> {
+    let Some(init) = &config.model.init else {
+        return Ok(());
+    };
+    let model = SegVolConfig::named(&config.model.preset)
+        .map_err(|e| TrainError::Model(e.to_string()))?
+        .with_mask_prompt(config.model.mask_prompt)
+        .with_mask_prompt_image(config.model.mask_prompt_image);
+    init_model::<B>(&model, init, device).map(drop)
 }
 
 /// The base model a run has produced so far: the last finished base stage's weights.
