@@ -285,25 +285,7 @@ fn conv_transpose_gelu_dot_matches_the_definition() {
     let b: Vec<f32> = rand_vec(cout, 23).iter().map(|v| v - 0.5).collect();
     let head: Vec<f32> = rand_vec(cout, 24).iter().map(|v| 2.0 * v - 1.0).collect();
     let got = conv_transpose_k2s2_gelu_dot(&x, [cin, d, h, w], &wt, &b, &head).unwrap();
-    let (od, oh, ow) = (2 * d, 2 * h, 2 * w);
-    let mut want = vec![0.0f64; od * oh * ow];
-    for oz in 0..od {
-        for oy in 0..oh {
-            for ox in 0..ow {
-                let (z, i, y, j, xx, k) = (oz / 2, oz % 2, oy / 2, oy % 2, ox / 2, ox % 2);
-                let mut dot = 0.0f64;
-                for co in 0..cout {
-                    let mut s = b[co] as f64;
-                    for ci in 0..cin {
-                        s += x[((ci * d + z) * h + y) * w + xx] as f64
-                            * wt[(((ci * cout + co) * 2 + i) * 2 + j) * 2 + k] as f64;
-                    }
-                    dot += head[co] as f64 * gelu64(s);
-                }
-                want[(oz * oh + oy) * ow + ox] = dot;
-            }
-        }
-    }
+    let want = conv_gelu_dot64(&|i| x[i] as f64, cin, [d, h, w], &wt, &b, &head);
     assert_close(&got, &want, 4e-6, "conv_transpose_k2s2_gelu_dot");
     assert!(conv_transpose_k2s2_gelu_dot(&x, [cin, d, h, w], &wt, &b, &head[1..]).is_err());
     assert!(conv_transpose_k2s2_gelu_dot(&x[1..], [cin, d, h, w], &wt, &b, &head).is_err());
@@ -393,25 +375,7 @@ fn upscale_dot_matches_the_definition() {
         .map(|e| gelu64((y1[e] - mean) / (var + 1e-5).sqrt() * gamma[e] as f64 + beta[e] as f64))
         .collect();
     // conv2 + GELU · head on the [4d, 4h, 4w] grid.
-    let (od, oh, ow) = (2 * gd, 2 * gh, 2 * gw);
-    let mut want = vec![0.0f64; od * oh * ow];
-    for oz in 0..od {
-        for oy in 0..oh {
-            for ox in 0..ow {
-                let (z, i, y, j, xx, k) = (oz / 2, oz % 2, oy / 2, oy % 2, ox / 2, ox % 2);
-                let mut dot = 0.0f64;
-                for co in 0..c2 {
-                    let mut s = b2[co] as f64;
-                    for ci in 0..c1 {
-                        s += a[((ci * gd + z) * gh + y) * gw + xx]
-                            * w2[(((ci * c2 + co) * 2 + i) * 2 + j) * 2 + k] as f64;
-                    }
-                    dot += head[co] as f64 * gelu64(s);
-                }
-                want[(oz * oh + oy) * ow + ox] = dot;
-            }
-        }
-    }
+    let want = conv_gelu_dot64(&|i| a[i], c1, [gd, gh, gw], &w2, &b2, &head);
     assert_close(&got, &want, 4e-6, "upscale_dot");
     let cut = |f: fn(&mut Upscaling<'_>)| {
         let mut u = weights;
@@ -423,4 +387,38 @@ fn upscale_dot_matches_the_definition() {
     assert!(cut(|u| u.conv2.0 = &u.conv2.0[1..]));
     assert!(upscale_dot(&x[1..], [d, h, w], weights, &head, &mut || {}).is_err());
     assert!(upscale_dot(&x, [d, h, w], weights, &head[1..], &mut || {}).is_err());
+}
+
+/// `head · GELU(ConvTranspose3d(k = 2, s = 2)(x))` per output voxel in f64, from the
+/// definition: `x(i)` the input `[cin, d, h, w]` element `i`, `wt` `[cin, cout, 2, 2, 2]`, `b`
+/// and `head` `[cout]`; returns `[2d, 2h, 2w]`.
+fn conv_gelu_dot64(
+    x: &dyn Fn(usize) -> f64,
+    cin: usize,
+    [d, h, w]: [usize; 3],
+    wt: &[f32],
+    b: &[f32],
+    head: &[f32],
+) -> Vec<f64> {
+    let cout = b.len();
+    let (od, oh, ow) = (2 * d, 2 * h, 2 * w);
+    let mut want = vec![0.0f64; od * oh * ow];
+    for oz in 0..od {
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let (z, i, y, j, xx, k) = (oz / 2, oz % 2, oy / 2, oy % 2, ox / 2, ox % 2);
+                let mut dot = 0.0f64;
+                for co in 0..cout {
+                    let mut s = b[co] as f64;
+                    for ci in 0..cin {
+                        s += x(((ci * d + z) * h + y) * w + xx)
+                            * wt[(((ci * cout + co) * 2 + i) * 2 + j) * 2 + k] as f64;
+                    }
+                    dot += head[co] as f64 * gelu64(s);
+                }
+                want[(oz * oh + oy) * ow + ox] = dot;
+            }
+        }
+    }
+    want
 }
