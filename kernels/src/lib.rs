@@ -705,7 +705,7 @@ pub struct Upscaling<'a> {
 /// the tokens in place (no transpose to channel-major), its result stays in the order the
 /// product leaves it (offset-major, no scatter into the `[2d, 2h, 2w]` grid), the LayerNorm's
 /// statistics are taken with bias added in the same pass and it is applied in place, and the
-/// second product reads that order directly ([`VoxelOrder::ParentMajor`]).
+/// second product reads that order directly (offset-major voxel order).
 pub fn upscale_dot(
     x: &[f32],
     [d, h, w]: [usize; 3],
