@@ -726,6 +726,10 @@ pub fn conv_transpose_k2s2_gelu_dot<B: Backend>(
     }
 }
 
+/// The names [`upscale_dot`] and the decoder's stage-by-stage code mark their first two
+/// upscaling stages with (`segvol bench --decode-ops` sums time by name).
+pub(crate) const UPSCALE_STAGES: [&str; 2] = ["ConvTranspose3d 1", "LayerNorm(C,D,H,W) + GELU"];
+
 /// The mask decoder's output upscaling reduced to the mask on the fast path
 /// (`segvol_kernels::upscale_dot`): `head · GELU(conv2(GELU(norm(conv1(x)))))` per voxel, `x`
 /// the transformer's image tokens `keys` `[1, d·h·w, c]` on the token grid `grid`; `conv1`,
@@ -773,7 +777,7 @@ pub fn upscale_dot<B: Backend>(
             eps: eps as f32,
             conv2: (imp::slice(&w2), imp::slice(&b2)),
         };
-        let names = ["ConvTranspose3d 1", "LayerNorm(C,D,H,W) + GELU"];
+        let names = UPSCALE_STAGES;
         let mut stage = 0;
         let out = segvol_kernels::upscale_dot(
             imp::slice(&x),

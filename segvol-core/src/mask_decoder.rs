@@ -454,9 +454,9 @@ impl<B: Backend> MaskDecoder<B> {
             .unwrap_or(src)
             .reshape([b, c, gd, gh, gw]);
         let up1 = self.up_conv1.forward(src);
-        mark("ConvTranspose3d 1");
+        mark(crate::fast::UPSCALE_STAGES[0]);
         let up1 = self.up_norm.forward_gelu(up1);
-        mark("LayerNorm(C,D,H,W) + GELU");
+        mark(crate::fast::UPSCALE_STAGES[1]);
         if !keep_upscaled && let Some(masks) = self.up_conv2.forward_gelu_dot(&up1, &head) {
             let masks = add_cells(masks, cells);
             mark("ConvTranspose3d 2 + GELU · hypernetwork, fused");

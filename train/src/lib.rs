@@ -107,10 +107,15 @@ pub struct Progress {
 /// # Errors
 /// [`TrainError::Model`] for an unknown preset.
 pub fn model_config(run: &Run) -> Result<SegVolConfig, TrainError> {
-    SegVolConfig::named(&run.config.model.preset)
+    config_model(&run.config)
+}
+
+/// The model config `config` trains ([`model_config`] before the run exists).
+fn config_model(config: &TrainConfig) -> Result<SegVolConfig, TrainError> {
+    SegVolConfig::named(&config.model.preset)
         .map(|c| {
-            c.with_mask_prompt(run.config.model.mask_prompt)
-                .with_mask_prompt_image(run.config.model.mask_prompt_image)
+            c.with_mask_prompt(config.model.mask_prompt)
+                .with_mask_prompt_image(config.model.mask_prompt_image)
         })
         .map_err(|e| TrainError::Model(e.to_string()))
 }
@@ -175,11 +180,7 @@ pub fn check_init<B: burn::tensor::backend::Backend>(
     let Some(init) = &config.model.init else {
         return Ok(());
     };
-    let model = SegVolConfig::named(&config.model.preset)
-        .map_err(|e| TrainError::Model(e.to_string()))?
-        .with_mask_prompt(config.model.mask_prompt)
-        .with_mask_prompt_image(config.model.mask_prompt_image);
-    init_model::<B>(&model, init, device).map(drop)
+    init_model::<B>(&config_model(config)?, init, device).map(drop)
 }
 
 /// The base model a run has produced so far: the last finished base stage's weights.
