@@ -214,6 +214,54 @@ fn main() -> Result<(), segvol_kernels::KernelError> {
             &mut || {},
         ))
     });
+    // The same from the per-image term and two layers' low-rank updates (8 heads × 9 tokens).
+    let gam = v(768);
+    let image = segvol_kernels::conv1_image_term(&x1, 768, &w1c, &[&gam, &gam])?;
+    time("  per image: conv1_image_term", 5, || {
+        drop(segvol_kernels::conv1_image_term(
+            &x1,
+            768,
+            &w1c,
+            &[&gam, &gam],
+        ))
+    });
+    let factors = segvol_kernels::AttentionFactors {
+        probs: v(2048 * 72),
+        values: v(72 * 768),
+    };
+    let stats = segvol_kernels::RowStats {
+        mean: v(2048),
+        inv_std: v(2048),
+    };
+    let upd = segvol_kernels::NormedUpdate {
+        factors: &factors,
+        out_bias: Some(&gam),
+        stats: &stats,
+        gamma: &gam,
+        beta: &gam,
+    };
+    time("  per click: conv1_from_updates", 10, || {
+        drop(segvol_kernels::conv1_from_updates(
+            &image,
+            &w1c,
+            &[upd, upd],
+        ))
+    });
+    time(
+        "  per click: conv1_from_updates + upscale_dot_from_conv1",
+        5,
+        || {
+            if let Ok(y) = segvol_kernels::conv1_from_updates(&image, &w1c, &[upd, upd]) {
+                drop(segvol_kernels::upscale_dot_from_conv1(
+                    y,
+                    [8, 16, 16],
+                    weights,
+                    &head,
+                    &mut || {},
+                ))
+            }
+        },
+    );
     // The mask decoder's cross-attention layers (SegVol-base: width 768, inner 384 in 8 heads)
     // with 9 prompt tokens (5 output tokens, a box, two clicks) against the 2048 image tokens,
     // in each plan of `attention_layer`.

@@ -119,31 +119,8 @@ pub fn attention_layer_residual(
     plan: AttentionPlan,
     residual: Option<&[f32]>,
 ) -> Result<Vec<f32>, KernelError> {
-    let [nq, c_q] = q.dims();
-    let [nk, c_k] = k.dims();
-    let [c_qw, inner] = w.q.0.dims();
-    let [inner_o, _] = w.out.0.dims();
-    let heads = w.heads;
-    if v.dims() != [nk, c_k]
-        || c_qw != c_q
-        || w.k.0.dims() != [c_k, inner]
-        || w.v.0.dims() != [c_k, inner]
-        || inner_o != inner
-        || heads == 0
-        || inner % heads != 0
-        || [w.q, w.k, w.v, w.out]
-            .iter()
-            .any(|(m, b)| b.is_some_and(|b| b.len() != m.dims()[1]))
-    {
-        return Err(KernelError::Shape(
-            "attention layer: inputs and weights do not agree",
-        ));
-    }
-    if residual.is_some_and(|r| r.len() != nq * w.out.0.dims()[1]) {
-        return Err(KernelError::Shape("attention layer: residual size"));
-    }
-    let d = inner / heads;
-    let scale = 1.0 / (d as f32).sqrt();
+    let (d, scale) = check(q, k, v, w, residual)?;
+    let ([nq, _], [nk, _], heads, inner) = (q.dims(), k.dims(), w.heads, w.q.0.dims()[1]);
     let out = match plan {
         AttentionPlan::Direct => {
             let qp = crate::linear(q, w.q.0, w.q.1, None, false)?;
@@ -174,7 +151,9 @@ pub fn attention_layer_residual(
             )
         }
         AttentionPlan::FewQueries => few_queries(q, k, v, w, d, scale),
-        AttentionPlan::FewKeys => return few_keys(q, k, v, w, d, scale, residual),
+        AttentionPlan::FewKeys => {
+            return few_keys(q, k, v, w, d, scale, residual).map(|(out, _)| out);
+        }
     };
     let mut out = out?;
     if let Some(r) = residual {
@@ -183,6 +162,69 @@ pub fn attention_layer_residual(
         }
     }
     Ok(out)
+}
+
+/// Checks that inputs, weights and residual agree; returns the head width and the scores'
+/// scale `1/√d`.
+fn check(
+    q: MatRef<'_>,
+    k: MatRef<'_>,
+    v: MatRef<'_>,
+    w: &AttentionWeights<'_>,
+    residual: Option<&[f32]>,
+) -> Result<(usize, f32), KernelError> {
+    let [nq, c_q] = q.dims();
+    let [nk, c_k] = k.dims();
+    let [c_qw, inner] = w.q.0.dims();
+    let [inner_o, _] = w.out.0.dims();
+    let heads = w.heads;
+    if v.dims() != [nk, c_k]
+        || c_qw != c_q
+        || w.k.0.dims() != [c_k, inner]
+        || w.v.0.dims() != [c_k, inner]
+        || inner_o != inner
+        || heads == 0
+        || inner % heads != 0
+        || [w.q, w.k, w.v, w.out]
+            .iter()
+            .any(|(m, b)| b.is_some_and(|b| b.len() != m.dims()[1]))
+    {
+        return Err(KernelError::Shape(
+            "attention layer: inputs and weights do not agree",
+        ));
+    }
+    if residual.is_some_and(|r| r.len() != nq * w.out.0.dims()[1]) {
+        return Err(KernelError::Shape("attention layer: residual size"));
+    }
+    let d = inner / heads;
+    let scale = 1.0 / (d as f32).sqrt();
+    Ok((d, scale))
+}
+
+/// The few-keys plan's attention term as two factors: `attention(q, k, v) = probs · values +
+/// b_o`, of rank at most `heads · nk`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttentionFactors {
+    /// The softmax probabilities, `[nq, heads · nk]` row-major (head-major within a row).
+    pub probs: Vec<f32>,
+    /// Each head's values through its slice of the output projection, `v_h · W_o,h`,
+    /// `[heads · nk, c_out]` row-major.
+    pub values: Vec<f32>,
+}
+
+/// [`attention_layer_residual`] in the few-keys plan ([`AttentionPlan::FewKeys`]), also
+/// returning the factors of its attention term (the decoder's image → token attention: the
+/// mask decoder's upscaling uses them to keep its per-image product, see
+/// [`crate::conv1_from_updates`]).
+pub fn attention_layer_residual_factored(
+    q: MatRef<'_>,
+    k: MatRef<'_>,
+    v: MatRef<'_>,
+    w: &AttentionWeights<'_>,
+    residual: Option<&[f32]>,
+) -> Result<(Vec<f32>, AttentionFactors), KernelError> {
+    let (d, scale) = check(q, k, v, w, residual)?;
+    few_keys(q, k, v, w, d, scale, residual)
 }
 
 /// `m` rows of length `width`, each set to `row` (or zeros).
@@ -301,7 +343,7 @@ fn few_keys(
     d: usize,
     scale: f32,
     residual: Option<&[f32]>,
-) -> Result<Vec<f32>, KernelError> {
+) -> Result<(Vec<f32>, AttentionFactors), KernelError> {
     let [nq, c_q] = q.dims();
     let [nk, _] = k.dims();
     let heads = w.heads;
@@ -369,5 +411,11 @@ fn few_keys(
         1.0,
         auto_threads(nq, c_out, width),
     )?;
-    Ok(out)
+    Ok((
+        out,
+        AttentionFactors {
+            probs: s,
+            values: vo,
+        },
+    ))
 }

@@ -24,6 +24,7 @@
 mod attention_layer;
 mod backward;
 mod gemm;
+mod low_rank;
 pub mod math;
 mod optim;
 
@@ -31,14 +32,15 @@ use multiversion::multiversion;
 use rayon::prelude::*;
 
 pub use crate::attention_layer::{
-    AttentionPlan, AttentionWeights, attention_layer, attention_layer_residual,
-    plan_attention_layer,
+    AttentionFactors, AttentionPlan, AttentionWeights, attention_layer, attention_layer_residual,
+    attention_layer_residual_factored, plan_attention_layer,
 };
 pub use crate::backward::{
     Grads3, attention_backward, attention_backward_with_probs, conv_transpose_k2s2_backward,
     gelu_backward_in_place, layer_norm_backward,
 };
 pub use crate::gemm::{MatMut, MatRef, auto_threads, matmul};
+pub use crate::low_rank::{Conv1ImageTerm, NormedUpdate, conv1_from_updates, conv1_image_term};
 pub use crate::optim::{AdamWStep, adamw_step};
 
 /// A kernel was handed inconsistent shapes.
@@ -141,6 +143,23 @@ pub fn one_malloc_arena() -> bool {
     }
 }
 
+/// Whether `a` and `b` hold the same bits (equal lengths, every element's bit pattern equal:
+/// NaN equals the same NaN, `0.0` differs from `-0.0`), in parallel blocks, each compared
+/// without an early exit so that it vectorises.
+pub fn same_bits(a: &[f32], b: &[f32]) -> bool {
+    #[multiversion(targets("x86_64+avx512f+avx512bw+avx512dq+avx512vl", "x86_64+avx2+fma"))]
+    fn block(a: &[f32], b: &[f32]) -> bool {
+        a.iter()
+            .zip(b)
+            .fold(0u32, |d, (x, y)| d | (x.to_bits() ^ y.to_bits()))
+            == 0
+    }
+    a.len() == b.len()
+        && a.par_chunks(1 << 16)
+            .zip(b.par_chunks(1 << 16))
+            .all(|(x, y)| block(x, y))
+}
+
 /// Rows per parallel task for row-wise kernels (enough work to be worth a task).
 fn rows_per_task(cols: usize) -> usize {
     (16_384 / cols.max(1)).max(1)
@@ -172,8 +191,48 @@ pub fn layer_norm(
     Ok(out)
 }
 
+/// One row's LayerNorm statistics: its mean and `1/√(var + eps)`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowStats {
+    /// Each row's mean.
+    pub mean: Vec<f32>,
+    /// Each row's `1/√(var + eps)`.
+    pub inv_std: Vec<f32>,
+}
+
+/// [`layer_norm`], also returning each row's statistics (the same values it normalised by:
+/// the output is bit-identical to [`layer_norm`]'s).
+pub fn layer_norm_with_stats(
+    x: &[f32],
+    cols: usize,
+    gamma: &[f32],
+    beta: &[f32],
+    eps: f32,
+) -> Result<(Vec<f32>, RowStats), KernelError> {
+    if cols == 0 || !x.len().is_multiple_of(cols) || gamma.len() != cols || beta.len() != cols {
+        return Err(KernelError::Shape(
+            "layer_norm: width does not divide or match",
+        ));
+    }
+    let rows = x.len() / cols;
+    let mut out = vec![0.0f32; x.len()];
+    let mut stats = vec![(0.0f32, 0.0f32); rows];
+    let per = rows_per_task(cols);
+    out.par_chunks_mut(per * cols)
+        .zip(x.par_chunks(per * cols))
+        .zip(stats.par_chunks_mut(per))
+        .for_each(|((o, xi), st)| {
+            for ((orow, xrow), s) in o.chunks_exact_mut(cols).zip(xi.chunks_exact(cols)).zip(st) {
+                *s = layer_norm_row(orow, xrow, gamma, beta, eps);
+            }
+        });
+    let (mean, inv_std) = stats.into_iter().unzip();
+    Ok((out, RowStats { mean, inv_std }))
+}
+
+/// Normalises one row into `out`; returns its mean and `1/√(var + eps)`.
 #[multiversion(targets("x86_64+avx512f+avx512bw+avx512dq+avx512vl", "x86_64+avx2+fma"))]
-fn layer_norm_row(out: &mut [f32], x: &[f32], gamma: &[f32], beta: &[f32], eps: f32) {
+fn layer_norm_row(out: &mut [f32], x: &[f32], gamma: &[f32], beta: &[f32], eps: f32) -> (f32, f32) {
     let n = x.len() as f32;
     let mean = x.iter().sum::<f32>() / n;
     let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
@@ -181,6 +240,7 @@ fn layer_norm_row(out: &mut [f32], x: &[f32], gamma: &[f32], beta: &[f32], eps: 
     for (((o, &v), &g), &b) in out.iter_mut().zip(x).zip(gamma).zip(beta) {
         *o = (v - mean) * inv * g + b;
     }
+    (mean, inv)
 }
 
 /// Exact GELU in place, in parallel chunks.
@@ -714,26 +774,18 @@ pub fn upscale_dot(
     stage_done: &mut dyn FnMut(),
 ) -> Result<Vec<f32>, KernelError> {
     let n = d * h * w;
-    let (w1, b1) = weights.conv1;
-    let (gamma, beta) = weights.norm;
-    let (w2, b2) = weights.conv2;
     if n == 0 || !x.len().is_multiple_of(n) {
         return Err(KernelError::Shape("upscale_dot: input size"));
     }
     let cin = x.len() / n;
+    let (w1, b1) = weights.conv1;
     let c1 = b1.len();
     if cin == 0 || c1 == 0 || w1.len() != cin * c1 * 8 {
         return Err(KernelError::Shape("upscale_dot: first convolution's size"));
     }
-    let plane = 8 * n;
-    if gamma.len() != c1 * plane || beta.len() != c1 * plane {
-        return Err(KernelError::Shape("upscale_dot: LayerNorm's size"));
-    }
-    if b2.is_empty() || w2.len() != c1 * b2.len() * 8 {
-        return Err(KernelError::Shape("upscale_dot: second convolution's size"));
-    }
+    check_upscaling(n, &weights)?;
     // conv1: `[c1·8, n]`, row `co·8 + t` (offset t of output channel co), as one product.
-    let mut y = vec![0.0f32; c1 * plane];
+    let mut y = vec![0.0f32; c1 * 8 * n];
     matmul(
         MatMut::row_major(&mut y, c1 * 8, n)?,
         false,
@@ -742,6 +794,48 @@ pub fn upscale_dot(
         1.0,
         auto_threads(c1 * 8, n, cin),
     )?;
+    upscale_dot_from_conv1(y, [d, h, w], weights, head, stage_done)
+}
+
+/// The sizes of `weights` against each other and the `n`-voxel grid (all but the first
+/// convolution's input width).
+fn check_upscaling(n: usize, weights: &Upscaling<'_>) -> Result<(), KernelError> {
+    let c1 = weights.conv1.1.len();
+    let (gamma, beta) = weights.norm;
+    let (w2, b2) = weights.conv2;
+    if c1 == 0 || !weights.conv1.0.len().is_multiple_of(c1 * 8) {
+        return Err(KernelError::Shape("upscale_dot: first convolution's size"));
+    }
+    if gamma.len() != c1 * 8 * n || beta.len() != c1 * 8 * n {
+        return Err(KernelError::Shape("upscale_dot: LayerNorm's size"));
+    }
+    if b2.is_empty() || w2.len() != c1 * b2.len() * 8 {
+        return Err(KernelError::Shape("upscale_dot: second convolution's size"));
+    }
+    Ok(())
+}
+
+/// [`upscale_dot`] from the first convolution's product without its bias, `y` `[c1·8, n]`
+/// (row `co·8 + t` holds offset `t` of output channel `co` for every parent voxel, row-major
+/// over the `[d, h, w]` grid), as [`conv1_from_updates`] makes it. Calls `stage_done` after
+/// the bias and after the LayerNorm.
+pub fn upscale_dot_from_conv1(
+    mut y: Vec<f32>,
+    [d, h, w]: [usize; 3],
+    weights: Upscaling<'_>,
+    head: &[f32],
+    stage_done: &mut dyn FnMut(),
+) -> Result<Vec<f32>, KernelError> {
+    let n = d * h * w;
+    check_upscaling(n, &weights)?;
+    let b1 = weights.conv1.1;
+    let (gamma, beta) = weights.norm;
+    let (w2, b2) = weights.conv2;
+    let c1 = b1.len();
+    let plane = 8 * n;
+    if y.len() != c1 * plane {
+        return Err(KernelError::Shape("upscale_dot: product's size"));
+    }
     // Bias, and the sum for the mean in the same pass (f64 partial sums: millions of values).
     let sum: f64 = y
         .par_chunks_mut(n)

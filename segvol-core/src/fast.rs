@@ -57,9 +57,12 @@ pub enum Kernel {
     /// [`upscale_dot`]: the decoder's whole output upscaling reduced to the mask, from the
     /// transformer's tokens.
     UpscaleDot,
+    /// [`upscale_dot`] with its first product from the image's kept part and the two-way
+    /// layers' low-rank updates ([`low_rank`]).
+    UpscaleLowRank,
 }
 
-const KERNELS: [Kernel; 15] = [
+const KERNELS: [Kernel; 16] = [
     Kernel::Linear,
     Kernel::LayerNorm,
     Kernel::QkvAttention,
@@ -75,9 +78,10 @@ const KERNELS: [Kernel; 15] = [
     Kernel::FoldedAttention,
     Kernel::ConvTransposeGeluDot,
     Kernel::UpscaleDot,
+    Kernel::UpscaleLowRank,
 ];
 
-static HITS: [AtomicU64; 15] = [const { AtomicU64::new(0) }; 15];
+static HITS: [AtomicU64; 16] = [const { AtomicU64::new(0) }; 16];
 
 /// Counts a fast path that produced its result (every caller falls back to burn's code on
 /// `None`, silently, so a test that only compares outputs cannot tell whether the fast path
@@ -118,6 +122,8 @@ pub fn is_active<B: Backend>() -> bool {
 
 #[cfg(feature = "fast-cpu")]
 mod train;
+
+pub mod low_rank;
 
 #[cfg(feature = "fast-cpu")]
 mod imp {
@@ -299,6 +305,14 @@ mod imp {
 struct FlexLinear {
     weight: burn_flex::FlexTensor,
     bias: Option<burn_flex::FlexTensor>,
+}
+
+#[cfg(feature = "fast-cpu")]
+impl FlexLinear {
+    /// The weight as a matrix view and the bias, as the kernels take them.
+    fn part(&self) -> Option<(segvol_kernels::MatRef<'_>, Option<&[f32]>)> {
+        Some((imp::mat(&self.weight)?, self.bias.as_ref().map(imp::slice)))
+    }
 }
 
 #[cfg(feature = "fast-cpu")]
@@ -579,18 +593,15 @@ pub fn attention_layer_residual<B: Backend>(
             flex_linear(wv)?,
             flex_linear(wo)?,
         ];
-        fn part(l: &FlexLinear) -> Option<(MatRef<'_>, Option<&[f32]>)> {
-            Some((imp::mat(&l.weight)?, l.bias.as_ref().map(imp::slice)))
-        }
         /// Sample `bi`'s `[n, c]` rows.
         fn rows(s: &[f32], bi: usize, n: usize, c: usize) -> Option<MatRef<'_>> {
             MatRef::row_major(s.get(bi * n * c..(bi + 1) * n * c)?, n, c).ok()
         }
         let w = AttentionWeights {
-            q: part(&ls[0])?,
-            k: part(&ls[1])?,
-            v: part(&ls[2])?,
-            out: part(&ls[3])?,
+            q: ls[0].part()?,
+            k: ls[1].part()?,
+            v: ls[2].part()?,
+            out: ls[3].part()?,
             heads,
         };
         let inner = w.q.0.dims()[1];
@@ -755,46 +766,19 @@ pub fn upscale_dot<B: Backend>(
         }
         let [b, n, _] = keys.dims();
         let [d, h, w] = grid;
-        if b != 1 || n != d * h * w || head.dims()[0] != 1 {
-            return None;
-        }
-        let k2 = |t: &Tensor<B, 5>| {
-            let [_, _, a, b, c] = t.dims();
-            [a, b, c] == [2, 2, 2]
-        };
-        if !k2(conv1.0) || !k2(conv2.0) {
+        if b != 1 || n != d * h * w {
             return None;
         }
         let x = imp::dense(imp::flex(keys.clone())?);
-        let [w1, w2] = [conv1.0, conv2.0].map(|t| imp::flex(t.clone()).map(imp::dense));
-        let [b1, b2] = [conv1.1, conv2.1].map(|t| imp::flex(t.clone()).map(imp::dense));
-        let [g, be] = [norm.0, norm.1].map(|t| imp::flex(t.clone()).map(imp::dense));
-        let hd = imp::dense(imp::flex(head.clone())?);
-        let (w1, b1, w2, b2, g, be) = (w1?, b1?, w2?, b2?, g?, be?);
-        let weights = segvol_kernels::Upscaling {
-            conv1: (imp::slice(&w1), imp::slice(&b1)),
-            norm: (imp::slice(&g), imp::slice(&be)),
-            eps: eps as f32,
-            conv2: (imp::slice(&w2), imp::slice(&b2)),
-        };
-        let names = UPSCALE_STAGES;
-        let mut stage = 0;
-        let out = segvol_kernels::upscale_dot(
-            imp::slice(&x),
+        upscale_dot_from(
+            Conv1Input::Tokens(imp::slice(&x)),
             grid,
-            weights,
-            imp::slice(&hd),
-            &mut || {
-                if let Some(name) = names.get(stage) {
-                    mark(name);
-                }
-                stage += 1;
-            },
-        )
-        .ok()?;
-        hit(
-            Kernel::UpscaleDot,
-            imp::tensor(out, [1, 1, 4 * d, 4 * h, 4 * w]),
+            conv1,
+            norm,
+            eps,
+            conv2,
+            head,
+            mark,
         )
     }
     #[cfg(not(feature = "fast-cpu"))]
@@ -802,6 +786,74 @@ pub fn upscale_dot<B: Backend>(
         let _ = (keys, grid, conv1, norm, eps, conv2, head, mark);
         None
     }
+}
+
+/// What [`upscale_dot_from`] starts from.
+#[cfg(feature = "fast-cpu")]
+enum Conv1Input<'a> {
+    /// The transformer's image tokens `[d·h·w, c]`.
+    Tokens(&'a [f32]),
+    /// The first convolution's product without its bias (`low_rank`).
+    Product(Vec<f32>),
+}
+
+/// [`upscale_dot`] from tokens or from the first convolution's product.
+#[cfg(feature = "fast-cpu")]
+#[allow(clippy::too_many_arguments)]
+fn upscale_dot_from<B: Backend>(
+    input: Conv1Input<'_>,
+    grid: [usize; 3],
+    conv1: (&Tensor<B, 5>, &Tensor<B, 1>),
+    norm: (&Tensor<B, 4>, &Tensor<B, 4>),
+    eps: f64,
+    conv2: (&Tensor<B, 5>, &Tensor<B, 1>),
+    head: &Tensor<B, 2>,
+    mark: &mut dyn FnMut(&'static str),
+) -> Option<Tensor<B, 5>> {
+    let [d, h, w] = grid;
+    let k2 = |t: &Tensor<B, 5>| {
+        let [_, _, a, b, c] = t.dims();
+        [a, b, c] == [2, 2, 2]
+    };
+    if !k2(conv1.0) || !k2(conv2.0) || head.dims()[0] != 1 {
+        return None;
+    }
+    let [w1, w2] = [conv1.0, conv2.0].map(|t| imp::flex(t.clone()).map(imp::dense));
+    let [b1, b2] = [conv1.1, conv2.1].map(|t| imp::flex(t.clone()).map(imp::dense));
+    let [g, be] = [norm.0, norm.1].map(|t| imp::flex(t.clone()).map(imp::dense));
+    let hd = imp::dense(imp::flex(head.clone())?);
+    let (w1, b1, w2, b2, g, be) = (w1?, b1?, w2?, b2?, g?, be?);
+    let weights = segvol_kernels::Upscaling {
+        conv1: (imp::slice(&w1), imp::slice(&b1)),
+        norm: (imp::slice(&g), imp::slice(&be)),
+        eps: eps as f32,
+        conv2: (imp::slice(&w2), imp::slice(&b2)),
+    };
+    let names = UPSCALE_STAGES;
+    let mut stage = 0;
+    let mut stage_done = || {
+        if let Some(name) = names.get(stage) {
+            mark(name);
+        }
+        stage += 1;
+    };
+    let out = match input {
+        Conv1Input::Tokens(x) => {
+            segvol_kernels::upscale_dot(x, grid, weights, imp::slice(&hd), &mut stage_done)
+        }
+        Conv1Input::Product(y) => segvol_kernels::upscale_dot_from_conv1(
+            y,
+            grid,
+            weights,
+            imp::slice(&hd),
+            &mut stage_done,
+        ),
+    }
+    .ok()?;
+    hit(
+        Kernel::UpscaleDot,
+        imp::tensor(out, [1, 1, 4 * d, 4 * h, 4 * w]),
+    )
 }
 
 /// SegVol's whole-sample LayerNorm (+ GELU) on the fast path: `x` `[b, c, d, h, w]`, `weight`

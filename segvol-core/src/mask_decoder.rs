@@ -9,6 +9,7 @@ use burn::tensor::ops::ConvTransposeOptions;
 use burn::tensor::{Tensor, backend::Backend};
 
 use crate::SegVolConfig;
+use crate::fast::low_rank;
 
 /// SAM's `Attention`: separate q/k/v projections to `dim / downsample`, heads as contiguous
 /// slices.
@@ -123,14 +124,21 @@ pub struct TwoWayBlock<B: Backend> {
     skip_first_layer_pe: bool,
 }
 
+/// What a two-way layer keeps of its image-token update for the low-rank upscaling
+/// (`crate::fast::low_rank`).
+type KeptUpdate = (low_rank::Factors, low_rank::Stats);
+
 impl<B: Backend> TwoWayBlock<B> {
+    /// The layer; with `keep`, on the fast path, also the factors and statistics of its
+    /// image-token update (`None` where it ran another way).
     fn forward(
         &self,
         queries: Tensor<B, 3>,
         keys: Tensor<B, 3>,
         query_pe: Tensor<B, 3>,
         key_pe: Tensor<B, 3>,
-    ) -> (Tensor<B, 3>, Tensor<B, 3>) {
+        keep: bool,
+    ) -> (Tensor<B, 3>, Tensor<B, 3>, Option<KeptUpdate>) {
         // Layer 0: self-attention without PE and without residual (SEGVOL.md quirk 4).
         let queries = if self.skip_first_layer_pe {
             self.self_attn
@@ -154,8 +162,21 @@ impl<B: Backend> TwoWayBlock<B> {
             .forward(relu(self.mlp.lin1.forward(queries.clone())));
         let queries = self.norm3.forward(queries + mlp);
         let q = queries.clone() + query_pe;
-        let keys = self
-            .cross_attn_image_to_token
+        let a = &self.cross_attn_image_to_token;
+        if keep
+            && let Some((summed, factors)) = low_rank::image_to_token_kept(
+                [&a.q_proj, &a.k_proj, &a.v_proj, &a.out_proj],
+                a.num_heads,
+                &k,
+                &q,
+                &queries,
+                &keys,
+            )
+            && let Some((keys, stats)) = low_rank::layer_norm_kept(&self.norm4, 1e-5, &summed)
+        {
+            return (queries, keys, Some((factors, stats)));
+        }
+        let keys = a
             .forward_residual(&k, &q, &queries, &keys)
             .unwrap_or_else(|| {
                 keys + self
@@ -165,7 +186,7 @@ impl<B: Backend> TwoWayBlock<B> {
         // SAM's LayerNorms keep PyTorch's default epsilon.
         let keys = crate::fast::layer_norm(&self.norm4, 1e-5, &keys)
             .unwrap_or_else(|| crate::fast::forward_layer_norm(&self.norm4, 1e-5, keys));
-        (queries, keys)
+        (queries, keys, None)
     }
 }
 
@@ -301,6 +322,9 @@ pub struct MaskDecoder<B: Backend> {
     pub(crate) iou_prediction_head: MlpHead<B>,
     /// The text-similarity projection (`C → C/8`), used only with a text prompt.
     pub(crate) txt_align_upscaled_embedding: Linear<B>,
+    /// What decodes of one image share on the fast CPU path (`crate::fast::low_rank`).
+    #[module(skip)]
+    image_cache: low_rank::ImageCache,
 }
 
 impl<B: Backend> MaskDecoder<B> {
@@ -348,6 +372,7 @@ impl<B: Backend> MaskDecoder<B> {
                 device,
             ),
             txt_align_upscaled_embedding: LinearConfig::new(c, c / 8).init(device),
+            image_cache: Default::default(),
         }
     }
 
@@ -367,6 +392,10 @@ impl<B: Backend> MaskDecoder<B> {
     ///
     /// With a text embedding `t`, the similarity `txt_align(t) · E` is added to the mask
     /// (SEGVOL.md §6.6).
+    ///
+    /// `constant_dense`: the model has no dense prompts of its own, so `dense` is the same
+    /// "no mask" embedding at every decode; the fast CPU path then keeps what depends only on
+    /// the image between decodes (`crate::fast::low_rank`).
     #[allow(clippy::too_many_arguments)]
     pub fn forward_marked(
         &self,
@@ -377,6 +406,7 @@ impl<B: Backend> MaskDecoder<B> {
         text: Option<Tensor<B, 2>>,
         cells: Option<Tensor<B, 5>>,
         keep_upscaled: bool,
+        constant_dense: bool,
         mark: &mut dyn FnMut(&'static str),
     ) -> (Option<Tensor<B, 5>>, Tensor<B, 5>) {
         let [b, c, gd, gh, gw] = image_embedding.dims();
@@ -386,16 +416,43 @@ impl<B: Backend> MaskDecoder<B> {
         )
         .unsqueeze::<3>(); // [1, 5, C]
         let tokens = Tensor::cat(vec![out_tokens, sparse], 1); // [1, T, C]
-        let src = image_embedding + dense;
-        let keys = src.reshape([b, c, gd * gh * gw]).swap_dims(1, 2); // [b, N, C]
-        let key_pe = image_pe.reshape([1, c, gd * gh * gw]).swap_dims(1, 2);
         // Token-major copies once, not a strided walk in every add of the transformer.
-        let keys = crate::fast::contiguous(&keys).unwrap_or(keys);
-        let key_pe = crate::fast::contiguous(&key_pe).unwrap_or(key_pe);
+        let make = || {
+            let src = image_embedding.clone() + dense.clone();
+            let keys = src.reshape([b, c, gd * gh * gw]).swap_dims(1, 2); // [b, N, C]
+            let key_pe = image_pe
+                .clone()
+                .reshape([1, c, gd * gh * gw])
+                .swap_dims(1, 2);
+            (
+                crate::fast::contiguous(&keys).unwrap_or(keys),
+                crate::fast::contiguous(&key_pe).unwrap_or(key_pe),
+            )
+        };
+        // Without dense prompts of the model's own, on the fast path: kept for the next decode
+        // of the same image, and the upscaling's first product from the image's kept part plus
+        // the layers' low-rank updates (`crate::fast::low_rank`).
+        let keep = constant_dense && !keep_upscaled && b == 1;
+        let (keys, key_pe) = if keep {
+            let (k, p, _) = self
+                .image_cache
+                .keys(&image_embedding, &dense, &image_pe, make);
+            (k, p)
+        } else {
+            make()
+        };
+        let mut kept = Vec::new();
         let (mut q, mut k) = (tokens.clone(), keys);
         mark("tokens, keys");
         for layer in &self.transformer.layers {
-            (q, k) = layer.forward(q, k, tokens.clone(), key_pe.clone());
+            let update;
+            (q, k, update) = layer.forward(q, k, tokens.clone(), key_pe.clone(), keep);
+            kept.push(update.map(|(factors, stats)| low_rank::Kept {
+                factors,
+                out_proj: &layer.cross_attn_image_to_token.out_proj,
+                stats,
+                norm: &layer.norm4,
+            }));
             mark("two-way layer");
         }
         let attn = self.transformer.final_attn_token_to_image.forward(
@@ -432,7 +489,27 @@ impl<B: Backend> MaskDecoder<B> {
             }
             None => masks,
         };
-        // The fast CPU path: the whole upscaling from the tokens, `E` never made.
+        // The fast CPU path: the whole upscaling, `E` never made; its first product from the
+        // image's kept part and the layers' updates, else from the tokens.
+        let kept: Option<Vec<_>> = kept.into_iter().collect();
+        if keep
+            && let Some(kept) = kept
+            && let Some(masks) = low_rank::upscale_dot_low_rank(
+                &self.image_cache,
+                &kept,
+                [gd, gh, gw],
+                (&self.up_conv1.weight.val(), &self.up_conv1.bias.val()),
+                (&self.up_norm.weight.val(), &self.up_norm.bias.val()),
+                1e-5,
+                (&self.up_conv2.weight.val(), &self.up_conv2.bias.val()),
+                &head,
+                mark,
+            )
+        {
+            let masks = add_cells(masks, cells);
+            mark("ConvTranspose3d 2 + GELU · hypernetwork, fused");
+            return (None, masks);
+        }
         if !keep_upscaled
             && let Some(masks) = crate::fast::upscale_dot(
                 &k,

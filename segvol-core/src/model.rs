@@ -41,8 +41,10 @@ pub struct SegVol<B: Backend> {
     pe_cache: PeCache,
 }
 
-/// `(Gaussian matrix, dense PE, dims)` of the last decode.
-type PeCache = std::sync::Arc<std::sync::Mutex<Option<(Vec<f32>, Vec<f32>, [usize; 5])>>>;
+/// `(Gaussian matrix, dense PE)` of the last decode: the PE a `Tensor<B, 5>`, type-erased
+/// (burn's `Module` derive takes a field generic over the backend for a module). Returned as
+/// a handle to the same buffer, which lets the decoder's image cache see it unchanged at once.
+type PeCache = std::sync::Arc<std::sync::Mutex<Option<(Vec<f32>, Box<dyn std::any::Any + Send>)>>>;
 
 /// Name → text embedding (`embed_text` takes `&self`, hence the lock).
 type TextCache = std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, Vec<f32>>>>;
@@ -273,6 +275,7 @@ impl<B: Backend> SegVol<B> {
             text,
             cell_term,
             keep_upscaled,
+            self.mask_prompt.is_none() && self.prompt_encoder.dense_prompt_embed.is_none(),
             mark,
         );
         let logits = upsample_trilinear(low.clone(), self.image_size);
@@ -307,15 +310,14 @@ impl<B: Backend> SegVol<B> {
         let Ok(mut slot) = self.pe_cache.lock() else {
             return self.prompt_encoder.dense_pe(device);
         };
-        if let Some((k, pe, dims)) = slot.as_ref()
+        if let Some((k, pe)) = slot.as_ref()
             && *k == key
+            && let Some(pe) = pe.downcast_ref::<Tensor<B, 5>>()
         {
-            return Tensor::from_data(TensorData::new(pe.clone(), *dims), device);
+            return pe.clone();
         }
         let pe = self.prompt_encoder.dense_pe(device);
-        if let Ok(v) = pe.clone().into_data().to_vec::<f32>() {
-            *slot = Some((key, v, pe.dims()));
-        }
+        *slot = Some((key, Box::new(pe.clone())));
         pe
     }
 }

@@ -85,12 +85,13 @@ fn fast_paths_equal_burns_generic_code_at_base_size() {
 
     // The decoder from the same embedding on both sides (the generic one's, moved over), so
     // its own difference is measured.
-    let emb_same = Tensor::<Flex, 5>::from_data(TensorData::new(en, emb_n.dims()), &dev_f);
+    let emb_same = Tensor::<Flex, 5>::from_data(TensorData::new(en.clone(), emb_n.dims()), &dev_f);
     let dec = [
         Kernel::AttentionLayer,
         Kernel::FoldedAttention,
         Kernel::Contiguous,
         Kernel::UpscaleDot,
+        Kernel::UpscaleLowRank,
     ];
     let before: Vec<u64> = dec.map(count).to_vec();
     let lf: Vec<f32> = fast
@@ -107,13 +108,13 @@ fn fast_paths_equal_burns_generic_code_at_base_size() {
         .collect();
     assert!(
         ran.iter().all(|&n| n > 0),
-        "fast decoder kernels that ran (attention layers, folded ones, contiguous, the upscaling reduced to the mask): {ran:?}"
+        "fast decoder kernels that ran (attention layers, folded ones, contiguous, the upscaling reduced to the mask, its first product from the image's kept part): {ran:?}"
     );
     // Two two-way layers (self, token → image, image → token) and the final token → image
     // attention: 7 attention layers, the 5 cross-attentions folded (9 tokens against 2048).
     assert_eq!(ran[..2], [7, 5], "attention layers run, folded");
     let ln: Vec<f32> = generic
-        .decode(emb_n, &prompts)
+        .decode(emb_n.clone(), &prompts)
         .logits
         .into_data()
         .to_vec()
@@ -124,4 +125,31 @@ fn fast_paths_equal_burns_generic_code_at_base_size() {
         dl <= 1e-4 * scale.max(1.0),
         "logits: max abs diff {dl} (max |x| {scale})"
     );
+
+    // The same image again, from a fresh copy of its values (the kept part is found by
+    // comparing values), with another click; then another image (nothing of the first may be
+    // reused). Each against the generic decoder.
+    let mut prompts2 = prompts.clone();
+    prompts2.points.push(([25.0, 100.0, 120.0], 1));
+    let other: Vec<f32> = en.iter().map(|v| v * 0.5 + 0.1).collect();
+    for (values, p) in [(&en, &prompts2), (&other, &prompts)] {
+        let before = count(Kernel::UpscaleLowRank);
+        let emb =
+            Tensor::<Flex, 5>::from_data(TensorData::new(values.clone(), emb_n.dims()), &dev_f);
+        let got: Vec<f32> = fast.decode(emb, p).logits.into_data().to_vec().unwrap();
+        assert_eq!(
+            count(Kernel::UpscaleLowRank) - before,
+            1,
+            "low-rank upscaling ran"
+        );
+        let emb =
+            Tensor::<NdArray, 5>::from_data(TensorData::new(values.clone(), emb_n.dims()), &dev_n);
+        let want: Vec<f32> = generic.decode(emb, p).logits.into_data().to_vec().unwrap();
+        let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let dl = max_diff(&got, &want);
+        assert!(
+            dl <= 1e-4 * scale.max(1.0),
+            "logits, second decode: max abs diff {dl} (max |x| {scale})"
+        );
+    }
 }
