@@ -741,21 +741,37 @@ pub fn conv_transpose_k2s2_gelu_dot<B: Backend>(
 /// upscaling stages with (`segvol bench --decode-ops` sums time by name).
 pub(crate) const UPSCALE_STAGES: [&str; 2] = ["ConvTranspose3d 1", "LayerNorm(C,D,H,W) + GELU"];
 
+/// The weights of the mask decoder's output upscaling, as [`upscale_dot`] takes them.
+#[derive(Debug)]
+pub struct UpscaleWeights<'a, B: Backend> {
+    /// The first ConvTranspose3d: weight `[cin, c1, 2, 2, 2]` and bias `[c1]`.
+    pub conv1: (&'a Tensor<B, 5>, &'a Tensor<B, 1>),
+    /// The whole-sample LayerNorm's weight and bias, `[c1, 2d, 2h, 2w]` each.
+    pub norm: (&'a Tensor<B, 4>, &'a Tensor<B, 4>),
+    /// The LayerNorm's epsilon.
+    pub eps: f64,
+    /// The second ConvTranspose3d: weight `[c1, c2, 2, 2, 2]` and bias `[c2]`.
+    pub conv2: (&'a Tensor<B, 5>, &'a Tensor<B, 1>),
+}
+
+impl<B: Backend> Clone for UpscaleWeights<'_, B> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<B: Backend> Copy for UpscaleWeights<'_, B> {}
+
 /// The mask decoder's output upscaling reduced to the mask on the fast path
 /// (`segvol_kernels::upscale_dot`): `head · GELU(conv2(GELU(norm(conv1(x)))))` per voxel, `x`
-/// the transformer's image tokens `keys` `[1, d·h·w, c]` on the token grid `grid`; `conv1`,
-/// `conv2` `(weight [cin, cout, 2, 2, 2], bias [cout])`, `norm` the whole-sample LayerNorm's
-/// `(weight, bias)` (`[c1, 2d, 2h, 2w]` each), `head` `[1, c2]`. Returns `[1, 1, 4d, 4h, 4w]`
+/// the transformer's image tokens `keys` `[1, d·h·w, c]` on the token grid `grid`, `head`
+/// `[1, c2]`. Returns `[1, 1, 4d, 4h, 4w]`
 /// and calls `mark` with the names of the first two stages as they end. Batch 1 only; `None`
 /// → the caller's stage-by-stage code (other backends, other shapes).
-#[allow(clippy::too_many_arguments)]
 pub fn upscale_dot<B: Backend>(
     keys: &Tensor<B, 3>,
     grid: [usize; 3],
-    conv1: (&Tensor<B, 5>, &Tensor<B, 1>),
-    norm: (&Tensor<B, 4>, &Tensor<B, 4>),
-    eps: f64,
-    conv2: (&Tensor<B, 5>, &Tensor<B, 1>),
+    weights: &UpscaleWeights<'_, B>,
     head: &Tensor<B, 2>,
     mark: &mut dyn FnMut(&'static str),
 ) -> Option<Tensor<B, 5>> {
@@ -773,17 +789,14 @@ pub fn upscale_dot<B: Backend>(
         upscale_dot_from(
             Conv1Input::Tokens(imp::slice(&x)),
             grid,
-            conv1,
-            norm,
-            eps,
-            conv2,
+            weights,
             head,
             mark,
         )
     }
     #[cfg(not(feature = "fast-cpu"))]
     {
-        let _ = (keys, grid, conv1, norm, eps, conv2, head, mark);
+        let _ = (keys, grid, weights, head, mark);
         None
     }
 }
@@ -799,18 +812,20 @@ enum Conv1Input<'a> {
 
 /// [`upscale_dot`] from tokens or from the first convolution's product.
 #[cfg(feature = "fast-cpu")]
-#[allow(clippy::too_many_arguments)]
 fn upscale_dot_from<B: Backend>(
     input: Conv1Input<'_>,
     grid: [usize; 3],
-    conv1: (&Tensor<B, 5>, &Tensor<B, 1>),
-    norm: (&Tensor<B, 4>, &Tensor<B, 4>),
-    eps: f64,
-    conv2: (&Tensor<B, 5>, &Tensor<B, 1>),
+    weights: &UpscaleWeights<'_, B>,
     head: &Tensor<B, 2>,
     mark: &mut dyn FnMut(&'static str),
 ) -> Option<Tensor<B, 5>> {
     let [d, h, w] = grid;
+    let UpscaleWeights {
+        conv1,
+        norm,
+        eps,
+        conv2,
+    } = *weights;
     let k2 = |t: &Tensor<B, 5>| {
         let [_, _, a, b, c] = t.dims();
         [a, b, c] == [2, 2, 2]

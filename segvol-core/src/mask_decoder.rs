@@ -492,36 +492,31 @@ impl<B: Backend> MaskDecoder<B> {
         // The fast CPU path: the whole upscaling, `E` never made; its first product from the
         // image's kept part and the layers' updates, else from the tokens.
         let kept: Option<Vec<_>> = kept.into_iter().collect();
-        if keep
-            && let Some(kept) = kept
-            && let Some(masks) = low_rank::upscale_dot_low_rank(
+        let (w1, b1) = (self.up_conv1.weight.val(), self.up_conv1.bias.val());
+        let (g, be) = (self.up_norm.weight.val(), self.up_norm.bias.val());
+        let (w2, b2) = (self.up_conv2.weight.val(), self.up_conv2.bias.val());
+        let weights = crate::fast::UpscaleWeights {
+            conv1: (&w1, &b1),
+            norm: (&g, &be),
+            eps: 1e-5,
+            conv2: (&w2, &b2),
+        };
+        let grid = [gd, gh, gw];
+        let mut fused = None;
+        if keep && let Some(kept) = &kept {
+            fused = low_rank::upscale_dot_low_rank(
                 &self.image_cache,
-                &kept,
-                [gd, gh, gw],
-                (&self.up_conv1.weight.val(), &self.up_conv1.bias.val()),
-                (&self.up_norm.weight.val(), &self.up_norm.bias.val()),
-                1e-5,
-                (&self.up_conv2.weight.val(), &self.up_conv2.bias.val()),
+                kept,
+                grid,
+                &weights,
                 &head,
                 mark,
-            )
-        {
-            let masks = add_cells(masks, cells);
-            mark("ConvTranspose3d 2 + GELU · hypernetwork, fused");
-            return (None, masks);
+            );
         }
-        if !keep_upscaled
-            && let Some(masks) = crate::fast::upscale_dot(
-                &k,
-                [gd, gh, gw],
-                (&self.up_conv1.weight.val(), &self.up_conv1.bias.val()),
-                (&self.up_norm.weight.val(), &self.up_norm.bias.val()),
-                1e-5,
-                (&self.up_conv2.weight.val(), &self.up_conv2.bias.val()),
-                &head,
-                mark,
-            )
-        {
+        if fused.is_none() && !keep_upscaled {
+            fused = crate::fast::upscale_dot(&k, grid, &weights, &head, mark);
+        }
+        if let Some(masks) = fused {
             let masks = add_cells(masks, cells);
             mark("ConvTranspose3d 2 + GELU · hypernetwork, fused");
             return (None, masks);

@@ -309,15 +309,11 @@ pub struct Kept<'a, B: Backend> {
 /// its first product from the per-image term and the layers' updates `kept` (in order).
 /// `None` → the caller's code: off the fast path, or the cache has no term (yet) for this
 /// image and weights.
-#[allow(clippy::too_many_arguments)]
 pub fn upscale_dot_low_rank<B: Backend>(
     cache: &ImageCache,
     kept: &[Kept<'_, B>],
     grid: [usize; 3],
-    conv1: (&Tensor<B, 5>, &Tensor<B, 1>),
-    norm: (&Tensor<B, 4>, &Tensor<B, 4>),
-    eps: f64,
-    conv2: (&Tensor<B, 5>, &Tensor<B, 1>),
+    weights: &super::UpscaleWeights<'_, B>,
     head: &Tensor<B, 2>,
     mark: &mut dyn FnMut(&'static str),
 ) -> Option<Tensor<B, 5>> {
@@ -328,7 +324,7 @@ pub fn upscale_dot_low_rank<B: Backend>(
             return None;
         }
         let norms: Vec<&LayerNorm<B>> = kept.iter().map(|k| k.norm).collect();
-        let term = cache.term(conv1.0, &norms)?;
+        let term = cache.term(weights.conv1.0, &norms)?;
         let biases: Vec<Option<_>> = kept
             .iter()
             .map(|k| k.out_proj.bias.as_ref().map(|b| flex(b.val()).map(dense)))
@@ -355,23 +351,14 @@ pub fn upscale_dot_low_rank<B: Backend>(
                 beta: slice(be),
             })
             .collect();
-        let w1 = dense(flex(conv1.0.clone())?);
+        let w1 = dense(flex(weights.conv1.0.clone())?);
         let y = segvol_kernels::conv1_from_updates(&term.image, slice(&w1), &updates).ok()?;
-        let out = super::upscale_dot_from(
-            super::Conv1Input::Product(y),
-            grid,
-            conv1,
-            norm,
-            eps,
-            conv2,
-            head,
-            mark,
-        );
+        let out = super::upscale_dot_from(super::Conv1Input::Product(y), grid, weights, head, mark);
         super::hit(super::Kernel::UpscaleLowRank, out)
     }
     #[cfg(not(feature = "fast-cpu"))]
     {
-        let _ = (cache, kept, grid, conv1, norm, eps, conv2, head, mark);
+        let _ = (cache, kept, grid, weights, head, mark);
         None
     }
 }
