@@ -174,21 +174,7 @@ pub fn layer_norm(
     beta: &[f32],
     eps: f32,
 ) -> Result<Vec<f32>, KernelError> {
-    if cols == 0 || !x.len().is_multiple_of(cols) || gamma.len() != cols || beta.len() != cols {
-        return Err(KernelError::Shape(
-            "layer_norm: width does not divide or match",
-        ));
-    }
-    let mut out = vec![0.0f32; x.len()];
-    let chunk = rows_per_task(cols) * cols;
-    out.par_chunks_mut(chunk)
-        .zip(x.par_chunks(chunk))
-        .for_each(|(o, xi)| {
-            for (orow, xrow) in o.chunks_exact_mut(cols).zip(xi.chunks_exact(cols)) {
-                layer_norm_row(orow, xrow, gamma, beta, eps);
-            }
-        });
-    Ok(out)
+    layer_norm_with_stats(x, cols, gamma, beta, eps).map(|(out, _)| out)
 }
 
 /// One row's LayerNorm statistics: its mean and `1/√(var + eps)`.

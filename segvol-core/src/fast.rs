@@ -315,6 +315,32 @@ impl FlexLinear {
     }
 }
 
+/// An attention layer's four projections (q, k, v, out) as FlexLinears.
+#[cfg(feature = "fast-cpu")]
+fn flex_linears<B: Backend>([q, k, v, o]: [&Linear<B>; 4]) -> Option<[FlexLinear; 4]> {
+    Some([
+        flex_linear(q)?,
+        flex_linear(k)?,
+        flex_linear(v)?,
+        flex_linear(o)?,
+    ])
+}
+
+/// [`flex_linears`]' projections as the kernels take them, with `heads` heads.
+#[cfg(feature = "fast-cpu")]
+fn attention_weights(
+    ls: &[FlexLinear; 4],
+    heads: usize,
+) -> Option<segvol_kernels::AttentionWeights<'_>> {
+    Some(segvol_kernels::AttentionWeights {
+        q: ls[0].part()?,
+        k: ls[1].part()?,
+        v: ls[2].part()?,
+        out: ls[3].part()?,
+        heads,
+    })
+}
+
 #[cfg(feature = "fast-cpu")]
 fn flex_linear<B: Backend>(l: &Linear<B>) -> Option<FlexLinear> {
     let weight = imp::flex(l.weight.val())?;
@@ -578,7 +604,7 @@ pub fn attention_layer_residual<B: Backend>(
 ) -> Option<Tensor<B, 3>> {
     #[cfg(feature = "fast-cpu")]
     {
-        use segvol_kernels::{AttentionPlan, AttentionWeights, MatRef};
+        use segvol_kernels::{AttentionPlan, MatRef};
         if !imp::active::<B>() {
             return None;
         }
@@ -587,23 +613,12 @@ pub fn attention_layer_residual<B: Backend>(
         if v.dims() != [b, nk, ck] || k.dims()[0] != b {
             return None;
         }
-        let ls = [
-            flex_linear(wq)?,
-            flex_linear(wk)?,
-            flex_linear(wv)?,
-            flex_linear(wo)?,
-        ];
+        let ls = flex_linears([wq, wk, wv, wo])?;
         /// Sample `bi`'s `[n, c]` rows.
         fn rows(s: &[f32], bi: usize, n: usize, c: usize) -> Option<MatRef<'_>> {
             MatRef::row_major(s.get(bi * n * c..(bi + 1) * n * c)?, n, c).ok()
         }
-        let w = AttentionWeights {
-            q: ls[0].part()?,
-            k: ls[1].part()?,
-            v: ls[2].part()?,
-            out: ls[3].part()?,
-            heads,
-        };
+        let w = attention_weights(&ls, heads)?;
         let inner = w.q.0.dims()[1];
         let c_out = w.out.0.dims()[1];
         // `SEGVOL_UNFOLDED_ATTENTION=1`: always the direct plan, for before/after timings.

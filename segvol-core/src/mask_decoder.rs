@@ -434,10 +434,8 @@ impl<B: Backend> MaskDecoder<B> {
         // the layers' low-rank updates (`crate::fast::low_rank`).
         let keep = constant_dense && !keep_upscaled && b == 1;
         let (keys, key_pe) = if keep {
-            let (k, p, _) = self
-                .image_cache
-                .keys(&image_embedding, &dense, &image_pe, make);
-            (k, p)
+            self.image_cache
+                .keys(&image_embedding, &dense, &image_pe, make)
         } else {
             make()
         };

@@ -92,34 +92,29 @@ pub(crate) fn same<B: Backend, const D: usize>(a: &Tensor<B, D>, b: &Tensor<B, D
 impl ImageCache {
     /// The token-major keys (`embedding + dense`) and key PE (`pe`), all three
     /// `[1, C, gd, gh, gw]`: the kept ones when all three hold the values of the last call,
-    /// else `make()`'s (then kept). The flag says whether they were kept ones. Off the fast
-    /// path, `make()`'s, not kept.
+    /// else `make()`'s (then kept). Off the fast path, `make()`'s, not kept.
     pub fn keys<B: Backend>(
         &self,
         embedding: &Tensor<B, 5>,
         dense: &Tensor<B, 5>,
         pe: &Tensor<B, 5>,
         make: impl FnOnce() -> (Tensor<B, 3>, Tensor<B, 3>),
-    ) -> (Tensor<B, 3>, Tensor<B, 3>, bool) {
+    ) -> (Tensor<B, 3>, Tensor<B, 3>) {
         // `SEGVOL_NO_IMAGE_CACHE=1`: nothing kept, for before/after timings.
         static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
         let off = *OFF.get_or_init(|| std::env::var_os("SEGVOL_NO_IMAGE_CACHE").is_some());
-        let Ok(mut slot) = self.0.lock().map_err(|_| ()).and_then(|g| {
-            if super::is_active::<B>() && !off {
-                Ok(g)
-            } else {
-                Err(())
-            }
-        }) else {
-            let (k, p) = make();
-            return (k, p, false);
+        if off || !super::is_active::<B>() {
+            return make();
+        }
+        let Ok(mut slot) = self.0.lock() else {
+            return make();
         };
         if let Some(e) = slot.as_mut().and_then(|e| e.downcast_mut::<Entry<B>>())
             && same(&e.embedding, embedding)
             && same(&e.dense, dense)
             && same(&e.pe, pe)
         {
-            return (e.keys.clone(), e.key_pe.clone(), true);
+            return (e.keys.clone(), e.key_pe.clone());
         }
         let (keys, key_pe) = make();
         *slot = Some(Box::new(Entry {
@@ -130,7 +125,7 @@ impl ImageCache {
             key_pe: key_pe.clone(),
             term: None,
         }));
-        (keys, key_pe, false)
+        (keys, key_pe)
     }
 
     /// The first upscaling product's per-image term for the kept tokens, with `conv1`'s
@@ -206,7 +201,7 @@ pub fn image_to_token_kept<B: Backend>(
     #[cfg(feature = "fast-cpu")]
     {
         use super::imp::{dense, dense3, flex, slice, tensor};
-        use segvol_kernels::{AttentionPlan, AttentionWeights, MatRef};
+        use segvol_kernels::{AttentionPlan, MatRef};
         if !super::imp::active::<B>() {
             return None;
         }
@@ -215,19 +210,8 @@ pub fn image_to_token_kept<B: Backend>(
         if b != 1 || k.dims()[0] != 1 || v.dims() != [1, nk, ck] {
             return None;
         }
-        let ls = [
-            super::flex_linear(wq)?,
-            super::flex_linear(wk)?,
-            super::flex_linear(wv)?,
-            super::flex_linear(wo)?,
-        ];
-        let w = AttentionWeights {
-            q: ls[0].part()?,
-            k: ls[1].part()?,
-            v: ls[2].part()?,
-            out: ls[3].part()?,
-            heads,
-        };
+        let ls = super::flex_linears([wq, wk, wv, wo])?;
+        let w = super::attention_weights(&ls, heads)?;
         let (inner, c_out) = (w.q.0.dims()[1], w.out.0.dims()[1]);
         if segvol_kernels::plan_attention_layer(nq, nk, cq, ck, inner, c_out, heads)
             != AttentionPlan::FewKeys
