@@ -21,6 +21,7 @@
 //! computes the direct form. Tested against a naive f64 reference for every plan on every
 //! shape (`tests/reference.rs`).
 
+use multiversion::multiversion;
 use rayon::prelude::*;
 
 use crate::{KernelError, MatMut, MatRef, auto_threads, matmul, softmax_rows_in_place};
@@ -268,6 +269,78 @@ fn residual_rows(
     out
 }
 
+/// `scale · [w_h · x_hᵀ]_h`, every head's product of a projection's slice with a few rows:
+/// `w` `[c, heads·d]` (any strides), `x` `[t, heads·d]` row-major; returns `[c, heads·t]`
+/// row-major, element `(r, h·t + j)` = `scale · Σ_e w[r, h·d + e]·x[j, h·d + e]`.
+///
+/// Both folded plans need it (`W_k,h·q_hᵀ` and `W_q,h·k_hᵀ`): a few million multiply-adds
+/// that, as one `gemm` call per head (`c × d · d × t`, strided), cost 0.6 ms per layer on
+/// one thread in the crate's packing; here one pass over `w`'s rows, split over the pool.
+fn head_dots(
+    w: MatRef<'_>,
+    x: &[f32],
+    t: usize,
+    heads: usize,
+    scale: f32,
+) -> Result<Vec<f32>, KernelError> {
+    let [c, inner] = w.dims();
+    if heads == 0 || inner % heads != 0 || x.len() != t * inner {
+        return Err(KernelError::Shape("head_dots: sizes"));
+    }
+    let d = inner / heads;
+    let width = heads * t;
+    let mut out = vec![0.0f32; c * width];
+    if width == 0 {
+        return Ok(out);
+    }
+    out.par_chunks_mut(width * 32)
+        .enumerate()
+        .for_each(|(chunk, rows)| {
+            let mut copy = Vec::new();
+            for (i, o) in rows.chunks_exact_mut(width).enumerate() {
+                let r = chunk * 32 + i;
+                // Row r of w, in place when its elements are adjacent (burn's `[in, out]`).
+                let wr = match w.row(r) {
+                    Some(row) => row,
+                    None => {
+                        copy.clear();
+                        copy.extend((0..inner).map(|e| w.at(r, e)));
+                        &copy[..]
+                    }
+                };
+                head_dots_row(o, wr, x, t, d, scale);
+            }
+        });
+    Ok(out)
+}
+
+/// One row of [`head_dots`]: `o[h·t + j] = scale · w_r[h·d..][..d] · x[j][h·d..][..d]`.
+#[multiversion(targets("x86_64+avx512f+avx512bw+avx512dq+avx512vl", "x86_64+avx2+fma"))]
+fn head_dots_row(o: &mut [f32], wr: &[f32], x: &[f32], t: usize, d: usize, scale: f32) {
+    let inner = wr.len();
+    for (h, oh) in o.chunks_exact_mut(t).enumerate() {
+        let wh = &wr[h * d..][..d];
+        for (j, v) in oh.iter_mut().enumerate() {
+            let xh = &x[j * inner + h * d..][..d];
+            // Sixteen partial sums: one vector register, no serial chain.
+            let mut acc = [0.0f32; 16];
+            let (wc, xc) = (wh.chunks_exact(16), xh.chunks_exact(16));
+            let tail: f32 = wc
+                .remainder()
+                .iter()
+                .zip(xc.remainder())
+                .map(|(a, b)| a * b)
+                .sum();
+            for (a, b) in wc.zip(xc) {
+                for ((s, &p), &q) in acc.iter_mut().zip(a).zip(b) {
+                    *s += p * q;
+                }
+            }
+            *v = scale * (acc.iter().sum::<f32>() + tail);
+        }
+    }
+}
+
 fn few_queries(
     q: MatRef<'_>,
     k: MatRef<'_>,
@@ -281,25 +354,15 @@ fn few_queries(
     let heads = w.heads;
     let inner = heads * d;
     let qp = crate::linear(q, w.q.0, w.q.1, None, false)?; // [nq, inner]
-    // A = scale · q_h·W_k,hᵀ for every head, stacked: row h·nq + i. (q_h·b_k,h is constant
-    // along the keys: softmax drops it.)
-    let mut a = vec![0.0f32; heads * nq * c];
-    for h in 0..heads {
-        matmul(
-            MatMut::row_major(&mut a[h * nq * c..(h + 1) * nq * c], nq, c)?,
-            false,
-            MatRef::row_major(&qp, nq, inner)?.sub([0, h * d], [nq, d])?,
-            w.k.0.sub([0, h * d], [c, d])?.t(),
-            scale,
-            1,
-        )?;
-    }
+    // A = scale · q_h·W_k,hᵀ for every head, stacked: row h·nq + i, kept transposed
+    // (`[c, heads·nq]`). (q_h·b_k,h is constant along the keys: softmax drops it.)
     let m = heads * nq;
+    let a_t = head_dots(w.k.0, &qp, nq, heads, scale)?;
     let mut s = vec![0.0f32; m * nk];
     matmul(
         MatMut::row_major(&mut s, m, nk)?,
         false,
-        MatRef::row_major(&a, m, c)?,
+        MatRef::row_major(&a_t, c, m)?.t(),
         k.t(),
         1.0,
         auto_threads(m, nk, c),
@@ -335,6 +398,48 @@ fn few_queries(
     )
 }
 
+/// The few-keys plan's parts that do not depend on the queries: the scores' matrix
+/// `M = scale · [W_q,h·k_hᵀ]_h` `[c_q, heads·nk]`, its bias row `scale · [b_q,h·k_hᵀ]_h`, and
+/// `V' = [v_h·W_o,h]_h` `[heads·nk, c_out]`.
+struct FewKeyParts {
+    mq: Vec<f32>,
+    bias: Vec<f32>,
+    vo: Vec<f32>,
+}
+
+fn few_key_parts(
+    k: MatRef<'_>,
+    v: MatRef<'_>,
+    w: &AttentionWeights<'_>,
+    d: usize,
+    scale: f32,
+) -> Result<FewKeyParts, KernelError> {
+    let [nk, _] = k.dims();
+    let heads = w.heads;
+    let inner = heads * d;
+    let c_out = w.out.0.dims()[1];
+    let kp = crate::linear(k, w.k.0, w.k.1, None, false)?; // [nk, inner]
+    let vp = crate::linear(v, w.v.0, w.v.1, None, false)?;
+    let width = heads * nk;
+    let mq = head_dots(w.q.0, &kp, nk, heads, scale)?;
+    let bias = match w.q.1 {
+        Some(bq) => head_dots(MatRef::row_major(bq, 1, inner)?, &kp, nk, heads, scale)?,
+        None => vec![0.0f32; width],
+    };
+    let mut vo = vec![0.0f32; width * c_out];
+    for h in 0..heads {
+        matmul(
+            MatMut::row_major(&mut vo[h * nk * c_out..(h + 1) * nk * c_out], nk, c_out)?,
+            false,
+            MatRef::row_major(&vp, nk, inner)?.sub([0, h * d], [nk, d])?,
+            w.out.0.sub([h * d, 0], [d, c_out])?,
+            1.0,
+            1,
+        )?;
+    }
+    Ok(FewKeyParts { mq, bias, vo })
+}
+
 fn few_keys(
     q: MatRef<'_>,
     k: MatRef<'_>,
@@ -346,38 +451,9 @@ fn few_keys(
 ) -> Result<(Vec<f32>, AttentionFactors), KernelError> {
     let [nq, c_q] = q.dims();
     let [nk, _] = k.dims();
-    let heads = w.heads;
-    let inner = heads * d;
+    let width = w.heads * nk;
     let c_out = w.out.0.dims()[1];
-    let kp = crate::linear(k, w.k.0, w.k.1, None, false)?; // [nk, inner]
-    let vp = crate::linear(v, w.v.0, w.v.1, None, false)?;
-    let width = heads * nk;
-    // M = scale · [W_q,h·k_hᵀ]_h `[c_q, heads·nk]`, and the bias row scale · [b_q,h·k_hᵀ]_h.
-    let mut mq = vec![0.0f32; c_q * width];
-    let mut bias = vec![0.0f32; width];
-    for h in 0..heads {
-        let kh_t = MatRef::row_major(&kp, nk, inner)?
-            .sub([0, h * d], [nk, d])?
-            .t();
-        matmul(
-            MatMut::new(&mut mq, h * nk, [c_q, nk], [width, 1])?,
-            false,
-            w.q.0.sub([0, h * d], [c_q, d])?,
-            kh_t,
-            scale,
-            1,
-        )?;
-        if let Some(bq) = w.q.1 {
-            matmul(
-                MatMut::new(&mut bias, h * nk, [1, nk], [width, 1])?,
-                false,
-                MatRef::row_major(bq, 1, inner)?.sub([0, h * d], [1, d])?,
-                kh_t,
-                scale,
-                1,
-            )?;
-        }
-    }
+    let FewKeyParts { mq, bias, vo } = few_key_parts(k, v, w, d, scale)?;
     let mut s = rows_of(Some(&bias), nq, width);
     matmul(
         MatMut::row_major(&mut s, nq, width)?,
@@ -390,18 +466,7 @@ fn few_keys(
     // Each (row, head) segment of nk scores is one softmax.
     s.par_chunks_mut(nk.max(1) * 256)
         .for_each(|chunk| softmax_rows_in_place(chunk, nk));
-    // V' = [v_h·W_o,h]_h `[heads·nk, c_out]`; out = P·V' + b_o.
-    let mut vo = vec![0.0f32; width * c_out];
-    for h in 0..heads {
-        matmul(
-            MatMut::row_major(&mut vo[h * nk * c_out..(h + 1) * nk * c_out], nk, c_out)?,
-            false,
-            MatRef::row_major(&vp, nk, inner)?.sub([0, h * d], [nk, d])?,
-            w.out.0.sub([h * d, 0], [d, c_out])?,
-            1.0,
-            1,
-        )?;
-    }
+    // out = P·V' + b_o.
     let mut out = residual_rows(residual, w.out.1, nq, c_out);
     matmul(
         MatMut::row_major(&mut out, nq, c_out)?,
@@ -418,4 +483,149 @@ fn few_keys(
             values: vo,
         },
     ))
+}
+
+/// A LayerNorm over the last axis: weight, bias, epsilon.
+#[derive(Debug, Clone, Copy)]
+pub struct RowNorm<'a> {
+    /// The weight, one per column.
+    pub gamma: &'a [f32],
+    /// The bias, one per column.
+    pub beta: &'a [f32],
+    /// Added to the variance.
+    pub eps: f32,
+}
+
+/// What [`image_to_token_norm`] returns.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NormedTokens {
+    /// `norm(residual + attention(q, k, v))`, `[nq, c_out]` row-major.
+    pub tokens: Vec<f32>,
+    /// `tokens + pe` when a `pe` was given.
+    pub with_pe: Option<Vec<f32>>,
+    /// The attention term's factors, as [`attention_layer_residual_factored`] returns them.
+    pub factors: AttentionFactors,
+    /// The LayerNorm's statistics of each row.
+    pub stats: crate::RowStats,
+}
+
+/// The two-way transformer's image-token update in one pass over the image tokens: the image
+/// → token attention in the few-keys plan with its residual, the LayerNorm after it, and
+/// the positional encoding added for the next layer:
+/// `tokens = norm(residual + attention(q, k, v))`, `with_pe = tokens + pe`.
+///
+/// The same values as [`attention_layer_residual_factored`] then [`crate::layer_norm_with_stats`]
+/// then an addition (the same operations in the same order on each row), made 32 rows at a
+/// time while the rows are in cache: the image tokens (`[2048, 768]` at SegVol-base, 6 MB)
+/// are read and written three times instead of ten, and this part of a decode is bound by
+/// memory, not arithmetic (docs/performance.md).
+pub fn image_to_token_norm(
+    q: MatRef<'_>,
+    k: MatRef<'_>,
+    v: MatRef<'_>,
+    w: &AttentionWeights<'_>,
+    residual: &[f32],
+    norm: RowNorm<'_>,
+    pe: Option<&[f32]>,
+) -> Result<NormedTokens, KernelError> {
+    let (d, scale) = check(q, k, v, w, Some(residual))?;
+    let [nq, c_q] = q.dims();
+    let [nk, _] = k.dims();
+    let c_out = w.out.0.dims()[1];
+    let width = w.heads * nk;
+    if norm.gamma.len() != c_out
+        || norm.beta.len() != c_out
+        || pe.is_some_and(|p| p.len() != nq * c_out)
+        || c_out == 0
+    {
+        return Err(KernelError::Shape("image_to_token_norm: norm or pe size"));
+    }
+    let FewKeyParts { mq, bias, vo } = few_key_parts(k, v, w, d, scale)?;
+    let mq = MatRef::row_major(&mq, c_q, width)?;
+    let vo_m = MatRef::row_major(&vo, width, c_out)?;
+    // The outputs start as copies of the residual and the PE, made in parallel.
+    let mut tokens = Vec::with_capacity(nq * c_out);
+    residual.par_iter().copied().collect_into_vec(&mut tokens);
+    let mut with_pe = pe.map(|p| {
+        let mut out = Vec::with_capacity(p.len());
+        p.par_iter().copied().collect_into_vec(&mut out);
+        out
+    });
+    let mut probs = rows_of(Some(&bias), nq, width);
+    let mut stats = vec![(0.0f32, 0.0f32); nq];
+    const ROWS: usize = 64;
+    let mut pe_blocks: Vec<Option<&mut [f32]>> = match &mut with_pe {
+        Some(p) => p.chunks_mut(ROWS * c_out).map(Some).collect(),
+        None => (0..nq.div_ceil(ROWS)).map(|_| None).collect(),
+    };
+    tokens
+        .par_chunks_mut(ROWS * c_out)
+        .zip(probs.par_chunks_mut(ROWS * width))
+        .zip(stats.par_chunks_mut(ROWS))
+        .zip(pe_blocks.par_iter_mut())
+        .enumerate()
+        .try_for_each(|(b, (((out, s), st), pe_out))| -> Result<(), KernelError> {
+            let rows = st.len();
+            matmul(
+                MatMut::row_major(s, rows, width)?,
+                true,
+                q.sub([b * ROWS, 0], [rows, c_q])?,
+                mq,
+                1.0,
+                1,
+            )?;
+            softmax_rows_in_place(s, nk);
+            if let Some(bo) = w.out.1 {
+                add_to_rows(out, bo);
+            }
+            matmul(
+                MatMut::row_major(out, rows, c_out)?,
+                true,
+                MatRef::row_major(s, rows, width)?,
+                vo_m,
+                1.0,
+                1,
+            )?;
+            norm_rows(out, st, norm, pe_out.as_deref_mut());
+            Ok(())
+        })?;
+    let (mean, inv_std) = stats.into_iter().unzip();
+    Ok(NormedTokens {
+        tokens,
+        with_pe,
+        factors: AttentionFactors { probs, values: vo },
+        stats: crate::RowStats { mean, inv_std },
+    })
+}
+
+/// `row += b` for each row of `rows` (rows of `b.len()`).
+#[multiversion(targets("x86_64+avx512f+avx512bw+avx512dq+avx512vl", "x86_64+avx2+fma"))]
+fn add_to_rows(rows: &mut [f32], b: &[f32]) {
+    for row in rows.chunks_exact_mut(b.len()) {
+        for (o, &v) in row.iter_mut().zip(b) {
+            *o += v;
+        }
+    }
+}
+
+/// [`image_to_token_norm`]'s LayerNorm of each row of `out` in place, its statistics into
+/// `stats`, and the row added into `pe` (`pe += row`: the PE plus the new tokens).
+#[multiversion(targets("x86_64+avx512f+avx512bw+avx512dq+avx512vl", "x86_64+avx2+fma"))]
+fn norm_rows<'a>(
+    out: &mut [f32],
+    stats: &mut [(f32, f32)],
+    norm: RowNorm<'a>,
+    mut pe: Option<&mut [f32]>,
+) {
+    let c = norm.gamma.len();
+    let mut x = vec![0.0f32; c];
+    for (i, (o, st)) in out.chunks_exact_mut(c).zip(stats.iter_mut()).enumerate() {
+        x.copy_from_slice(o);
+        *st = crate::layer_norm_row(o, &x, norm.gamma, norm.beta, norm.eps);
+        if let Some(p) = pe.as_deref_mut() {
+            for (p, &v) in p[i * c..][..c].iter_mut().zip(o.iter()) {
+                *p += v; // pe + tokens (float addition commutes: the same bits as keys + pe)
+            }
+        }
+    }
 }

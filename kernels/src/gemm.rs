@@ -116,6 +116,17 @@ impl<'a> MatRef<'a> {
         )
     }
 
+    /// Row `i` as a slice when the row's elements are adjacent (`col_stride` 1 or one column);
+    /// `None` otherwise or when `i` is out of range.
+    pub fn row(&self, i: usize) -> Option<&'a [f32]> {
+        if i >= self.rows || (self.col_stride != 1 && self.cols > 1) {
+            return None;
+        }
+        self.data
+            .get(self.offset + i * self.row_stride..)?
+            .get(..self.cols)
+    }
+
     /// Element `(i, j)` (tests and small reference code).
     pub fn at(&self, i: usize, j: usize) -> f32 {
         self.data[self.offset + i * self.row_stride + j * self.col_stride]

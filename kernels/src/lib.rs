@@ -32,8 +32,9 @@ use multiversion::multiversion;
 use rayon::prelude::*;
 
 pub use crate::attention_layer::{
-    AttentionFactors, AttentionPlan, AttentionWeights, attention_layer, attention_layer_residual,
-    attention_layer_residual_factored, plan_attention_layer,
+    AttentionFactors, AttentionPlan, AttentionWeights, NormedTokens, RowNorm, attention_layer,
+    attention_layer_residual, attention_layer_residual_factored, image_to_token_norm,
+    plan_attention_layer,
 };
 pub use crate::backward::{
     Grads3, attention_backward, attention_backward_with_probs, conv_transpose_k2s2_backward,
@@ -218,15 +219,38 @@ pub fn layer_norm_with_stats(
 
 /// Normalises one row into `out`; returns its mean and `1/√(var + eps)`.
 #[multiversion(targets("x86_64+avx512f+avx512bw+avx512dq+avx512vl", "x86_64+avx2+fma"))]
-fn layer_norm_row(out: &mut [f32], x: &[f32], gamma: &[f32], beta: &[f32], eps: f32) -> (f32, f32) {
+pub(crate) fn layer_norm_row(
+    out: &mut [f32],
+    x: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    eps: f32,
+) -> (f32, f32) {
     let n = x.len() as f32;
-    let mean = x.iter().sum::<f32>() / n;
-    let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
+    let mean = lane_sum(x, |v| v) / n;
+    let var = lane_sum(x, |v| (v - mean) * (v - mean)) / n;
     let inv = 1.0 / (var + eps).sqrt();
     for (((o, &v), &g), &b) in out.iter_mut().zip(x).zip(gamma).zip(beta) {
         *o = (v - mean) * inv * g + b;
     }
     (mean, inv)
+}
+
+/// `Σ f(v)` over `x` in sixteen partial sums (one vector register): one running sum is a
+/// serial chain of dependent additions the compiler may not reorder, 768 of them per
+/// LayerNorm row. Inlined into its (multiversioned) callers.
+#[inline(always)]
+fn lane_sum(x: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    const L: usize = 16;
+    let mut acc = [0.0f32; L];
+    let chunks = x.chunks_exact(L);
+    let tail: f32 = chunks.remainder().iter().map(|&v| f(v)).sum();
+    for c in chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a += f(v);
+        }
+    }
+    acc.iter().sum::<f32>() + tail
 }
 
 /// Exact GELU in place, in parallel chunks.
@@ -246,8 +270,38 @@ pub fn softmax_rows_in_place(s: &mut [f32], cols: usize) {
     if cols == 0 {
         return;
     }
+    if cols < 16 {
+        // Rows shorter than a vector register (the image → token attention's: one score per
+        // prompt token): their exponentials all at once, not a row at a time.
+        for block in s.chunks_mut(cols * 64) {
+            softmax_short_rows(block, cols);
+        }
+        return;
+    }
     for row in s.chunks_exact_mut(cols) {
         softmax_row(row);
+    }
+}
+
+/// [`softmax_rows_in_place`] on whole rows of `cols` (< 16) elements: each row less its
+/// maximum, then the exponential over the whole block (vectorised across rows), then each row
+/// divided by its sum.
+#[multiversion(targets("x86_64+avx512f+avx512bw+avx512dq+avx512vl", "x86_64+avx2+fma"))]
+fn softmax_short_rows(block: &mut [f32], cols: usize) {
+    for row in block.chunks_exact_mut(cols) {
+        let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+        for v in row.iter_mut() {
+            *v -= max;
+        }
+    }
+    for v in block.iter_mut() {
+        *v = math::exp(*v);
+    }
+    for row in block.chunks_exact_mut(cols) {
+        let inv = 1.0 / row.iter().sum::<f32>();
+        for v in row.iter_mut() {
+            *v *= inv;
+        }
     }
 }
 

@@ -7,8 +7,8 @@ mod common;
 
 use common::{assert_close, rand_vec};
 use segvol_kernels::{
-    AttentionPlan, AttentionWeights, MatRef, attention_layer, attention_layer_residual,
-    plan_attention_layer,
+    AttentionPlan, AttentionWeights, MatRef, RowNorm, attention_layer, attention_layer_residual,
+    attention_layer_residual_factored, image_to_token_norm, plan_attention_layer,
 };
 
 /// Row-major `[rows, in] · [in, out] + bias` in f64.
@@ -183,6 +183,78 @@ fn run(case: &Case, seed: u64, transposed_weights: bool, biases: bool) {
             "a residual of the wrong size is refused"
         );
     }
+    fused_update(case, seed, &q, &k, &v, &weights, &want);
+}
+
+/// `image_to_token_norm` against the naive layer's output plus a residual, normalised per row
+/// in f64, with the PE added; its factors and statistics against the unfused kernels' and
+/// the f64 rows'.
+fn fused_update(
+    case: &Case,
+    seed: u64,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    weights: &AttentionWeights<'_>,
+    want: &[f64],
+) {
+    let c = case.c_out;
+    let residual = rand_vec(want.len(), seed + 7);
+    let pe = rand_vec(want.len(), seed + 8);
+    let gamma: Vec<f32> = rand_vec(c, seed + 9)
+        .iter()
+        .map(|g| 1.0 + 0.5 * g)
+        .collect();
+    let beta = rand_vec(c, seed + 11);
+    let eps = 1e-5f32;
+    let (qm, km, vm) = (
+        MatRef::row_major(q, case.nq, case.c).unwrap(),
+        MatRef::row_major(k, case.nk, case.c).unwrap(),
+        MatRef::row_major(v, case.nk, case.c).unwrap(),
+    );
+    let norm = RowNorm {
+        gamma: &gamma,
+        beta: &beta,
+        eps,
+    };
+    let got = image_to_token_norm(qm, km, vm, weights, &residual, norm, Some(&pe)).unwrap();
+    let (mut normed, mut with_pe) = (vec![0.0f64; want.len()], vec![0.0f64; want.len()]);
+    let (mut means, mut invs) = (vec![0.0f64; case.nq], vec![0.0f64; case.nq]);
+    for r in 0..case.nq {
+        let x: Vec<f64> = (0..c)
+            .map(|j| want[r * c + j] + residual[r * c + j] as f64)
+            .collect();
+        let mean = x.iter().sum::<f64>() / c as f64;
+        let var = x.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / c as f64;
+        let inv = 1.0 / (var + eps as f64).sqrt();
+        for j in 0..c {
+            let y = (x[j] - mean) * inv * gamma[j] as f64 + beta[j] as f64;
+            normed[r * c + j] = y;
+            with_pe[r * c + j] = y + pe[r * c + j] as f64;
+        }
+        (means[r], invs[r]) = (mean, inv);
+    }
+    let what = format!("fused update nq {} nk {}", case.nq, case.nk);
+    assert_close(&got.tokens, &normed, 5e-5, &what);
+    assert_close(got.with_pe.as_deref().unwrap(), &with_pe, 5e-5, &what);
+    assert_close(&got.stats.mean, &means, 2e-5, &what);
+    assert_close(&got.stats.inv_std, &invs, 1e-4, &what);
+    let (_, factors) =
+        attention_layer_residual_factored(qm, km, vm, weights, Some(&residual)).unwrap();
+    let f64s = |x: &[f32]| x.iter().map(|&v| v as f64).collect::<Vec<f64>>();
+    assert_close(&got.factors.probs, &f64s(&factors.probs), 1e-6, &what);
+    assert_close(&got.factors.values, &f64s(&factors.values), 1e-6, &what);
+    // Without a PE: the same tokens, nothing added.
+    let plain = image_to_token_norm(qm, km, vm, weights, &residual, norm, None).unwrap();
+    assert_eq!(
+        plain.tokens, got.tokens,
+        "{what}: the PE changes nothing else"
+    );
+    assert!(plain.with_pe.is_none());
+    assert!(
+        image_to_token_norm(qm, km, vm, weights, &residual, norm, Some(&pe[1..])).is_err(),
+        "{what}: a PE of the wrong size is refused"
+    );
 }
 
 #[test]

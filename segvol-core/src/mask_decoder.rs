@@ -128,17 +128,28 @@ pub struct TwoWayBlock<B: Backend> {
 /// (`crate::fast::low_rank`).
 type KeptUpdate = (low_rank::Factors, low_rank::Stats);
 
+/// A two-way layer's output: the tokens, the image tokens, the image tokens plus their PE
+/// where the fast path made them with the update, and what the low-rank upscaling keeps.
+type LayerOut<B> = (
+    Tensor<B, 3>,
+    Tensor<B, 3>,
+    Option<Tensor<B, 3>>,
+    Option<KeptUpdate>,
+);
+
 impl<B: Backend> TwoWayBlock<B> {
-    /// The layer; with `keep`, on the fast path, also the factors and statistics of its
-    /// image-token update (`None` where it ran another way).
+    /// The layer; `keys_with_pe` is `keys + key_pe` when the caller has it. With `keep`, on
+    /// the fast path, also the factors and statistics of its image-token update (`None`
+    /// where it ran another way).
     fn forward(
         &self,
         queries: Tensor<B, 3>,
         keys: Tensor<B, 3>,
+        keys_with_pe: Option<Tensor<B, 3>>,
         query_pe: Tensor<B, 3>,
         key_pe: Tensor<B, 3>,
         keep: bool,
-    ) -> (Tensor<B, 3>, Tensor<B, 3>, Option<KeptUpdate>) {
+    ) -> LayerOut<B> {
         // Layer 0: self-attention without PE and without residual (SEGVOL.md quirk 4).
         let queries = if self.skip_first_layer_pe {
             self.self_attn
@@ -149,7 +160,7 @@ impl<B: Backend> TwoWayBlock<B> {
         };
         let queries = self.norm1.forward(queries);
         let q = queries.clone() + query_pe.clone();
-        let k = keys.clone() + key_pe.clone();
+        let k = keys_with_pe.unwrap_or_else(|| keys.clone() + key_pe.clone());
         let queries = self.norm2.forward(
             queries
                 + self
@@ -163,18 +174,19 @@ impl<B: Backend> TwoWayBlock<B> {
         let queries = self.norm3.forward(queries + mlp);
         let q = queries.clone() + query_pe;
         let a = &self.cross_attn_image_to_token;
-        if keep
-            && let Some((summed, factors)) = low_rank::image_to_token_kept(
-                [&a.q_proj, &a.k_proj, &a.v_proj, &a.out_proj],
-                a.num_heads,
-                &k,
-                &q,
-                &queries,
-                &keys,
-            )
-            && let Some((keys, stats)) = low_rank::layer_norm_kept(&self.norm4, 1e-5, &summed)
-        {
-            return (queries, keys, Some((factors, stats)));
+        // SAM's LayerNorms keep PyTorch's default epsilon.
+        if let Some(out) = low_rank::image_to_token_norm(
+            [&a.q_proj, &a.k_proj, &a.v_proj, &a.out_proj],
+            a.num_heads,
+            &k,
+            &q,
+            &queries,
+            &keys,
+            (&self.norm4, 1e-5),
+            Some(&key_pe),
+        ) {
+            let kept = keep.then_some((out.factors, out.stats));
+            return (queries, out.keys, out.keys_pe, kept);
         }
         let keys = a
             .forward_residual(&k, &q, &queries, &keys)
@@ -183,10 +195,9 @@ impl<B: Backend> TwoWayBlock<B> {
                     .cross_attn_image_to_token
                     .forward(k, q, queries.clone())
             });
-        // SAM's LayerNorms keep PyTorch's default epsilon.
         let keys = crate::fast::layer_norm(&self.norm4, 1e-5, &keys)
             .unwrap_or_else(|| crate::fast::forward_layer_norm(&self.norm4, 1e-5, keys));
-        (queries, keys, None)
+        (queries, keys, None, None)
     }
 }
 
@@ -433,18 +444,21 @@ impl<B: Backend> MaskDecoder<B> {
         // of the same image, and the upscaling's first product from the image's kept part plus
         // the layers' low-rank updates (`crate::fast::low_rank`).
         let keep = constant_dense && !keep_upscaled && b == 1;
-        let (keys, key_pe) = if keep {
-            self.image_cache
-                .keys(&image_embedding, &dense, &image_pe, make)
+        let (keys, key_pe, keys_with_pe) = if keep {
+            let (k, pe, with_pe) = self
+                .image_cache
+                .keys(&image_embedding, &dense, &image_pe, make);
+            (k, pe, Some(with_pe))
         } else {
-            make()
+            let (k, pe) = make();
+            (k, pe, None)
         };
         let mut kept = Vec::new();
-        let (mut q, mut k) = (tokens.clone(), keys);
+        let (mut q, mut k, mut k_pe) = (tokens.clone(), keys, keys_with_pe);
         mark("tokens, keys");
         for layer in &self.transformer.layers {
             let update;
-            (q, k, update) = layer.forward(q, k, tokens.clone(), key_pe.clone(), keep);
+            (q, k, k_pe, update) = layer.forward(q, k, k_pe, tokens.clone(), key_pe.clone(), keep);
             kept.push(update.map(|(factors, stats)| low_rank::Kept {
                 factors,
                 out_proj: &layer.cross_attn_image_to_token.out_proj,
@@ -455,7 +469,7 @@ impl<B: Backend> MaskDecoder<B> {
         }
         let attn = self.transformer.final_attn_token_to_image.forward(
             q.clone() + tokens,
-            k.clone() + key_pe,
+            k_pe.unwrap_or_else(|| k.clone() + key_pe),
             k.clone(),
         );
         let hs = self.transformer.norm_final_attn.forward(q + attn); // [b, T, C]

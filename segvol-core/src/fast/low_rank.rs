@@ -45,9 +45,11 @@ struct Entry<B: Backend> {
     embedding: Tensor<B, 5>,
     dense: Tensor<B, 5>,
     pe: Tensor<B, 5>,
-    /// Both token-major, `[1, n, C]`.
+    /// Token-major, `[1, n, C]`: the keys, their PE, and their sum (the first layer's
+    /// attention keys).
     keys: Tensor<B, 3>,
     key_pe: Tensor<B, 3>,
+    keys_with_pe: Tensor<B, 3>,
     term: Option<Arc<Term<B>>>,
 }
 
@@ -90,42 +92,47 @@ pub(crate) fn same<B: Backend, const D: usize>(a: &Tensor<B, D>, b: &Tensor<B, D
 }
 
 impl ImageCache {
-    /// The token-major keys (`embedding + dense`) and key PE (`pe`), all three
-    /// `[1, C, gd, gh, gw]`: the kept ones when all three hold the values of the last call,
-    /// else `make()`'s (then kept). Off the fast path, `make()`'s, not kept.
+    /// The token-major keys (`embedding + dense`), key PE (`pe`) and their sum, from
+    /// `[1, C, gd, gh, gw]` inputs: the kept ones when all three inputs hold the values of
+    /// the last call, else `make()`'s (then kept). Off the fast path, `make()`'s, not kept.
     pub fn keys<B: Backend>(
         &self,
         embedding: &Tensor<B, 5>,
         dense: &Tensor<B, 5>,
         pe: &Tensor<B, 5>,
         make: impl FnOnce() -> (Tensor<B, 3>, Tensor<B, 3>),
-    ) -> (Tensor<B, 3>, Tensor<B, 3>) {
+    ) -> (Tensor<B, 3>, Tensor<B, 3>, Tensor<B, 3>) {
+        let fresh = |(keys, key_pe): (Tensor<B, 3>, Tensor<B, 3>)| {
+            let sum = keys.clone() + key_pe.clone();
+            (keys, key_pe, sum)
+        };
         // `SEGVOL_NO_IMAGE_CACHE=1`: nothing kept, for before/after timings.
         static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
         let off = *OFF.get_or_init(|| std::env::var_os("SEGVOL_NO_IMAGE_CACHE").is_some());
         if off || !super::is_active::<B>() {
-            return make();
+            return fresh(make());
         }
         let Ok(mut slot) = self.0.lock() else {
-            return make();
+            return fresh(make());
         };
         if let Some(e) = slot.as_mut().and_then(|e| e.downcast_mut::<Entry<B>>())
             && same(&e.embedding, embedding)
             && same(&e.dense, dense)
             && same(&e.pe, pe)
         {
-            return (e.keys.clone(), e.key_pe.clone());
+            return (e.keys.clone(), e.key_pe.clone(), e.keys_with_pe.clone());
         }
-        let (keys, key_pe) = make();
+        let (keys, key_pe, keys_with_pe) = fresh(make());
         *slot = Some(Box::new(Entry {
             embedding: embedding.clone(),
             dense: dense.clone(),
             pe: pe.clone(),
             keys: keys.clone(),
             key_pe: key_pe.clone(),
+            keys_with_pe: keys_with_pe.clone(),
             term: None,
         }));
-        (keys, key_pe)
+        (keys, key_pe, keys_with_pe)
     }
 
     /// The first upscaling product's per-image term for the kept tokens, with `conv1`'s
@@ -187,17 +194,35 @@ fn make_term<B: Backend>(
     }
 }
 
-/// `residual + attention(q, k, v)` of an image → token attention layer (the few-keys plan,
-/// `segvol_kernels::attention_layer_residual_factored`), with its factors. `None` → the
-/// caller's code (another backend, batch ≠ 1, shapes another plan suits better).
-pub fn image_to_token_kept<B: Backend>(
+/// What [`image_to_token_norm`] returns: the layer's new image tokens, the same plus the
+/// key PE when one was given, and the update's factors and statistics (for [`Kept`]).
+pub struct NormedKeys<B: Backend> {
+    /// `norm(residual + attention(q, k, v))`, `[1, n, C]`.
+    pub keys: Tensor<B, 3>,
+    /// `keys + pe`, the next attention's keys.
+    pub keys_pe: Option<Tensor<B, 3>>,
+    /// The attention term's factors.
+    pub factors: Factors,
+    /// The LayerNorm's statistics.
+    pub stats: Stats,
+}
+
+/// A two-way layer's image-token update on the fast path, in one pass over the image tokens
+/// (`segvol_kernels::image_to_token_norm`): `norm(residual + attention(q, k, v))` of its
+/// image → token attention (the few-keys plan) and the LayerNorm after it, plus `pe` when
+/// given. `None` → the caller's code (another backend, batch ≠ 1, shapes another plan suits
+/// better).
+#[allow(clippy::too_many_arguments)]
+pub fn image_to_token_norm<B: Backend>(
     [wq, wk, wv, wo]: [&Linear<B>; 4],
     heads: usize,
     q: &Tensor<B, 3>,
     k: &Tensor<B, 3>,
     v: &Tensor<B, 3>,
     residual: &Tensor<B, 3>,
-) -> Option<(Tensor<B, 3>, Factors)> {
+    (norm, eps): (&LayerNorm<B>, f64),
+    pe: Option<&Tensor<B, 3>>,
+) -> Option<NormedKeys<B>> {
     #[cfg(feature = "fast-cpu")]
     {
         use super::imp::{dense, dense3, flex, slice, tensor};
@@ -216,62 +241,52 @@ pub fn image_to_token_kept<B: Backend>(
         if segvol_kernels::plan_attention_layer(nq, nk, cq, ck, inner, c_out, heads)
             != AttentionPlan::FewKeys
             || residual.dims() != [1, nq, c_out]
+            || pe.is_some_and(|p| p.dims() != [1, nq, c_out])
         {
             return None;
         }
         let [q, k, v] = dense3([q, k, v])?;
         let r = dense(flex(residual.clone())?);
-        let (out, f) = segvol_kernels::attention_layer_residual_factored(
+        let pe = match pe {
+            Some(p) => Some(dense(flex(p.clone())?)),
+            None => None,
+        };
+        let gamma = dense(flex(norm.gamma.val())?);
+        let beta = dense(flex(norm.beta.as_ref()?.val())?);
+        let out = segvol_kernels::image_to_token_norm(
             MatRef::row_major(slice(&q), nq, cq).ok()?,
             MatRef::row_major(slice(&k), nk, ck).ok()?,
             MatRef::row_major(slice(&v), nk, ck).ok()?,
             &w,
-            Some(slice(&r)),
+            slice(&r),
+            segvol_kernels::RowNorm {
+                gamma: slice(&gamma),
+                beta: slice(&beta),
+                eps: eps as f32,
+            },
+            pe.as_ref().map(slice),
         )
         .ok()?;
-        let y = super::hit(super::Kernel::AttentionLayer, tensor(out, [1, nq, c_out]))?;
+        let dims = [1, nq, c_out];
+        let keys = super::hit(super::Kernel::AttentionLayer, tensor(out.tokens, dims))?;
         super::HITS[super::Kernel::FoldedAttention as usize]
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Some((y, Factors(f)))
+        super::HITS[super::Kernel::LayerNorm as usize]
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let keys_pe = match out.with_pe {
+            Some(p) => Some(tensor(p, dims)?),
+            None => None,
+        };
+        Some(NormedKeys {
+            keys,
+            keys_pe,
+            factors: Factors(out.factors),
+            stats: Stats(out.stats),
+        })
     }
     #[cfg(not(feature = "fast-cpu"))]
     {
-        let _ = (wq, wk, wv, wo, heads, q, k, v, residual);
-        None
-    }
-}
-
-/// `norm(x)` over the last axis (`segvol_kernels::layer_norm_with_stats`), with each row's
-/// statistics. `None` → the caller's code.
-pub fn layer_norm_kept<B: Backend>(
-    norm: &LayerNorm<B>,
-    eps: f64,
-    x: &Tensor<B, 3>,
-) -> Option<(Tensor<B, 3>, Stats)> {
-    #[cfg(feature = "fast-cpu")]
-    {
-        use super::imp::{dense, flex, slice, tensor};
-        if !super::imp::active::<B>() {
-            return None;
-        }
-        let dims = x.dims();
-        let gamma = dense(flex(norm.gamma.val())?);
-        let beta = dense(flex(norm.beta.as_ref()?.val())?);
-        let xf = dense(flex(x.clone())?);
-        let (out, s) = segvol_kernels::layer_norm_with_stats(
-            slice(&xf),
-            dims[2],
-            slice(&gamma),
-            slice(&beta),
-            eps as f32,
-        )
-        .ok()?;
-        let y = super::hit(super::Kernel::LayerNorm, tensor(out, dims))?;
-        Some((y, Stats(s)))
-    }
-    #[cfg(not(feature = "fast-cpu"))]
-    {
-        let _ = (norm, eps, x);
+        let _ = (wq, wk, wv, wo, heads, q, k, v, residual, norm, eps, pe);
         None
     }
 }
@@ -279,11 +294,11 @@ pub fn layer_norm_kept<B: Backend>(
 /// One two-way layer's kept update: its image → token attention's factors and output
 /// projection, its LayerNorm's statistics and weights.
 pub struct Kept<'a, B: Backend> {
-    /// From [`image_to_token_kept`].
+    /// From [`image_to_token_norm`].
     pub factors: Factors,
     /// The attention's output projection (its bias is the update's constant).
     pub out_proj: &'a Linear<B>,
-    /// From [`layer_norm_kept`].
+    /// From [`image_to_token_norm`].
     pub stats: Stats,
     /// The LayerNorm after the update.
     pub norm: &'a LayerNorm<B>,
