@@ -161,6 +161,21 @@ pub fn same_bits(a: &[f32], b: &[f32]) -> bool {
             .all(|(x, y)| block(x, y))
 }
 
+/// `f(out_chunk, in_chunk)` for each pair of `out`'s chunks of `out_len` and `input`'s of
+/// `in_len`, in parallel (for callers without rayon of their own: the decoder's per-plane
+/// upsampling).
+pub fn par_zip_chunks<F>(out: &mut [f32], out_len: usize, input: &[f32], in_len: usize, f: F)
+where
+    F: Fn(&mut [f32], &[f32]) + Sync + Send,
+{
+    if out_len == 0 || in_len == 0 {
+        return;
+    }
+    out.par_chunks_mut(out_len)
+        .zip(input.par_chunks(in_len))
+        .for_each(|(o, i)| f(o, i));
+}
+
 /// Rows per parallel task for row-wise kernels (enough work to be worth a task).
 fn rows_per_task(cols: usize) -> usize {
     (16_384 / cols.max(1)).max(1)
@@ -962,7 +977,7 @@ fn norm_strided(seg: &mut [f32], gamma: &[f32], beta: &[f32], mean: f32, inv: f3
 #[multiversion(targets("x86_64+avx512f+avx512bw+avx512dq+avx512vl", "x86_64+avx2+fma"))]
 fn gelu_dot_row(acc: &mut [f32], row: &[f32], bias: f32, head: f32) {
     for (a, &v) in acc.iter_mut().zip(row) {
-        *a += head * math::gelu(v + bias);
+        *a = head.mul_add(math::gelu(v + bias), *a);
     }
 }
 

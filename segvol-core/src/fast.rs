@@ -120,6 +120,22 @@ pub fn is_active<B: Backend>() -> bool {
     }
 }
 
+/// `f(out_chunk, in_chunk)` for each pair of `out`'s chunks of `out_len` and `input`'s of
+/// `in_len`: in parallel with the fast CPU kernels compiled in, else one after another.
+pub fn zip_chunks<F>(out: &mut [f32], out_len: usize, input: &[f32], in_len: usize, f: F)
+where
+    F: Fn(&mut [f32], &[f32]) + Sync + Send,
+{
+    #[cfg(feature = "fast-cpu")]
+    segvol_kernels::par_zip_chunks(out, out_len, input, in_len, f);
+    #[cfg(not(feature = "fast-cpu"))]
+    if out_len > 0 && in_len > 0 {
+        for (o, i) in out.chunks_mut(out_len).zip(input.chunks(in_len)) {
+            f(o, i);
+        }
+    }
+}
+
 #[cfg(feature = "fast-cpu")]
 mod train;
 

@@ -335,10 +335,20 @@ pub fn upsample_trilinear<B: Backend>(x: Tensor<B, 5>, size: [usize; 3]) -> Tens
         && let Ok(v) = x.clone().into_data().to_vec::<f32>()
     {
         let n = d * h * w;
-        let mut out = Vec::with_capacity(b * c * size.iter().product::<usize>());
-        for vol in v.chunks_exact(n) {
-            out.extend(crate::resize::trilinear(vol, [d, h, w], size));
-        }
+        let out = if d == size[0] {
+            // SegVol's case (the depth kept): the planes in parallel, 8 MB at base size.
+            let mut out = vec![0.0f32; b * c * d * size[1] * size[2]];
+            crate::fast::zip_chunks(&mut out, size[1] * size[2], &v, h * w, |o, p| {
+                crate::resize::bilinear_plane(p, [h, w], [size[1], size[2]], o)
+            });
+            out
+        } else {
+            let mut out = Vec::with_capacity(b * c * size.iter().product::<usize>());
+            for vol in v.chunks_exact(n) {
+                out.extend(crate::resize::trilinear(vol, [d, h, w], size));
+            }
+            out
+        };
         return Tensor::from_data(
             TensorData::new(out, [b, c, size[0], size[1], size[2]]),
             &x.device(),

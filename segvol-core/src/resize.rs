@@ -101,37 +101,11 @@ pub fn trilinear(data: &[f32], dims: [usize; 3], out: [usize; 3]) -> Vec<f32> {
     check_sizes(data, dims, out);
     let [d, h, w] = dims;
     let [od, oh, ow] = out;
-    // W: [d·h, w] → [d·h, ow].
-    let xw = if ow == w {
-        data.to_vec()
-    } else {
-        let tx = linear_taps(w, ow);
-        let mut v = Vec::with_capacity(d * h * ow);
-        for row in data.chunks_exact(w) {
-            v.extend(
-                tx.iter()
-                    .map(|&(x0, x1, l)| (1.0 - l) * row[x0] + l * row[x1]),
-            );
-        }
-        v
-    };
-    // H: [d, h, ow] → [d, oh, ow], rows blended whole.
-    let xh = if oh == h {
-        xw
-    } else {
-        let ty = linear_taps(h, oh);
-        let mut v = Vec::with_capacity(d * oh * ow);
-        for plane in xw.chunks_exact(h * ow) {
-            for &(y0, y1, l) in &ty {
-                let (r0, r1) = (
-                    &plane[y0 * ow..(y0 + 1) * ow],
-                    &plane[y1 * ow..(y1 + 1) * ow],
-                );
-                v.extend(r0.iter().zip(r1).map(|(&a, &b)| (1.0 - l) * a + l * b));
-            }
-        }
-        v
-    };
+    // W then H, one depth plane at a time: [d, h, w] → [d, oh, ow].
+    let mut xh = vec![0.0f32; d * oh * ow];
+    for (plane, o) in data.chunks_exact(h * w).zip(xh.chunks_exact_mut(oh * ow)) {
+        bilinear_plane(plane, [h, w], [oh, ow], o);
+    }
     // D: [d, oh·ow] → [od, oh·ow].
     if od == d {
         return xh;
@@ -143,6 +117,44 @@ pub fn trilinear(data: &[f32], dims: [usize; 3], out: [usize; 3]) -> Vec<f32> {
         v.extend(p0.iter().zip(p1).map(|(&a, &b)| (1.0 - l) * a + l * b));
     }
     v
+}
+
+/// [`trilinear`]'s first two passes on one depth plane: `plane` `[h, w]` resized along W, then
+/// H, into `out` `[oh, ow]` (the same operations in the same order, so planes can be done in
+/// parallel with the same bits).
+///
+/// # Panics
+/// When the lengths are not `h·w` and `oh·ow`, or a size is zero.
+pub fn bilinear_plane(plane: &[f32], [h, w]: [usize; 2], [oh, ow]: [usize; 2], out: &mut [f32]) {
+    assert!(
+        plane.len() == h * w && out.len() == oh * ow && h * w * oh * ow > 0,
+        "bilinear_plane: sizes"
+    );
+    // W: [h, w] → [h, ow].
+    let xw: std::borrow::Cow<'_, [f32]> = if ow == w {
+        plane.into()
+    } else {
+        let tx = linear_taps(w, ow);
+        let mut v = Vec::with_capacity(h * ow);
+        for row in plane.chunks_exact(w) {
+            v.extend(
+                tx.iter()
+                    .map(|&(x0, x1, l)| (1.0 - l) * row[x0] + l * row[x1]),
+            );
+        }
+        v.into()
+    };
+    // H: [h, ow] → [oh, ow], rows blended whole.
+    if oh == h {
+        out.copy_from_slice(&xw);
+        return;
+    }
+    for (o, (y0, y1, l)) in out.chunks_exact_mut(ow).zip(linear_taps(h, oh)) {
+        let (r0, r1) = (&xw[y0 * ow..(y0 + 1) * ow], &xw[y1 * ow..(y1 + 1) * ow]);
+        for ((o, &a), &b) in o.iter_mut().zip(r0).zip(r1) {
+            *o = (1.0 - l) * a + l * b;
+        }
+    }
 }
 
 /// [`ResizeMode::Trilinear`] of the volume `at(z, y, x)` of shape `dims` to `out`, reading
