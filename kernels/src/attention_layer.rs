@@ -124,9 +124,18 @@ pub fn attention_layer_residual(
     let ([nq, _], [nk, _], heads, inner) = (q.dims(), k.dims(), w.heads, w.q.0.dims()[1]);
     let out = match plan {
         AttentionPlan::Direct => {
-            let qp = crate::linear(q, w.q.0, w.q.1, None, false)?;
-            let kp = crate::linear(k, w.k.0, w.k.1, None, false)?;
-            let vp = crate::linear(v, w.v.0, w.v.1, None, false)?;
+            // Three independent projections at once: with few rows each is bound by reading
+            // its weight, which one thread does no faster than two.
+            let (qp, (kp, vp)) = rayon::join(
+                || crate::linear(q, w.q.0, w.q.1, None, false),
+                || {
+                    rayon::join(
+                        || crate::linear(k, w.k.0, w.k.1, None, false),
+                        || crate::linear(v, w.v.0, w.v.1, None, false),
+                    )
+                },
+            );
+            let (qp, kp, vp) = (qp?, kp?, vp?);
             fn heads_of(data: &[f32], rows: usize, heads: usize, dim: usize) -> crate::Heads<'_> {
                 crate::Heads {
                     data,
@@ -418,8 +427,11 @@ fn few_key_parts(
     let heads = w.heads;
     let inner = heads * d;
     let c_out = w.out.0.dims()[1];
-    let kp = crate::linear(k, w.k.0, w.k.1, None, false)?; // [nk, inner]
-    let vp = crate::linear(v, w.v.0, w.v.1, None, false)?;
+    let (kp, vp) = rayon::join(
+        || crate::linear(k, w.k.0, w.k.1, None, false), // [nk, inner]
+        || crate::linear(v, w.v.0, w.v.1, None, false),
+    );
+    let (kp, vp) = (kp?, vp?);
     let width = heads * nk;
     let mq = head_dots(w.q.0, &kp, nk, heads, scale)?;
     let bias = match w.q.1 {
