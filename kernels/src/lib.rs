@@ -10,6 +10,8 @@
 //!   blocks, keeping only one block of scores per task (no `[heads, n, n]` tensor);
 //! - [`attention_layer`]: SAM's whole attention layer, the projections folded into the
 //!   attention when one side has few tokens (the mask decoder's prompt tokens);
+//! - [`image_to_token_norm`]: the mask decoder's image-token update (image → token attention,
+//!   LayerNorm, the next layer's keys with their PE) 32 rows at a time;
 //! - [`layer_norm`], [`gelu_in_place`]: one pass per row, vectorised `exp`/`erf`;
 //! - [`attention_backward`] (or [`attention_backward_with_probs`], with the probabilities
 //!   [`attention_with_probs`] kept), [`gelu_backward_in_place`], [`layer_norm_backward`],
