@@ -267,13 +267,8 @@ fn residual_rows(
     if let Some(r) = row
         && width > 0
     {
-        out.par_chunks_mut(width * 64).for_each(|c| {
-            for o in c.chunks_exact_mut(width) {
-                for (o, &b) in o.iter_mut().zip(r) {
-                    *o += b;
-                }
-            }
-        });
+        out.par_chunks_mut(width * 64)
+            .for_each(|c| crate::add_to_rows(c, r));
     }
     out
 }
@@ -527,7 +522,7 @@ pub struct NormedTokens {
 /// `tokens = norm(residual + attention(q, k, v))`, `with_pe = tokens + pe`.
 ///
 /// The same values as [`attention_layer_residual_factored`] then [`crate::layer_norm_with_stats`]
-/// then an addition (the same operations in the same order on each row), made 32 rows at a
+/// then an addition (the same operations in the same order on each row), made 64 rows at a
 /// time while the rows are in cache: the image tokens (`[2048, 768]` at SegVol-base, 6 MB)
 /// are read and written three times instead of ten, and this part of a decode is bound by
 /// memory, not arithmetic (docs/performance.md).
@@ -588,7 +583,7 @@ pub fn image_to_token_norm(
             )?;
             softmax_rows_in_place(s, nk);
             if let Some(bo) = w.out.1 {
-                add_to_rows(out, bo);
+                crate::add_to_rows(out, bo);
             }
             matmul(
                 MatMut::row_major(out, rows, c_out)?,
@@ -608,16 +603,6 @@ pub fn image_to_token_norm(
         factors: AttentionFactors { probs, values: vo },
         stats: crate::RowStats { mean, inv_std },
     })
-}
-
-/// `row += b` for each row of `rows` (rows of `b.len()`).
-#[multiversion(targets("x86_64+avx512f+avx512bw+avx512dq+avx512vl", "x86_64+avx2+fma"))]
-fn add_to_rows(rows: &mut [f32], b: &[f32]) {
-    for row in rows.chunks_exact_mut(b.len()) {
-        for (o, &v) in row.iter_mut().zip(b) {
-            *o += v;
-        }
-    }
 }
 
 /// [`image_to_token_norm`]'s LayerNorm of each row of `out` in place, its statistics into

@@ -11,7 +11,7 @@
 //! - [`attention_layer`]: SAM's whole attention layer, the projections folded into the
 //!   attention when one side has few tokens (the mask decoder's prompt tokens);
 //! - [`image_to_token_norm`]: the mask decoder's image-token update (image → token attention,
-//!   LayerNorm, the next layer's keys with their PE) 32 rows at a time;
+//!   LayerNorm, the next layer's keys with their PE) 64 rows at a time;
 //! - [`layer_norm`], [`gelu_in_place`]: one pass per row, vectorised `exp`/`erf`;
 //! - [`attention_backward`] (or [`attention_backward_with_probs`], with the probabilities
 //!   [`attention_with_probs`] kept), [`gelu_backward_in_place`], [`layer_norm_backward`],
@@ -289,8 +289,10 @@ pub fn softmax_rows_in_place(s: &mut [f32], cols: usize) {
     }
     if cols < 16 {
         // Rows shorter than a vector register (the image → token attention's: one score per
-        // prompt token): their exponentials all at once, not a row at a time.
-        for block in s.chunks_mut(cols * 64) {
+        // prompt token): their exponentials all at once, not a row at a time. Whole rows only,
+        // as below (a trailing part row is left as it is).
+        let whole = s.len() / cols * cols;
+        for block in s[..whole].chunks_mut(cols * 64) {
             softmax_short_rows(block, cols);
         }
         return;
@@ -384,11 +386,7 @@ pub fn linear(
         && out_dim > 0
     {
         out.par_chunks_mut(rows_per_task(out_dim) * out_dim)
-            .for_each(|c| {
-                for row in c.chunks_exact_mut(out_dim) {
-                    add_row(row, b);
-                }
-            });
+            .for_each(|c| add_to_rows(c, b));
     }
     let accumulate = bias.is_some() || residual.is_some();
     let [m, k] = x.dims();
@@ -407,9 +405,17 @@ pub fn linear(
     Ok(out)
 }
 
-fn add_row(row: &mut [f32], b: &[f32]) {
-    for (o, &v) in row.iter_mut().zip(b) {
-        *o += v;
+/// `row += b` for each row of `rows` (rows of `b.len()`; nothing when `b` is empty): the
+/// bias of [`linear`] and of the attention layers' outputs.
+#[multiversion(targets("x86_64+avx512f+avx512bw+avx512dq+avx512vl", "x86_64+avx2+fma"))]
+pub(crate) fn add_to_rows(rows: &mut [f32], b: &[f32]) {
+    if b.is_empty() {
+        return;
+    }
+    for row in rows.chunks_exact_mut(b.len()) {
+        for (o, &v) in row.iter_mut().zip(b) {
+            *o += v;
+        }
     }
 }
 

@@ -334,7 +334,6 @@ pub fn upsample_trilinear<B: Backend>(x: Tensor<B, 5>, size: [usize; 3]) -> Tens
         && b * c * d * h * w > 0
         && let Ok(v) = x.clone().into_data().to_vec::<f32>()
     {
-        let n = d * h * w;
         let out = if d == size[0] {
             // SegVol's case (the depth kept): the planes in parallel, 8 MB at base size.
             let mut out = vec![0.0f32; b * c * d * size[1] * size[2]];
@@ -344,7 +343,7 @@ pub fn upsample_trilinear<B: Backend>(x: Tensor<B, 5>, size: [usize; 3]) -> Tens
             out
         } else {
             let mut out = Vec::with_capacity(b * c * size.iter().product::<usize>());
-            for vol in v.chunks_exact(n) {
+            for vol in v.chunks_exact(d * h * w) {
                 out.extend(crate::resize::trilinear(vol, [d, h, w], size));
             }
             out
