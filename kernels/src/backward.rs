@@ -9,9 +9,7 @@
 
 use rayon::prelude::*;
 
-use crate::{
-    Heads, KernelError, MatMut, MatRef, auto_threads, math, matmul, softmax_rows_in_place,
-};
+use crate::{Heads, KernelError, MatRef, auto_threads, math, product, softmax_rows_in_place};
 
 /// Three gradients, one per input, in the order of the inputs (the kernels' own documentation
 /// says which).
@@ -88,61 +86,21 @@ fn attention_backward_p(
             let p: &[f32] = match probs {
                 Some(all) => &all[h * nq * nk..(h + 1) * nq * nk],
                 None => {
-                    let mut p = vec![0.0f32; nq * nk];
-                    matmul(
-                        MatMut::row_major(&mut p, nq, nk)?,
-                        false,
-                        qh,
-                        kh.t(),
-                        scale,
-                        1,
-                    )?;
+                    let mut p = product(qh, kh.t(), scale, 1)?;
                     softmax_rows_in_place(&mut p, nk);
                     computed = p;
                     &computed
                 }
             };
             let pm = MatRef::row_major(p, nq, nk)?;
-            let mut ghv = vec![0.0f32; nk * dv];
-            matmul(
-                MatMut::row_major(&mut ghv, nk, dv)?,
-                false,
-                pm.t(),
-                doh,
-                1.0,
-                1,
-            )?;
-            let mut ds = vec![0.0f32; nq * nk];
-            matmul(
-                MatMut::row_major(&mut ds, nq, nk)?,
-                false,
-                doh,
-                vh.t(),
-                1.0,
-                1,
-            )?;
+            let ghv = product(pm.t(), doh, 1.0, 1)?;
+            let mut ds = product(doh, vh.t(), 1.0, 1)?;
             for (srow, prow) in ds.chunks_exact_mut(nk).zip(p.chunks_exact(nk)) {
                 softmax_grad_row(srow, prow);
             }
             let dsm = MatRef::row_major(&ds, nq, nk)?;
-            let mut ghq = vec![0.0f32; nq * d];
-            matmul(
-                MatMut::row_major(&mut ghq, nq, d)?,
-                false,
-                dsm,
-                kh,
-                scale,
-                1,
-            )?;
-            let mut ghk = vec![0.0f32; nk * d];
-            matmul(
-                MatMut::row_major(&mut ghk, nk, d)?,
-                false,
-                dsm.t(),
-                qh,
-                scale,
-                1,
-            )?;
+            let ghq = product(dsm, kh, scale, 1)?;
+            let ghk = product(dsm.t(), qh, scale, 1)?;
             Ok((ghq, ghk, ghv))
         })
         .collect();
@@ -329,11 +287,9 @@ pub fn conv_transpose_k2s2_backward(
             "conv_transpose_k2s2_backward: output gradient size",
         ));
     }
-    let mut dx = vec![0.0f32; cin * n];
-    let mut dw = vec![0.0f32; cin * cout * 8];
     let mut db = vec![0.0f32; cout];
     if n == 0 || cout == 0 {
-        return Ok((dx, dw, db));
+        return Ok((vec![0.0f32; cin * n], vec![0.0f32; cin * cout * 8], db));
     }
     let (oh, ow) = (2 * h, 2 * w);
     let plane = 8 * n;
@@ -358,17 +314,13 @@ pub fn conv_transpose_k2s2_backward(
             *bsum = src.iter().sum();
         });
     let gm = MatRef::row_major(&g, cout * 8, n)?;
-    matmul(
-        MatMut::row_major(&mut dx, cin, n)?,
-        false,
+    let dx = product(
         MatRef::row_major(weight, cin, cout * 8)?,
         gm,
         1.0,
         auto_threads(cin, n, cout * 8),
     )?;
-    matmul(
-        MatMut::row_major(&mut dw, cin, cout * 8)?,
-        false,
+    let dw = product(
         MatRef::row_major(x, cin, n)?,
         gm.t(),
         1.0,

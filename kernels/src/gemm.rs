@@ -2,8 +2,13 @@
 //!
 //! `gemm::gemm` takes pointers and strides; these views check, once per call, that every
 //! element a stride can reach lies inside its slice and that the destination's elements do not
-//! overlap (the product may write them from several threads). This is the crate's only
-//! `unsafe` code.
+//! overlap (the product may write them from several threads). With [`matmul_uninit`],
+//! [`product`] and [`filled_pieces`] it writes a new buffer without zeroing it first. This file
+//! holds the crate's `unsafe` code (besides two `mallopt` calls in `lib.rs`).
+
+use std::mem::MaybeUninit;
+
+use rayon::prelude::*;
 
 use crate::KernelError;
 
@@ -245,4 +250,150 @@ pub fn matmul(
         );
     }
     Ok(())
+}
+
+/// `dst ← scale · a·b` where `dst` is *uninitialised* memory for the dense row-major
+/// `[a.rows, b.cols]` result (exactly that many elements): the product writes every element and
+/// reads none, so nothing has to be zeroed first. Returns the same memory, initialised.
+///
+/// Zeroing a fresh buffer that a product then overwrites is a whole extra pass over it: `perf`
+/// put 6 % of a training step's CPU in `memset` (glibc's `calloc` must clear reused heap
+/// memory), most of it for buffers that a product filled right after.
+pub fn matmul_uninit<'d>(
+    dst: &'d mut [MaybeUninit<f32>],
+    a: MatRef<'_>,
+    b: MatRef<'_>,
+    scale: f32,
+    threads: usize,
+) -> Result<&'d mut [f32], KernelError> {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    if b.rows != k || m.checked_mul(n) != Some(dst.len()) {
+        return Err(KernelError::Shape("matmul_uninit: dimensions do not agree"));
+    }
+    if k == 0 || dst.is_empty() {
+        // The product of empty operands is zero (and gemm would read their pointers).
+        for v in dst.iter_mut() {
+            v.write(0.0);
+        }
+    } else {
+        let parallelism = match threads {
+            1 => gemm::Parallelism::None,
+            t => gemm::Parallelism::Rayon(t),
+        };
+        let stride =
+            |s: usize| isize::try_from(s).map_err(|_| KernelError::Shape("stride too large"));
+        let drs = stride(n)?;
+        let (ars, acs) = (stride(a.row_stride)?, stride(a.col_stride)?);
+        let (brs, bcs) = (stride(b.row_stride)?, stride(b.col_stride)?);
+        let dst_ptr = dst.as_mut_ptr().cast::<f32>();
+        let a_ptr = a.data[a.offset..].as_ptr();
+        let b_ptr = b.data[b.offset..].as_ptr();
+        // SAFETY: `dst` holds exactly m·n elements, dense row-major (strides n and 1), unique
+        // (a `&mut` borrow, so it aliases neither operand), and `MaybeUninit<f32>` has the
+        // layout of `f32`; `MatRef::new` checked that every operand element the strides reach
+        // lies inside its slice; the shapes agree (checked above). With `read_dst = false`
+        // gemm computes `dst = beta·a·b` for every one of the m·n elements and never reads
+        // `dst` before writing it (its contract: `alpha` and the old contents are ignored).
+        #[allow(unsafe_code)]
+        unsafe {
+            gemm::gemm(
+                m,
+                n,
+                k,
+                dst_ptr,
+                1,
+                drs,
+                false,
+                a_ptr,
+                acs,
+                ars,
+                b_ptr,
+                bcs,
+                brs,
+                0.0f32,
+                scale,
+                false,
+                false,
+                false,
+                parallelism,
+            );
+        }
+    }
+    // SAFETY: every element of `dst` was written above (by gemm, or by the loop for k = 0),
+    // and `[MaybeUninit<f32>]` has the layout of `[f32]`.
+    #[allow(unsafe_code)]
+    Ok(unsafe { &mut *(std::ptr::from_mut::<[MaybeUninit<f32>]>(dst) as *mut [f32]) })
+}
+
+/// `scale · a·b` as a new dense row-major `[a.rows, b.cols]` buffer, not zeroed first
+/// ([`matmul_uninit`]).
+pub fn product(
+    a: MatRef<'_>,
+    b: MatRef<'_>,
+    scale: f32,
+    threads: usize,
+) -> Result<Vec<f32>, KernelError> {
+    let len = a
+        .rows
+        .checked_mul(b.cols)
+        .ok_or(KernelError::Shape("product: size overflows usize"))?;
+    let mut out: Vec<f32> = Vec::with_capacity(len);
+    let written = matmul_uninit(&mut out.spare_capacity_mut()[..len], a, b, scale, threads)?.len();
+    // SAFETY: `matmul_uninit` initialised the first `len` (= `written`) elements of the spare
+    // capacity.
+    #[allow(unsafe_code)]
+    unsafe {
+        out.set_len(written)
+    };
+    Ok(out)
+}
+
+/// A new buffer made of consecutive pieces of the given lengths, each filled in parallel by
+/// `fill(i, piece)` from uninitialised memory (e.g. with [`matmul_uninit`]), which returns the
+/// same piece initialised along with a value of its own; returns the buffer and those values
+/// in piece order. Errors with `fill`'s first error, or if a `fill` returns other memory than
+/// the piece it was given (then nothing is assumed written).
+pub fn filled_pieces<T, F>(lens: &[usize], fill: F) -> Result<(Vec<f32>, Vec<T>), KernelError>
+where
+    T: Send,
+    F: for<'p> Fn(usize, &'p mut [MaybeUninit<f32>]) -> Result<(&'p mut [f32], T), KernelError>
+        + Sync,
+{
+    let total = lens
+        .iter()
+        .try_fold(0usize, |s, &l| s.checked_add(l))
+        .ok_or(KernelError::Shape("filled_pieces: size overflows usize"))?;
+    let mut buf: Vec<MaybeUninit<f32>> = Vec::with_capacity(total);
+    buf.resize_with(total, MaybeUninit::uninit);
+    let mut pieces: Vec<&mut [MaybeUninit<f32>]> = Vec::with_capacity(lens.len());
+    let mut rest: &mut [MaybeUninit<f32>] = &mut buf;
+    for &l in lens {
+        let (piece, tail) = rest.split_at_mut(l);
+        pieces.push(piece);
+        rest = tail;
+    }
+    let values = pieces
+        .into_par_iter()
+        .enumerate()
+        .map(|(i, piece)| {
+            let (ptr, len) = (piece.as_ptr().cast::<f32>(), piece.len());
+            let (done, value) = fill(i, piece)?;
+            if !std::ptr::eq(done.as_ptr(), ptr) || done.len() != len {
+                return Err(KernelError::Shape(
+                    "filled_pieces: a piece came back as other memory",
+                ));
+            }
+            Ok(value)
+        })
+        .collect::<Result<Vec<T>, KernelError>>()?;
+    // SAFETY: the pieces partition `buf`, and each `fill` returned a `&mut [f32]` over exactly
+    // its piece (same start, same length; checked above). Safe code can only make such a
+    // reference from initialised memory, so every element is initialised. `MaybeUninit<f32>`
+    // and `f32` have the same size and alignment, so the allocation is a valid `Vec<f32>`.
+    #[allow(unsafe_code)]
+    let out = unsafe {
+        let mut buf = std::mem::ManuallyDrop::new(buf);
+        Vec::from_raw_parts(buf.as_mut_ptr().cast::<f32>(), buf.len(), buf.capacity())
+    };
+    Ok((out, values))
 }

@@ -42,7 +42,9 @@ pub use crate::backward::{
     Grads3, attention_backward, attention_backward_with_probs, conv_transpose_k2s2_backward,
     gelu_backward_in_place, layer_norm_backward,
 };
-pub use crate::gemm::{MatMut, MatRef, auto_threads, matmul};
+pub use crate::gemm::{
+    MatMut, MatRef, auto_threads, filled_pieces, matmul, matmul_uninit, product,
+};
 pub use crate::low_rank::{Conv1ImageTerm, NormedUpdate, conv1_from_updates, conv1_image_term};
 pub use crate::optim::{AdamWStep, adamw_step};
 
@@ -378,27 +380,47 @@ pub fn linear(
     {
         return Err(KernelError::Shape("linear: bias or residual size"));
     }
-    let mut out = match residual {
-        Some(r) => r.to_vec(),
-        None => vec![0.0f32; rows * out_dim],
-    };
-    if let Some(b) = bias
-        && out_dim > 0
-    {
-        out.par_chunks_mut(rows_per_task(out_dim) * out_dim)
-            .for_each(|c| add_to_rows(c, b));
-    }
-    let accumulate = bias.is_some() || residual.is_some();
     let [m, k] = x.dims();
     let threads = auto_threads(m, out_dim, k);
-    matmul(
-        MatMut::row_major(&mut out, rows, out_dim)?,
-        accumulate,
-        x,
-        w,
-        1.0,
-        threads,
-    )?;
+    // The product accumulates onto the residual and the bias; without either it writes a new
+    // buffer that is not zeroed first (`product`).
+    let mut out = match (residual, bias) {
+        (Some(r), _) => {
+            let mut out = r.to_vec();
+            if let Some(b) = bias
+                && out_dim > 0
+            {
+                out.par_chunks_mut(rows_per_task(out_dim) * out_dim)
+                    .for_each(|c| add_to_rows(c, b));
+            }
+            matmul(
+                MatMut::row_major(&mut out, rows, out_dim)?,
+                true,
+                x,
+                w,
+                1.0,
+                threads,
+            )?;
+            out
+        }
+        (None, Some(b)) => {
+            // The bias in every row (the old zeroed buffer plus the bias, in one pass).
+            let mut out = Vec::with_capacity(rows * out_dim);
+            for _ in 0..rows {
+                out.extend_from_slice(b);
+            }
+            matmul(
+                MatMut::row_major(&mut out, rows, out_dim)?,
+                true,
+                x,
+                w,
+                1.0,
+                threads,
+            )?;
+            out
+        }
+        (None, None) => product(x, w, 1.0, threads)?,
+    };
     if gelu {
         gelu_in_place(&mut out);
     }
@@ -418,11 +440,6 @@ pub(crate) fn add_to_rows(rows: &mut [f32], b: &[f32]) {
         }
     }
 }
-
-/// One head's kᵀ `[dim, nk]` and v `[nk, dv]`, dense.
-type PackedHead = (Vec<f32>, Vec<f32>);
-/// One (query block, head) result: first row, head, `[rows, dv]` values.
-type BlockOut = (usize, usize, Vec<f32>);
 
 /// Per-head matrices inside one slice: head `h` is the `[rows, dim]` matrix starting at column
 /// `offset + h·dim` of a row-major buffer with `row_stride` floats per row (q, k and v of a
@@ -479,6 +496,9 @@ pub fn attention_with_probs(
     attention_kept(q, k, v, scale, true).map(|(out, p)| (out, p.unwrap_or_default()))
 }
 
+/// One head's kᵀ `[dim, nk]` and v `[nk, dv]`, dense.
+type PackedHead = (Vec<f32>, Vec<f32>);
+
 fn attention_kept(
     q: Heads<'_>,
     k: Heads<'_>,
@@ -492,9 +512,8 @@ fn attention_kept(
     let (nq, nk, heads, dv) = (q.rows, k.rows, q.heads, v.dim);
     let width = heads * dv;
     let mut out = vec![0.0f32; nq * width];
-    let mut probs = keep.then(|| vec![0.0f32; heads * nq * nk]);
     if nq == 0 || nk == 0 || width == 0 {
-        return Ok((out, probs));
+        return Ok((out, keep.then(|| vec![0.0f32; heads * nq * nk])));
     }
     // Each head's kᵀ `[dim, nk]` and v `[nk, dv]` copied dense once: the GEMM packs its right
     // operand on every call, and packing from a dense buffer is several times faster than
@@ -523,58 +542,60 @@ fn attention_kept(
     // `nk × dim`) is small against its work, few enough that every thread gets tasks and the
     // `[block, nk]` scores stay in L2.
     let block = (262_144 / nk).clamp(16, 256).min(nq);
-    let blocks = nq.div_ceil(block);
-    // With P kept, each task writes its scores straight into its `[rows, nk]` place in
-    // `probs` (head-major, then query blocks: `chunks_mut` of a head gives the blocks, the last
-    // one shorter), so nothing is copied afterwards.
-    let mut places: Vec<Option<&mut [f32]>> = match probs.as_mut() {
-        Some(p) => p
-            .chunks_mut(nq * nk)
-            .flat_map(|head| head.chunks_mut(block * nk).map(Some))
-            .collect(),
-        None => (0..blocks * heads).map(|_| None).collect(),
+    // Tasks head-major: (head, first row, rows).
+    let tasks: Vec<(usize, usize, usize)> = (0..heads)
+        .flat_map(|h| {
+            (0..nq)
+                .step_by(block)
+                .map(move |r0| (h, r0, block.min(nq - r0)))
+        })
+        .collect();
+    // Softmax of a task's scores in place, then its `[rows, dv]` output.
+    let finish = |&(h, _, rows): &(usize, usize, usize),
+                  scores: &mut [f32]|
+     -> Result<Vec<f32>, KernelError> {
+        softmax_rows_in_place(scores, nk);
+        product(
+            MatRef::row_major(scores, rows, nk)?,
+            MatRef::row_major(&packed[h].1, nk, dv)?,
+            1.0,
+            1,
+        )
     };
-    let results: Vec<Result<BlockOut, KernelError>> = places
-        .par_iter_mut()
-        .enumerate()
-        .map(|(task, place)| {
-            // `places` is head-major: task = h·blocks + bi.
-            let (h, bi) = (task / blocks, task % blocks);
-            let row0 = bi * block;
-            let rows = block.min(nq - row0);
-            let (kt, vd) = &packed[h];
-            let mut local: Vec<f32>;
-            let scores: &mut [f32] = match place.as_deref_mut() {
-                Some(p) => p,
-                None => {
-                    local = vec![0.0f32; rows * nk];
-                    &mut local
-                }
-            };
-            matmul(
-                MatMut::row_major(scores, rows, nk)?,
-                false,
+    let (probs, outs) = if keep {
+        // Each task writes its scores straight into its `[rows, nk]` place in the kept P
+        // (head-major, then query blocks), not zeroed first, so nothing is copied afterwards.
+        let lens: Vec<usize> = tasks.iter().map(|t| t.2 * nk).collect();
+        let (p, outs) = filled_pieces(&lens, |i, dst| {
+            let (h, row0, rows) = tasks[i];
+            let scores = matmul_uninit(
+                dst,
                 q.head(h, row0, rows)?,
-                MatRef::row_major(kt, q.dim, nk)?,
+                MatRef::row_major(&packed[h].0, q.dim, nk)?,
                 scale,
                 1,
             )?;
-            softmax_rows_in_place(scores, nk);
-            let mut o = vec![0.0f32; rows * dv];
-            matmul(
-                MatMut::row_major(&mut o, rows, dv)?,
-                false,
-                MatRef::row_major(scores, rows, nk)?,
-                MatRef::row_major(vd, nk, dv)?,
-                1.0,
-                1,
-            )?;
-            Ok((row0, h, o))
-        })
-        .collect();
-    drop(places);
-    for r in results {
-        let (row0, h, o) = r?;
+            let o = finish(&tasks[i], scores)?;
+            Ok((scores, o))
+        })?;
+        (Some(p), outs)
+    } else {
+        let outs = tasks
+            .par_iter()
+            .map(|t| {
+                let (h, row0, rows) = *t;
+                let mut scores = product(
+                    q.head(h, row0, rows)?,
+                    MatRef::row_major(&packed[h].0, q.dim, nk)?,
+                    scale,
+                    1,
+                )?;
+                finish(t, &mut scores)
+            })
+            .collect::<Result<Vec<_>, KernelError>>()?;
+        (None, outs)
+    };
+    for (&(h, row0, _), o) in tasks.iter().zip(outs) {
         for (i, orow) in o.chunks_exact(dv).enumerate() {
             let at = (row0 + i) * width + h * dv;
             out[at..at + dv].copy_from_slice(orow);

@@ -517,7 +517,7 @@ struct LinearState {
 impl LinearState {
     /// `dx = g·Wᵀ`, `dW = xᵀ·g`, `db = Σ_rows g`, each only when asked.
     fn grads(&self, grad: FlexTensor, want: [bool; 3]) -> [Option<FlexTensor>; 3] {
-        use segvol_kernels::{MatMut, MatRef, auto_threads, matmul};
+        use segvol_kernels::{MatRef, auto_threads, product};
         let grad = dense(grad);
         let (rows, din, dout) = (self.rows, self.din, self.dout);
         let g = MatRef::row_major(slice(&grad), rows, dout)
@@ -528,16 +528,12 @@ impl LinearState {
             MatRef::row_major(slice(&self.x), rows, din).expect("linear backward: the input rows");
         let mut out = [None, None, None];
         if want[0] {
-            let mut dx = vec![0.0f32; rows * din];
-            let dst = MatMut::row_major(&mut dx, rows, din).expect("linear backward: dx");
-            matmul(dst, false, g, w.t(), 1.0, auto_threads(rows, din, dout))
+            let dx = product(g, w.t(), 1.0, auto_threads(rows, din, dout))
                 .expect("linear backward: dx shapes");
             out[0] = Some(flex(dx, self.x.layout().shape().clone()));
         }
         if want[1] {
-            let mut dw = vec![0.0f32; din * dout];
-            let dst = MatMut::row_major(&mut dw, din, dout).expect("linear backward: dW");
-            matmul(dst, false, x.t(), g, 1.0, auto_threads(din, dout, rows))
+            let dw = product(x.t(), g, 1.0, auto_threads(din, dout, rows))
                 .expect("linear backward: dW shapes");
             out[1] = Some(flex(dw, [din, dout]));
         }
