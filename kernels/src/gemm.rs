@@ -397,3 +397,22 @@ where
     };
     Ok((out, values))
 }
+
+/// `src` copied into the uninitialised `dst` (same length), returned initialised: what
+/// `<[MaybeUninit<f32>]>::write_copy_of_slice` does since Rust 1.93, for this workspace's
+/// MSRV 1.92.
+///
+/// # Panics
+/// If the lengths differ (a caller's bug, as with `copy_from_slice`).
+pub(crate) fn write_copy<'d>(dst: &'d mut [MaybeUninit<f32>], src: &[f32]) -> &'d mut [f32] {
+    assert_eq!(dst.len(), src.len(), "write_copy: lengths differ");
+    for (d, &s) in dst.iter_mut().zip(src) {
+        d.write(s);
+    }
+    // SAFETY: every element of `dst` was written just above (equal lengths, asserted), and
+    // `[MaybeUninit<f32>]` has the layout of `[f32]`.
+    #[allow(unsafe_code)]
+    unsafe {
+        &mut *(std::ptr::from_mut::<[MaybeUninit<f32>]>(dst) as *mut [f32])
+    }
+}

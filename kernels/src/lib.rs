@@ -277,6 +277,29 @@ pub fn gelu_in_place(x: &mut [f32]) {
     x.par_chunks_mut(16_384).for_each(gelu_chunk);
 }
 
+/// Exact GELU of every element of `x` into a new buffer ([`gelu_in_place`]'s floats), in one
+/// pass: each block is copied and transformed while it is in cache, where a copy of the whole
+/// input and then [`gelu_in_place`] read and wrote it twice (training's GELU node keeps its
+/// input for the backward pass, so it cannot work in place).
+pub fn gelu_copy(x: &[f32]) -> Vec<f32> {
+    const BLOCK: usize = 16_384;
+    let lens: Vec<usize> = x.chunks(BLOCK).map(<[f32]>::len).collect();
+    let filled = filled_pieces(&lens, |i, piece| {
+        let y = gemm::write_copy(piece, &x[i * BLOCK..][..piece.len()]);
+        gelu_chunk(y);
+        Ok((y, ()))
+    });
+    match filled {
+        Ok((y, _)) => y,
+        // Not reached: every piece comes back as itself.
+        Err(_) => {
+            let mut y = x.to_vec();
+            gelu_in_place(&mut y);
+            y
+        }
+    }
+}
+
 #[multiversion(targets("x86_64+avx512f+avx512bw+avx512dq+avx512vl", "x86_64+avx2+fma"))]
 fn gelu_chunk(x: &mut [f32]) {
     for v in x.iter_mut() {

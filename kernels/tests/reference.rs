@@ -6,7 +6,9 @@ mod common;
 
 use common::{assert_close, gelu64, rand_vec};
 use proptest::prelude::*;
-use segvol_kernels::{Heads, MatMut, MatRef, attention, gelu_in_place, layer_norm, linear, matmul};
+use segvol_kernels::{
+    Heads, MatMut, MatRef, attention, gelu_copy, gelu_in_place, layer_norm, linear, matmul,
+};
 
 /// Naive `a[m,k]·b[k,n]` with a general element accessor.
 fn naive_mm(
@@ -145,6 +147,27 @@ fn gelu_matches_formula() {
         assert!(
             (g as f64 - w).abs() <= bound,
             "gelu({v}): got {g}, want {w}"
+        );
+    }
+}
+
+/// `gelu_copy` (a new buffer, one pass) gives `gelu_in_place`'s floats, bit for bit, at sizes
+/// around its 16 K-element blocks, and leaves its input alone.
+#[test]
+fn gelu_copy_equals_gelu_in_place() {
+    for n in [0usize, 1, 17, 16_383, 16_384, 16_385, 50_000] {
+        let x: Vec<f32> = rand_vec(n, 40 + n as u64).iter().map(|v| v * 6.0).collect();
+        let input = x.clone();
+        let got = gelu_copy(&x);
+        let mut want = x.clone();
+        gelu_in_place(&mut want);
+        assert_eq!(x, input, "n = {n}: input changed");
+        assert_eq!(got.len(), n);
+        assert!(
+            got.iter()
+                .zip(&want)
+                .all(|(a, b)| a.to_bits() == b.to_bits()),
+            "n = {n}: gelu_copy differs from gelu_in_place"
         );
     }
 }

@@ -482,13 +482,22 @@ impl Backward<Flex, 1> for GeluNode {
     type State = FlexTensor;
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let grad = dense(grads.consume::<Flex>(&ops.node));
+        let mut grad = dense(grads.consume::<Flex>(&ops.node));
         if let Some(node) = &ops.parents[0] {
-            let shape = grad.layout().shape().clone();
-            let mut g = slice(&grad).to_vec();
-            segvol_kernels::gelu_backward_in_place(slice(&ops.state), &mut g)
-                .expect("gelu backward: the gradient has its input's shape");
-            grads.register::<Flex>(node.id, flex(g, shape));
+            let n = grad.layout().shape().num_elements();
+            // In place when this node holds the gradient's only reference (the usual case: the
+            // next layer's backward pass made it), else on a copy.
+            if let Some(g) = grad.try_storage_mut::<f32>().and_then(|s| s.get_mut(..n)) {
+                segvol_kernels::gelu_backward_in_place(slice(&ops.state), g)
+                    .expect("gelu backward: the gradient has its input's shape");
+                grads.register::<Flex>(node.id, grad);
+            } else {
+                let shape = grad.layout().shape().clone();
+                let mut g = slice(&grad).to_vec();
+                segvol_kernels::gelu_backward_in_place(slice(&ops.state), &mut g)
+                    .expect("gelu backward: the gradient has its input's shape");
+                grads.register::<Flex>(node.id, flex(g, shape));
+            }
         }
     }
 }
@@ -498,9 +507,7 @@ pub(super) fn gelu<B: Backend, const D: usize>(x: &Tensor<B, D>) -> Option<Tenso
     let x = primitive(to_ad(x.clone())?)?;
     let input = dense(x.primitive.clone());
     let shape = input.layout().shape().clone();
-    let mut y = slice(&input).to_vec();
-    segvol_kernels::gelu_in_place(&mut y);
-    let out = flex(y, shape);
+    let out = flex(segvol_kernels::gelu_copy(slice(&input)), shape);
     record(GeluNode, [&x], input, out)
 }
 
