@@ -210,22 +210,56 @@ pub fn matmul(
         }
         return Ok(());
     }
+    let dst_ptr = dst.data[dst.offset..].as_mut_ptr();
+    // SAFETY: `MatMut::new` checked that every element the strides reach (indices below rows
+    // and cols) lies inside its slice and that they are distinct; the shapes agree (checked
+    // above); `dst` is a unique borrow, so it aliases neither operand.
+    #[allow(unsafe_code)]
+    unsafe {
+        gemm_call(
+            dst_ptr,
+            [dst.row_stride, dst.col_stride],
+            accumulate,
+            a,
+            b,
+            scale,
+            threads,
+        )
+    }
+}
+
+/// The one call into `gemm::gemm`: `dst ← (read_dst ? dst : 0) + scale·a·b`, `dst` at
+/// `dst_ptr` with strides `[row, col]`, the operands' shapes agreeing and `k > 0`.
+///
+/// # Safety
+/// `dst_ptr` with those strides must address `a.rows × b.cols` distinct elements, valid for
+/// writes (and initialised, when `read_dst`), aliasing neither operand, for the whole call.
+/// The operands are `MatRef`s, whose elements lie inside their slices. With `read_dst =
+/// false` gemm writes every element without reading any (its contract: the old contents and
+/// `alpha` are ignored).
+#[allow(unsafe_code)]
+unsafe fn gemm_call(
+    dst_ptr: *mut f32,
+    [drs, dcs]: [usize; 2],
+    read_dst: bool,
+    a: MatRef<'_>,
+    b: MatRef<'_>,
+    scale: f32,
+    threads: usize,
+) -> Result<(), KernelError> {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
     let parallelism = match threads {
         1 => gemm::Parallelism::None,
         t => gemm::Parallelism::Rayon(t),
     };
     let stride = |s: usize| isize::try_from(s).map_err(|_| KernelError::Shape("stride too large"));
-    let (drs, dcs) = (stride(dst.row_stride)?, stride(dst.col_stride)?);
+    let (drs, dcs) = (stride(drs)?, stride(dcs)?);
     let (ars, acs) = (stride(a.row_stride)?, stride(a.col_stride)?);
     let (brs, bcs) = (stride(b.row_stride)?, stride(b.col_stride)?);
-    let dst_ptr = dst.data[dst.offset..].as_mut_ptr();
     let a_ptr = a.data[a.offset..].as_ptr();
     let b_ptr = b.data[b.offset..].as_ptr();
-    // SAFETY: `MatRef::new` / `MatMut::new` checked that every element the strides reach
-    // (indices below rows and cols) lies inside its slice and that the destination's elements
-    // are distinct; the shapes agree (checked above); `dst` is a unique borrow, so it aliases
-    // neither operand; the pointers stay valid for the call, which does not keep them.
-    #[allow(unsafe_code)]
+    // SAFETY: the caller's promises for `dst`; the operands' elements lie inside their slices
+    // (`MatRef::new`), and the pointers stay valid for the call, which does not keep them.
     unsafe {
         gemm::gemm(
             m,
@@ -234,7 +268,7 @@ pub fn matmul(
             dst_ptr,
             dcs,
             drs,
-            accumulate,
+            read_dst,
             a_ptr,
             acs,
             ars,
@@ -276,47 +310,20 @@ pub fn matmul_uninit<'d>(
             v.write(0.0);
         }
     } else {
-        let parallelism = match threads {
-            1 => gemm::Parallelism::None,
-            t => gemm::Parallelism::Rayon(t),
-        };
-        let stride =
-            |s: usize| isize::try_from(s).map_err(|_| KernelError::Shape("stride too large"));
-        let drs = stride(n)?;
-        let (ars, acs) = (stride(a.row_stride)?, stride(a.col_stride)?);
-        let (brs, bcs) = (stride(b.row_stride)?, stride(b.col_stride)?);
-        let dst_ptr = dst.as_mut_ptr().cast::<f32>();
-        let a_ptr = a.data[a.offset..].as_ptr();
-        let b_ptr = b.data[b.offset..].as_ptr();
         // SAFETY: `dst` holds exactly m·n elements, dense row-major (strides n and 1), unique
-        // (a `&mut` borrow, so it aliases neither operand), and `MaybeUninit<f32>` has the
-        // layout of `f32`; `MatRef::new` checked that every operand element the strides reach
-        // lies inside its slice; the shapes agree (checked above). With `read_dst = false`
-        // gemm computes `dst = beta·a·b` for every one of the m·n elements and never reads
-        // `dst` before writing it (its contract: `alpha` and the old contents are ignored).
+        // (a `&mut` borrow, so it aliases neither operand); `MaybeUninit<f32>` has the layout
+        // of `f32`; with `read_dst = false` nothing is read before it is written.
         #[allow(unsafe_code)]
         unsafe {
-            gemm::gemm(
-                m,
-                n,
-                k,
-                dst_ptr,
-                1,
-                drs,
+            gemm_call(
+                dst.as_mut_ptr().cast::<f32>(),
+                [n, 1],
                 false,
-                a_ptr,
-                acs,
-                ars,
-                b_ptr,
-                bcs,
-                brs,
-                0.0f32,
+                a,
+                b,
                 scale,
-                false,
-                false,
-                false,
-                parallelism,
-            );
+                threads,
+            )?;
         }
     }
     // SAFETY: every element of `dst` was written above (by gemm, or by the loop for k = 0),
@@ -406,13 +413,13 @@ where
 /// If the lengths differ (a caller's bug, as with `copy_from_slice`).
 pub(crate) fn write_copy<'d>(dst: &'d mut [MaybeUninit<f32>], src: &[f32]) -> &'d mut [f32] {
     assert_eq!(dst.len(), src.len(), "write_copy: lengths differ");
-    for (d, &s) in dst.iter_mut().zip(src) {
-        d.write(s);
-    }
-    // SAFETY: every element of `dst` was written just above (equal lengths, asserted), and
-    // `[MaybeUninit<f32>]` has the layout of `[f32]`.
+    // SAFETY: equal lengths (asserted); `dst` is a unique borrow, so the two do not overlap;
+    // `MaybeUninit<f32>` has the layout of `f32`. After the copy every element of `dst` is
+    // initialised, so it may be viewed as `[f32]`. (A `copy`, i.e. glibc's `memcpy`, not an
+    // element loop, which compiles to the baseline target's 16-byte moves.)
     #[allow(unsafe_code)]
     unsafe {
+        std::ptr::copy_nonoverlapping(src.as_ptr(), dst.as_mut_ptr().cast::<f32>(), src.len());
         &mut *(std::ptr::from_mut::<[MaybeUninit<f32>]>(dst) as *mut [f32])
     }
 }

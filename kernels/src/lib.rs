@@ -407,7 +407,7 @@ pub fn linear(
     let threads = auto_threads(m, out_dim, k);
     // The product accumulates onto the residual and the bias; without either it writes a new
     // buffer that is not zeroed first (`product`).
-    let mut out = match (residual, bias) {
+    let start = match (residual, bias) {
         (Some(r), _) => {
             let mut out = r.to_vec();
             if let Some(b) = bias
@@ -416,6 +416,15 @@ pub fn linear(
                 out.par_chunks_mut(rows_per_task(out_dim) * out_dim)
                     .for_each(|c| add_to_rows(c, b));
             }
+            Some(out)
+        }
+        // The bias in every row (what a zeroed buffer plus the bias was, in one pass; `repeat`
+        // copies by doubling, with `memcpy`).
+        (None, Some(b)) => Some(b.repeat(rows)),
+        (None, None) => None,
+    };
+    let mut out = match start {
+        Some(mut out) => {
             matmul(
                 MatMut::row_major(&mut out, rows, out_dim)?,
                 true,
@@ -426,23 +435,7 @@ pub fn linear(
             )?;
             out
         }
-        (None, Some(b)) => {
-            // The bias in every row (the old zeroed buffer plus the bias, in one pass).
-            let mut out = Vec::with_capacity(rows * out_dim);
-            for _ in 0..rows {
-                out.extend_from_slice(b);
-            }
-            matmul(
-                MatMut::row_major(&mut out, rows, out_dim)?,
-                true,
-                x,
-                w,
-                1.0,
-                threads,
-            )?;
-            out
-        }
-        (None, None) => product(x, w, 1.0, threads)?,
+        None => product(x, w, 1.0, threads)?,
     };
     if gelu {
         gelu_in_place(&mut out);

@@ -82,6 +82,15 @@ fn parallel_gradients_equal_one_graph_of_the_summed_loss() {
     let grads = GradientsParams::from_grads(total.backward(), &model);
     let joint = values(&step(model.clone(), grads));
     let before = values(&model);
+    // The random positional encoding's matrix is a constant (a buffer in SAM and SegVol): no
+    // gradient reaches it, so the update leaves it as it was.
+    let pe = |v: &[(String, Vec<f32>)]| {
+        v.iter()
+            .find(|(p, _)| p.contains("positional_encoding_gaussian_matrix"))
+            .map(|(_, x)| x.clone())
+            .unwrap()
+    };
+    assert_eq!(pe(&two), pe(&before), "the update moved the PE matrix");
     let mut moved = 0usize;
     for (((pa, a), (pj, j)), (_, b)) in two.iter().zip(&joint).zip(&before) {
         assert_eq!(pa, pj);
