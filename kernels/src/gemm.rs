@@ -326,10 +326,19 @@ pub fn matmul_uninit<'d>(
             )?;
         }
     }
-    // SAFETY: every element of `dst` was written above (by gemm, or by the loop for k = 0),
-    // and `[MaybeUninit<f32>]` has the layout of `[f32]`.
+    // SAFETY: every element of `dst` was written above (by gemm, or by the loop for k = 0).
     #[allow(unsafe_code)]
-    Ok(unsafe { &mut *(std::ptr::from_mut::<[MaybeUninit<f32>]>(dst) as *mut [f32]) })
+    Ok(unsafe { assume_init(dst) })
+}
+
+/// `dst` viewed as the `[f32]` it now holds.
+///
+/// # Safety
+/// Every element of `dst` must be initialised. (`[MaybeUninit<f32>]` has the layout of `[f32]`.)
+#[allow(unsafe_code)]
+unsafe fn assume_init(dst: &mut [MaybeUninit<f32>]) -> &mut [f32] {
+    // SAFETY: the caller's promise, and the two slice types have the same layout.
+    unsafe { &mut *(std::ptr::from_mut::<[MaybeUninit<f32>]>(dst) as *mut [f32]) }
 }
 
 /// `scale · a·b` as a new dense row-major `[a.rows, b.cols]` buffer, not zeroed first
@@ -370,8 +379,7 @@ where
         .iter()
         .try_fold(0usize, |s, &l| s.checked_add(l))
         .ok_or(KernelError::Shape("filled_pieces: size overflows usize"))?;
-    let mut buf: Vec<MaybeUninit<f32>> = Vec::with_capacity(total);
-    buf.resize_with(total, MaybeUninit::uninit);
+    let mut buf: Box<[MaybeUninit<f32>]> = Box::new_uninit_slice(total);
     let mut pieces: Vec<&mut [MaybeUninit<f32>]> = Vec::with_capacity(lens.len());
     let mut rest: &mut [MaybeUninit<f32>] = &mut buf;
     for &l in lens {
@@ -395,14 +403,10 @@ where
         .collect::<Result<Vec<T>, KernelError>>()?;
     // SAFETY: the pieces partition `buf`, and each `fill` returned a `&mut [f32]` over exactly
     // its piece (same start, same length; checked above). Safe code can only make such a
-    // reference from initialised memory, so every element is initialised. `MaybeUninit<f32>`
-    // and `f32` have the same size and alignment, so the allocation is a valid `Vec<f32>`.
+    // reference from initialised memory, so every element is initialised.
     #[allow(unsafe_code)]
-    let out = unsafe {
-        let mut buf = std::mem::ManuallyDrop::new(buf);
-        Vec::from_raw_parts(buf.as_mut_ptr().cast::<f32>(), buf.len(), buf.capacity())
-    };
-    Ok((out, values))
+    let out = unsafe { buf.assume_init() };
+    Ok((out.into_vec(), values))
 }
 
 /// `src` copied into the uninitialised `dst` (same length), returned initialised: what
@@ -415,11 +419,11 @@ pub(crate) fn write_copy<'d>(dst: &'d mut [MaybeUninit<f32>], src: &[f32]) -> &'
     assert_eq!(dst.len(), src.len(), "write_copy: lengths differ");
     // SAFETY: equal lengths (asserted); `dst` is a unique borrow, so the two do not overlap;
     // `MaybeUninit<f32>` has the layout of `f32`. After the copy every element of `dst` is
-    // initialised, so it may be viewed as `[f32]`. (A `copy`, i.e. glibc's `memcpy`, not an
-    // element loop, which compiles to the baseline target's 16-byte moves.)
+    // initialised. (A `copy`, i.e. glibc's `memcpy`, not an element loop, which compiles to
+    // the baseline target's 16-byte moves.)
     #[allow(unsafe_code)]
     unsafe {
         std::ptr::copy_nonoverlapping(src.as_ptr(), dst.as_mut_ptr().cast::<f32>(), src.len());
-        &mut *(std::ptr::from_mut::<[MaybeUninit<f32>]>(dst) as *mut [f32])
+        assume_init(dst)
     }
 }

@@ -566,6 +566,13 @@ fn attention_kept(
                 .map(move |r0| (h, r0, block.min(nq - r0)))
         })
         .collect();
+    // A task's two score operands: its query rows of head h, and the head's kᵀ.
+    let score_operands = |&(h, row0, rows): &(usize, usize, usize)| {
+        Ok::<_, KernelError>((
+            q.head(h, row0, rows)?,
+            MatRef::row_major(&packed[h].0, q.dim, nk)?,
+        ))
+    };
     // Softmax of a task's scores in place, then its `[rows, dv]` output.
     let finish = |&(h, _, rows): &(usize, usize, usize),
                   scores: &mut [f32]|
@@ -583,14 +590,8 @@ fn attention_kept(
         // (head-major, then query blocks), not zeroed first, so nothing is copied afterwards.
         let lens: Vec<usize> = tasks.iter().map(|t| t.2 * nk).collect();
         let (p, outs) = filled_pieces(&lens, |i, dst| {
-            let (h, row0, rows) = tasks[i];
-            let scores = matmul_uninit(
-                dst,
-                q.head(h, row0, rows)?,
-                MatRef::row_major(&packed[h].0, q.dim, nk)?,
-                scale,
-                1,
-            )?;
+            let (qh, kt) = score_operands(&tasks[i])?;
+            let scores = matmul_uninit(dst, qh, kt, scale, 1)?;
             let o = finish(&tasks[i], scores)?;
             Ok((scores, o))
         })?;
@@ -599,13 +600,8 @@ fn attention_kept(
         let outs = tasks
             .par_iter()
             .map(|t| {
-                let (h, row0, rows) = *t;
-                let mut scores = product(
-                    q.head(h, row0, rows)?,
-                    MatRef::row_major(&packed[h].0, q.dim, nk)?,
-                    scale,
-                    1,
-                )?;
+                let (qh, kt) = score_operands(t)?;
+                let mut scores = product(qh, kt, scale, 1)?;
                 finish(t, &mut scores)
             })
             .collect::<Result<Vec<_>, KernelError>>()?;

@@ -193,23 +193,25 @@ impl<B: Backend> PromptEncoder<B> {
         };
         let [gd, gh, gw] = self.grid;
         let no_mask = self.no_mask_embed.weight.val().reshape([1, c, 1, 1, 1]);
-        let mut dense = no_mask.clone().expand([1, c, gd, gh, gw]);
-        if let Some(e) = &self.dense_prompt_embed {
-            let maps = self.dense_maps(prompts);
-            let n = gd * gh * gw;
-            let m = Tensor::<B, 2>::from_data(TensorData::new(maps, [3, n]), device);
-            // [C, 3] · [3, n] → [C, n]
-            let add = e
-                .weight
-                .val()
-                .transpose()
-                .matmul(m)
-                .reshape([1, c, gd, gh, gw]);
-            // Broadcast by the add (the same sums as adding the expanded view): an element-wise
-            // op with an `expand`ed (stride-0) operand walks burn-flex's strided iterator, 1 %
-            // of a training step's CPU.
-            dense = add + no_mask;
-        }
+        let dense = match &self.dense_prompt_embed {
+            None => no_mask.expand([1, c, gd, gh, gw]),
+            Some(e) => {
+                let maps = self.dense_maps(prompts);
+                let n = gd * gh * gw;
+                let m = Tensor::<B, 2>::from_data(TensorData::new(maps, [3, n]), device);
+                // [C, 3] · [3, n] → [C, n]
+                let add = e
+                    .weight
+                    .val()
+                    .transpose()
+                    .matmul(m)
+                    .reshape([1, c, gd, gh, gw]);
+                // Broadcast by the add (the same sums as adding the expanded view): an element-wise
+                // op with an `expand`ed (stride-0) operand walks burn-flex's strided iterator, 1 %
+                // of a training step's CPU.
+                add + no_mask
+            }
+        };
         (sparse, dense)
     }
 

@@ -485,19 +485,12 @@ impl Backward<Flex, 1> for GeluNode {
         let mut grad = dense(grads.consume::<Flex>(&ops.node));
         if let Some(node) = &ops.parents[0] {
             let n = grad.layout().shape().num_elements();
-            // In place when this node holds the gradient's only reference (the usual case: the
-            // next layer's backward pass made it), else on a copy.
-            if let Some(g) = grad.try_storage_mut::<f32>().and_then(|s| s.get_mut(..n)) {
-                segvol_kernels::gelu_backward_in_place(slice(&ops.state), g)
-                    .expect("gelu backward: the gradient has its input's shape");
-                grads.register::<Flex>(node.id, grad);
-            } else {
-                let shape = grad.layout().shape().clone();
-                let mut g = slice(&grad).to_vec();
-                segvol_kernels::gelu_backward_in_place(slice(&ops.state), &mut g)
-                    .expect("gelu backward: the gradient has its input's shape");
-                grads.register::<Flex>(node.id, flex(g, shape));
-            }
+            // In place: `storage_mut` copies the buffer only when another tensor shares it (the
+            // usual gradient, made by the next layer's backward pass, is this node's alone).
+            let g = &mut grad.storage_mut::<f32>()[..n];
+            segvol_kernels::gelu_backward_in_place(slice(&ops.state), g)
+                .expect("gelu backward: the gradient has its input's shape");
+            grads.register::<Flex>(node.id, grad);
         }
     }
 }
