@@ -214,6 +214,7 @@ fn run_interactive(args: &BenchArgs, image: &std::path::Path) -> Result<()> {
             .map(|_| args.config.clone().unwrap_or_else(|| "base".into())),
         backend: args.backends.first().cloned(),
         max_voxels: crate::case::DEFAULT_MAX_VOXELS,
+        box_start: None,
     };
     let mut files = ModelFiles::new(&model, None)?.with_default_corrector();
     if args.no_corrector {

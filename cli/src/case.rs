@@ -89,6 +89,21 @@ pub struct ModelArgs {
     /// 15 bytes per voxel: docs/reliability.md). The default admits a 1000×512×512 CT.
     #[arg(long, default_value_t = DEFAULT_MAX_VOXELS)]
     pub max_voxels: u64,
+    /// Start the box step from the filled box (`on`) or from nothing (`off`): the mask prompt
+    /// is given the box as the mask to refine (a model with the mask prompt;
+    /// docs/model-card.md). Default: what the weights were trained with (the shipped model:
+    /// on).
+    #[arg(long, value_name = "on|off", value_parser = on_off)]
+    pub box_start: Option<bool>,
+}
+
+/// `on` or `off` (any case).
+pub fn on_off(s: &str) -> Result<bool, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(format!("expected on or off, got `{s}`")),
+    }
 }
 
 /// Whether `out` names a DICOM SEG (`.dcm`); refused unless `image` is DICOM, since a SEG
@@ -123,8 +138,21 @@ impl ModelArgs {
         }
     }
 
-    /// The named config.
+    /// The named config, with `--box-start` applied.
     pub fn config(&self) -> Result<SegVolConfig> {
+        let c = self.named_config()?;
+        match self.box_start {
+            Some(true) if !c.mask_prompt => bail!(
+                "--box-start on needs a model with the mask prompt ({} has none)",
+                self.weights_label()
+            ),
+            Some(on) => Ok(c.with_box_mask_prompt(on)),
+            None => Ok(c),
+        }
+    }
+
+    /// The config of `--weights`/`--config`.
+    fn named_config(&self) -> Result<SegVolConfig> {
         match (&self.weights, self.config.as_deref()) {
             (None, None | Some("small")) => Ok(segvol_models::config()),
             (None, Some(other)) => {
@@ -229,7 +257,7 @@ impl ModelFiles {
                 load_segvol(&mut model, w)?;
                 model
             }
-            None => segvol_models::segvol::<B>(device)?.0,
+            None => segvol_models::segvol_with::<B>(&self.config, device)?.0,
         };
         let corrector = match &self.corrector {
             None => None,

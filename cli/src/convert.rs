@@ -35,6 +35,10 @@ pub struct ConvertArgs {
     /// model is stored this way.
     #[arg(long)]
     pub f16: bool,
+    /// Store `box_mask_prompt` on or off in the written file's configuration (the box step
+    /// starts from the filled box; weights with the mask prompt only). Default: as --from.
+    #[arg(long, value_name = "on|off", value_parser = crate::case::on_off)]
+    pub box_start: Option<bool>,
 }
 
 struct Convert {
@@ -104,10 +108,19 @@ pub fn run(args: &ConvertArgs) -> Result<()> {
     } else {
         None
     };
-    let config = match stored {
+    let mut config = match stored {
         Some(c) => c,
         None => SegVolConfig::named(&args.config).context("--config")?,
     };
+    if let Some(on) = args.box_start {
+        if on && !config.mask_prompt {
+            bail!(
+                "{}: --box-start on needs weights with the mask prompt",
+                args.from.display()
+            );
+        }
+        config = config.with_box_mask_prompt(on);
+    }
     let ext_ok = args
         .to
         .extension()

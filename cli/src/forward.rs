@@ -69,7 +69,7 @@ impl BackendTask for Forward {
                 load_segvol(&mut model, w)?;
                 model
             }
-            None => segvol_models::segvol::<B>(device)?.0,
+            None => segvol_models::segvol_with::<B>(&self.config, device)?.0,
         };
         let mut prompts = self.prompts;
         if let Some(name) = &self.text {

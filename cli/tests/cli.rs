@@ -398,6 +398,37 @@ fn segment_writes_a_mask_on_the_image_grid() {
         "{err}"
     );
     assert!(!bad.exists());
+    // --box-start: a model without the mask prompt has nothing to start from; a word that
+    // is not on/off is refused by the parser. Neither writes anything.
+    let tiny = ["--weights", f.to_str().unwrap(), "--config", "tiny"];
+    let seg = |extra: &[&str], out: &Path| -> (i32, String) {
+        let mut a = vec!["segment", "--image", img.to_str().unwrap()];
+        a.extend_from_slice(&["--box", "10,20,30,40,70,90", "--out", out.to_str().unwrap()]);
+        a.extend_from_slice(extra);
+        let (code, _, err) = segvol(&a);
+        (code, err)
+    };
+    let (code, err) = seg(&[&tiny[..], &["--box-start", "on"]].concat(), &bad);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("--box-start on needs a model with the mask prompt"),
+        "{err}"
+    );
+    let (code, err) = seg(&["--box-start", "maybe"], &bad);
+    assert_ne!(code, 0);
+    assert!(err.contains("expected on or off"), "{err}");
+    assert!(!bad.exists());
+    // The shipped model starts its box step from the filled box; off, from nothing: the two
+    // masks differ.
+    let (on, off) = (dir.path().join("on.nii.gz"), dir.path().join("off.nii.gz"));
+    for (out, flag) in [(&on, "on"), (&off, "off")] {
+        let (code, err) = seg(&["--box-start", flag], out);
+        assert_eq!(code, 0, "{err}");
+    }
+    let labels = |p: &Path| segvol_io::read_nifti(p).unwrap().to_labels().unwrap().data;
+    let (a, b) = (labels(&on), labels(&off));
+    assert!(a.iter().any(|&v| v > 0), "an empty mask");
+    assert_ne!(a, b, "--box-start off segmented as on");
 }
 
 fn corrector_fixture() -> PathBuf {
@@ -650,6 +681,25 @@ fn convert_writes_a_fast_file_that_segments_identically() {
         "{err}"
     );
     assert!(!dir.path().join("y.bpk").exists());
+    // The box start needs the mask prompt, which the tiny fixture has not.
+    let (code, _, err) = segvol(&[
+        "convert",
+        "--from",
+        w.to_str().unwrap(),
+        "--to",
+        dir.path().join("z.bpk").to_str().unwrap(),
+        "--config",
+        "tiny",
+        "--box-start",
+        "on",
+    ]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("--box-start on needs weights with the mask prompt")
+            && err.lines().count() == 1,
+        "{err}"
+    );
+    assert!(!dir.path().join("z.bpk").exists());
 }
 
 #[test]

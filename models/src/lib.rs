@@ -46,7 +46,19 @@ pub fn config() -> SegVolConfig {
 /// [`WeightsError`] if the embedded weights do not fit the model (a build error, in practice:
 /// a test checks it).
 pub fn segvol<B: Backend>(device: &B::Device) -> Result<(SegVol<B>, LoadReport), WeightsError> {
-    let mut m = SegVol::<B>::new(&config(), device);
+    segvol_with(&config(), device)
+}
+
+/// The shipped SegVol under `config`: [`config`] with its run-time flags changed (e.g.
+/// `box_mask_prompt`, which has no weights); a config the weights do not fit is refused.
+///
+/// # Errors
+/// [`WeightsError`] when `config` does not fit the shipped weights.
+pub fn segvol_with<B: Backend>(
+    config: &SegVolConfig,
+    device: &B::Device,
+) -> Result<(SegVol<B>, LoadReport), WeightsError> {
+    let mut m = SegVol::<B>::new(config, device);
     let r = load_segvol_static(&mut m, SEGVOL_BPK, SEGVOL_NAME)?;
     Ok((m, r))
 }

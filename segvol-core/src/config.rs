@@ -61,6 +61,13 @@ pub struct SegVolConfig {
     /// (segvol-rs's addition; `Prompts::image` carries the model-grid image).
     #[config(default = false)]
     pub mask_prompt_image: bool,
+    /// With `mask_prompt`: a decode with a box and no previous mask (the box step) gives the
+    /// mask prompt the box itself, filled, as the mask to start from (segvol-rs's addition,
+    /// off for the released weights; `crate::mask_prompt::box_mask`). The model then refines
+    /// the box instead of drawing the object from nothing; nnInteractive likewise gives its
+    /// box as a filled channel. It adds no parameters.
+    #[config(default = false)]
+    pub box_mask_prompt: bool,
 }
 
 /// A configuration that cannot build a model.
@@ -76,6 +83,9 @@ pub enum ConfigError {
     /// `mask_prompt_image` without `mask_prompt`, the path it joins.
     #[error("mask_prompt_image needs mask_prompt")]
     MaskPromptImageAlone,
+    /// `box_mask_prompt` without `mask_prompt`, the path it feeds.
+    #[error("box_mask_prompt needs mask_prompt")]
+    BoxMaskPromptAlone,
     /// `mask_prompt` with a patch side that is not a multiple of 4: the decoder's mask cells
     /// (4 per token per axis) would not be whole voxels.
     #[error("mask_prompt needs patch sides that are multiples of 4; axis {axis} has {patch}")]
@@ -210,6 +220,9 @@ impl SegVolConfig {
             }
             if self.mask_prompt_image && !self.mask_prompt {
                 return Err(ConfigError::MaskPromptImageAlone);
+            }
+            if self.box_mask_prompt && !self.mask_prompt {
+                return Err(ConfigError::BoxMaskPromptAlone);
             }
             if self.mask_prompt && !patch.is_multiple_of(4) {
                 return Err(ConfigError::MaskPromptPatch { axis, patch });

@@ -118,6 +118,38 @@ impl<B: Backend> MaskPrompt<B> {
     }
 }
 
+/// The box `[d0, h0, w0, d1, h1, w1]` (corners inclusive, model-grid voxel coordinates, as
+/// `Prompts::boxes`) filled on a model grid of `image` voxels: each voxel's value is the
+/// fraction of it (the unit cube around its centre) inside the box's cube `[lo − ½, hi + ½]`
+/// per axis, so a box on whole voxels fills them with 1 and a box with fractional corners
+/// (a window's clipped box, a resampled one) gives its edge voxels their share. A box with a
+/// non-finite corner fills nothing. The mask of the box step with `box_mask_prompt`.
+pub fn box_mask(b: [f32; 6], image: [usize; 3]) -> Vec<f32> {
+    let n: usize = image.iter().product();
+    if !b.iter().all(|v| v.is_finite()) {
+        return vec![0.0; n];
+    }
+    // Per axis, each index's covered fraction.
+    let cover = |a: usize| -> Vec<f32> {
+        let (lo, hi) = (b[a].min(b[a + 3]) - 0.5, b[a].max(b[a + 3]) + 0.5);
+        (0..image[a])
+            .map(|i| {
+                let (v0, v1) = (i as f32 - 0.5, i as f32 + 0.5);
+                (v1.min(hi) - v0.max(lo)).clamp(0.0, 1.0)
+            })
+            .collect()
+    };
+    let (cz, cy, cx) = (cover(0), cover(1), cover(2));
+    let mut m = Vec::with_capacity(n);
+    for z in &cz {
+        for y in &cy {
+            let zy = z * y;
+            m.extend(cx.iter().map(|x| zy * x));
+        }
+    }
+    m
+}
+
 /// The host-side inputs of [`MaskPrompt`] for one decode.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CellMaps {
@@ -442,5 +474,83 @@ mod tests {
         assert_eq!(&ic[2..4], &[0.0, 0.0]);
         // A patch that is not a multiple of 4 cells has no whole cells.
         assert!(CellMaps::new(&prompts, [4, 8, 8], [2, 1, 1]).is_none());
+    }
+
+    #[test]
+    fn the_filled_box_covers_what_was_derived_by_hand() {
+        // Whole voxels: z 0, y 1, x 1..=2 of a 2×3×4 grid.
+        let m = box_mask([0.0, 1.0, 1.0, 0.0, 1.0, 2.0], [2, 3, 4]);
+        let mut want = vec![0f32; 24];
+        want[4 + 1] = 1.0;
+        want[4 + 2] = 1.0;
+        assert_eq!(m, want);
+        // Corners given in either order.
+        assert_eq!(box_mask([0.0, 1.0, 2.0, 0.0, 1.0, 1.0], [2, 3, 4]), want);
+        // Fractional corners: x from 0.5 to 1.25 covers [0, 1.75]: voxel 0 half (its part
+        // [0, 0.5]), voxel 1 whole, voxel 2 a quarter ([1.5, 1.75]); z, y whole voxel 0.
+        let m = box_mask([0.0, 0.0, 0.5, 0.0, 0.0, 1.25], [1, 1, 4]);
+        assert_eq!(m, vec![0.5, 1.0, 0.25, 0.0]);
+        // The sampler's "no object" box and non-finite corners fill nothing.
+        assert!(box_mask([-1.0; 6], [2, 3, 4]).iter().all(|&v| v == 0.0));
+        let nan = [0.0, 0.0, 0.0, f32::NAN, 1.0, 1.0];
+        assert!(box_mask(nan, [2, 3, 4]).iter().all(|&v| v == 0.0));
+        // A box past the grid is clipped to it.
+        let m = box_mask([-3.0, -3.0, -3.0, 9.0, 9.0, 9.0], [2, 3, 4]);
+        assert!(m.iter().all(|&v| v == 1.0));
+    }
+
+    #[test]
+    fn the_box_step_starts_from_the_filled_box_with_box_mask_prompt() {
+        let device = Default::default();
+        let cfg = SegVolConfig::small().with_mask_prompt(true);
+        let mut model = SegVol::<Flex>::new(&cfg, &device);
+        // Stand-ins for trained weights, so the mask prompt reaches the logits.
+        if let Some(mp) = model.mask_prompt.as_mut() {
+            let c = cfg.hidden_size;
+            mp.token.weight = Param::from_tensor(Tensor::full([64, c], 0.05, &device));
+            mp.cell_out.weight = Param::from_tensor(Tensor::full([HIDDEN, c / 8], 0.05, &device));
+        }
+        let grid = cfg.image_size;
+        let emb = model.embed(Tensor::zeros([1, 1, grid[0], grid[1], grid[2]], &device));
+        let run = |m: &SegVol<Flex>, p: &Prompts| -> Vec<f32> {
+            m.decode(emb.clone(), p)
+                .logits
+                .into_data()
+                .to_vec()
+                .unwrap_or_default()
+        };
+        let b = [6.0, 18.0, 18.0, 22.0, 42.0, 42.0];
+        let boxed = Prompts {
+            boxes: Some(b),
+            ..Prompts::default()
+        };
+        let given = Prompts {
+            mask: Some(box_mask(b, grid)),
+            ..boxed.clone()
+        };
+        let off = run(&model, &boxed);
+        let given_off = run(&model, &given);
+        assert_ne!(off, given_off, "the filled box did not reach the logits");
+        let click = Prompts {
+            points: vec![([12.0, 30.0, 30.0], 1)],
+            ..Prompts::default()
+        };
+        // Decoded once before the clone: burn initialises a parameter lazily, on its first
+        // use, and a clone of one not yet used draws its own values (here the prompt
+        // encoder's padding point, which box prompts do not use).
+        let click_off = run(&model, &click);
+        let on = model.clone().with_box_mask_prompt(true);
+        // The box step: as if the filled box had been given.
+        assert_eq!(run(&on, &boxed), given_off);
+        // A previous mask given is used as it is, not replaced by the box.
+        let mut prev = vec![0f32; grid.iter().product()];
+        prev[..1000].fill(1.0);
+        let with_prev = Prompts {
+            mask: Some(prev),
+            ..boxed.clone()
+        };
+        assert_eq!(run(&on, &with_prev), run(&model, &with_prev));
+        // No box, no filling.
+        assert_eq!(run(&on, &click), click_off);
     }
 }

@@ -109,6 +109,13 @@ impl<B: Backend> SegVol<B> {
         m
     }
 
+    /// This model with `box_mask_prompt` set to `on` (the box step starts from the filled box;
+    /// it has no weights, so any model takes it, and one without the mask prompt ignores it).
+    pub fn with_box_mask_prompt(mut self, on: bool) -> Self {
+        self.config = self.config.clone().with_box_mask_prompt(on);
+        self
+    }
+
     /// The model grid `[D, H, W]`.
     pub fn image_size(&self) -> [usize; 3] {
         self.image_size
@@ -253,8 +260,21 @@ impl<B: Backend> SegVol<B> {
         let device = embedding.device();
         let (sparse, mut dense) = self.prompt_encoder.forward(prompts, &device);
         let mut cell_term = None;
+        // The box step of a model with `box_mask_prompt`: the filled box is the mask it starts
+        // from.
+        let filled;
+        let cell_prompts = match (self.config.box_mask_prompt, &prompts.mask, prompts.boxes) {
+            (true, None, Some(b)) if self.mask_prompt.is_some() => {
+                filled = Prompts {
+                    mask: Some(crate::mask_prompt::box_mask(b, self.image_size)),
+                    ..prompts.clone()
+                };
+                &filled
+            }
+            _ => prompts,
+        };
         if let Some(mp) = &self.mask_prompt
-            && let Some(maps) = CellMaps::new(prompts, self.image_size, self.config.grid())
+            && let Some(maps) = CellMaps::new(cell_prompts, self.image_size, self.config.grid())
         {
             if let Some(t) = mp.dense(&maps, &device) {
                 dense = dense + t;

@@ -466,6 +466,7 @@ fn read_stored_config(
             "dense_prompts",
             "mask_prompt",
             "mask_prompt_image",
+            "box_mask_prompt",
         ] {
             obj.entry(flag).or_insert(serde_json::Value::Bool(false));
         }
@@ -482,8 +483,12 @@ fn check_stored_config<B: Backend>(
     stored: Option<crate::SegVolConfig>,
     path: &Path,
 ) -> Result<(), WeightsError> {
+    // `box_mask_prompt` has no weights of its own: any file loads with it on or off.
     if let Some(stored) = stored
-        && &stored != model.config()
+        && stored
+            .clone()
+            .with_box_mask_prompt(model.config().box_mask_prompt)
+            != *model.config()
     {
         let m = model.config();
         let mut diff = Vec::new();

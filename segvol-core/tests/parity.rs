@@ -281,6 +281,12 @@ fn burnpack_conversion_is_lossless_and_strict() {
         segvol_core::weights::stored_config(&bpk).unwrap(),
         Some(cfg.clone())
     );
+    // `box_mask_prompt` has no weights: a file saved without it loads into a model with it
+    // (the CLI's `--box-start`, a run that turns it on); the model keeps its own setting.
+    let box_start = cfg.clone().with_box_mask_prompt(true);
+    let mut m = SegVol::<B>::new(&box_start, &device);
+    load_segvol(&mut m, &bpk).unwrap();
+    assert!(m.config().box_mask_prompt);
     // A truncated file: a read error naming it.
     let cut = dir.path().join("cut.bpk");
     let bytes = std::fs::read(&bpk).unwrap();

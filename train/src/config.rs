@@ -71,6 +71,9 @@ pub struct ModelSection {
     /// With `mask_prompt`: the image joins its per-cell path (`mask_prompt_image`); weights
     /// without it are extended likewise.
     pub mask_prompt_image: bool,
+    /// With `mask_prompt`: the box step starts from the filled box (`box_mask_prompt`; no
+    /// parameters, so any weights take it).
+    pub box_mask_prompt: bool,
 }
 
 impl Default for ModelSection {
@@ -80,6 +83,7 @@ impl Default for ModelSection {
             init: None,
             mask_prompt: false,
             mask_prompt_image: false,
+            box_mask_prompt: false,
         }
     }
 }

@@ -116,6 +116,7 @@ fn config_model(config: &TrainConfig) -> Result<SegVolConfig, TrainError> {
         .map(|c| {
             c.with_mask_prompt(config.model.mask_prompt)
                 .with_mask_prompt_image(config.model.mask_prompt_image)
+                .with_box_mask_prompt(config.model.box_mask_prompt)
         })
         .map_err(|e| TrainError::Model(e.to_string()))
 }
