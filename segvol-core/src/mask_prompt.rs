@@ -285,6 +285,15 @@ mod tests {
     use crate::SegVol;
     use segvol_backends::Flex;
 
+    /// `m`'s logits for `p` against `emb`, on the host.
+    fn logits(m: &SegVol<Flex>, emb: &Tensor<Flex, 5>, p: &Prompts) -> Vec<f32> {
+        m.decode(emb.clone(), p)
+            .logits
+            .into_data()
+            .to_vec()
+            .unwrap_or_default()
+    }
+
     #[test]
     fn trained_layers_read_the_previous_mask_and_the_clicks() {
         let device = Default::default();
@@ -293,13 +302,7 @@ mod tests {
         let grid = cfg.image_size;
         let n: usize = grid.iter().product();
         let emb = model.embed(Tensor::zeros([1, 1, grid[0], grid[1], grid[2]], &device));
-        let run = |m: &SegVol<Flex>, p: &Prompts| -> Vec<f32> {
-            m.decode(emb.clone(), p)
-                .logits
-                .into_data()
-                .to_vec()
-                .unwrap_or_default()
-        };
+        let run = |m: &SegVol<Flex>, p: &Prompts| logits(m, &emb, p);
         let plain = Prompts {
             boxes: Some([6.0, 18.0, 18.0, 22.0, 42.0, 42.0]),
             ..Prompts::default()
@@ -512,13 +515,7 @@ mod tests {
         }
         let grid = cfg.image_size;
         let emb = model.embed(Tensor::zeros([1, 1, grid[0], grid[1], grid[2]], &device));
-        let run = |m: &SegVol<Flex>, p: &Prompts| -> Vec<f32> {
-            m.decode(emb.clone(), p)
-                .logits
-                .into_data()
-                .to_vec()
-                .unwrap_or_default()
-        };
+        let run = |m: &SegVol<Flex>, p: &Prompts| logits(m, &emb, p);
         let b = [6.0, 18.0, 18.0, 22.0, 42.0, 42.0];
         let boxed = Prompts {
             boxes: Some(b),
