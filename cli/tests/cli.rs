@@ -428,7 +428,9 @@ fn segment_writes_a_mask_on_the_image_grid() {
     let labels = |p: &Path| segvol_io::read_nifti(p).unwrap().to_labels().unwrap().data;
     let (a, b) = (labels(&on), labels(&off));
     assert!(a.iter().any(|&v| v > 0), "an empty mask");
-    assert_ne!(a, b, "--box-start off segmented as on");
+    // A count, not a dump of the volume, when they agree.
+    let differ = a.iter().zip(&b).filter(|(x, y)| x != y).count();
+    assert!(differ > 0, "--box-start off segmented as on");
 }
 
 fn corrector_fixture() -> PathBuf {
