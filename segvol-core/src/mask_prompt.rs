@@ -171,6 +171,17 @@ impl CellMaps {
     /// The maps of `prompts` for a model grid `image` with token grid `grid`. `None` when a
     /// patch side is not a multiple of 4 (no whole cells) — the config check refuses that.
     pub fn new(prompts: &Prompts, image: [usize; 3], grid: [usize; 3]) -> Option<Self> {
+        Self::with_mask(prompts, prompts.mask.as_deref(), image, grid)
+    }
+
+    /// [`new`](Self::new) with `mask` as the previous mask in place of `prompts.mask` (the
+    /// box step's filled box, `box_mask_prompt`).
+    pub fn with_mask(
+        prompts: &Prompts,
+        mask: Option<&[f32]>,
+        image: [usize; 3],
+        grid: [usize; 3],
+    ) -> Option<Self> {
         let cells = grid.map(|g| 4 * g);
         let block = [0, 1, 2].map(|a| image[a] / cells[a].max(1));
         if (0..3).any(|a| block[a] == 0 || block[a] * cells[a] != image[a]) {
@@ -180,7 +191,7 @@ impl CellMaps {
         let mut cell_maps = vec![0f32; nc * 3];
         let mut token_cells = None;
         let n_img: usize = image.iter().product();
-        if let Some(m) = prompts.mask.as_ref().filter(|m| m.len() == n_img) {
+        if let Some(m) = mask.filter(|m| m.len() == n_img) {
             // Block means on the cell grid.
             let per = (block[0] * block[1] * block[2]) as f32;
             let mut mean = vec![0f32; nc];

@@ -260,26 +260,22 @@ impl<B: Backend> SegVol<B> {
         let device = embedding.device();
         let (sparse, mut dense) = self.prompt_encoder.forward(prompts, &device);
         let mut cell_term = None;
-        // The box step of a model with `box_mask_prompt`: the filled box is the mask it starts
-        // from.
-        let filled;
-        let cell_prompts = match (self.config.box_mask_prompt, &prompts.mask, prompts.boxes) {
-            (true, None, Some(b)) if self.mask_prompt.is_some() => {
-                filled = Prompts {
-                    mask: Some(crate::mask_prompt::box_mask(b, self.image_size)),
-                    ..prompts.clone()
-                };
-                &filled
+        if let Some(mp) = &self.mask_prompt {
+            // The box step of a model with `box_mask_prompt`: the filled box is the mask it
+            // starts from.
+            let filled = match (self.config.box_mask_prompt, &prompts.mask, prompts.boxes) {
+                (true, None, Some(b)) => Some(crate::mask_prompt::box_mask(b, self.image_size)),
+                _ => None,
+            };
+            let mask = prompts.mask.as_deref().or(filled.as_deref());
+            if let Some(maps) =
+                CellMaps::with_mask(prompts, mask, self.image_size, self.config.grid())
+            {
+                if let Some(t) = mp.dense(&maps, &device) {
+                    dense = dense + t;
+                }
+                cell_term = Some(mp.cells(&maps, &device));
             }
-            _ => prompts,
-        };
-        if let Some(mp) = &self.mask_prompt
-            && let Some(maps) = CellMaps::new(cell_prompts, self.image_size, self.config.grid())
-        {
-            if let Some(t) = mp.dense(&maps, &device) {
-                dense = dense + t;
-            }
-            cell_term = Some(mp.cells(&maps, &device));
         }
         let pe = self.cached_dense_pe(&device);
         let text = prompts
