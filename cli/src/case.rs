@@ -97,6 +97,22 @@ pub struct ModelArgs {
     pub box_start: Option<bool>,
 }
 
+/// `config` with `--box-start` applied (`None`: as it is); `weights` names them in the error
+/// (weights without the mask prompt have nothing to start from).
+pub fn with_box_start(
+    config: SegVolConfig,
+    on: Option<bool>,
+    weights: &str,
+) -> Result<SegVolConfig> {
+    match on {
+        Some(true) if !config.mask_prompt => {
+            bail!("{weights}: --box-start on needs weights with the mask prompt")
+        }
+        Some(on) => Ok(config.with_box_mask_prompt(on)),
+        None => Ok(config),
+    }
+}
+
 /// `on` or `off` (any case).
 pub fn on_off(s: &str) -> Result<bool, String> {
     match s.to_ascii_lowercase().as_str() {
@@ -140,15 +156,7 @@ impl ModelArgs {
 
     /// The named config, with `--box-start` applied.
     pub fn config(&self) -> Result<SegVolConfig> {
-        let c = self.named_config()?;
-        match self.box_start {
-            Some(true) if !c.mask_prompt => bail!(
-                "--box-start on needs a model with the mask prompt ({} has none)",
-                self.weights_label()
-            ),
-            Some(on) => Ok(c.with_box_mask_prompt(on)),
-            None => Ok(c),
-        }
+        with_box_start(self.named_config()?, self.box_start, &self.weights_label())
     }
 
     /// The config of `--weights`/`--config`.

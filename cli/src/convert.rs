@@ -108,19 +108,12 @@ pub fn run(args: &ConvertArgs) -> Result<()> {
     } else {
         None
     };
-    let mut config = match stored {
+    let config = match stored {
         Some(c) => c,
         None => SegVolConfig::named(&args.config).context("--config")?,
     };
-    if let Some(on) = args.box_start {
-        if on && !config.mask_prompt {
-            bail!(
-                "{}: --box-start on needs weights with the mask prompt",
-                args.from.display()
-            );
-        }
-        config = config.with_box_mask_prompt(on);
-    }
+    let config =
+        crate::case::with_box_start(config, args.box_start, &args.from.display().to_string())?;
     let ext_ok = args
         .to
         .extension()

@@ -411,7 +411,7 @@ fn segment_writes_a_mask_on_the_image_grid() {
     let (code, err) = seg(&[&tiny[..], &["--box-start", "on"]].concat(), &bad);
     assert_ne!(code, 0);
     assert!(
-        err.contains("--box-start on needs a model with the mask prompt"),
+        err.contains("weights.safetensors: --box-start on needs weights with the mask prompt"),
         "{err}"
     );
     let (code, err) = seg(&["--box-start", "maybe"], &bad);
