@@ -169,3 +169,70 @@ fn a_later_pass_reuses_the_window_encodings_and_changes_nothing() {
     assert_eq!((rep3.encoded, rep3.decoded), (0, 0), "{rep3:?}");
     assert!(third == again);
 }
+
+/// Every zoom-in window's box prompt is the user's box clipped to that window (in the window's
+/// coordinates; none for a window the box misses), whatever the global pass predicted. The
+/// expected boxes are derived here from the box, the reported ROI, §9.3's padding and MONAI's
+/// window starts. SegVol's challenge code takes them from the global prediction when there are
+/// several windows; we do not (`segvol_core::zoom::window_box`).
+#[test]
+fn every_window_takes_the_users_box() {
+    let (model, case) = tiny_model_and_case("ct_heart_thick");
+    let device = Default::default();
+    let img = case.imgs.unwrap().to_f32();
+    let dims = img.dims;
+    let grid = [32, 64, 64];
+    let bx = ([10, 16, 20], [43, 80, 96]);
+    let click = [segvol_core::pipeline::VoxelClick {
+        zyx: [30, 50, 60],
+        foreground: true,
+    }];
+    let session = Session::new(&model, &img.data, dims, &[bx.0, bx.1], &device).unwrap();
+    for clicks in [&[][..], &click[..]] {
+        let (_, rep) = session
+            .predict_zoom_in(Some(bx), clicks, &mut |_, _| {})
+            .unwrap();
+        let (rlo, rhi) = rep.roi.unwrap();
+        let clo = session.zoom().crop_lo;
+        let rd = [0, 1, 2].map(|a| rhi[a] - rlo[a]);
+        let pd = [0, 1, 2].map(|a| rd[a].max(grid[a]));
+        let before = [0, 1, 2].map(|a| (pd[a] - rd[a]) / 2);
+        // The box in the padded ROI's coordinates.
+        let (b0, b1) = (
+            [0, 1, 2].map(|a| bx.0[a] - clo[a] - rlo[a] + before[a]),
+            [0, 1, 2].map(|a| bx.1[a] - clo[a] - rlo[a] + before[a]),
+        );
+        let starts: Vec<Vec<usize>> = (0..3).map(|a| window_starts(pd[a], grid[a])).collect();
+        let mut want = Vec::new();
+        for &z in &starts[0] {
+            for &y in &starts[1] {
+                for &x in &starts[2] {
+                    let s = [z, y, x];
+                    let lo = [0, 1, 2].map(|a| b0[a].max(s[a]));
+                    let hi = [0, 1, 2].map(|a| b1[a].min(s[a] + grid[a] - 1));
+                    want.push((0..3).all(|a| lo[a] <= hi[a]).then_some((lo, hi)).map(
+                        |(lo, hi)| {
+                            (
+                                [0, 1, 2].map(|a| lo[a] - s[a]),
+                                [0, 1, 2].map(|a| hi[a] - s[a]),
+                            )
+                        },
+                    ));
+                }
+            }
+        }
+        assert!(
+            want.len() >= 8,
+            "several windows: {} (roi {rlo:?}..{rhi:?})",
+            want.len()
+        );
+        // Some window holds only a part of the box: the clipping is exercised.
+        assert!(
+            want.iter()
+                .flatten()
+                .any(|(lo, hi)| *lo == [0; 3] || hi.iter().zip(grid).any(|(h, g)| *h == g - 1)),
+            "{want:?}"
+        );
+        assert_eq!(rep.boxes, want, "{} clicks", clicks.len());
+    }
+}
