@@ -59,6 +59,11 @@ pub fn label(mask: &[bool], dims: [usize; 3], conn: Connectivity) -> (Vec<u32>, 
     let mut next = 0u32;
     let mut stack: Vec<usize> = Vec::new();
     let [d, h, w] = dims;
+    // The neighbours' index offsets, for voxels off the volume's faces (no bounds to check).
+    let linear: Vec<isize> = offsets
+        .iter()
+        .map(|o| (o[0] * h as isize + o[1]) * w as isize + o[2])
+        .collect();
     for start in 0..mask.len() {
         if !mask[start] || labels[start] != 0 {
             continue;
@@ -68,6 +73,16 @@ pub fn label(mask: &[bool], dims: [usize; 3], conn: Connectivity) -> (Vec<u32>, 
         stack.push(start);
         while let Some(i) = stack.pop() {
             let (z, y, x) = (i / (h * w), (i / w) % h, i % w);
+            if z > 0 && y > 0 && x > 0 && z + 1 < d && y + 1 < h && x + 1 < w {
+                for &o in &linear {
+                    let j = i.wrapping_add_signed(o);
+                    if mask[j] && labels[j] == 0 {
+                        labels[j] = next;
+                        stack.push(j);
+                    }
+                }
+                continue;
+            }
             for o in &offsets {
                 let (nz, ny, nx) = (z as isize + o[0], y as isize + o[1], x as isize + o[2]);
                 if nz < 0

@@ -100,8 +100,12 @@ pub fn sample_loss<B: AutodiffBackend>(
         // With the mask prompt, each round is given the previous round's prediction, as at
         // inference (the box step's, then each click's).
         let use_mask = model.config().mask_prompt;
+        // The rounds' predictions take no gradient: they run on the inner backend (no graph
+        // recorded, the inference kernels), from the same parameters and embedding.
+        let inner = model.valid();
+        let inner_emb = emb.clone().inner();
         let decode_mask = |p: &Prompts| -> Vec<bool> {
-            host(model.decode(emb.clone().detach(), p).logits)
+            host(inner.decode(inner_emb.clone(), p).logits)
                 .iter()
                 .map(|&l| l > 0.0)
                 .collect()
