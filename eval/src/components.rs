@@ -105,6 +105,26 @@ pub fn label(mask: &[bool], dims: [usize; 3], conn: Connectivity) -> (Vec<u32>, 
     (labels, next as usize)
 }
 
+/// The inclusive bounding box `(lo, hi)` (`[z, y, x]`) of the voxels `0..n` of a raster of
+/// shape `dims` for which `on` holds; `None` when there are none.
+pub(crate) fn voxel_box(
+    n: usize,
+    dims: [usize; 3],
+    on: impl Fn(usize) -> bool,
+) -> Option<([usize; 3], [usize; 3])> {
+    let [_, h, w] = dims;
+    let mut found: Option<([usize; 3], [usize; 3])> = None;
+    for i in (0..n).filter(|&i| on(i)) {
+        let p = [i / (h * w), (i / w) % h, i % w];
+        let (lo, hi) = found.get_or_insert((p, p));
+        for ax in 0..3 {
+            lo[ax] = lo[ax].min(p[ax]);
+            hi[ax] = hi[ax].max(p[ax]);
+        }
+    }
+    found
+}
+
 /// The largest component (`true` voxels), ties to the lowest label, i.e. the component whose
 /// first voxel comes first in raster order (`np.argmax` of the bincount, as the evaluator
 /// does). `None` when `mask` is empty.

@@ -245,24 +245,11 @@ pub fn surfel_distances(
     spacing: [f64; 3],
 ) -> SurfelDistances {
     let [_, h, w] = dims;
-    let (mut lo, mut hi) = ([usize::MAX; 3], [0usize; 3]);
-    let mut any = false;
-    for (i, _) in pred
-        .iter()
-        .zip(gt)
-        .enumerate()
-        .filter(|(_, (p, g))| **p || **g)
-    {
-        any = true;
-        let p = [i / (h * w), (i / w) % h, i % w];
-        for ax in 0..3 {
-            lo[ax] = lo[ax].min(p[ax]);
-            hi[ax] = hi[ax].max(p[ax]);
-        }
-    }
-    if !any {
+    let Some((lo, hi)) =
+        crate::components::voxel_box(pred.len().min(gt.len()), dims, |i| pred[i] || gt[i])
+    else {
         return SurfelDistances::default();
-    }
+    };
     // Grid points 0..=extent per axis; point g covers voxels g−1 and g on each axis of the
     // crop (voxels outside the crop are 0).
     let ext: [usize; 3] = [0, 1, 2].map(|ax| hi[ax] - lo[ax] + 1);
