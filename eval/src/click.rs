@@ -1,6 +1,6 @@
 //! The CVPR 2025 evaluator's click simulator, exactly (CHALLENGE.md §5).
 
-use crate::components::{Connectivity, largest_component, voxel_box};
+use crate::components::{Connectivity, VoxelBox, largest_component_box};
 use crate::edt::edt_squared;
 use crate::rng::numpy_choice;
 
@@ -44,11 +44,12 @@ pub fn simulate_click(pred: &[bool], gt: &[bool], dims: [usize; 3]) -> Option<Si
     let n = dims.iter().product::<usize>();
     assert!(pred.len() == n && gt.len() == n, "mask/dims mismatch");
     let err: Vec<bool> = pred.iter().zip(gt).map(|(p, g)| p != g).collect();
-    let comp = largest_component(&err, dims, Connectivity::TwentySix)?;
-    component_click(&comp, gt, dims, false)
+    let (comp, bbox) = largest_component_box(&err, dims, Connectivity::TwentySix)?;
+    component_click(&comp, bbox, gt, dims, false)
 }
 
-/// The click of the component `comp`: its EDT on its bounding box padded by one voxel, or by
+/// The click of the component `comp` (inclusive bounding box `(lo, hi)`): its EDT on that box
+/// padded by one voxel, or by
 /// the evaluator's quarter of the extent when `evaluator_padding` is set (and always where the
 /// padded box takes the 2× reduced path).
 ///
@@ -59,11 +60,11 @@ pub fn simulate_click(pred: &[bool], gt: &[bool], dims: [usize; 3]) -> Option<Si
 /// box). The 2× reduced path keeps the evaluator's padding: its 2×2×2 blocks depend on it.
 fn component_click(
     comp: &[bool],
+    (lo, hi): VoxelBox,
     gt: &[bool],
     dims: [usize; 3],
     evaluator_padding: bool,
 ) -> Option<SimClick> {
-    let (lo, hi) = voxel_box(comp.len(), dims, |i| comp[i])?;
     let crop: [usize; 3] = [0, 1, 2].map(|ax| hi[ax] + 1 - lo[ax]);
     let pad = evaluator_pad(crop);
     let padded_voxels: usize = (0..3).map(|a| crop[a] + 2 * pad[a]).product();
@@ -204,8 +205,10 @@ mod tests {
         ) {
             let got = simulate_click(&pred, &gt, dims);
             let err: Vec<bool> = pred.iter().zip(&gt).map(|(p, g)| p != g).collect();
-            let want = largest_component(&err, dims, Connectivity::TwentySix)
-                .and_then(|comp| component_click(&comp, &gt, dims, true));
+            let want = crate::components::largest_component(&err, dims, Connectivity::TwentySix).and_then(|comp| {
+                let bbox = crate::components::voxel_box(comp.len(), dims, |i| comp[i])?;
+                component_click(&comp, bbox, &gt, dims, true)
+            });
             prop_assert_eq!(got, want);
         }
     }

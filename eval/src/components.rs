@@ -51,9 +51,8 @@ impl Connectivity {
 pub fn label(mask: &[bool], dims: [usize; 3], conn: Connectivity) -> (Vec<u32>, usize) {
     let runs = Runs::new(mask, dims, conn);
     let mut labels = vec![0u32; mask.len()];
-    for (r, &(row, x0, x1)) in runs.runs.iter().enumerate() {
-        let start = row as usize * dims[2];
-        labels[start + x0 as usize..=start + x1 as usize].fill(runs.comp[r]);
+    for (r, &c) in runs.comp.iter().enumerate() {
+        labels[runs.span(r)].fill(c);
     }
     (labels, runs.n)
 }
@@ -72,6 +71,8 @@ struct Runs {
     comp: Vec<u32>,
     /// The number of components.
     n: usize,
+    /// The raster's row length (x extent).
+    w: usize,
 }
 
 impl Runs {
@@ -171,9 +172,20 @@ impl Runs {
             runs,
             comp,
             n: n as usize,
+            w,
         }
     }
+
+    /// The raster indices of run `r`.
+    fn span(&self, r: usize) -> std::ops::RangeInclusive<usize> {
+        let (row, x0, x1) = self.runs[r];
+        let start = row as usize * self.w;
+        start + x0 as usize..=start + x1 as usize
+    }
 }
+
+/// An inclusive bounding box `(lo, hi)`, each `[z, y, x]`.
+pub(crate) type VoxelBox = ([usize; 3], [usize; 3]);
 
 /// The inclusive bounding box `(lo, hi)` (`[z, y, x]`) of the voxels `0..n` of a raster of
 /// shape `dims` for which `on` holds; `None` when there are none.
@@ -181,13 +193,13 @@ pub(crate) fn voxel_box(
     n: usize,
     dims: [usize; 3],
     on: impl Fn(usize) -> bool,
-) -> Option<([usize; 3], [usize; 3])> {
+) -> Option<VoxelBox> {
     let [_, h, w] = dims;
     if h == 0 || w == 0 {
         return None;
     }
     // Row by row: the first and last voxel of a row that hold, no division per voxel.
-    let mut found: Option<([usize; 3], [usize; 3])> = None;
+    let mut found: Option<VoxelBox> = None;
     for row in 0..n.div_ceil(w) {
         let (base, end) = (row * w, ((row + 1) * w).min(n));
         let Some(first) = (base..end).find(|&i| on(i)) else {
@@ -206,13 +218,23 @@ pub(crate) fn voxel_box(
 /// first voxel comes first in raster order (`np.argmax` of the bincount, as the evaluator
 /// does). `None` when `mask` is empty.
 pub fn largest_component(mask: &[bool], dims: [usize; 3], conn: Connectivity) -> Option<Vec<bool>> {
+    largest_component_box(mask, dims, conn).map(|(comp, _)| comp)
+}
+
+/// [`largest_component`] and its inclusive bounding box `(lo, hi)` (`[z, y, x]`), the box
+/// read off the component's runs (the click rule needs both; no second pass over the mask).
+pub(crate) fn largest_component_box(
+    mask: &[bool],
+    dims: [usize; 3],
+    conn: Connectivity,
+) -> Option<(Vec<bool>, VoxelBox)> {
     let runs = Runs::new(mask, dims, conn);
     if runs.n == 0 {
         return None;
     }
     let mut sizes = vec![0usize; runs.n + 1];
-    for (&(_, x0, x1), &c) in runs.runs.iter().zip(&runs.comp) {
-        sizes[c as usize] += (x1 - x0 + 1) as usize;
+    for (r, &c) in runs.comp.iter().enumerate() {
+        sizes[c as usize] += runs.span(r).count();
     }
     let mut best = 1;
     for l in 2..=runs.n {
@@ -220,14 +242,20 @@ pub fn largest_component(mask: &[bool], dims: [usize; 3], conn: Connectivity) ->
             best = l;
         }
     }
+    let h = dims[1];
     let mut out = vec![false; mask.len()];
-    for (&(row, x0, x1), &c) in runs.runs.iter().zip(&runs.comp) {
+    let mut bbox: Option<VoxelBox> = None;
+    for (r, &c) in runs.comp.iter().enumerate() {
         if c as usize == best {
-            let start = row as usize * dims[2];
-            out[start + x0 as usize..=start + x1 as usize].fill(true);
+            out[runs.span(r)].fill(true);
+            let (row, x0, x1) = runs.runs[r];
+            let (z, y) = (row as usize / h, row as usize % h);
+            let (lo, hi) = bbox.get_or_insert(([z, y, x0 as usize], [z, y, x1 as usize]));
+            *lo = [lo[0].min(z), lo[1].min(y), lo[2].min(x0 as usize)];
+            *hi = [hi[0].max(z), hi[1].max(y), hi[2].max(x1 as usize)];
         }
     }
-    Some(out)
+    bbox.map(|b| (out, b))
 }
 
 #[cfg(test)]
@@ -330,7 +358,11 @@ mod tests {
                 let count = |l: u32| labels.iter().filter(|&&v| v == l).count();
                 let best = (1..=n as u32).fold(1, |b, l| if count(l) > count(b) { l } else { b });
                 let want: Vec<bool> = labels.iter().map(|&l| l == best).collect();
-                prop_assert_eq!(got, Some(want));
+                let want_box = voxel_box(want.len(), dims, |i| want[i]);
+                prop_assert_eq!(got, Some(want.clone()));
+                // The box read off the runs is the component's voxel box.
+                let (_, bbox) = largest_component_box(&mask, dims, conn).expect("a component");
+                prop_assert_eq!(Some(bbox), want_box);
             }
         }
     }
