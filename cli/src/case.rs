@@ -24,7 +24,7 @@ pub fn spinner() -> ProgressBar {
     bar
 }
 
-/// `--click-radius`: what every command that takes clicks accepts.
+/// `--click-radius`, `--click-grow`: what every command that takes clicks accepts.
 #[derive(clap::Args, Debug, Clone, Copy)]
 pub struct ClickArgs {
     /// After the model answers, each click fixes its voxel and the wrong-labelled voxels
@@ -32,13 +32,20 @@ pub struct ClickArgs {
     /// `off`: the model's answer as it is.
     #[arg(long, value_name = "MM|off", default_value_t = ClickRadius(Some(segvol_interactive::DEFAULT_CLICK_RADIUS_MM)))]
     pub click_radius: ClickRadius,
+    /// After the model answers, each positive click adds the voxels connected to it whose
+    /// intensity is within 1.5 standard deviations of the clicked neighbourhood's mean, within
+    /// this radius in mm and the box (docs/model-card.md, "Clicks that reach"); `off`: the
+    /// model's answer as it is.
+    #[arg(long, value_name = "MM|off", default_value_t = ClickRadius(Some(segvol_interactive::DEFAULT_GROW_RADIUS_MM)))]
+    pub click_grow: ClickRadius,
 }
 
 impl ClickArgs {
-    /// `base` with this click radius.
+    /// `base` with these click radii.
     pub fn on(self, base: SessionOptions) -> SessionOptions {
         SessionOptions {
             click_radius_mm: self.click_radius.0,
+            click_grow_mm: self.click_grow.0,
             ..base
         }
     }

@@ -122,6 +122,7 @@ pub fn run(args: &EvalArgs, dir: &Path, files: ModelFiles) -> Result<()> {
         "data": dir, "cases": cases.len(), "shard": args.shard, "steps": steps,
         "zoom_in": !args.no_zoom_in && args.predict_cmd.is_none(),
         "click_radius_mm": args.predict_cmd.is_none().then_some(args.clicks.click_radius.0).flatten(),
+        "click_grow_mm": args.predict_cmd.is_none().then_some(args.clicks.click_grow.0).flatten(),
         "gt_dir": args.gt_dir, "predict_cmd": args.predict_cmd,
     });
     let serde_json::Value::Object(header) = header else {

@@ -165,6 +165,7 @@ mod tests {
         let live = SessionOptions::live();
         assert!(batch.zoom_in && !live.zoom_in);
         assert_eq!(batch.click_radius_mm, Some(3.0));
+        assert_eq!(batch.click_grow_mm, Some(20.0));
         assert_eq!((batch.feedback, live.feedback), (0, 0));
         for args in [
             &["segvol", "eval", "--case", "c.npz"][..],
@@ -192,6 +193,8 @@ mod tests {
             "--no-zoom-in",
             "--click-radius",
             "off",
+            "--click-grow",
+            "off",
             "--feedback",
             "4",
         ]);
@@ -200,15 +203,25 @@ mod tests {
             SessionOptions {
                 zoom_in: false,
                 click_radius_mm: None,
+                click_grow_mm: None,
                 feedback: 4
             }
         );
-        let s = options(&["segvol", "serve", "--zoom-in", "--click-radius", "6"]);
+        let s = options(&[
+            "segvol",
+            "serve",
+            "--zoom-in",
+            "--click-radius",
+            "6",
+            "--click-grow",
+            "12",
+        ]);
         assert_eq!(
             s,
             SessionOptions {
                 zoom_in: true,
                 click_radius_mm: Some(6.0),
+                click_grow_mm: Some(12.0),
                 ..live
             }
         );

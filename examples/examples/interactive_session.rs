@@ -46,7 +46,8 @@ fn main() -> Result<()> {
         image.spacing,
     )?;
     // The engine settings (one type for every front end): `live()` is what `segvol view` and
-    // `serve` use and the session's default (zoom-in off for speed, clicks stick within 3 mm);
+    // `serve` use and the session's default (zoom-in off for speed, clicks stick within 3 mm,
+    // positive clicks grow within 20 mm of similar intensity);
     // `SessionOptions::batch()` turns SegVol's zoom-in on, as `segvol eval` runs it.
     s.set_options(SessionOptions {
         click_radius_mm: Some(3.0),

@@ -208,8 +208,20 @@ pub fn object_logits<B: Backend>(
     }
 }
 
-/// [`object_logits`] as a mask (`logits > 0` → 1), then clicks that stick
-/// ([`crate::honour`]) when `options.click_radius_mm` is set.
+/// The image as a front end holds it, for the positive clicks' grown regions
+/// ([`crate::grow_clicks`]): the challenge predictor's `u8` volume or the session's `f32` one.
+#[derive(Debug, Clone, Copy)]
+pub enum ImageRef<'a> {
+    /// The challenge's `imgs` (0..255).
+    U8(&'a [u8]),
+    /// An image in its own units (HU, MR intensity).
+    F32(&'a [f32]),
+}
+
+/// [`object_logits`] as a mask (`logits > 0` → 1), then positive clicks that reach
+/// ([`crate::grow_clicks`]) when `options.click_grow_mm` is set and clicks that stick
+/// ([`crate::honour`]) when `options.click_radius_mm` is set, in that order (so a negative
+/// click's own neighbourhood wins over a grown region).
 ///
 /// # Errors
 /// As [`object_logits`].
@@ -219,6 +231,7 @@ pub fn object_mask<B: Backend>(
     prompts: ObjectPrompts<'_>,
     corr: Option<&mut CorrectionSession<'_, B>>,
     options: SessionOptions,
+    image: ImageRef<'_>,
     dims: [usize; 3],
     spacing: [f64; 3],
     log: &mut StepLog,
@@ -236,6 +249,13 @@ pub fn object_mask<B: Backend>(
         log.decoded(t);
         mask
     };
+    if let Some(r) = options.click_grow_mm {
+        let (bbox, clicks) = (prompts.bbox, prompts.clicks);
+        match image {
+            ImageRef::U8(im) => crate::grow_clicks(&mut mask, im, dims, spacing, clicks, bbox, r),
+            ImageRef::F32(im) => crate::grow_clicks(&mut mask, im, dims, spacing, clicks, bbox, r),
+        };
+    }
     if let Some(r) = options.click_radius_mm {
         crate::honour_clicks(&mut mask, dims, spacing, prompts.clicks, r, 1, 0);
     }

@@ -12,11 +12,14 @@ pub mod options;
 mod predictor;
 mod session;
 
-pub use honour::{DEFAULT_CLICK_RADIUS_MM, honour_clicks};
+pub use honour::{
+    DEFAULT_CLICK_RADIUS_MM, DEFAULT_GROW_RADIUS_MM, GROW_TOLERANCE_SD, grow_clicks, honour_clicks,
+};
 pub use options::SessionOptions;
 
 pub use engine::{
-    DecodeOptions, ObjectPrompts, StepLog, corrected_logits, decode, object_logits, object_mask,
+    DecodeOptions, ImageRef, ObjectPrompts, StepLog, corrected_logits, decode, object_logits,
+    object_mask,
 };
 pub use predictor::{SegVolPredictor, click_sequence};
 pub use session::{

@@ -3,7 +3,7 @@
 //! `segvol eval`, `predict`, `segment`, `demo` (batch) and `view`, `serve` (live) build theirs
 //! from [`SessionOptions::batch`] and [`SessionOptions::live`] with their flags on top.
 
-use crate::DEFAULT_CLICK_RADIUS_MM;
+use crate::{DEFAULT_CLICK_RADIUS_MM, DEFAULT_GROW_RADIUS_MM};
 
 /// How the engine answers prompts, beyond the model and corrector it was given.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -16,6 +16,10 @@ pub struct SessionOptions {
     /// voxel and the wrong-labelled voxels connected to it within this radius (mm); `None`
     /// keeps the model's answer as it is.
     pub click_radius_mm: Option<f64>,
+    /// Positive clicks that reach ([`crate::grow_clicks`]): after the model answers, each
+    /// positive click adds the intensity-similar voxels connected to it within this radius
+    /// (mm) and the box; `None` keeps the model's answer as it is.
+    pub click_grow_mm: Option<f64>,
     /// Prompt feedback (GRU_CORRECTION.md §6, D9), with a corrector only: after a correction,
     /// up to this many corrected voxels whose side changed go back to SegVol as point prompts;
     /// 0 = off (the corrector's write-back alone). Off everywhere by default
@@ -25,12 +29,14 @@ pub struct SessionOptions {
 
 impl SessionOptions {
     /// For a person waiting on each click (`segvol view`, `segvol serve`): zoom-in off, clicks
-    /// stick within [`DEFAULT_CLICK_RADIUS_MM`], no prompt feedback. The engines start with
+    /// stick within [`DEFAULT_CLICK_RADIUS_MM`], positive clicks grow within
+    /// [`DEFAULT_GROW_RADIUS_MM`], no prompt feedback. The engines start with
     /// these ([`Default`]).
     pub const fn live() -> Self {
         SessionOptions {
             zoom_in: false,
             click_radius_mm: Some(DEFAULT_CLICK_RADIUS_MM),
+            click_grow_mm: Some(DEFAULT_GROW_RADIUS_MM),
             feedback: 0,
         }
     }

@@ -18,7 +18,7 @@ use segvol_eval::protocol::{Clicks, PredictRequest, Predictor};
 use segvol_gru::{CorrectionSession, GruCorrector};
 
 use crate::SessionOptions;
-use crate::engine::{BoxError, ObjectPrompts, StepLog, object_mask};
+use crate::engine::{BoxError, ImageRef, ObjectPrompts, StepLog, object_mask};
 
 /// SegVol (+ corrector) under the CVPR25 protocol.
 pub struct SegVolPredictor<'a, B: Backend> {
@@ -61,6 +61,15 @@ impl<'a, B: Backend> SegVolPredictor<'a, B> {
     /// Default: [`DEFAULT_CLICK_RADIUS_MM`](crate::DEFAULT_CLICK_RADIUS_MM).
     pub fn with_click_radius(mut self, radius_mm: Option<f64>) -> Self {
         self.options.click_radius_mm = radius_mm;
+        self
+    }
+
+    /// Each positive click adds the intensity-similar voxels connected to it within
+    /// `radius_mm` and the box after the model answers ([`crate::grow_clicks`]); `None` keeps
+    /// the model's answer as it is. Default:
+    /// [`DEFAULT_GROW_RADIUS_MM`](crate::DEFAULT_GROW_RADIUS_MM).
+    pub fn with_click_grow(mut self, radius_mm: Option<f64>) -> Self {
+        self.options.click_grow_mm = radius_mm;
         self
     }
 
@@ -202,6 +211,7 @@ impl<B: Backend> Predictor for SegVolPredictor<'_, B> {
                         },
                         corr,
                         self.options,
+                        ImageRef::U8(req.image),
                         req.dims,
                         req.spacing,
                         &mut log,

@@ -15,7 +15,7 @@ use segvol_core::pipeline::{Session, VoxelClick};
 use segvol_gru::{CorrectionSession, GruCorrector};
 
 use crate::SessionOptions;
-use crate::engine::{ObjectPrompts, StepLog, object_mask};
+use crate::engine::{ImageRef, ObjectPrompts, StepLog, object_mask};
 
 /// Errors of an interactive session.
 #[derive(Debug, thiserror::Error)]
@@ -181,6 +181,14 @@ impl<'m, B: Backend> InteractiveSession<'m, B> {
     /// answer as it is.
     pub fn set_click_radius(&mut self, radius_mm: Option<f64>) {
         self.options.click_radius_mm = radius_mm;
+    }
+
+    /// Each positive click adds the intensity-similar voxels connected to it within
+    /// `radius_mm` and the box after the model answers ([`crate::grow_clicks`], on by default
+    /// with [`DEFAULT_GROW_RADIUS_MM`](crate::DEFAULT_GROW_RADIUS_MM)); `None` shows the
+    /// model's answer as it is.
+    pub fn set_click_grow(&mut self, radius_mm: Option<f64>) {
+        self.options.click_grow_mm = radius_mm;
     }
 
     /// All the engine settings at once (zoom-in, clicks that stick, prompt feedback with a
@@ -547,6 +555,7 @@ impl<'m, B: Backend> InteractiveSession<'m, B> {
             },
             corr,
             self.options,
+            ImageRef::F32(&self.image),
             self.dims,
             self.spacing,
             &mut StepLog::default(),

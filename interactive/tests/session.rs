@@ -364,6 +364,103 @@ fn clicks_stick_in_the_session_and_the_predictor() {
     assert_eq!(p.predict(&req).unwrap(), want);
 }
 
+/// Positive clicks that reach (`segvol_interactive::grow_clicks`): with the defaults, the
+/// session's mask after a positive click is the model's own answer (both rules off) with
+/// [`grow_clicks`] and then [`honour_clicks`] applied to it, on the session's own image; the
+/// protocol predictor does the same on its `u8` image. The click is one the tiny model leaves
+/// out, so the region has something to add.
+#[test]
+fn positive_clicks_reach_in_the_session_and_the_predictor() {
+    use segvol_eval::protocol::{Box3, Clicks, PredictRequest, Predictor};
+    use segvol_interactive::{
+        DEFAULT_CLICK_RADIUS_MM, DEFAULT_GROW_RADIUS_MM, SegVolPredictor, grow_clicks,
+        honour_clicks,
+    };
+    let device = Default::default();
+    let model = tiny_model();
+    let img =
+        segvol_io::read_image(shared().join("data/nifti/ct_kidney_right_img.nii.gz")).unwrap();
+    let (dims, spacing) = (img.dims(), img.spacing());
+    let image = img.to_f32().data;
+    let (lo, hi) = ([4, 8, 8], [16, 30, 28]);
+    let idx = |p: [usize; 3]| (p[0] * dims[1] + p[1]) * dims[2] + p[2];
+    let mut raw =
+        InteractiveSession::new(&model, None, &device, image.clone(), dims, spacing).unwrap();
+    raw.set_click_radius(None);
+    raw.set_click_grow(None);
+    raw.set_box(lo, hi).unwrap();
+    let after_box = raw.mask().to_vec();
+    let zyx = [10, 19, 18];
+    assert_eq!(
+        after_box[idx(zyx)],
+        0,
+        "the tiny model leaves the click's voxel out"
+    );
+    raw.add_point(zyx, true).unwrap();
+    let clicks = [VoxelClick {
+        zyx,
+        foreground: true,
+    }];
+    let finish = |mask: &mut Vec<u8>, grown: usize| {
+        assert!(
+            grown > 1,
+            "the region adds more than the clicked voxel: {grown}"
+        );
+        honour_clicks(mask, dims, spacing, &clicks, DEFAULT_CLICK_RADIUS_MM, 1, 0);
+    };
+    let mut want = raw.mask().to_vec();
+    let n = grow_clicks(
+        &mut want,
+        &image,
+        dims,
+        spacing,
+        &clicks,
+        Some((lo, hi)),
+        DEFAULT_GROW_RADIUS_MM,
+    );
+    finish(&mut want, n);
+    let mut default =
+        InteractiveSession::new(&model, None, &device, image.clone(), dims, spacing).unwrap();
+    default.set_box(lo, hi).unwrap();
+    default.add_point(zyx, true).unwrap();
+    assert_eq!(default.mask(), &want[..]);
+
+    // The predictor, on the challenge's u8 image.
+    let image_u8: Vec<u8> = image.iter().map(|&v| v.clamp(0.0, 255.0) as u8).collect();
+    let boxes = [Box3 { lo, hi }];
+    let cl = [Clicks {
+        fg: vec![zyx],
+        bg: vec![],
+        order: vec![Some(true)],
+    }];
+    let req = PredictRequest {
+        dims,
+        spacing,
+        image: &image_u8,
+        n_classes: 1,
+        boxes: Some(&boxes),
+        clicks: &cl,
+        prev_pred: None,
+        step: 2,
+    };
+    let mut p_raw = SegVolPredictor::new(&model, None, &device)
+        .with_click_radius(None)
+        .with_click_grow(None);
+    let mut want = p_raw.predict(&req).unwrap();
+    let n = grow_clicks(
+        &mut want,
+        &image_u8,
+        dims,
+        spacing,
+        &clicks,
+        Some((lo, hi)),
+        DEFAULT_GROW_RADIUS_MM,
+    );
+    finish(&mut want, n);
+    let mut p = SegVolPredictor::new(&model, None, &device);
+    assert_eq!(p.predict(&req).unwrap(), want);
+}
+
 /// Both engines start from the same settings (`SessionOptions::default()`, the live ones) and
 /// take a whole `SessionOptions` at once; the session's zoom-in setting changes its answer
 /// exactly as a direct zoom-in decode does.
