@@ -71,52 +71,71 @@ pub fn honour_clicks<T: Copy + PartialEq>(
         if mask[idx(c.zyx)] == target {
             continue;
         }
-        // The flood stays in the ellipsoid's box (clipped to the grid): a local visited map.
+        // The flood stays in the ellipsoid's box (clipped to the grid).
         let lo: [usize; 3] = std::array::from_fn(|a| c.zyx[a].saturating_sub(half[a]));
         let hi: [usize; 3] = std::array::from_fn(|a| (c.zyx[a] + half[a]).min(dims[a] - 1));
-        let ext: [usize; 3] = std::array::from_fn(|a| hi[a] + 1 - lo[a]);
-        let local =
-            |p: [usize; 3]| ((p[0] - lo[0]) * ext[1] + (p[1] - lo[1])) * ext[2] + (p[2] - lo[2]);
-        let within = |p: [usize; 3]| {
-            let d2: f64 = (0..3)
-                .map(|a| {
-                    let d = (p[a] as f64 - c.zyx[a] as f64) * sp[a];
-                    d * d
-                })
-                .sum();
-            d2 <= r * r
-        };
-        let mut seen = vec![false; ext.iter().product()];
-        let mut stack = vec![c.zyx];
-        seen[local(c.zyx)] = true;
-        while let Some(p) = stack.pop() {
+        let region = face_region(c.zyx, lo, hi, |q| {
+            mask[idx(q)] != target && dist2(q, c.zyx, sp) <= r * r && !clicked.contains(&idx(q))
+        });
+        for p in region {
             mask[idx(p)] = target;
             changed += 1;
-            for a in 0..3 {
-                for up in [false, true] {
-                    let mut q = p;
-                    if up {
-                        if p[a] == hi[a] {
-                            continue;
-                        }
-                        q[a] += 1;
-                    } else {
-                        if p[a] == lo[a] {
-                            continue;
-                        }
-                        q[a] -= 1;
+        }
+    }
+    changed
+}
+
+/// The squared physical distance between two voxels (`sp`: mm per axis).
+fn dist2(p: [usize; 3], q: [usize; 3], sp: [f64; 3]) -> f64 {
+    (0..3)
+        .map(|a| {
+            let d = (p[a] as f64 - q[a] as f64) * sp[a];
+            d * d
+        })
+        .sum()
+}
+
+/// The voxels face-connected to `seed` through voxels for which `joins` holds, inside the
+/// inclusive box `lo..=hi` (which holds `seed`); the seed itself is always in. A visited map
+/// of the box's size, a stack: the flood fill both click rules share.
+fn face_region(
+    seed: [usize; 3],
+    lo: [usize; 3],
+    hi: [usize; 3],
+    joins: impl Fn([usize; 3]) -> bool,
+) -> Vec<[usize; 3]> {
+    let ext: [usize; 3] = std::array::from_fn(|a| hi[a] + 1 - lo[a]);
+    let local =
+        |p: [usize; 3]| ((p[0] - lo[0]) * ext[1] + (p[1] - lo[1])) * ext[2] + (p[2] - lo[2]);
+    let mut seen = vec![false; ext.iter().product()];
+    let mut stack = vec![seed];
+    let mut region = Vec::new();
+    seen[local(seed)] = true;
+    while let Some(p) = stack.pop() {
+        region.push(p);
+        for a in 0..3 {
+            for up in [false, true] {
+                let mut q = p;
+                if up {
+                    if p[a] == hi[a] {
+                        continue;
                     }
-                    let l = local(q);
-                    if !seen[l] && mask[idx(q)] != target && within(q) && !clicked.contains(&idx(q))
-                    {
-                        seen[l] = true;
-                        stack.push(q);
+                    q[a] += 1;
+                } else {
+                    if p[a] == lo[a] {
+                        continue;
                     }
+                    q[a] -= 1;
+                }
+                let l = local(q);
+                if !seen[l] && joins(q) {
+                    seen[l] = true;
+                    stack.push(q);
                 }
             }
         }
     }
-    changed
+    region
 }
 
 /// The default radius (mm) of a positive click's grown region ([`grow_clicks`]). Chosen on
@@ -166,14 +185,6 @@ pub fn grow_clicks<T: Copy + Into<f64>>(
     let idx = |p: [usize; 3]| (p[0] * dims[1] + p[1]) * dims[2] + p[2];
     let value = |p: [usize; 3]| -> f64 { image[idx(p)].into() };
     let mut changed = 0;
-    let dist2 = |p: [usize; 3], q: [usize; 3]| -> f64 {
-        (0..3)
-            .map(|a| {
-                let d = (p[a] as f64 - q[a] as f64) * sp[a];
-                d * d
-            })
-            .sum()
-    };
     for (i, c) in clicks.iter().enumerate() {
         if !c.foreground || (0..3).any(|a| c.zyx[a] >= dims[a]) {
             continue;
@@ -210,43 +221,16 @@ pub fn grow_clicks<T: Copy + Into<f64>>(
         }
         let mean = s1 / count;
         let tol = GROW_TOLERANCE_SD * (s2 / count - mean * mean).max(0.0).sqrt();
-        let ext: [usize; 3] = std::array::from_fn(|a| hi[a] + 1 - lo[a]);
-        let local =
-            |p: [usize; 3]| ((p[0] - lo[0]) * ext[1] + (p[1] - lo[1])) * ext[2] + (p[2] - lo[2]);
-        let joins = |p: [usize; 3]| {
-            let d2 = dist2(p, c.zyx);
+        let region = face_region(c.zyx, lo, hi, |p| {
+            let d2 = dist2(p, c.zyx, sp);
             d2 <= radius_mm * radius_mm
                 && (value(p) - mean).abs() <= tol
-                && later_negative.iter().all(|&n| dist2(p, n) > d2)
-        };
-        let mut seen = vec![false; ext.iter().product()];
-        let mut stack = vec![c.zyx];
-        seen[local(c.zyx)] = true;
-        while let Some(p) = stack.pop() {
+                && later_negative.iter().all(|&n| dist2(p, n, sp) > d2)
+        });
+        for p in region {
             if mask[idx(p)] != 1 {
                 mask[idx(p)] = 1;
                 changed += 1;
-            }
-            for a in 0..3 {
-                for up in [false, true] {
-                    let mut q = p;
-                    if up {
-                        if p[a] == hi[a] {
-                            continue;
-                        }
-                        q[a] += 1;
-                    } else {
-                        if p[a] == lo[a] {
-                            continue;
-                        }
-                        q[a] -= 1;
-                    }
-                    let l = local(q);
-                    if !seen[l] && joins(q) {
-                        seen[l] = true;
-                        stack.push(q);
-                    }
-                }
             }
         }
     }
