@@ -427,32 +427,15 @@ mod tests {
     #[test]
     fn the_box_bounds_it_and_only_positive_clicks_grow() {
         let im = cube_image();
-        let mut m = vec![0u8; 729];
-        // Box z 0..=3 (inclusive): the cube's z = 2, 3 layers, 50 voxels.
+        // Box z 0..=3 (inclusive): the cube's z = 2, 3 layers, 50 voxels; and from below,
+        // box z 5..=8: its z = 5, 6 layers.
         let bbox = Some(([0, 0, 0], [3, 8, 8]));
-        grow_clicks(
-            &mut m,
-            &im,
-            [9; 3],
-            [1.0; 3],
-            &[click([3, 4, 4], true)],
-            bbox,
-            20.0,
-        );
-        assert_eq!(count_on(&m), 50);
-        // And from below: box z 5..=8, the cube's z = 5, 6 layers.
-        let mut m = vec![0u8; 729];
         let below = Some(([5, 0, 0], [8, 8, 8]));
-        grow_clicks(
-            &mut m,
-            &im,
-            [9; 3],
-            [1.0; 3],
-            &[click([5, 4, 4], true)],
-            below,
-            20.0,
-        );
-        assert_eq!(count_on(&m), 50);
+        for (c, b) in [([3, 4, 4], bbox), ([5, 4, 4], below)] {
+            let mut m = vec![0u8; 729];
+            grow_clicks(&mut m, &im, [9; 3], [1.0; 3], &[click(c, true)], b, 20.0);
+            assert_eq!(count_on(&m), 50, "box {b:?}");
+        }
         let mut m = vec![0u8; 729];
         for (c, b, r) in [
             (click([4, 4, 4], true), bbox, 20.0),
@@ -505,27 +488,19 @@ mod tests {
             }
             im
         };
-        let mut m = vec![0u8; 729];
-        grow_clicks(
-            &mut m,
-            &build(190, 210),
-            [9; 3],
-            [1.0; 3],
-            &[click([4, 4, 4], true)],
-            None,
-            20.0,
-        );
-        assert_eq!(count_on(&m), 125);
-        let mut m = vec![0u8; 729];
-        grow_clicks(
-            &mut m,
-            &build(160, 240),
-            [9; 3],
-            [1.0; 3],
-            &[click([4, 4, 4], true)],
-            None,
-            20.0,
-        );
-        assert_eq!(count_on(&m), 150);
+        for ((lo, hi), want) in [((190, 210), 125), ((160, 240), 150)] {
+            let mut m = vec![0u8; 729];
+            let im = build(lo, hi);
+            grow_clicks(
+                &mut m,
+                &im,
+                [9; 3],
+                [1.0; 3],
+                &[click([4, 4, 4], true)],
+                None,
+                20.0,
+            );
+            assert_eq!(count_on(&m), want, "cube of {lo} and {hi}");
+        }
     }
 }
