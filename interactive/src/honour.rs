@@ -52,7 +52,7 @@ pub fn honour_clicks<T: Copy + PartialEq>(
     } else {
         0.0
     };
-    let sp = spacing.map(|s| if s.is_finite() && s > 0.0 { s } else { 1.0 });
+    let sp = mm_per_voxel(spacing);
     // Half extent of the ellipsoid's bounding box per axis, in voxels.
     let half: [usize; 3] = std::array::from_fn(|a| (r / sp[a]).floor() as usize);
     let idx = |p: [usize; 3]| (p[0] * dims[1] + p[1]) * dims[2] + p[2];
@@ -72,8 +72,7 @@ pub fn honour_clicks<T: Copy + PartialEq>(
             continue;
         }
         // The flood stays in the ellipsoid's box (clipped to the grid).
-        let lo: [usize; 3] = std::array::from_fn(|a| c.zyx[a].saturating_sub(half[a]));
-        let hi: [usize; 3] = std::array::from_fn(|a| (c.zyx[a] + half[a]).min(dims[a] - 1));
+        let (lo, hi) = around(c.zyx, half, dims);
         let region = face_region(c.zyx, lo, hi, |q| {
             mask[idx(q)] != target && dist2(q, c.zyx, sp) <= r * r && !clicked.contains(&idx(q))
         });
@@ -83,6 +82,19 @@ pub fn honour_clicks<T: Copy + PartialEq>(
         }
     }
     changed
+}
+
+/// `spacing` with a non-finite or non-positive entry read as 1 mm.
+fn mm_per_voxel(spacing: [f64; 3]) -> [f64; 3] {
+    spacing.map(|s| if s.is_finite() && s > 0.0 { s } else { 1.0 })
+}
+
+/// The inclusive box of the voxels within `half` voxels of `c` per axis, clipped to the grid.
+fn around(c: [usize; 3], half: [usize; 3], dims: [usize; 3]) -> ([usize; 3], [usize; 3]) {
+    (
+        std::array::from_fn(|a| c[a].saturating_sub(half[a])),
+        std::array::from_fn(|a| (c[a] + half[a]).min(dims[a] - 1)),
+    )
 }
 
 /// The squared physical distance between two voxels (`sp`: mm per axis).
@@ -179,7 +191,7 @@ pub fn grow_clicks<T: Copy + Into<f64>>(
     if mask.len() != n || image.len() != n || !radius_mm.is_finite() || radius_mm <= 0.0 {
         return 0;
     }
-    let sp = spacing.map(|s| if s.is_finite() && s > 0.0 { s } else { 1.0 });
+    let sp = mm_per_voxel(spacing);
     let half: [usize; 3] = std::array::from_fn(|a| (radius_mm / sp[a]).floor() as usize);
     let win: [usize; 3] = std::array::from_fn(|a| ((2.0 / sp[a]).round() as usize).max(1));
     let idx = |p: [usize; 3]| (p[0] * dims[1] + p[1]) * dims[2] + p[2];
@@ -196,8 +208,7 @@ pub fn grow_clicks<T: Copy + Into<f64>>(
             .collect();
         // The flood's box: the radius's box, cut to the prompt box; a click outside the
         // prompt box grows nothing.
-        let mut lo: [usize; 3] = std::array::from_fn(|a| c.zyx[a].saturating_sub(half[a]));
-        let mut hi: [usize; 3] = std::array::from_fn(|a| (c.zyx[a] + half[a]).min(dims[a] - 1));
+        let (mut lo, mut hi) = around(c.zyx, half, dims);
         if let Some((bl, bh)) = bbox {
             for a in 0..3 {
                 lo[a] = lo[a].max(bl[a].min(bh[a]));
@@ -209,9 +220,10 @@ pub fn grow_clicks<T: Copy + Into<f64>>(
         }
         // The clicked neighbourhood's mean and standard deviation.
         let (mut s1, mut s2, mut count) = (0.0f64, 0.0f64, 0.0f64);
-        for z in c.zyx[0].saturating_sub(win[0])..=(c.zyx[0] + win[0]).min(dims[0] - 1) {
-            for y in c.zyx[1].saturating_sub(win[1])..=(c.zyx[1] + win[1]).min(dims[1] - 1) {
-                for x in c.zyx[2].saturating_sub(win[2])..=(c.zyx[2] + win[2]).min(dims[2] - 1) {
+        let (wlo, whi) = around(c.zyx, win, dims);
+        for z in wlo[0]..=whi[0] {
+            for y in wlo[1]..=whi[1] {
+                for x in wlo[2]..=whi[2] {
                     let v = value([z, y, x]);
                     s1 += v;
                     s2 += v * v;
@@ -362,21 +374,27 @@ mod tests {
         m.iter().filter(|&&v| v == 1).count()
     }
 
+    /// One positive click at `zyx` grown from an empty mask on a 9³ grid, no box.
+    fn grown(im: &[u8], spacing: [f64; 3], zyx: [usize; 3], radius_mm: f64) -> (Vec<u8>, usize) {
+        let mut m = vec![0u8; 729];
+        let n = grow_clicks(
+            &mut m,
+            im,
+            [9; 3],
+            spacing,
+            &[click(zyx, true)],
+            None,
+            radius_mm,
+        );
+        (m, n)
+    }
+
     /// A positive click in the middle of a uniform cube: its ±2 mm window is the cube itself
     /// (spread 0), so exactly the cube's 125 voxels join, and none of the dark ones.
     #[test]
     fn a_positive_click_grows_over_its_own_tissue_only() {
         let im = cube_image();
-        let mut m = vec![0u8; 729];
-        let n = grow_clicks(
-            &mut m,
-            &im,
-            [9; 3],
-            [1.0; 3],
-            &[click([4, 4, 4], true)],
-            None,
-            20.0,
-        );
+        let (mut m, n) = grown(&im, [1.0; 3], [4, 4, 4], 20.0);
         assert_eq!(n, 125);
         assert!(m.iter().zip(&im).all(|(&m, &i)| (m == 1) == (i == 200)));
         // Voxels already on are passed through, not counted.
@@ -396,29 +414,9 @@ mod tests {
     /// with 2 mm slices, 2 mm reaches one slice up and down and two voxels in-plane (13 + 2).
     #[test]
     fn the_grown_region_stays_within_the_radius() {
-        let im = cube_image();
-        let mut m = vec![0u8; 729];
-        grow_clicks(
-            &mut m,
-            &im,
-            [9; 3],
-            [1.0; 3],
-            &[click([4, 4, 4], true)],
-            None,
-            1.0,
-        );
+        let (m, _) = grown(&cube_image(), [1.0; 3], [4, 4, 4], 1.0);
         assert_eq!(count_on(&m), 7);
-        let mut m = vec![0u8; 729];
-        let im = vec![50u8; 729];
-        grow_clicks(
-            &mut m,
-            &im,
-            [9; 3],
-            [2.0, 1.0, 1.0],
-            &[click([4, 4, 4], true)],
-            None,
-            2.0,
-        );
+        let (m, _) = grown(&[50u8; 729], [2.0, 1.0, 1.0], [4, 4, 4], 2.0);
         assert_eq!(count_on(&m), 15);
     }
 
@@ -467,8 +465,8 @@ mod tests {
 
     /// The tolerance is 1.5 standard deviations of the clicked window: a cube of 190 and 210
     /// in a checkerboard (window mean ≈ 200, spread ≈ 10, so ±15) joins whole, while a
-    /// neighbouring slab at 220, beyond it, does not; a wider spread (240/160: ±60) admits it
-    /// lets the slab join too.
+    /// neighbouring slab at 220, beyond it, does not; a wider spread (240/160: ±60) lets the
+    /// slab join too.
     #[test]
     fn the_tolerance_follows_the_clicked_windows_spread() {
         let build = |lo: u8, hi: u8| {
@@ -489,17 +487,7 @@ mod tests {
             im
         };
         for ((lo, hi), want) in [((190, 210), 125), ((160, 240), 150)] {
-            let mut m = vec![0u8; 729];
-            let im = build(lo, hi);
-            grow_clicks(
-                &mut m,
-                &im,
-                [9; 3],
-                [1.0; 3],
-                &[click([4, 4, 4], true)],
-                None,
-                20.0,
-            );
+            let (m, _) = grown(&build(lo, hi), [1.0; 3], [4, 4, 4], 20.0);
             assert_eq!(count_on(&m), want, "cube of {lo} and {hi}");
         }
     }

@@ -257,6 +257,35 @@ fn predictor_class_texts_reach_the_decoder() {
     assert_eq!(p.predict(&req).unwrap(), with_text);
 }
 
+/// One class's single click, foreground or background, as the protocol accumulates it.
+fn one_click(zyx: [usize; 3], fg: bool) -> segvol_eval::protocol::Clicks {
+    segvol_eval::protocol::Clicks {
+        fg: if fg { vec![zyx] } else { vec![] },
+        bg: if fg { vec![] } else { vec![zyx] },
+        order: vec![Some(fg)],
+    }
+}
+
+/// The protocol's first click step (step 2) for one class with its box and clicks.
+fn first_click_step<'a>(
+    dims: [usize; 3],
+    spacing: [f64; 3],
+    image: &'a [u8],
+    boxes: &'a [segvol_eval::protocol::Box3],
+    clicks: &'a [segvol_eval::protocol::Clicks],
+) -> segvol_eval::protocol::PredictRequest<'a> {
+    segvol_eval::protocol::PredictRequest {
+        dims,
+        spacing,
+        image,
+        n_classes: 1,
+        boxes: Some(boxes),
+        clicks,
+        prev_pred: None,
+        step: 2,
+    }
+}
+
 /// Clicks that stick (`segvol_interactive::honour`): with the default click radius the
 /// session's mask after a click is the model's own answer (radius off) with
 /// [`honour_clicks`] applied to it — and the case is chosen so that the model alone leaves a
@@ -264,7 +293,7 @@ fn predictor_class_texts_reach_the_decoder() {
 /// applies the same step to the same answer.
 #[test]
 fn clicks_stick_in_the_session_and_the_predictor() {
-    use segvol_eval::protocol::{Box3, Clicks, PredictRequest, Predictor};
+    use segvol_eval::protocol::{Box3, Predictor};
     use segvol_interactive::{DEFAULT_CLICK_RADIUS_MM, SegVolPredictor, honour_clicks};
     let device = Default::default();
     let model = tiny_model();
@@ -334,21 +363,8 @@ fn clicks_stick_in_the_session_and_the_predictor() {
     // The predictor: the same click as the protocol's first click step.
     let image_u8: Vec<u8> = image.iter().map(|&v| v.clamp(0.0, 255.0) as u8).collect();
     let boxes = [Box3 { lo, hi }];
-    let cl = [Clicks {
-        fg: vec![],
-        bg: vec![zyx],
-        order: vec![Some(false)],
-    }];
-    let req = PredictRequest {
-        dims,
-        spacing,
-        image: &image_u8,
-        n_classes: 1,
-        boxes: Some(&boxes),
-        clicks: &cl,
-        prev_pred: None,
-        step: 2,
-    };
+    let cl = [one_click(zyx, false)];
+    let req = first_click_step(dims, spacing, &image_u8, &boxes, &cl);
     let mut p_raw = SegVolPredictor::new(&model, None, &device).with_click_radius(None);
     let mut want = p_raw.predict(&req).unwrap();
     honour_clicks(
@@ -371,7 +387,7 @@ fn clicks_stick_in_the_session_and_the_predictor() {
 /// out, so the region has something to add.
 #[test]
 fn positive_clicks_reach_in_the_session_and_the_predictor() {
-    use segvol_eval::protocol::{Box3, Clicks, PredictRequest, Predictor};
+    use segvol_eval::protocol::{Box3, Predictor};
     use segvol_interactive::{
         DEFAULT_CLICK_RADIUS_MM, DEFAULT_GROW_RADIUS_MM, SegVolPredictor, grow_clicks,
         honour_clicks,
@@ -428,21 +444,8 @@ fn positive_clicks_reach_in_the_session_and_the_predictor() {
     // The predictor, on the challenge's u8 image.
     let image_u8: Vec<u8> = image.iter().map(|&v| v.clamp(0.0, 255.0) as u8).collect();
     let boxes = [Box3 { lo, hi }];
-    let cl = [Clicks {
-        fg: vec![zyx],
-        bg: vec![],
-        order: vec![Some(true)],
-    }];
-    let req = PredictRequest {
-        dims,
-        spacing,
-        image: &image_u8,
-        n_classes: 1,
-        boxes: Some(&boxes),
-        clicks: &cl,
-        prev_pred: None,
-        step: 2,
-    };
+    let cl = [one_click(zyx, true)];
+    let req = first_click_step(dims, spacing, &image_u8, &boxes, &cl);
     let mut p_raw = SegVolPredictor::new(&model, None, &device)
         .with_click_radius(None)
         .with_click_grow(None);
