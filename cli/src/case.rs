@@ -24,7 +24,8 @@ pub fn spinner() -> ProgressBar {
     bar
 }
 
-/// `--click-radius`, `--click-grow`: what every command that takes clicks accepts.
+/// `--click-radius`, `--click-grow`, `--negative-reach`, `--box-intensity`: what every command
+/// that takes clicks accepts.
 #[derive(clap::Args, Debug, Clone, Copy)]
 pub struct ClickArgs {
     /// After the model answers, each click fixes its voxel and the wrong-labelled voxels
@@ -38,6 +39,16 @@ pub struct ClickArgs {
     /// model's answer as it is.
     #[arg(long, value_name = "MM|off", default_value_t = ClickRadius(Some(segvol_interactive::DEFAULT_GROW_RADIUS_MM)))]
     pub click_grow: ClickRadius,
+    /// After the model answers, each negative click clears the voxels connected to it whose
+    /// logit is below 2 (the model is unsure), within this radius in mm and the box
+    /// (docs/model-card.md, "Negative clicks that reach"); `off`: the model's answer as it is.
+    #[arg(long, value_name = "MM|off", default_value_t = ClickRadius(Some(segvol_interactive::DEFAULT_NEGATIVE_REACH_MM)))]
+    pub negative_reach: ClickRadius,
+    /// With a box, the voxels the model is sure of teach an intensity model of the box, whose
+    /// log-likelihood ratio moves every voxel's logit in it before the threshold
+    /// (docs/model-card.md, "The box's own intensities"); `off`: the model's answer as it is.
+    #[arg(long, value_name = "on|off", value_parser = on_off, default_value = "on", action = clap::ArgAction::Set)]
+    pub box_intensity: bool,
 }
 
 impl ClickArgs {
@@ -46,6 +57,8 @@ impl ClickArgs {
         SessionOptions {
             click_radius_mm: self.click_radius.0,
             click_grow_mm: self.click_grow.0,
+            negative_reach_mm: self.negative_reach.0,
+            box_intensity: self.box_intensity,
             ..base
         }
     }

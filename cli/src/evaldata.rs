@@ -123,6 +123,8 @@ pub fn run(args: &EvalArgs, dir: &Path, files: ModelFiles) -> Result<()> {
         "zoom_in": !args.no_zoom_in && args.predict_cmd.is_none(),
         "click_radius_mm": args.predict_cmd.is_none().then_some(args.clicks.click_radius.0).flatten(),
         "click_grow_mm": args.predict_cmd.is_none().then_some(args.clicks.click_grow.0).flatten(),
+        "negative_reach_mm": args.predict_cmd.is_none().then_some(args.clicks.negative_reach.0).flatten(),
+        "box_intensity": args.predict_cmd.is_none().then_some(args.clicks.box_intensity),
         "gt_dir": args.gt_dir, "predict_cmd": args.predict_cmd,
     });
     let serde_json::Value::Object(header) = header else {

@@ -166,6 +166,8 @@ mod tests {
         assert!(batch.zoom_in && !live.zoom_in);
         assert_eq!(batch.click_radius_mm, Some(3.0));
         assert_eq!(batch.click_grow_mm, Some(20.0));
+        assert_eq!(batch.negative_reach_mm, Some(20.0));
+        assert!(batch.box_intensity && live.box_intensity);
         assert_eq!((batch.feedback, live.feedback), (0, 0));
         for args in [
             &["segvol", "eval", "--case", "c.npz"][..],
@@ -195,6 +197,10 @@ mod tests {
             "off",
             "--click-grow",
             "off",
+            "--negative-reach",
+            "off",
+            "--box-intensity",
+            "off",
             "--feedback",
             "4",
         ]);
@@ -204,6 +210,8 @@ mod tests {
                 zoom_in: false,
                 click_radius_mm: None,
                 click_grow_mm: None,
+                negative_reach_mm: None,
+                box_intensity: false,
                 feedback: 4
             }
         );
@@ -215,6 +223,8 @@ mod tests {
             "6",
             "--click-grow",
             "12",
+            "--negative-reach",
+            "30",
         ]);
         assert_eq!(
             s,
@@ -222,6 +232,7 @@ mod tests {
                 zoom_in: true,
                 click_radius_mm: Some(6.0),
                 click_grow_mm: Some(12.0),
+                negative_reach_mm: Some(30.0),
                 ..live
             }
         );

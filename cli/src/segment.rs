@@ -15,7 +15,9 @@ use segvol_io::{FileKind, write_nifti, write_segs};
 use crate::case::{CaseInput, ModelArgs, ModelFiles, read_case, spinner};
 use crate::sample::parse_clicks;
 use segvol_harness::preview::write_preview;
-use segvol_interactive::{ObjectPrompts, SegVolPredictor, SessionOptions, StepLog, object_logits};
+use segvol_interactive::{
+    BoxIntensity, ObjectPrompts, SegVolPredictor, SessionOptions, StepLog, object_logits,
+};
 
 #[derive(Args, Debug)]
 pub struct SegmentArgs {
@@ -82,7 +84,8 @@ impl SegmentArgs {
 }
 
 struct Segment {
-    /// Zoom-in and prompt feedback (the click radius does not apply to one-shot prompts).
+    /// Zoom-in, prompt feedback and the box's intensities (the click rules do not apply to
+    /// one-shot prompts).
     options: SessionOptions,
     files: ModelFiles,
     image: Vec<f32>,
@@ -150,6 +153,15 @@ impl BackendTask for Segment {
                 &mut |d, t| bar.set_message(format!("zoom-in: window {d}/{t}")),
             )
             .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let mut logits = logits;
+            // A box's own intensities move its logits as in every other command (the click
+            // rules do not apply to one-shot prompts).
+            if let Some(b) = self.boxes.filter(|_| self.options.box_intensity) {
+                let value = |i: usize| self.image.get(i).map_or(f64::NAN, |&v| f64::from(v));
+                if let Some(m) = BoxIntensity::fit(self.dims, b, value, |i| logits[i]) {
+                    m.add_to(&mut logits, value);
+                }
+            }
             out.push(logits);
         }
         Ok(out)

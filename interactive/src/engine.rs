@@ -208,8 +208,9 @@ pub fn object_logits<B: Backend>(
     }
 }
 
-/// The image as a front end holds it, for the positive clicks' grown regions
-/// ([`crate::grow_clicks`]): the challenge predictor's `u8` volume or the session's `f32` one.
+/// The image as a front end holds it, for the rules that read intensities (the box's own
+/// intensities, [`crate::BoxIntensity`]; positive clicks that reach, [`crate::grow_clicks`]):
+/// the challenge predictor's `u8` volume or the session's `f32` one.
 #[derive(Debug, Clone, Copy)]
 pub enum ImageRef<'a> {
     /// The challenge's `imgs` (0..255).
@@ -218,10 +219,45 @@ pub enum ImageRef<'a> {
     F32(&'a [f32]),
 }
 
-/// [`object_logits`] as a mask (`logits > 0` → 1), then positive clicks that reach
-/// ([`crate::grow_clicks`]) when `options.click_grow_mm` is set and clicks that stick
-/// ([`crate::honour`]) when `options.click_radius_mm` is set, in that order (so a negative
-/// click's own neighbourhood wins over a grown region).
+impl ImageRef<'_> {
+    /// The intensity of voxel `i` (raster index); NaN beyond the image.
+    fn value(&self, i: usize) -> f64 {
+        match self {
+            ImageRef::U8(im) => im.get(i).map_or(f64::NAN, |&v| f64::from(v)),
+            ImageRef::F32(im) => im.get(i).map_or(f64::NAN, |&v| f64::from(v)),
+        }
+    }
+}
+
+/// A prediction's logits on the image grid: the full buffer (zoom-in, corrector), or the
+/// model grid read voxel by voxel (the live path, [`Session::predict_lookup`]).
+enum Logits {
+    Full(Vec<f32>),
+    Grid(segvol_core::pipeline::GridLogits),
+}
+
+impl Logits {
+    fn at(&self, i: usize) -> f32 {
+        match self {
+            Logits::Full(l) => l.get(i).copied().unwrap_or(-1e4),
+            Logits::Grid(g) => g.at(i),
+        }
+    }
+
+    fn mask(&self) -> Vec<u8> {
+        match self {
+            Logits::Full(l) => l.iter().map(|&v| u8::from(v > 0.0)).collect(),
+            Logits::Grid(g) => g.mask(),
+        }
+    }
+}
+
+/// [`object_logits`] as a mask (`logits > 0` → 1), then, each when `options` has it on and in
+/// this order: the box's own intensities ([`crate::BoxIntensity`], with a box: the box is
+/// re-thresholded with the intensity model's offsets), negative clicks that reach
+/// ([`crate::clear_negative_clicks`], on the logits with those offsets), positive clicks that
+/// reach ([`crate::grow_clicks`]) and clicks that stick ([`crate::honour`]; so a click's own
+/// neighbourhood wins over both regions).
 ///
 /// # Errors
 /// As [`object_logits`].
@@ -237,20 +273,40 @@ pub fn object_mask<B: Backend>(
     log: &mut StepLog,
 ) -> Result<Vec<u8>, BoxError> {
     let corrects = corr.is_some() && !prompts.clicks.is_empty();
-    let mut mask = if corrects || options.zoom_in {
-        let logits = object_logits(session, prompts, corr, options, dims, log, &mut |_, _| {})?;
-        logits.iter().map(|&l| u8::from(l > 0.0)).collect()
+    let logits = if corrects || options.zoom_in {
+        Logits::Full(object_logits(
+            session,
+            prompts,
+            corr,
+            options,
+            dims,
+            log,
+            &mut |_, _| {},
+        )?)
     } else {
-        // The live path (zoom-out, no correction round): the mask straight from the model
-        // grid, with no full-grid float logits (`Session::predict_mask`, the same voxels).
+        // The live path (zoom-out, no correction round): the model grid read voxel by voxel,
+        // with no full-grid float logits (`Session::predict_lookup`, the same values).
         set_prompts(session, &prompts)?;
         let t = Instant::now();
-        let mask = session.predict_mask(prompts.bbox, prompts.clicks)?;
+        let grid = session.predict_lookup(prompts.bbox, prompts.clicks)?;
         log.decoded(t);
-        mask
+        Logits::Grid(grid)
     };
+    let (bbox, clicks) = (prompts.bbox, prompts.clicks);
+    let mut mask = logits.mask();
+    let value = |i: usize| image.value(i);
+    let raw = |i: usize| logits.at(i);
+    let intensity = bbox
+        .filter(|_| options.box_intensity)
+        .and_then(|b| crate::BoxIntensity::fit(dims, b, value, raw));
+    if let Some(m) = &intensity {
+        m.apply(&mut mask, value, raw);
+    }
+    if let Some(r) = options.negative_reach_mm {
+        let logit = |i: usize| raw(i) + intensity.as_ref().map_or(0.0, |m| m.offset(i, value(i)));
+        crate::clear_negative_clicks(&mut mask, dims, spacing, clicks, bbox, r, logit);
+    }
     if let Some(r) = options.click_grow_mm {
-        let (bbox, clicks) = (prompts.bbox, prompts.clicks);
         match image {
             ImageRef::U8(im) => crate::grow_clicks(&mut mask, im, dims, spacing, clicks, bbox, r),
             ImageRef::F32(im) => crate::grow_clicks(&mut mask, im, dims, spacing, clicks, bbox, r),

@@ -7,14 +7,17 @@
 
 pub mod engine;
 pub mod honour;
+pub mod intensity;
 pub mod latency;
 pub mod options;
 mod predictor;
 mod session;
 
 pub use honour::{
-    DEFAULT_CLICK_RADIUS_MM, DEFAULT_GROW_RADIUS_MM, GROW_TOLERANCE_SD, grow_clicks, honour_clicks,
+    DEFAULT_CLICK_RADIUS_MM, DEFAULT_GROW_RADIUS_MM, DEFAULT_NEGATIVE_REACH_MM, GROW_TOLERANCE_SD,
+    NEGATIVE_REACH_FLOOR, NEGATIVE_REACH_LOGIT, clear_negative_clicks, grow_clicks, honour_clicks,
 };
+pub use intensity::{BOX_INTENSITY_CONFIDENCE, BoxIntensity};
 pub use options::SessionOptions;
 
 pub use engine::{

@@ -3,7 +3,7 @@
 //! `segvol eval`, `predict`, `segment`, `demo` (batch) and `view`, `serve` (live) build theirs
 //! from [`SessionOptions::batch`] and [`SessionOptions::live`] with their flags on top.
 
-use crate::{DEFAULT_CLICK_RADIUS_MM, DEFAULT_GROW_RADIUS_MM};
+use crate::{DEFAULT_CLICK_RADIUS_MM, DEFAULT_GROW_RADIUS_MM, DEFAULT_NEGATIVE_REACH_MM};
 
 /// How the engine answers prompts, beyond the model and corrector it was given.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -20,6 +20,14 @@ pub struct SessionOptions {
     /// positive click adds the intensity-similar voxels connected to it within this radius
     /// (mm) and the box; `None` keeps the model's answer as it is.
     pub click_grow_mm: Option<f64>,
+    /// Negative clicks that reach ([`crate::clear_negative_clicks`]): after the model
+    /// answers, each negative click clears the voxels connected to it that the model is
+    /// unsure of, within this radius (mm) and the box; `None` keeps the model's answer.
+    pub negative_reach_mm: Option<f64>,
+    /// The box's own intensities ([`crate::BoxIntensity`]): with a box, the intensity model
+    /// the model's sure voxels teach moves every voxel's logit in the box before the
+    /// threshold; `false` keeps the model's answer.
+    pub box_intensity: bool,
     /// Prompt feedback (GRU_CORRECTION.md §6, D9), with a corrector only: after a correction,
     /// up to this many corrected voxels whose side changed go back to SegVol as point prompts;
     /// 0 = off (the corrector's write-back alone). Off everywhere by default
@@ -30,13 +38,16 @@ pub struct SessionOptions {
 impl SessionOptions {
     /// For a person waiting on each click (`segvol view`, `segvol serve`): zoom-in off, clicks
     /// stick within [`DEFAULT_CLICK_RADIUS_MM`], positive clicks grow within
-    /// [`DEFAULT_GROW_RADIUS_MM`], no prompt feedback. The engines start with
-    /// these ([`Default`]).
+    /// [`DEFAULT_GROW_RADIUS_MM`], negative clicks clear within
+    /// [`DEFAULT_NEGATIVE_REACH_MM`], the box's intensities on, no prompt feedback. The
+    /// engines start with these ([`Default`]).
     pub const fn live() -> Self {
         SessionOptions {
             zoom_in: false,
             click_radius_mm: Some(DEFAULT_CLICK_RADIUS_MM),
             click_grow_mm: Some(DEFAULT_GROW_RADIUS_MM),
+            negative_reach_mm: Some(DEFAULT_NEGATIVE_REACH_MM),
+            box_intensity: true,
             feedback: 0,
         }
     }

@@ -294,7 +294,9 @@ fn first_click_step<'a>(
 #[test]
 fn clicks_stick_in_the_session_and_the_predictor() {
     use segvol_eval::protocol::{Box3, Predictor};
-    use segvol_interactive::{DEFAULT_CLICK_RADIUS_MM, SegVolPredictor, honour_clicks};
+    use segvol_interactive::{
+        DEFAULT_CLICK_RADIUS_MM, SegVolPredictor, SessionOptions, honour_clicks,
+    };
     let device = Default::default();
     let model = tiny_model();
     let img =
@@ -302,10 +304,19 @@ fn clicks_stick_in_the_session_and_the_predictor() {
     let (dims, spacing) = (img.dims(), img.spacing());
     let image = img.to_f32().data;
     let (lo, hi) = ([4, 8, 8], [16, 30, 28]);
+    // Negative clicks that reach clear a negative click's voxel whatever the model says (their
+    // own test is below): off here, so the model alone can leave the voxel in.
+    let no_reach = SessionOptions {
+        negative_reach_mm: None,
+        ..SessionOptions::default()
+    };
     let session = |radius: Option<f64>| {
         let mut s =
             InteractiveSession::new(&model, None, &device, image.clone(), dims, spacing).unwrap();
-        s.set_click_radius(radius);
+        s.set_options(SessionOptions {
+            click_radius_mm: radius,
+            ..no_reach
+        });
         s.set_box(lo, hi).unwrap();
         s
     };
@@ -353,9 +364,10 @@ fn clicks_stick_in_the_session_and_the_predictor() {
         "the clicked voxel leaves the mask"
     );
     assert_eq!(stuck.mask(), &want[..]);
-    // The default is on.
+    // The default radius is on.
     let mut default =
         InteractiveSession::new(&model, None, &device, image.clone(), dims, spacing).unwrap();
+    default.set_options(no_reach);
     default.set_box(lo, hi).unwrap();
     default.add_point(zyx, false).unwrap();
     assert_eq!(default.mask(), &want[..]);
@@ -365,7 +377,10 @@ fn clicks_stick_in_the_session_and_the_predictor() {
     let boxes = [Box3 { lo, hi }];
     let cl = [one_click(zyx, false)];
     let req = first_click_step(dims, spacing, &image_u8, &boxes, &cl);
-    let mut p_raw = SegVolPredictor::new(&model, None, &device).with_click_radius(None);
+    let mut p_raw = SegVolPredictor::new(&model, None, &device).with_options(SessionOptions {
+        click_radius_mm: None,
+        ..no_reach
+    });
     let mut want = p_raw.predict(&req).unwrap();
     honour_clicks(
         &mut want,
@@ -376,7 +391,7 @@ fn clicks_stick_in_the_session_and_the_predictor() {
         1,
         0,
     );
-    let mut p = SegVolPredictor::new(&model, None, &device);
+    let mut p = SegVolPredictor::new(&model, None, &device).with_options(no_reach);
     assert_eq!(p.predict(&req).unwrap(), want);
 }
 

@@ -651,27 +651,31 @@ impl<'m, B: Backend> Session<'m, B> {
         boxes: Option<([usize; 3], [usize; 3])>,
         clicks: &[VoxelClick],
     ) -> Result<Vec<u8>, SegmentError> {
-        let (grid_logits, cdims) = self.predict_grid(boxes, clicks)?;
+        Ok(self.predict_lookup(boxes, clicks)?.mask())
+    }
+
+    /// [`predict`](Self::predict)'s logits kept on the model grid, read voxel by voxel
+    /// ([`GridLogits::at`]) or as the mask ([`GridLogits::mask`]): what a caller that needs
+    /// the logits of a few voxels (a box, a click's neighbourhood) takes instead of the
+    /// full-grid float buffer.
+    ///
+    /// # Errors
+    /// As [`predict`](Self::predict).
+    pub fn predict_lookup(
+        &self,
+        boxes: Option<([usize; 3], [usize; 3])>,
+        clicks: &[VoxelClick],
+    ) -> Result<GridLogits, SegmentError> {
+        let (logits, cdims) = self.predict_grid(boxes, clicks)?;
         let grid = self.model.image_size();
-        let [iz, iy, ix] = nearest_indices(grid, cdims, false);
-        let lo = self.zoom.crop_lo;
-        let [_, h, w] = self.dims;
-        let mut out = vec![0u8; self.dims.iter().product()];
-        for (z, &sz) in iz.iter().enumerate() {
-            for (y, &sy) in iy.iter().enumerate() {
-                let src = (sz * grid[1] + sy) * grid[2];
-                let dst = ((lo[0] + z) * h + lo[1] + y) * w + lo[2];
-                if let (Some(d), Some(s)) = (
-                    out.get_mut(dst..dst + cdims[2]),
-                    grid_logits.get(src..src + grid[2]),
-                ) {
-                    for (o, &x) in d.iter_mut().zip(&ix) {
-                        *o = u8::from(s[x] > 0.0);
-                    }
-                }
-            }
-        }
-        Ok(out)
+        Ok(GridLogits {
+            index: nearest_indices(grid, cdims, false),
+            logits,
+            grid,
+            dims: self.dims,
+            crop_lo: self.zoom.crop_lo,
+            crop_dims: cdims,
+        })
     }
 
     /// The global pass's logits on the model grid, with the crop's shape.
@@ -739,6 +743,63 @@ impl<'m, B: Backend> Session<'m, B> {
                     crop_logits.get(src..src + cdims[2]),
                 ) {
                     d.copy_from_slice(s);
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The global pass's logits on the model grid with the nearest-neighbour map to the volume:
+/// [`Session::predict`]'s logits voxel for voxel (`-1e4` outside the crop) without the
+/// full-grid float buffer ([`Session::predict_lookup`]).
+#[derive(Debug, Clone)]
+pub struct GridLogits {
+    logits: Vec<f32>,
+    grid: [usize; 3],
+    /// Per axis, the model-grid index each crop index reads (`nearest`).
+    index: [Vec<usize>; 3],
+    dims: [usize; 3],
+    crop_lo: [usize; 3],
+    crop_dims: [usize; 3],
+}
+
+impl GridLogits {
+    /// The logit of voxel `i` (raster index on the volume), as [`Session::predict`] gives it.
+    pub fn at(&self, i: usize) -> f32 {
+        let [_, h, w] = self.dims;
+        let p = [i / (h * w), (i / w) % h, i % w];
+        let mut g = [0usize; 3];
+        for a in 0..3 {
+            match p[a].checked_sub(self.crop_lo[a]) {
+                Some(c) if c < self.crop_dims[a] => g[a] = self.index[a][c],
+                _ => return -1e4,
+            }
+        }
+        self.logits
+            .get((g[0] * self.grid[1] + g[1]) * self.grid[2] + g[2])
+            .copied()
+            .unwrap_or(-1e4)
+    }
+
+    /// The mask (`logit > 0` → 1) on the volume, thresholded on the model grid and pasted as
+    /// bytes.
+    pub fn mask(&self) -> Vec<u8> {
+        let [iz, iy, ix] = &self.index;
+        let (lo, cdims, grid) = (self.crop_lo, self.crop_dims, self.grid);
+        let [_, h, w] = self.dims;
+        let mut out = vec![0u8; self.dims.iter().product()];
+        for (z, &sz) in iz.iter().enumerate() {
+            for (y, &sy) in iy.iter().enumerate() {
+                let src = (sz * grid[1] + sy) * grid[2];
+                let dst = ((lo[0] + z) * h + lo[1] + y) * w + lo[2];
+                if let (Some(d), Some(s)) = (
+                    out.get_mut(dst..dst + cdims[2]),
+                    self.logits.get(src..src + grid[2]),
+                ) {
+                    for (o, &x) in d.iter_mut().zip(ix) {
+                        *o = u8::from(s[x] > 0.0);
+                    }
                 }
             }
         }
