@@ -98,30 +98,12 @@ const RECORDED: [f64; 4] = [0.400, 0.431, 0.480, 0.522];
 /// `Session::predict_lookup` reads `predict`'s logit of every voxel.
 #[test]
 fn the_mask_path_equals_the_logits_path_thresholded() {
-    use segvol_core::pipeline::{Session, VoxelClick};
-    let case = ChallengeCase::read(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/sample/mr_abdomen.npz"),
-    )
-    .expect("sample");
-    let img = case.imgs.expect("imgs");
-    let dims = img.dims();
-    let image = img.to_f32().data;
-    let (lo, hi) = case.boxes.expect("boxes")[2].zyx_inclusive();
-    let bbox = (lo.map(|v| v as usize), hi.map(|v| v as usize));
+    use segvol_core::pipeline::Session;
+    let (image, dims, _, bbox) = sample_box(3);
     let device = Default::default();
     let (model, _) = segvol_models::segvol::<Flex>(&device).expect("segvol");
     let mut s = Session::new(&model, &image, dims, &[bbox.0, bbox.1], &device).expect("session");
-    let centre = [0, 1, 2].map(|a| (bbox.0[a] + bbox.1[a]) / 2);
-    let clicks = [
-        VoxelClick {
-            zyx: centre,
-            foreground: true,
-        },
-        VoxelClick {
-            zyx: bbox.0,
-            foreground: false,
-        },
-    ];
+    let clicks = centre_and(bbox, bbox.0);
     let thresholded = |l: Vec<f32>| -> Vec<u8> { l.iter().map(|&v| u8::from(v > 0.0)).collect() };
     // Equal voxel for voxel (a count, not a dump of millions of voxels, when they differ).
     let same = |a: &[u8], b: &[u8]| {
@@ -174,16 +156,7 @@ fn object_mask_applies_the_box_intensities_then_the_click_rules() {
         ImageRef, ObjectPrompts, SessionOptions, StepLog, clear_negative_clicks, grow_clicks,
         honour_clicks, object_logits, object_mask,
     };
-    let case = ChallengeCase::read(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/sample/mr_abdomen.npz"),
-    )
-    .expect("sample");
-    let img = case.imgs.expect("imgs");
-    let dims = img.dims();
-    let spacing = case.spacing.expect("spacing");
-    let image = img.to_f32().data;
-    let (lo, hi) = case.boxes.expect("boxes")[6].zyx_inclusive();
-    let bbox = (lo.map(|v| v as usize), hi.map(|v| v as usize));
+    let (image, dims, spacing, bbox) = sample_box(7);
     let device = Default::default();
     let (model, _) = segvol_models::segvol::<Flex>(&device).expect("segvol");
     let mut s = Session::new(&model, &image, dims, &[bbox.0, bbox.1], &device).expect("session");
@@ -211,17 +184,7 @@ fn object_mask_applies_the_box_intensities_then_the_click_rules() {
             l > 0.0 && l < 1.0
         })
         .expect("an unsure voxel in the box step's mask");
-    let centre = [0, 1, 2].map(|a| (bbox.0[a] + bbox.1[a]) / 2);
-    let clicks = [
-        VoxelClick {
-            zyx: centre,
-            foreground: true,
-        },
-        VoxelClick {
-            zyx: unsure,
-            foreground: false,
-        },
-    ];
+    let clicks = centre_and(bbox, unsure);
     // By hand, from the full-grid logits of the click step.
     let l = logits(&mut s, &clicks);
     let mut want: Vec<u8> = l.iter().map(|&v| u8::from(v > 0.0)).collect();
@@ -276,4 +239,40 @@ fn object_mask_applies_the_box_intensities_then_the_click_rules() {
     .expect("mask");
     let differ = got.iter().zip(&want).filter(|(a, b)| a != b).count();
     assert_eq!(differ, 0, "{differ} voxels differ");
+}
+
+/// The shipped sample's image (as `f32`), shape, spacing and the challenge box of `label`
+/// (inclusive corners).
+#[allow(clippy::type_complexity)]
+fn sample_box(label: usize) -> (Vec<f32>, [usize; 3], [f64; 3], ([usize; 3], [usize; 3])) {
+    let case = ChallengeCase::read(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/sample/mr_abdomen.npz"),
+    )
+    .expect("sample");
+    let img = case.imgs.expect("imgs");
+    let (lo, hi) = case.boxes.expect("boxes")[label - 1].zyx_inclusive();
+    (
+        img.to_f32().data,
+        img.dims(),
+        case.spacing.expect("spacing"),
+        (lo.map(|v| v as usize), hi.map(|v| v as usize)),
+    )
+}
+
+/// A positive click at the box's centre, then a negative one at `negative`.
+fn centre_and(
+    bbox: ([usize; 3], [usize; 3]),
+    negative: [usize; 3],
+) -> [segvol_core::pipeline::VoxelClick; 2] {
+    use segvol_core::pipeline::VoxelClick;
+    [
+        VoxelClick {
+            zyx: [0, 1, 2].map(|a| (bbox.0[a] + bbox.1[a]) / 2),
+            foreground: true,
+        },
+        VoxelClick {
+            zyx: negative,
+            foreground: false,
+        },
+    ]
 }
