@@ -158,7 +158,9 @@ impl BackendTask for Segment {
             // rules do not apply to one-shot prompts).
             if let Some(b) = self.boxes.filter(|_| self.options.box_intensity) {
                 let value = |i: usize| self.image.get(i).map_or(f64::NAN, |&v| f64::from(v));
-                if let Some(m) = BoxIntensity::fit(self.dims, b, value, |i| logits[i]) {
+                let [_, h, w] = self.dims;
+                let at = |p: [usize; 3]| logits[(p[0] * h + p[1]) * w + p[2]];
+                if let Some(m) = BoxIntensity::fit(self.dims, b, value, at) {
                     m.add_to(&mut logits, value);
                 }
             }

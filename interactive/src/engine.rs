@@ -237,10 +237,14 @@ enum Logits {
 }
 
 impl Logits {
-    fn at(&self, i: usize) -> f32 {
+    /// The logit of voxel `p = [z, y, x]` of a volume of shape `dims`.
+    fn at(&self, p: [usize; 3], dims: [usize; 3]) -> f32 {
         match self {
-            Logits::Full(l) => l.get(i).copied().unwrap_or(-1e4),
-            Logits::Grid(g) => g.at(i),
+            Logits::Full(l) => l
+                .get((p[0] * dims[1] + p[1]) * dims[2] + p[2])
+                .copied()
+                .unwrap_or(-1e4),
+            Logits::Grid(g) => g.at(p),
         }
     }
 
@@ -295,7 +299,7 @@ pub fn object_mask<B: Backend>(
     let (bbox, clicks) = (prompts.bbox, prompts.clicks);
     let mut mask = logits.mask();
     let value = |i: usize| image.value(i);
-    let raw = |i: usize| logits.at(i);
+    let raw = |p: [usize; 3]| logits.at(p, dims);
     let intensity = bbox
         .filter(|_| options.box_intensity)
         .and_then(|b| crate::BoxIntensity::fit(dims, b, value, raw));
@@ -303,7 +307,13 @@ pub fn object_mask<B: Backend>(
         m.apply(&mut mask, value, raw);
     }
     if let Some(r) = options.negative_reach_mm {
-        let logit = |i: usize| raw(i) + intensity.as_ref().map_or(0.0, |m| m.offset(i, value(i)));
+        let idx = |p: [usize; 3]| (p[0] * dims[1] + p[1]) * dims[2] + p[2];
+        let logit = |p: [usize; 3]| {
+            raw(p)
+                + intensity
+                    .as_ref()
+                    .map_or(0.0, |m| m.offset(p, value(idx(p))))
+        };
         crate::clear_negative_clicks(&mut mask, dims, spacing, clicks, bbox, r, logit);
     }
     if let Some(r) = options.click_grow_mm {

@@ -282,8 +282,8 @@ pub const NEGATIVE_REACH_LOGIT: f32 = 2.0;
 pub const NEGATIVE_REACH_FLOOR: f32 = -10.0;
 
 /// Negative clicks that reach: after the model answers, each negative click clears the
-/// voxels face-connected to it (through voxels of any label) whose logit `logit(i)` (raster
-/// index) lies between [`NEGATIVE_REACH_FLOOR`] and [`NEGATIVE_REACH_LOGIT`] (the model is
+/// voxels face-connected to it (through voxels of any label) whose logit `logit(p)` (of voxel
+/// `p = [z, y, x]`) lies between [`NEGATIVE_REACH_FLOOR`] and [`NEGATIVE_REACH_LOGIT`] (the model is
 /// unsure), within `radius_mm` of the click (physical, by
 /// `spacing`) and, with a `bbox` (inclusive corners), inside it; a click outside the box
 /// clears nothing. The clicked voxel is cleared whatever its logit. Returns the voxels turned
@@ -302,7 +302,7 @@ pub fn clear_negative_clicks(
     clicks: &[VoxelClick],
     bbox: Option<([usize; 3], [usize; 3])>,
     radius_mm: f64,
-    logit: impl Fn(usize) -> f32,
+    logit: impl Fn([usize; 3]) -> f32,
 ) -> usize {
     if mask.len() != dims.iter().product::<usize>() || !radius_mm.is_finite() || radius_mm <= 0.0 {
         return 0;
@@ -319,7 +319,7 @@ pub fn clear_negative_clicks(
             continue;
         };
         let region = face_region(c.zyx, lo, hi, |p| {
-            let l = logit(idx(p));
+            let l = logit(p);
             dist2(p, c.zyx, sp) <= radius_mm * radius_mm
                 && l < NEGATIVE_REACH_LOGIT
                 && l > NEGATIVE_REACH_FLOOR
@@ -587,14 +587,14 @@ mod tests {
         let logit = [1.0f32, 3.0, 1.0, 1.0, 3.0, 0.5, -3.0, 1.0, 1.0];
         let mut m = vec![1u8; 9];
         let clicks = [click([0, 0, 4], false)];
-        let n = clear_negative_clicks(&mut m, dims, [1.0; 3], &clicks, None, 3.0, |i| logit[i]);
+        let n = clear_negative_clicks(&mut m, dims, [1.0; 3], &clicks, None, 3.0, |p| logit[p[2]]);
         assert_eq!(m, [1, 1, 0, 0, 0, 0, 0, 0, 1]);
         assert_eq!(n, 6);
         // A positive click clears nothing.
         let mut m = vec![1u8; 9];
         let pos = [click([0, 0, 4], true)];
         assert_eq!(
-            clear_negative_clicks(&mut m, dims, [1.0; 3], &pos, None, 3.0, |i| logit[i]),
+            clear_negative_clicks(&mut m, dims, [1.0; 3], &pos, None, 3.0, |p| logit[p[2]]),
             0
         );
     }
@@ -614,7 +614,7 @@ mod tests {
             let mut logit = [1.0f32; 9];
             logit[3] = gap;
             let mut m = vec![1u8; 9];
-            clear_negative_clicks(&mut m, dims, [1.0; 3], &clicks, None, 10.0, |i| logit[i]);
+            clear_negative_clicks(&mut m, dims, [1.0; 3], &clicks, None, 10.0, |p| logit[p[2]]);
             assert_eq!(m, want, "gap {gap}");
         }
         let mut m = vec![1u8; 9];

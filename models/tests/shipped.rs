@@ -125,8 +125,9 @@ fn the_mask_path_equals_the_logits_path_thresholded() {
     // The lookup the live path reads a box's logits from: every voxel's logit, bit for bit
     // (inside the crop and the -1e4 outside it).
     let lookup = s.predict_lookup(Some(bbox), &clicks).expect("lookup");
+    let [_, h, w] = dims;
     let differ = (0..logits.len())
-        .filter(|&i| lookup.at(i).to_bits() != logits[i].to_bits())
+        .filter(|&i| lookup.at([i / (h * w), (i / w) % h, i % w]).to_bits() != logits[i].to_bits())
         .count();
     assert_eq!(differ, 0, "{differ} of {} logits differ", logits.len());
     same(&with_prev, &thresholded(logits));
@@ -174,13 +175,13 @@ fn object_mask_applies_the_box_intensities_then_the_click_rules() {
     };
     // The box step: an unsure voxel of its mask, away from the box's faces.
     let l0 = logits(&mut s, &[]);
-    let m0 = BoxIntensity::fit(dims, bbox, value, |i| l0[i]).expect("the box is fitted");
     let idx = |p: [usize; 3]| (p[0] * dims[1] + p[1]) * dims[2] + p[2];
+    let m0 = BoxIntensity::fit(dims, bbox, value, |p| l0[idx(p)]).expect("the box is fitted");
     let unsure = (bbox.0[0] + 1..bbox.1[0])
         .flat_map(|z| (bbox.0[1] + 2..bbox.1[1] - 1).map(move |y| (z, y)))
         .flat_map(|(z, y)| (bbox.0[2] + 2..bbox.1[2] - 1).map(move |x| [z, y, x]))
         .find(|&p| {
-            let l = l0[idx(p)] + m0.offset(idx(p), value(idx(p)));
+            let l = l0[idx(p)] + m0.offset(p, value(idx(p)));
             l > 0.0 && l < 1.0
         })
         .expect("an unsure voxel in the box step's mask");
@@ -188,10 +189,10 @@ fn object_mask_applies_the_box_intensities_then_the_click_rules() {
     // By hand, from the full-grid logits of the click step.
     let l = logits(&mut s, &clicks);
     let mut want: Vec<u8> = l.iter().map(|&v| u8::from(v > 0.0)).collect();
-    let m = BoxIntensity::fit(dims, bbox, value, |i| l[i]).expect("fitted");
-    let moved = m.apply(&mut want, value, |i| l[i]);
+    let m = BoxIntensity::fit(dims, bbox, value, |p| l[idx(p)]).expect("fitted");
+    let moved = m.apply(&mut want, value, |p| l[idx(p)]);
     assert!(moved > 0, "the intensities move some voxels");
-    let offset = |i: usize| l[i] + m.offset(i, value(i));
+    let offset = |p: [usize; 3]| l[idx(p)] + m.offset(p, value(idx(p)));
     let cleared = clear_negative_clicks(
         &mut want,
         dims,

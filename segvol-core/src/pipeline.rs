@@ -765,10 +765,8 @@ pub struct GridLogits {
 }
 
 impl GridLogits {
-    /// The logit of voxel `i` (raster index on the volume), as [`Session::predict`] gives it.
-    pub fn at(&self, i: usize) -> f32 {
-        let [_, h, w] = self.dims;
-        let p = [i / (h * w), (i / w) % h, i % w];
+    /// The logit of voxel `p = [z, y, x]` of the volume, as [`Session::predict`] gives it.
+    pub fn at(&self, p: [usize; 3]) -> f32 {
         let mut g = [0usize; 3];
         for a in 0..3 {
             match p[a].checked_sub(self.crop_lo[a]) {
