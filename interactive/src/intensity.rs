@@ -130,7 +130,7 @@ impl BoxIntensity {
         if (0..3).any(|a| p[a] < self.lo[a] || p[a] > self.hi[a]) {
             return 0.0;
         }
-        self.bin(v).map_or(0.0, |b| self.llr[b])
+        self.ratio(v)
     }
 
     /// Re-thresholds `mask` inside the box: voxel `p` (raster index `i`) is object when
@@ -143,7 +143,7 @@ impl BoxIntensity {
     ) -> usize {
         let mut changed = 0;
         self.for_each(|i, p| {
-            let on = u8::from(logit(p) + self.bin(value(i)).map_or(0.0, |b| self.llr[b]) > 0.0);
+            let on = u8::from(logit(p) + self.ratio(value(i)) > 0.0);
             if let Some(m) = mask.get_mut(i)
                 && *m != on
             {
@@ -157,10 +157,15 @@ impl BoxIntensity {
     /// Adds the offsets to full-grid `logits` (the box's voxels only).
     pub fn add_to(&self, logits: &mut [f32], value: impl Fn(usize) -> f64) {
         self.for_each(|i, _| {
-            if let (Some(l), Some(b)) = (logits.get_mut(i), self.bin(value(i))) {
-                *l += self.llr[b];
+            if let Some(l) = logits.get_mut(i) {
+                *l += self.ratio(value(i));
             }
         });
+    }
+
+    /// The log-likelihood ratio of intensity `v`'s bin, 0 for a non-finite `v`.
+    fn ratio(&self, v: f64) -> f32 {
+        self.bin(v).map_or(0.0, |b| self.llr[b])
     }
 
     /// The bin of intensity `v` (clamped to the fitted range), `None` when not finite.
