@@ -49,6 +49,16 @@ pub struct ClickArgs {
     /// (docs/model-card.md, "The box's own intensities"); `off`: the model's answer as it is.
     #[arg(long, value_name = "on|off", value_parser = on_off, default_value = "on", action = clap::ArgAction::Set)]
     pub box_intensity: bool,
+    /// Each click's neighbourhood joins the box's intensity model on its side, so a click
+    /// moves every voxel of its intensity in the box (docs/model-card.md, "Clicks that
+    /// teach"; with --box-intensity on); `off`: the model's sure voxels alone teach it.
+    #[arg(long, value_name = "on|off", value_parser = on_off, default_value = "on", action = clap::ArgAction::Set)]
+    pub click_teach: bool,
+    /// With a box, five mean-field passes let each voxel's logit in the box lean towards its
+    /// neighbours' side before the threshold, removing speckle (docs/model-card.md, "The
+    /// box's smoothness"); `off`: each voxel keeps its own.
+    #[arg(long, value_name = "on|off", value_parser = on_off, default_value = "on", action = clap::ArgAction::Set)]
+    pub box_smoothing: bool,
 }
 
 impl ClickArgs {
@@ -59,6 +69,8 @@ impl ClickArgs {
             click_grow_mm: self.click_grow.0,
             negative_reach_mm: self.negative_reach.0,
             box_intensity: self.box_intensity,
+            click_teach: self.click_teach,
+            box_smoothing: self.box_smoothing,
             ..base
         }
     }

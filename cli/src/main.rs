@@ -168,6 +168,8 @@ mod tests {
         assert_eq!(batch.click_grow_mm, Some(20.0));
         assert_eq!(batch.negative_reach_mm, Some(20.0));
         assert!(batch.box_intensity && live.box_intensity);
+        assert!(batch.click_teach && live.click_teach);
+        assert!(batch.box_smoothing && live.box_smoothing);
         assert_eq!((batch.feedback, live.feedback), (0, 0));
         for args in [
             &["segvol", "eval", "--case", "c.npz"][..],
@@ -201,6 +203,10 @@ mod tests {
             "off",
             "--box-intensity",
             "off",
+            "--click-teach",
+            "off",
+            "--box-smoothing",
+            "off",
             "--feedback",
             "4",
         ]);
@@ -212,6 +218,8 @@ mod tests {
                 click_grow_mm: None,
                 negative_reach_mm: None,
                 box_intensity: false,
+                click_teach: false,
+                box_smoothing: false,
                 feedback: 4
             }
         );

@@ -154,8 +154,9 @@ impl BackendTask for Segment {
             )
             .map_err(|e| anyhow::anyhow!("{e}"))?;
             let mut logits = logits;
-            // A box's own intensities move its logits as in every other command (the click
-            // rules do not apply to one-shot prompts).
+            // A box's own intensities and its smoothness move its logits as in every other
+            // command (the click rules, clicks that teach included, do not apply to one-shot
+            // prompts).
             if let Some(b) = self.boxes.filter(|_| self.options.box_intensity) {
                 let value = |i: usize| self.image.get(i).map_or(f64::NAN, |&v| f64::from(v));
                 let [_, h, w] = self.dims;
@@ -163,6 +164,9 @@ impl BackendTask for Segment {
                 if let Some(m) = BoxIntensity::fit(self.dims, b, value, at) {
                     m.add_to(&mut logits, value);
                 }
+            }
+            if let Some(b) = self.boxes.filter(|_| self.options.box_smoothing) {
+                segvol_interactive::smooth_box_in(&mut logits, self.dims, b);
             }
             out.push(logits);
         }

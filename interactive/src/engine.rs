@@ -258,7 +258,9 @@ impl Logits {
 
 /// [`object_logits`] as a mask (`logits > 0` → 1), then, each when `options` has it on and in
 /// this order: the box's own intensities ([`crate::BoxIntensity`], with a box: the box is
-/// re-thresholded with the intensity model's offsets), negative clicks that reach
+/// re-thresholded with the intensity model's offsets; the clicks teach the model too), the
+/// box's smoothness ([`crate::smooth_box`], on the logits with those offsets: it re-sets the
+/// box's voxels), negative clicks that reach
 /// ([`crate::clear_negative_clicks`], on the logits with those offsets), positive clicks that
 /// reach ([`crate::grow_clicks`]) and clicks that stick ([`crate::honour`]; so a click's own
 /// neighbourhood wins over both regions).
@@ -300,20 +302,29 @@ pub fn object_mask<B: Backend>(
     let mut mask = logits.mask();
     let value = |i: usize| image.value(i);
     let raw = |p: [usize; 3]| logits.at(p, dims);
-    let intensity = bbox
-        .filter(|_| options.box_intensity)
-        .and_then(|b| crate::BoxIntensity::fit(dims, b, value, raw));
-    if let Some(m) = &intensity {
-        m.apply(&mut mask, value, raw);
+    let intensity = bbox.filter(|_| options.box_intensity).and_then(|b| {
+        let taught = if options.click_teach { clicks } else { &[] };
+        crate::BoxIntensity::fit_with_clicks(dims, b, value, raw, taught)
+    });
+    let idx = |p: [usize; 3]| (p[0] * dims[1] + p[1]) * dims[2] + p[2];
+    let logit = |p: [usize; 3]| {
+        raw(p)
+            + intensity
+                .as_ref()
+                .map_or(0.0, |m| m.offset(p, value(idx(p))))
+    };
+    match (bbox.filter(|_| options.box_smoothing), &intensity) {
+        // The smoothness re-sets every voxel of the box from the logits with the offsets: the
+        // intensities' own re-threshold of the box would be overwritten, so it is skipped.
+        (Some(b), _) => {
+            crate::smooth_box(&mut mask, dims, b, logit);
+        }
+        (None, Some(m)) => {
+            m.apply(&mut mask, value, raw);
+        }
+        (None, None) => {}
     }
     if let Some(r) = options.negative_reach_mm {
-        let idx = |p: [usize; 3]| (p[0] * dims[1] + p[1]) * dims[2] + p[2];
-        let logit = |p: [usize; 3]| {
-            raw(p)
-                + intensity
-                    .as_ref()
-                    .map_or(0.0, |m| m.offset(p, value(idx(p))))
-        };
         crate::clear_negative_clicks(&mut mask, dims, spacing, clicks, bbox, r, logit);
     }
     if let Some(r) = options.click_grow_mm {

@@ -17,12 +17,21 @@
 //! Written here rather than taken from a crate: it is a histogram, a Gaussian smoothing of it
 //! and a lookup table, over a box of a plain slice.
 
+use segvol_core::pipeline::VoxelClick;
+
 /// The logit the model must pass (`> +C` object, `< −C` background) for a voxel to teach the
 /// intensity model: 2 (probability 0.88). Chosen on the validation split with the negative
 /// clicks' rule on (docs/model-card.md, "The box's own intensities"): confidences 1, 1.5, 2
 /// and 3 gave DSC_AUC 2.361, 2.351, 2.345 and 2.274, and 2 the best box step of the three
 /// lowest.
 pub const BOX_INTENSITY_CONFIDENCE: f32 = 2.0;
+
+/// How much each click teaches the intensity model (`--click-teach`): the clicked voxel and
+/// its 26 neighbours (those inside the box) join the histogram of the click's side with a
+/// total weight of 0.3 × that side's sure voxels (at least 10), spread evenly over them.
+/// Chosen on the validation split with every other rule on (docs/model-card.md, "Clicks
+/// that teach"): 0.1, 0.3 and 1 gave DSC_AUC 2.391, 2.430 and 2.415 (2.370 without).
+pub const CLICK_TEACH_WEIGHT: f64 = 0.3;
 
 /// How many intensity bins span the box's range (its least to its greatest value).
 const BINS: usize = 256;
@@ -67,6 +76,26 @@ impl BoxIntensity {
         bbox: ([usize; 3], [usize; 3]),
         value: impl Fn(usize) -> f64,
         logit: impl Fn([usize; 3]) -> f32,
+    ) -> Option<Self> {
+        Self::fit_with_clicks(dims, bbox, value, logit, &[])
+    }
+
+    /// [`Self::fit`], with the clicks teaching it too: each click's voxel and its 26
+    /// neighbours inside the box join the histogram of its side (object for a positive click,
+    /// background for a negative one) with a total weight of [`CLICK_TEACH_WEIGHT`] × that
+    /// side's sure voxels (at least 10), before the smoothing. A click outside the box
+    /// teaches nothing.
+    ///
+    /// Why: a CVPR25 click sits in the middle of the largest error, and its intensity says
+    /// what the user meant everywhere in the box, not only where the click's flood reaches.
+    /// A negative click on a rib's box, in the soft tissue the model took for rib, lowers the
+    /// soft tissue's ratio in the whole box. Ours, not in SegVol or the CVPR25 reference.
+    pub fn fit_with_clicks(
+        dims: [usize; 3],
+        bbox: ([usize; 3], [usize; 3]),
+        value: impl Fn(usize) -> f64,
+        logit: impl Fn([usize; 3]) -> f32,
+        clicks: &[VoxelClick],
     ) -> Option<Self> {
         if dims.contains(&0) {
             return None;
@@ -114,6 +143,25 @@ impl BoxIntensity {
                 }
             }
         });
+        let sure = [object.iter().sum::<f64>(), background.iter().sum::<f64>()];
+        for c in clicks {
+            let bins: Vec<usize> = model
+                .neighbours(c.zyx)
+                .filter_map(|i| model.bin(value(i)))
+                .collect();
+            if bins.is_empty() {
+                continue;
+            }
+            let (hist, n) = if c.foreground {
+                (&mut object, sure[0])
+            } else {
+                (&mut background, sure[1])
+            };
+            let w = CLICK_TEACH_WEIGHT * n.max(MIN_VOXELS) / bins.len() as f64;
+            for b in bins {
+                hist[b] += w;
+            }
+        }
         let (po, pb) = (probabilities(&object)?, probabilities(&background)?);
         model.llr = po
             .iter()
@@ -172,6 +220,18 @@ impl BoxIntensity {
     fn bin(&self, v: f64) -> Option<usize> {
         v.is_finite()
             .then(|| (((v - self.min) * self.scale).max(0.0) as usize).min(BINS - 1))
+    }
+
+    /// The raster indices of `p` and its 26 neighbours that lie in the box (none when `p` is
+    /// more than one voxel outside it).
+    fn neighbours(&self, p: [usize; 3]) -> impl Iterator<Item = usize> + '_ {
+        let [_, h, w] = self.dims;
+        let range = move |a: usize| {
+            p[a].saturating_sub(1).max(self.lo[a])..=p[a].saturating_add(1).min(self.hi[a])
+        };
+        range(0).flat_map(move |z| {
+            range(1).flat_map(move |y| range(2).map(move |x| (z * h + y) * w + x))
+        })
     }
 
     /// Calls `f` with the raster index and `[z, y, x]` of every voxel in the box.
@@ -306,6 +366,66 @@ mod tests {
         // The unsure background-intensity voxel (index 8, z = 0) is outside: it stays on.
         assert_eq!(m.apply(&mut mask, |i| value[i], |p| logit[at(p)]), 1);
         assert_eq!((mask[8], mask[40]), (1, 1));
+    }
+
+    /// Clicks that teach, by hand. A 4×4×4 grid: z ≥ 2 is sure object (intensity 100, logit
+    /// +5, 32 voxels), the corner block z, y, x < 2 is unsure (intensity 50, logit +1, 8
+    /// voxels), the rest sure background (intensity 0, logit −5, 24 voxels). Bin 128 (= 50)
+    /// is 128 bins from both classes, so untaught its ratio is ln((0.01/33)/(0.01/25)) and
+    /// the corner stays object. A negative click at [0, 0, 0] puts its 8 in-box neighbours
+    /// (the corner block) into the background histogram with 0.3 × 24 = 7.2 in all, so bin
+    /// 128's background probability is (7.2/W + 0.01)/32.2, W the whole kernel's sum: the
+    /// corner turns background. Only a click's neighbours inside the box teach: one more than
+    /// a voxel outside it teaches nothing.
+    #[test]
+    fn a_click_teaches_its_neighbourhood_to_its_side() {
+        let dims = [4, 4, 4];
+        let corner = |p: [usize; 3]| p.iter().all(|&v| v < 2);
+        let value = |i: usize| match zyx(i) {
+            p if p[0] >= 2 => 100.0,
+            p if corner(p) => 50.0,
+            _ => 0.0,
+        };
+        let logit = |p: [usize; 3]| match p {
+            p if p[0] >= 2 => 5.0f32,
+            p if corner(p) => 1.0,
+            _ => -5.0,
+        };
+        let whole = ([0, 0, 0], [3, 3, 3]);
+        let plain = BoxIntensity::fit(dims, whole, value, logit).expect("fitted");
+        let untaught = (25.0f64 / 33.0).ln() as f32;
+        assert!((plain.offset([0, 0, 0], 50.0) - untaught).abs() < 1e-5);
+        let negative = [VoxelClick {
+            zyx: [0, 0, 0],
+            foreground: false,
+        }];
+        let taught =
+            BoxIntensity::fit_with_clicks(dims, whole, value, logit, &negative).expect("fitted");
+        let w: f64 = (-6..=6i32).map(|d| (-f64::from(d * d) / 8.0).exp()).sum();
+        let want = ((0.01 / 33.0) / ((7.2 / w + 0.01) / 32.2)).ln() as f32;
+        let got = taught.offset([0, 0, 0], 50.0);
+        assert!((got - want).abs() < 1e-4, "{got} vs {want}");
+        let mut mask: Vec<u8> = (0..64).map(|i| u8::from(logit(zyx(i)) > 0.0)).collect();
+        assert_eq!(plain.apply(&mut mask.clone(), value, logit), 0);
+        assert_eq!(taught.apply(&mut mask, value, logit), 8, "the corner block");
+        // The box x = 2..=3 (16 voxels of each class): the click at x = 0 is two voxels out,
+        // the one at x = 1 has neighbours in it.
+        let half = ([0, 0, 2], [3, 3, 3]);
+        let at_x = |x| {
+            [VoxelClick {
+                zyx: [0, 0, x],
+                foreground: true,
+            }]
+        };
+        let plain = BoxIntensity::fit(dims, half, value, logit).expect("fitted");
+        assert_eq!(
+            BoxIntensity::fit_with_clicks(dims, half, value, logit, &at_x(0)),
+            Some(plain.clone())
+        );
+        assert_ne!(
+            BoxIntensity::fit_with_clicks(dims, half, value, logit, &at_x(1)),
+            Some(plain)
+        );
     }
 
     /// Fewer than 10 sure voxels of a class, or one intensity in the whole box: no model.

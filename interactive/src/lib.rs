@@ -12,13 +12,17 @@ pub mod latency;
 pub mod options;
 mod predictor;
 mod session;
+pub mod smoothing;
 
 pub use honour::{
     DEFAULT_CLICK_RADIUS_MM, DEFAULT_GROW_RADIUS_MM, DEFAULT_NEGATIVE_REACH_MM, GROW_TOLERANCE_SD,
     NEGATIVE_REACH_FLOOR, NEGATIVE_REACH_LOGIT, clear_negative_clicks, grow_clicks, honour_clicks,
 };
-pub use intensity::{BOX_INTENSITY_CONFIDENCE, BoxIntensity};
+pub use intensity::{BOX_INTENSITY_CONFIDENCE, BoxIntensity, CLICK_TEACH_WEIGHT};
 pub use options::SessionOptions;
+pub use smoothing::{
+    BOX_SMOOTHING_PASSES, BOX_SMOOTHING_WEIGHT, smooth_box, smooth_box_in, smooth_box_logits,
+};
 
 pub use engine::{
     DecodeOptions, ImageRef, ObjectPrompts, StepLog, corrected_logits, decode, object_logits,

@@ -28,6 +28,14 @@ pub struct SessionOptions {
     /// the model's sure voxels teach moves every voxel's logit in the box before the
     /// threshold; `false` keeps the model's answer.
     pub box_intensity: bool,
+    /// Clicks that teach ([`crate::BoxIntensity::fit_with_clicks`]): each click's
+    /// neighbourhood joins the box's intensity model on its side (with
+    /// [`Self::box_intensity`] only); `false`: the model's sure voxels alone teach it.
+    pub click_teach: bool,
+    /// The box's smoothness ([`crate::smooth_box`]): with a box, mean-field passes let each
+    /// voxel's logit in the box lean towards its neighbours' side before the threshold;
+    /// `false` keeps each voxel's own.
+    pub box_smoothing: bool,
     /// Prompt feedback (GRU_CORRECTION.md §6, D9), with a corrector only: after a correction,
     /// up to this many corrected voxels whose side changed go back to SegVol as point prompts;
     /// 0 = off (the corrector's write-back alone). Off everywhere by default
@@ -39,7 +47,8 @@ impl SessionOptions {
     /// For a person waiting on each click (`segvol view`, `segvol serve`): zoom-in off, clicks
     /// stick within [`DEFAULT_CLICK_RADIUS_MM`], positive clicks grow within
     /// [`DEFAULT_GROW_RADIUS_MM`], negative clicks clear within
-    /// [`DEFAULT_NEGATIVE_REACH_MM`], the box's intensities on, no prompt feedback. The
+    /// [`DEFAULT_NEGATIVE_REACH_MM`], the box's intensities on and taught by the clicks, the
+    /// box's smoothness on, no prompt feedback. The
     /// engines start with these ([`Default`]).
     pub const fn live() -> Self {
         SessionOptions {
@@ -48,6 +57,8 @@ impl SessionOptions {
             click_grow_mm: Some(DEFAULT_GROW_RADIUS_MM),
             negative_reach_mm: Some(DEFAULT_NEGATIVE_REACH_MM),
             box_intensity: true,
+            click_teach: true,
+            box_smoothing: true,
             feedback: 0,
         }
     }

@@ -13,6 +13,27 @@ use segvol_interactive::{InteractiveSession, diff_box};
 mod common;
 use common::{shared, tiny_corrector, tiny_model};
 
+/// A box's mask as every engine finishes it from the model's `logits` with the default
+/// options: thresholded, then the box's smoothness (`smooth_box`). The tiny random models
+/// here are sure (|logit| > 2) of too few voxels for the box's intensities to be fitted,
+/// which is asserted, so the intensities move nothing.
+fn finished(
+    logits: &[f32],
+    image: &[f32],
+    dims: [usize; 3],
+    bbox: ([usize; 3], [usize; 3]),
+) -> Vec<u8> {
+    let idx = |p: [usize; 3]| (p[0] * dims[1] + p[1]) * dims[2] + p[2];
+    let at = |p: [usize; 3]| logits[idx(p)];
+    assert!(
+        segvol_interactive::BoxIntensity::fit(dims, bbox, |i| f64::from(image[i]), at).is_none(),
+        "the tiny model's box is not fitted"
+    );
+    let mut mask: Vec<u8> = logits.iter().map(|&l| u8::from(l > 0.0)).collect();
+    segvol_interactive::smooth_box(&mut mask, dims, bbox, at);
+    mask
+}
+
 #[test]
 fn session_matches_direct_decodes_and_undoes_exactly() {
     let device = Default::default();
@@ -36,12 +57,12 @@ fn session_matches_direct_decodes_and_undoes_exactly() {
     assert!(u.ran && u.encode_s > 0.0);
     // The same box through the pipeline directly (same crop: the box's corners covered).
     let direct = Session::new(&model, &image, dims, &[lo, hi], &device).unwrap();
-    let want: Vec<u8> = direct
-        .predict(Some((lo, hi)), &[])
-        .unwrap()
-        .iter()
-        .map(|&l| u8::from(l > 0.0))
-        .collect();
+    let want = finished(
+        &direct.predict(Some((lo, hi)), &[]).unwrap(),
+        &image,
+        dims,
+        (lo, hi),
+    );
     assert_eq!(s.mask(), &want[..]);
     assert_eq!(u.changed, diff_box(&vec![0; want.len()], &want, dims));
     let after_box = s.mask().to_vec();
@@ -174,7 +195,12 @@ fn text_prompt_alone_and_with_a_box() {
     s.set_text(Some("kidney")).unwrap();
     let mut direct = Session::new(&model, &image, dims, &[lo, hi], &device).unwrap();
     direct.set_text(Some(text)).unwrap();
-    let want = mask(direct.predict(Some((lo, hi)), &[]).unwrap());
+    let want = finished(
+        &direct.predict(Some((lo, hi)), &[]).unwrap(),
+        &image,
+        dims,
+        (lo, hi),
+    );
     assert_eq!(s.mask(), &want[..]);
     assert_ne!(
         want, box_only,
@@ -237,19 +263,10 @@ fn predictor_class_texts_reach_the_decoder() {
     let as_f32: Vec<f32> = image.iter().map(|&v| f32::from(v)).collect();
     let mut direct =
         Session::new(&model, &as_f32, dims, &[boxes[0].lo, boxes[0].hi], &device).unwrap();
-    let plain: Vec<u8> = direct
-        .predict(Some((boxes[0].lo, boxes[0].hi)), &[])
-        .unwrap()
-        .iter()
-        .map(|&l| u8::from(l > 0.0))
-        .collect();
+    let b = (boxes[0].lo, boxes[0].hi);
+    let plain = finished(&direct.predict(Some(b), &[]).unwrap(), &as_f32, dims, b);
     direct.set_text(Some(text.clone())).unwrap();
-    let with_text: Vec<u8> = direct
-        .predict(Some((boxes[0].lo, boxes[0].hi)), &[])
-        .unwrap()
-        .iter()
-        .map(|&l| u8::from(l > 0.0))
-        .collect();
+    let with_text = finished(&direct.predict(Some(b), &[]).unwrap(), &as_f32, dims, b);
     assert_ne!(plain, with_text);
     let mut p = SegVolPredictor::new(&model, None, &device);
     assert_eq!(p.predict(&req).unwrap(), plain);
@@ -509,7 +526,7 @@ fn both_engines_start_from_one_set_of_options() {
         .predict_zoom_in(Some((lo, hi)), &[], &mut |_, _| {})
         .unwrap()
         .0;
-    let want: Vec<u8> = z.iter().map(|&l| u8::from(l > 0.0)).collect();
+    let want = finished(&z, &image, dims, (lo, hi));
     assert!(
         s.mask() == want.as_slice(),
         "the session's box mask is not the zoom-in decode"
