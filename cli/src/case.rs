@@ -50,13 +50,14 @@ pub struct ClickArgs {
     #[arg(long, value_name = "on|off", value_parser = on_off, default_value = "on", action = clap::ArgAction::Set)]
     pub box_intensity: bool,
     /// Each click's neighbourhood joins the box's intensity model on its side, so a click
-    /// moves every voxel of its intensity in the box (docs/model-card.md, "Clicks that
-    /// teach"; with --box-intensity on); `off`: the model's sure voxels alone teach it.
+    /// moves every voxel of its intensity in the box (docs/model-card.md, "Clicks that teach,
+    /// and the box's smoothness"; with --box-intensity on); `off`: the model's sure voxels
+    /// alone teach it.
     #[arg(long, value_name = "on|off", value_parser = on_off, default_value = "on", action = clap::ArgAction::Set)]
     pub click_teach: bool,
     /// With a box, five mean-field passes let each voxel's logit in the box lean towards its
-    /// neighbours' side before the threshold, removing speckle (docs/model-card.md, "The
-    /// box's smoothness"); `off`: each voxel keeps its own.
+    /// neighbours' side before the threshold, removing speckle (docs/model-card.md, "Clicks
+    /// that teach, and the box's smoothness"); `off`: each voxel keeps its own.
     #[arg(long, value_name = "on|off", value_parser = on_off, default_value = "on", action = clap::ArgAction::Set)]
     pub box_smoothing: bool,
 }

@@ -29,8 +29,9 @@ pub const BOX_INTENSITY_CONFIDENCE: f32 = 2.0;
 /// How much each click teaches the intensity model (`--click-teach`): the clicked voxel and
 /// its 26 neighbours (those inside the box) join the histogram of the click's side with a
 /// total weight of 0.3 × that side's sure voxels (at least 10), spread evenly over them.
-/// Chosen on the validation split with every other rule on (docs/model-card.md, "Clicks
-/// that teach"): 0.1, 0.3 and 1 gave DSC_AUC 2.391, 2.430 and 2.415 (2.370 without).
+/// Chosen on the validation split with every other rule on but the box's smoothness
+/// (docs/model-card.md, "Clicks that teach, and the box's smoothness"): 0.1, 0.3 and 1 gave
+/// DSC_AUC 2.391, 2.430 and 2.415 (2.370 without).
 pub const CLICK_TEACH_WEIGHT: f64 = 0.3;
 
 /// How many intensity bins span the box's range (its least to its greatest value).

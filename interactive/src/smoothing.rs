@@ -16,14 +16,14 @@
 use rayon::prelude::*;
 
 /// Mean-field passes over the box. Chosen on the validation split with every other rule on
-/// (docs/model-card.md, "The box's smoothness"): 2, 5 and 10 passes gave DSC_AUC 2.442,
-/// 2.483 and 2.461.
+/// (docs/model-card.md, "Clicks that teach, and the box's smoothness"): 2, 5 and 10 passes
+/// gave DSC_AUC 2.442, 2.483 and 2.461.
 pub const BOX_SMOOTHING_PASSES: usize = 5;
 
 /// The coupling of face neighbours, in logit units per neighbour: a voxel whose six neighbours
-/// are all sure of one side gains 6 towards it. Weights 0.25, 0.5, 1 and 2 gave DSC_AUC 2.356,
-/// 2.366, 2.416 and 2.409 without clicks teaching the intensities; 1 and 2 gave 2.483 and
-/// 2.489 with them (docs/model-card.md).
+/// are all sure of one side gains 6 towards it. Weights 0.25, 0.5 and 1 gave DSC_AUC 2.356,
+/// 2.366 and 2.416 without clicks teaching the intensities; 1, 1.5 and 2 gave 2.483, 2.460
+/// and 2.489 with them, and 2 was lower than 1 on the development cases (docs/model-card.md).
 pub const BOX_SMOOTHING_WEIGHT: f32 = 1.0;
 
 /// Mean-field inference on a box of logits, in place. `logits` holds the box's voxels in
@@ -69,8 +69,7 @@ pub fn smooth_box_logits(logits: &mut [f32], size: [usize; 3], passes: usize, we
 /// `tanh(t / 2)`, the belief of a voxel whose field is `t`, to within 2·10⁻⁵: ±1 from |t| =
 /// 20 on (tanh 10 = 1 − 4·10⁻⁹), else linear interpolation in a table of 64 entries per unit
 /// of `t`. Why a table: the passes call this for every voxel of the box, and `f32::tanh` took
-/// most of their time (a click on a 150×256×256 box: 0.8–1.0 s with it, see
-/// docs/model-card.md).
+/// most of their time (docs/model-card.md has the live path's cost).
 fn belief(t: f32) -> f32 {
     static TABLE: std::sync::OnceLock<Vec<f32>> = std::sync::OnceLock::new();
     if t >= BELIEF_RANGE {
