@@ -98,14 +98,7 @@ impl BoxIntensity {
         logit: impl Fn([usize; 3]) -> f32,
         clicks: &[VoxelClick],
     ) -> Option<Self> {
-        if dims.contains(&0) {
-            return None;
-        }
-        let lo: [usize; 3] = std::array::from_fn(|a| bbox.0[a].min(bbox.1[a]));
-        let hi: [usize; 3] = std::array::from_fn(|a| bbox.0[a].max(bbox.1[a]).min(dims[a] - 1));
-        if (0..3).any(|a| lo[a] > hi[a]) {
-            return None;
-        }
+        let (lo, hi) = clip_box(dims, bbox)?;
         let mut model = BoxIntensity {
             lo,
             hi,
@@ -252,6 +245,21 @@ impl BoxIntensity {
             }
         }
     }
+}
+
+/// The box `bbox` (inclusive corners, either order) clipped to the grid `dims`, as inclusive
+/// `(lo, hi)`; `None` when it misses the grid (or the grid is empty). The box rules'
+/// ([`BoxIntensity`], [`crate::smooth_box`]) one reading of a box.
+pub(crate) fn clip_box(
+    dims: [usize; 3],
+    bbox: ([usize; 3], [usize; 3]),
+) -> Option<([usize; 3], [usize; 3])> {
+    if dims.contains(&0) {
+        return None;
+    }
+    let lo: [usize; 3] = std::array::from_fn(|a| bbox.0[a].min(bbox.1[a]));
+    let hi: [usize; 3] = std::array::from_fn(|a| bbox.0[a].max(bbox.1[a]).min(dims[a] - 1));
+    (0..3).all(|a| lo[a] <= hi[a]).then_some((lo, hi))
 }
 
 /// A histogram smoothed by a Gaussian of σ = [`SMOOTH_BINS`] (normalised over the bins it

@@ -34,7 +34,7 @@ pub const BOX_SMOOTHING_WEIGHT: f32 = 1.0;
 /// `logits` holds the last pass's `t`: its sign is the smoothed mask, and 0 passes (or a
 /// weight of 0) leave the logits as they were.
 ///
-/// Memory: two more `f32` per voxel of the box, for the passes.
+/// Memory: three more `f32` per voxel of the box (the logits' copy and two belief buffers).
 pub fn smooth_box_logits(logits: &mut [f32], size: [usize; 3], passes: usize, weight: f32) {
     let n = size.iter().product::<usize>();
     if passes == 0 || n == 0 || logits.len() != n {
@@ -129,17 +129,36 @@ fn field(out: &mut [f32], z: usize, size: [usize; 3], unary: &[f32], q: &[f32], 
     }
 }
 
-/// The box `bbox` (inclusive corners, either order) clipped to `dims`: its first corner and
-/// its size; `None` when it misses the grid.
-fn clip(dims: [usize; 3], bbox: ([usize; 3], [usize; 3])) -> Option<([usize; 3], [usize; 3])> {
-    if dims.contains(&0) {
-        return None;
-    }
-    let lo: [usize; 3] = std::array::from_fn(|a| bbox.0[a].min(bbox.1[a]));
-    let hi: [usize; 3] = std::array::from_fn(|a| bbox.0[a].max(bbox.1[a]).min(dims[a] - 1));
-    (0..3)
-        .all(|a| lo[a] <= hi[a])
+/// The box `bbox` clipped to `dims` ([`crate::intensity::clip_box`]) as its first corner and
+/// its size, when `len` (the caller's grid buffer) holds the grid.
+fn clip(
+    dims: [usize; 3],
+    bbox: ([usize; 3], [usize; 3]),
+    len: usize,
+) -> Option<([usize; 3], [usize; 3])> {
+    let (lo, hi) = crate::intensity::clip_box(dims, bbox)?;
+    (len == dims.iter().product::<usize>())
         .then(|| (lo, std::array::from_fn(|a| hi[a] + 1 - lo[a])))
+}
+
+/// The box at `lo` of `size` read through `logit(p)` (one z-slice per task) and put through
+/// [`smooth_box_logits`] with [`BOX_SMOOTHING_PASSES`] and [`BOX_SMOOTHING_WEIGHT`]: the
+/// smoothed field in the box's raster order.
+fn smoothed(
+    lo: [usize; 3],
+    size: [usize; 3],
+    logit: impl Fn([usize; 3]) -> f32 + Sync,
+) -> Vec<f32> {
+    let mut l = vec![0.0f32; size.iter().product()];
+    l.par_chunks_mut(size[1] * size[2])
+        .enumerate()
+        .for_each(|(z, slice)| {
+            for (j, v) in slice.iter_mut().enumerate() {
+                *v = logit([lo[0] + z, lo[1] + j / size[2], lo[2] + j % size[2]]);
+            }
+        });
+    smooth_box_logits(&mut l, size, BOX_SMOOTHING_PASSES, BOX_SMOOTHING_WEIGHT);
+    l
 }
 
 /// The box's smoothness on a mask: the logits `logit(p)` of the box's voxels (`p = [z, y,
@@ -153,20 +172,10 @@ pub fn smooth_box(
     bbox: ([usize; 3], [usize; 3]),
     logit: impl Fn([usize; 3]) -> f32 + Sync,
 ) -> usize {
-    let Some((lo, size)) =
-        clip(dims, bbox).filter(|_| mask.len() == dims.iter().product::<usize>())
-    else {
+    let Some((lo, size)) = clip(dims, bbox, mask.len()) else {
         return 0;
     };
-    let mut l = vec![0.0f32; size.iter().product()];
-    l.par_chunks_mut(size[1] * size[2])
-        .enumerate()
-        .for_each(|(z, slice)| {
-            for (j, v) in slice.iter_mut().enumerate() {
-                *v = logit([lo[0] + z, lo[1] + j / size[2], lo[2] + j % size[2]]);
-            }
-        });
-    smooth_box_logits(&mut l, size, BOX_SMOOTHING_PASSES, BOX_SMOOTHING_WEIGHT);
+    let l = smoothed(lo, size, logit);
     let plane = dims[1] * dims[2];
     mask.par_chunks_mut(plane)
         .skip(lo[0])
@@ -191,22 +200,14 @@ pub fn smooth_box(
 /// The box's smoothness on full-grid `logits` (the grid `dims`, raster order): the box's
 /// logits are replaced by [`smooth_box_logits`]'s (their sign is [`smooth_box`]'s mask).
 pub fn smooth_box_in(logits: &mut [f32], dims: [usize; 3], bbox: ([usize; 3], [usize; 3])) {
-    let Some((lo, size)) =
-        clip(dims, bbox).filter(|_| logits.len() == dims.iter().product::<usize>())
-    else {
+    let Some((lo, size)) = clip(dims, bbox, logits.len()) else {
         return;
     };
-    let row = |z: usize, y: usize| ((lo[0] + z) * dims[1] + lo[1] + y) * dims[2] + lo[2];
-    let mut l = Vec::with_capacity(size.iter().product());
-    for z in 0..size[0] {
-        for y in 0..size[1] {
-            l.extend_from_slice(&logits[row(z, y)..row(z, y) + size[2]]);
-        }
-    }
-    smooth_box_logits(&mut l, size, BOX_SMOOTHING_PASSES, BOX_SMOOTHING_WEIGHT);
-    for (k, chunk) in l.chunks(size[2]).enumerate() {
-        let start = row(k / size[1], k % size[1]);
-        logits[start..start + size[2]].copy_from_slice(chunk);
+    let idx = |p: [usize; 3]| (p[0] * dims[1] + p[1]) * dims[2] + p[2];
+    let l = smoothed(lo, size, |p| logits[idx(p)]);
+    for (k, row) in l.chunks(size[2]).enumerate() {
+        let start = idx([lo[0] + k / size[1], lo[1] + k % size[1], lo[2]]);
+        logits[start..start + size[2]].copy_from_slice(row);
     }
 }
 
