@@ -55,6 +55,18 @@ pub struct ClickArgs {
     /// alone teach it.
     #[arg(long, value_name = "on|off", value_parser = on_off, default_value = "on", action = clap::ArgAction::Set)]
     pub click_teach: bool,
+    /// With a box, the box's intensities against those of the voxels just outside it (2
+    /// voxels deep) join its intensity model: what is common in the box and rare around it
+    /// leans object (docs/model-card.md, "The box's surround, and sure voxels by rank"; with
+    /// --box-intensity on); `off`: the model's sure voxels (and the clicks) alone teach it.
+    #[arg(long, value_name = "on|off", value_parser = on_off, default_value = "on", action = clap::ArgAction::Set)]
+    pub box_surround: bool,
+    /// The box's intensity model learns from the box's top tenth of logits (above 0) as
+    /// object and its bottom 40 % (below 0) as background (docs/model-card.md, "The box's
+    /// surround, and sure voxels by rank"; with --box-intensity on); `off`: from every voxel
+    /// above +2 and below −2, the rule before.
+    #[arg(long, value_name = "on|off", value_parser = on_off, default_value = "on", action = clap::ArgAction::Set)]
+    pub sure_by_rank: bool,
     /// With a box, five mean-field passes let each voxel's logit in the box lean towards its
     /// neighbours' side before the threshold, removing speckle (docs/model-card.md, "Clicks
     /// that teach, and the box's smoothness"); `off`: each voxel keeps its own.
@@ -71,6 +83,8 @@ impl ClickArgs {
             negative_reach_mm: self.negative_reach.0,
             box_intensity: self.box_intensity,
             click_teach: self.click_teach,
+            box_surround: self.box_surround,
+            sure_by_rank: self.sure_by_rank,
             box_smoothing: self.box_smoothing,
             ..base
         }

@@ -126,6 +126,8 @@ pub fn run(args: &EvalArgs, dir: &Path, files: ModelFiles) -> Result<()> {
         "negative_reach_mm": args.predict_cmd.is_none().then_some(args.clicks.negative_reach.0).flatten(),
         "box_intensity": args.predict_cmd.is_none().then_some(args.clicks.box_intensity),
         "click_teach": args.predict_cmd.is_none().then_some(args.clicks.click_teach),
+        "box_surround": args.predict_cmd.is_none().then_some(args.clicks.box_surround),
+        "sure_by_rank": args.predict_cmd.is_none().then_some(args.clicks.sure_by_rank),
         "box_smoothing": args.predict_cmd.is_none().then_some(args.clicks.box_smoothing),
         "gt_dir": args.gt_dir, "predict_cmd": args.predict_cmd,
     });

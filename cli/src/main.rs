@@ -169,6 +169,8 @@ mod tests {
         assert_eq!(batch.negative_reach_mm, Some(20.0));
         assert!(batch.box_intensity && live.box_intensity);
         assert!(batch.click_teach && live.click_teach);
+        assert!(batch.box_surround && live.box_surround);
+        assert!(batch.sure_by_rank && live.sure_by_rank);
         assert!(batch.box_smoothing && live.box_smoothing);
         assert_eq!((batch.feedback, live.feedback), (0, 0));
         for args in [
@@ -205,6 +207,10 @@ mod tests {
             "off",
             "--click-teach",
             "off",
+            "--box-surround",
+            "off",
+            "--sure-by-rank",
+            "off",
             "--box-smoothing",
             "off",
             "--feedback",
@@ -219,6 +225,8 @@ mod tests {
                 negative_reach_mm: None,
                 box_intensity: false,
                 click_teach: false,
+                box_surround: false,
+                sure_by_rank: false,
                 box_smoothing: false,
                 feedback: 4
             }

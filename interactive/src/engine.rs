@@ -303,8 +303,12 @@ pub fn object_mask<B: Backend>(
     let value = |i: usize| image.value(i);
     let raw = |p: [usize; 3]| logits.at(p, dims);
     let intensity = bbox.filter(|_| options.box_intensity).and_then(|b| {
-        let taught = if options.click_teach { clicks } else { &[] };
-        crate::BoxIntensity::fit_with_clicks(dims, b, value, raw, taught)
+        let fit = crate::FitOptions {
+            clicks: if options.click_teach { clicks } else { &[] },
+            surround: options.box_surround,
+            by_rank: options.sure_by_rank,
+        };
+        crate::BoxIntensity::fit_with(dims, b, value, raw, fit)
     });
     let idx = |p: [usize; 3]| (p[0] * dims[1] + p[1]) * dims[2] + p[2];
     let logit = |p: [usize; 3]| {

@@ -18,7 +18,10 @@ pub use honour::{
     DEFAULT_CLICK_RADIUS_MM, DEFAULT_GROW_RADIUS_MM, DEFAULT_NEGATIVE_REACH_MM, GROW_TOLERANCE_SD,
     NEGATIVE_REACH_FLOOR, NEGATIVE_REACH_LOGIT, clear_negative_clicks, grow_clicks, honour_clicks,
 };
-pub use intensity::{BOX_INTENSITY_CONFIDENCE, BoxIntensity, CLICK_TEACH_WEIGHT};
+pub use intensity::{
+    BOX_INTENSITY_CONFIDENCE, BoxIntensity, CLICK_TEACH_WEIGHT, FitOptions, SURE_BACKGROUND_SHARE,
+    SURE_OBJECT_SHARE, SURROUND_VOXELS,
+};
 pub use options::SessionOptions;
 pub use smoothing::{
     BOX_SMOOTHING_PASSES, BOX_SMOOTHING_WEIGHT, smooth_box, smooth_box_in, smooth_box_logits,

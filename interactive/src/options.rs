@@ -28,10 +28,18 @@ pub struct SessionOptions {
     /// the model's sure voxels teach moves every voxel's logit in the box before the
     /// threshold; `false` keeps the model's answer.
     pub box_intensity: bool,
-    /// Clicks that teach ([`crate::BoxIntensity::fit_with_clicks`]): each click's
+    /// Clicks that teach ([`crate::FitOptions::clicks`]): each click's
     /// neighbourhood joins the box's intensity model on its side (with
     /// [`Self::box_intensity`] only); `false`: the model's sure voxels alone teach it.
     pub click_teach: bool,
+    /// The box's surround ([`crate::FitOptions::surround`]): the box's intensities against
+    /// those just outside it join the box's intensity model (with [`Self::box_intensity`]
+    /// only); `false`: the model's sure voxels (and the clicks) alone teach it.
+    pub box_surround: bool,
+    /// Sure voxels by rank ([`crate::FitOptions::by_rank`]): the box's top tenth of logits
+    /// (above 0) and bottom 40 % (below 0) teach the box's intensity model; `false`: every
+    /// voxel beyond ±[`crate::BOX_INTENSITY_CONFIDENCE`] (the rule before).
+    pub sure_by_rank: bool,
     /// The box's smoothness ([`crate::smooth_box`]): with a box, mean-field passes let each
     /// voxel's logit in the box lean towards its neighbours' side before the threshold;
     /// `false` keeps each voxel's own.
@@ -47,8 +55,8 @@ impl SessionOptions {
     /// For a person waiting on each click (`segvol view`, `segvol serve`): zoom-in off, clicks
     /// stick within [`DEFAULT_CLICK_RADIUS_MM`], positive clicks grow within
     /// [`DEFAULT_GROW_RADIUS_MM`], negative clicks clear within
-    /// [`DEFAULT_NEGATIVE_REACH_MM`], the box's intensities on and taught by the clicks, the
-    /// box's smoothness on, no prompt feedback. The
+    /// [`DEFAULT_NEGATIVE_REACH_MM`], the box's intensities on (sure voxels by rank) and
+    /// taught by the clicks and the box's surround, the box's smoothness on, no prompt feedback. The
     /// engines start with these ([`Default`]).
     pub const fn live() -> Self {
         SessionOptions {
@@ -58,6 +66,8 @@ impl SessionOptions {
             negative_reach_mm: Some(DEFAULT_NEGATIVE_REACH_MM),
             box_intensity: true,
             click_teach: true,
+            box_surround: true,
+            sure_by_rank: true,
             box_smoothing: true,
             feedback: 0,
         }

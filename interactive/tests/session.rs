@@ -14,9 +14,9 @@ mod common;
 use common::{shared, tiny_corrector, tiny_model};
 
 /// A box's mask as every engine finishes it from the model's `logits` with the default
-/// options: thresholded, then the box's smoothness (`smooth_box`). The tiny random models
-/// here are sure (|logit| > 2) of too few voxels for the box's intensities to be fitted,
-/// which is asserted, so the intensities move nothing.
+/// options: the box's intensity model (sure voxels by rank and the box's surround) is fitted,
+/// which is asserted, and its offsets move the logits that the box's smoothness
+/// (`smooth_box`) thresholds.
 fn finished(
     logits: &[f32],
     image: &[f32],
@@ -24,13 +24,14 @@ fn finished(
     bbox: ([usize; 3], [usize; 3]),
 ) -> Vec<u8> {
     let idx = |p: [usize; 3]| (p[0] * dims[1] + p[1]) * dims[2] + p[2];
+    let value = |i: usize| f64::from(image[i]);
     let at = |p: [usize; 3]| logits[idx(p)];
-    assert!(
-        segvol_interactive::BoxIntensity::fit(dims, bbox, |i| f64::from(image[i]), at).is_none(),
-        "the tiny model's box is not fitted"
-    );
+    let m = segvol_interactive::BoxIntensity::fit(dims, bbox, value, at)
+        .expect("the tiny model's box is fitted");
     let mut mask: Vec<u8> = logits.iter().map(|&l| u8::from(l > 0.0)).collect();
-    segvol_interactive::smooth_box(&mut mask, dims, bbox, at);
+    segvol_interactive::smooth_box(&mut mask, dims, bbox, |p| {
+        at(p) + m.offset(p, value(idx(p)))
+    });
     mask
 }
 
