@@ -161,11 +161,8 @@ impl BackendTask for Segment {
                 let value = |i: usize| self.image.get(i).map_or(f64::NAN, |&v| f64::from(v));
                 let [_, h, w] = self.dims;
                 let at = |p: [usize; 3]| logits[(p[0] * h + p[1]) * w + p[2]];
-                let fit = segvol_interactive::FitOptions {
-                    clicks: &[],
-                    surround: self.options.box_surround,
-                    by_rank: self.options.sure_by_rank,
-                };
+                // One-shot points are prompts, not corrections: no clicks teach.
+                let fit = self.options.intensity_fit(&[]);
                 if let Some(m) = BoxIntensity::fit_with(self.dims, b, value, at, fit) {
                     m.add_to(&mut logits, value);
                 }

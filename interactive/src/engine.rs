@@ -303,12 +303,7 @@ pub fn object_mask<B: Backend>(
     let value = |i: usize| image.value(i);
     let raw = |p: [usize; 3]| logits.at(p, dims);
     let intensity = bbox.filter(|_| options.box_intensity).and_then(|b| {
-        let fit = crate::FitOptions {
-            clicks: if options.click_teach { clicks } else { &[] },
-            surround: options.box_surround,
-            by_rank: options.sure_by_rank,
-        };
-        crate::BoxIntensity::fit_with(dims, b, value, raw, fit)
+        crate::BoxIntensity::fit_with(dims, b, value, raw, options.intensity_fit(clicks))
     });
     let idx = |p: [usize; 3]| (p[0] * dims[1] + p[1]) * dims[2] + p[2];
     let logit = |p: [usize; 3]| {

@@ -149,11 +149,12 @@ impl BoxIntensity {
 
     /// Fits the model of the box: the sure voxels are the box's top [`SURE_OBJECT_SHARE`] of
     /// logits (ties included) that are above 0 and its bottom [`SURE_BACKGROUND_SHARE`] that
-    /// are below 0 (with [`FitOptions::by_rank`] off: those above +2 and below −2); their histograms over 256 bins spanning the box's intensities (the
-    /// clicks' neighbourhoods added, [`FitOptions::clicks`]) are smoothed (σ = 2 bins), each
-    /// bin's probability `(smoothed count + 0.01) / (voxels + 1)`, and the ratio is
-    /// `ln p(bin | object) − ln p(bin | background)`, plus with [`FitOptions::surround`] the
-    /// same of the box's voxels against its surround's. Non-finite intensities are skipped.
+    /// are below 0 (with [`FitOptions::by_rank`] off: those above +2 and below −2); their
+    /// histograms over 256 bins spanning the box's intensities (the clicks' neighbourhoods
+    /// added, [`FitOptions::clicks`]) are smoothed (σ = 2 bins), each bin's probability
+    /// `(smoothed count + 0.01) / (voxels + 1)`, and the ratio is `ln p(bin | object) −
+    /// ln p(bin | background)`, plus with [`FitOptions::surround`] the same of the box's
+    /// voxels against its surround's. Non-finite intensities are skipped.
     /// `None` when the box holds one intensity only, or fewer than 10 sure voxels of either
     /// class (nothing to learn from).
     pub fn fit_with(
@@ -324,13 +325,9 @@ impl BoxIntensity {
     /// Calls `f` with the raster index of every voxel within `k` voxels outside the box
     /// (per axis; the grown box clipped to the grid, less the box).
     fn for_each_around(&self, k: usize, mut f: impl FnMut(usize)) {
-        let [d, h, w] = self.dims;
+        let [_, h, w] = self.dims;
         let lo: [usize; 3] = std::array::from_fn(|a| self.lo[a].saturating_sub(k));
-        let hi = [
-            (self.hi[0] + k).min(d - 1),
-            (self.hi[1] + k).min(h - 1),
-            (self.hi[2] + k).min(w - 1),
-        ];
+        let hi: [usize; 3] = std::array::from_fn(|a| (self.hi[a] + k).min(self.dims[a] - 1));
         let within = |a: usize, v: usize| (self.lo[a]..=self.hi[a]).contains(&v);
         for z in lo[0]..=hi[0] {
             for y in lo[1]..=hi[1] {

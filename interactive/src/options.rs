@@ -3,7 +3,11 @@
 //! `segvol eval`, `predict`, `segment`, `demo` (batch) and `view`, `serve` (live) build theirs
 //! from [`SessionOptions::batch`] and [`SessionOptions::live`] with their flags on top.
 
-use crate::{DEFAULT_CLICK_RADIUS_MM, DEFAULT_GROW_RADIUS_MM, DEFAULT_NEGATIVE_REACH_MM};
+use segvol_core::pipeline::VoxelClick;
+
+use crate::{
+    DEFAULT_CLICK_RADIUS_MM, DEFAULT_GROW_RADIUS_MM, DEFAULT_NEGATIVE_REACH_MM, FitOptions,
+};
 
 /// How the engine answers prompts, beyond the model and corrector it was given.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -56,8 +60,8 @@ impl SessionOptions {
     /// stick within [`DEFAULT_CLICK_RADIUS_MM`], positive clicks grow within
     /// [`DEFAULT_GROW_RADIUS_MM`], negative clicks clear within
     /// [`DEFAULT_NEGATIVE_REACH_MM`], the box's intensities on (sure voxels by rank) and
-    /// taught by the clicks and the box's surround, the box's smoothness on, no prompt feedback. The
-    /// engines start with these ([`Default`]).
+    /// taught by the clicks and the box's surround, the box's smoothness on, no prompt
+    /// feedback. The engines start with these ([`Default`]).
     pub const fn live() -> Self {
         SessionOptions {
             zoom_in: false,
@@ -79,6 +83,18 @@ impl SessionOptions {
         SessionOptions {
             zoom_in: true,
             ..Self::live()
+        }
+    }
+
+    /// What teaches the box's intensity model ([`crate::BoxIntensity::fit_with`]) under these
+    /// options: `clicks` when [`Self::click_teach`] is on (none otherwise), the surround and
+    /// the ranks as [`Self::box_surround`] and [`Self::sure_by_rank`] say. The one mapping
+    /// every front end uses (`object_mask`, `segvol segment`'s one-shot box).
+    pub fn intensity_fit<'c>(&self, clicks: &'c [VoxelClick]) -> FitOptions<'c> {
+        FitOptions {
+            clicks: if self.click_teach { clicks } else { &[] },
+            surround: self.box_surround,
+            by_rank: self.sure_by_rank,
         }
     }
 }

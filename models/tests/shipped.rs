@@ -88,9 +88,10 @@ fn shipped_model_keeps_its_recorded_dsc_on_a_held_out_case() {
 }
 
 /// DSC after the box and clicks 1..3 at shipping time (0.41898, 0.44383, 0.48238, 0.53428;
-/// `segvol demo` prints them to 4 decimals; the fifth model with the box's intensities (sure voxels by rank,
-/// the box's surround, taught by the clicks), the box's smoothness and both click reaches,
-/// the defaults from the fourth session of 2026-12-06), rounded down to 3 decimals.
+/// `segvol demo` prints them to 4 decimals; the fifth model with the box's intensities (sure
+/// voxels by rank, the box's surround, taught by the clicks), the box's smoothness and both
+/// click reaches, the defaults from the fourth session of 2026-12-06), rounded down to 3
+/// decimals.
 const RECORDED: [f64; 4] = [0.418, 0.443, 0.482, 0.534];
 
 /// `Session::predict_mask` (the live path: thresholded on the model grid, pasted as bytes, no
