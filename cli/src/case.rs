@@ -24,8 +24,8 @@ pub fn spinner() -> ProgressBar {
     bar
 }
 
-/// `--click-radius`, `--click-grow`, `--negative-reach`, `--box-intensity`: what every command
-/// that takes clicks accepts.
+/// `--click-radius`, `--click-grow`, `--grow-floor`, `--negative-reach`, `--box-intensity` and
+/// the box's other rules: what every command that takes clicks accepts.
 #[derive(clap::Args, Debug, Clone, Copy)]
 pub struct ClickArgs {
     /// After the model answers, each click fixes its voxel and the wrong-labelled voxels
@@ -39,6 +39,12 @@ pub struct ClickArgs {
     /// model's answer as it is.
     #[arg(long, value_name = "MM|off", default_value_t = ClickRadius(Some(segvol_interactive::DEFAULT_GROW_RADIUS_MM)))]
     pub click_grow: ClickRadius,
+    /// A positive click's grown region (--click-grow) takes no voxel whose logit, with the
+    /// box's intensities, is at or below −2 (background the model is fairly sure of), nor
+    /// passes through one (docs/model-card.md, "Positive clicks that stop where the model is
+    /// sure"); `off`: intensity alone bounds it.
+    #[arg(long, value_name = "on|off", value_parser = on_off, default_value = "on", action = clap::ArgAction::Set)]
+    pub grow_floor: bool,
     /// After the model answers, each negative click clears the voxels connected to it whose
     /// logit is below 2 (the model is unsure), within this radius in mm and the box
     /// (docs/model-card.md, "Negative clicks that reach"); `off`: the model's answer as it is.
@@ -80,6 +86,7 @@ impl ClickArgs {
         SessionOptions {
             click_radius_mm: self.click_radius.0,
             click_grow_mm: self.click_grow.0,
+            grow_floor: self.grow_floor,
             negative_reach_mm: self.negative_reach.0,
             box_intensity: self.box_intensity,
             click_teach: self.click_teach,

@@ -123,6 +123,7 @@ pub fn run(args: &EvalArgs, dir: &Path, files: ModelFiles) -> Result<()> {
         "zoom_in": !args.no_zoom_in && args.predict_cmd.is_none(),
         "click_radius_mm": args.predict_cmd.is_none().then_some(args.clicks.click_radius.0).flatten(),
         "click_grow_mm": args.predict_cmd.is_none().then_some(args.clicks.click_grow.0).flatten(),
+        "grow_floor": args.predict_cmd.is_none().then_some(args.clicks.grow_floor),
         "negative_reach_mm": args.predict_cmd.is_none().then_some(args.clicks.negative_reach.0).flatten(),
         "box_intensity": args.predict_cmd.is_none().then_some(args.clicks.box_intensity),
         "click_teach": args.predict_cmd.is_none().then_some(args.clicks.click_teach),

@@ -166,6 +166,7 @@ mod tests {
         assert!(batch.zoom_in && !live.zoom_in);
         assert_eq!(batch.click_radius_mm, Some(3.0));
         assert_eq!(batch.click_grow_mm, Some(20.0));
+        assert!(batch.grow_floor && live.grow_floor);
         assert_eq!(batch.negative_reach_mm, Some(20.0));
         assert!(batch.box_intensity && live.box_intensity);
         assert!(batch.click_teach && live.click_teach);
@@ -201,6 +202,8 @@ mod tests {
             "off",
             "--click-grow",
             "off",
+            "--grow-floor",
+            "off",
             "--negative-reach",
             "off",
             "--box-intensity",
@@ -222,6 +225,7 @@ mod tests {
                 zoom_in: false,
                 click_radius_mm: None,
                 click_grow_mm: None,
+                grow_floor: false,
                 negative_reach_mm: None,
                 box_intensity: false,
                 click_teach: false,

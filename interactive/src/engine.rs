@@ -262,7 +262,7 @@ impl Logits {
 /// box's smoothness ([`crate::smooth_box`], on the logits with those offsets: it re-sets the
 /// box's voxels), negative clicks that reach
 /// ([`crate::clear_negative_clicks`], on the logits with those offsets), positive clicks that
-/// reach ([`crate::grow_clicks`]) and clicks that stick ([`crate::honour`]; so a click's own
+/// reach ([`crate::grow_clicks_until`], stopped where those logits are sure of background) and clicks that stick ([`crate::honour`]; so a click's own
 /// neighbourhood wins over both regions).
 ///
 /// # Errors
@@ -327,9 +327,14 @@ pub fn object_mask<B: Backend>(
         crate::clear_negative_clicks(&mut mask, dims, spacing, clicks, bbox, r, logit);
     }
     if let Some(r) = options.click_grow_mm {
+        let stops = |p: [usize; 3]| options.grow_floor && logit(p) <= crate::GROW_FLOOR;
         match image {
-            ImageRef::U8(im) => crate::grow_clicks(&mut mask, im, dims, spacing, clicks, bbox, r),
-            ImageRef::F32(im) => crate::grow_clicks(&mut mask, im, dims, spacing, clicks, bbox, r),
+            ImageRef::U8(im) => {
+                crate::grow_clicks_until(&mut mask, im, dims, spacing, clicks, bbox, r, stops)
+            }
+            ImageRef::F32(im) => {
+                crate::grow_clicks_until(&mut mask, im, dims, spacing, clicks, bbox, r, stops)
+            }
         };
     }
     if let Some(r) = options.click_radius_mm {

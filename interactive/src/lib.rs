@@ -15,8 +15,9 @@ mod session;
 pub mod smoothing;
 
 pub use honour::{
-    DEFAULT_CLICK_RADIUS_MM, DEFAULT_GROW_RADIUS_MM, DEFAULT_NEGATIVE_REACH_MM, GROW_TOLERANCE_SD,
-    NEGATIVE_REACH_FLOOR, NEGATIVE_REACH_LOGIT, clear_negative_clicks, grow_clicks, honour_clicks,
+    DEFAULT_CLICK_RADIUS_MM, DEFAULT_GROW_RADIUS_MM, DEFAULT_NEGATIVE_REACH_MM, GROW_FLOOR,
+    GROW_TOLERANCE_SD, NEGATIVE_REACH_FLOOR, NEGATIVE_REACH_LOGIT, clear_negative_clicks,
+    grow_clicks, grow_clicks_until, honour_clicks,
 };
 pub use intensity::{
     BOX_INTENSITY_CONFIDENCE, BoxIntensity, CLICK_TEACH_WEIGHT, FitOptions, SURE_BACKGROUND_SHARE,

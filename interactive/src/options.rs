@@ -24,6 +24,11 @@ pub struct SessionOptions {
     /// positive click adds the intensity-similar voxels connected to it within this radius
     /// (mm) and the box; `None` keeps the model's answer as it is.
     pub click_grow_mm: Option<f64>,
+    /// Positive clicks that stop where the model is sure ([`crate::GROW_FLOOR`]): a grown
+    /// region ([`Self::click_grow_mm`]) takes no voxel whose logit (with the box's
+    /// intensities) is at or below −2, nor passes through one; `false`: intensity alone
+    /// bounds it.
+    pub grow_floor: bool,
     /// Negative clicks that reach ([`crate::clear_negative_clicks`]): after the model
     /// answers, each negative click clears the voxels connected to it that the model is
     /// unsure of, within this radius (mm) and the box; `None` keeps the model's answer.
@@ -58,7 +63,8 @@ pub struct SessionOptions {
 impl SessionOptions {
     /// For a person waiting on each click (`segvol view`, `segvol serve`): zoom-in off, clicks
     /// stick within [`DEFAULT_CLICK_RADIUS_MM`], positive clicks grow within
-    /// [`DEFAULT_GROW_RADIUS_MM`], negative clicks clear within
+    /// [`DEFAULT_GROW_RADIUS_MM`] up to where the model is sure of background, negative
+    /// clicks clear within
     /// [`DEFAULT_NEGATIVE_REACH_MM`], the box's intensities on (sure voxels by rank) and
     /// taught by the clicks and the box's surround, the box's smoothness on, no prompt
     /// feedback. The engines start with these ([`Default`]).
@@ -67,6 +73,7 @@ impl SessionOptions {
             zoom_in: false,
             click_radius_mm: Some(DEFAULT_CLICK_RADIUS_MM),
             click_grow_mm: Some(DEFAULT_GROW_RADIUS_MM),
+            grow_floor: true,
             negative_reach_mm: Some(DEFAULT_NEGATIVE_REACH_MM),
             box_intensity: true,
             click_teach: true,

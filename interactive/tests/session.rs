@@ -413,17 +413,21 @@ fn clicks_stick_in_the_session_and_the_predictor() {
     assert_eq!(p.predict(&req).unwrap(), want);
 }
 
-/// Positive clicks that reach (`segvol_interactive::grow_clicks`): with the defaults, the
-/// session's mask after a positive click is the model's own answer (both rules off) with
-/// [`grow_clicks`] and then [`honour_clicks`] applied to it, on the session's own image; the
-/// protocol predictor does the same on its `u8` image. The click is one the tiny model leaves
-/// out, so the region has something to add.
+/// Positive clicks that reach (`segvol_interactive::grow_clicks`): with the defaults but the
+/// grow floor (tested on its own below), the session's mask after a positive click is the
+/// model's own answer (both rules off) with [`grow_clicks`] and then [`honour_clicks`] applied
+/// to it, on the session's own image; the protocol predictor does the same on its `u8` image.
+/// The click is one the tiny model leaves out, so the region has something to add.
 #[test]
 fn positive_clicks_reach_in_the_session_and_the_predictor() {
     use segvol_eval::protocol::{Box3, Predictor};
     use segvol_interactive::{
-        DEFAULT_CLICK_RADIUS_MM, DEFAULT_GROW_RADIUS_MM, SegVolPredictor, grow_clicks,
-        honour_clicks,
+        DEFAULT_CLICK_RADIUS_MM, DEFAULT_GROW_RADIUS_MM, SegVolPredictor, SessionOptions,
+        grow_clicks, honour_clicks,
+    };
+    let unfloored = SessionOptions {
+        grow_floor: false,
+        ..SessionOptions::live()
     };
     let device = Default::default();
     let model = tiny_model();
@@ -435,6 +439,7 @@ fn positive_clicks_reach_in_the_session_and_the_predictor() {
     let idx = |p: [usize; 3]| (p[0] * dims[1] + p[1]) * dims[2] + p[2];
     let mut raw =
         InteractiveSession::new(&model, None, &device, image.clone(), dims, spacing).unwrap();
+    raw.set_options(unfloored);
     raw.set_click_radius(None);
     raw.set_click_grow(None);
     raw.set_box(lo, hi).unwrap();
@@ -470,6 +475,7 @@ fn positive_clicks_reach_in_the_session_and_the_predictor() {
     finish(&mut want, n);
     let mut default =
         InteractiveSession::new(&model, None, &device, image.clone(), dims, spacing).unwrap();
+    default.set_options(unfloored);
     default.set_box(lo, hi).unwrap();
     default.add_point(zyx, true).unwrap();
     assert_eq!(default.mask(), &want[..]);
@@ -493,8 +499,96 @@ fn positive_clicks_reach_in_the_session_and_the_predictor() {
         DEFAULT_GROW_RADIUS_MM,
     );
     finish(&mut want, n);
-    let mut p = SegVolPredictor::new(&model, None, &device);
+    let mut p = SegVolPredictor::new(&model, None, &device).with_options(unfloored);
     assert_eq!(p.predict(&req).unwrap(), want);
+}
+
+/// Positive clicks that stop where the model is sure (`segvol_interactive::GROW_FLOOR`): with
+/// the defaults, the session's mask after a positive click is the model's answer to box and
+/// click (a direct decode) finished by the box's rules (its intensity model, taught by the
+/// click, moving the logits that the smoothness thresholds), grown by `grow_clicks_until`
+/// stopped at the voxels whose logit with those offsets is at or below −2, then honoured. The
+/// floor bites here (the click was found by a scan of the box; the tiny model's logits are
+/// rarely that sure): unstopped, the region is larger, and that is the session's mask with
+/// `grow_floor` off.
+#[test]
+fn positive_clicks_stop_where_the_model_is_sure() {
+    use segvol_interactive::{
+        BoxIntensity, DEFAULT_CLICK_RADIUS_MM, DEFAULT_GROW_RADIUS_MM, GROW_FLOOR, SessionOptions,
+        grow_clicks_until, honour_clicks, smooth_box,
+    };
+    let device = Default::default();
+    let model = tiny_model();
+    let img =
+        segvol_io::read_image(shared().join("data/nifti/ct_kidney_right_img.nii.gz")).unwrap();
+    let (dims, spacing) = (img.dims(), img.spacing());
+    let image = img.to_f32().data;
+    let (lo, hi) = ([4, 8, 8], [16, 30, 28]);
+    let zyx = [15, 23, 17];
+    let clicks = [VoxelClick {
+        zyx,
+        foreground: true,
+    }];
+    let idx = |p: [usize; 3]| (p[0] * dims[1] + p[1]) * dims[2] + p[2];
+    let direct = Session::new(&model, &image, dims, &[lo, hi], &device).unwrap();
+    let logits = direct.predict(Some((lo, hi)), &clicks).unwrap();
+    let value = |i: usize| f64::from(image[i]);
+    let at = |p: [usize; 3]| logits[idx(p)];
+    let live = SessionOptions::live();
+    let fit = BoxIntensity::fit_with(dims, (lo, hi), value, at, live.intensity_fit(&clicks))
+        .expect("the tiny model's box is fitted");
+    let logit = |p: [usize; 3]| at(p) + fit.offset(p, value(idx(p)));
+    let mut base: Vec<u8> = logits.iter().map(|&l| u8::from(l > 0.0)).collect();
+    smooth_box(&mut base, dims, (lo, hi), logit);
+    let grown = |stops: &dyn Fn([usize; 3]) -> bool| {
+        let mut m = base.clone();
+        grow_clicks_until(
+            &mut m,
+            &image,
+            dims,
+            spacing,
+            &clicks,
+            Some((lo, hi)),
+            DEFAULT_GROW_RADIUS_MM,
+            stops,
+        );
+        honour_clicks(
+            &mut m,
+            dims,
+            spacing,
+            &clicks,
+            DEFAULT_CLICK_RADIUS_MM,
+            1,
+            0,
+        );
+        m
+    };
+    let want = grown(&|p| logit(p) <= GROW_FLOOR);
+    let unstopped = grown(&|_| false);
+    let on = |m: &[u8]| m.iter().filter(|&&v| v == 1).count();
+    assert!(
+        on(&unstopped) > on(&want),
+        "the floor stops the region: {} vs {}",
+        on(&unstopped),
+        on(&want)
+    );
+    for (options, want) in [
+        (live, want),
+        (
+            SessionOptions {
+                grow_floor: false,
+                ..live
+            },
+            unstopped,
+        ),
+    ] {
+        let mut s =
+            InteractiveSession::new(&model, None, &device, image.clone(), dims, spacing).unwrap();
+        s.set_options(options);
+        s.set_box(lo, hi).unwrap();
+        s.add_point(zyx, true).unwrap();
+        assert!(s.mask() == &want[..], "grow_floor {}", options.grow_floor);
+    }
 }
 
 /// Both engines start from the same settings (`SessionOptions::default()`, the live ones) and

@@ -149,7 +149,8 @@ fn the_mask_path_equals_the_logits_path_thresholded() {
 /// then the box's own intensities (`BoxIntensity`: fitted from those logits and taught by the
 /// clicks, the box re-thresholded with its offsets), the box's smoothness (on the logits with
 /// the offsets), negative clicks that reach (on the same logits), positive clicks that reach
-/// and clicks that stick, in that order. The shipped
+/// (stopped where the same logits are at or below the grow floor) and clicks that stick, in
+/// that order. The shipped
 /// model on the sample's vertebrae box; the negative click sits on a voxel the box step left
 /// in the mask unsure (logit with offset in 0..2), so both new rules have work to do.
 #[test]
@@ -157,8 +158,9 @@ fn object_mask_applies_the_box_intensities_then_the_click_rules() {
     use segvol_core::pipeline::{Session, VoxelClick};
     use segvol_interactive::{
         BoxIntensity, DEFAULT_CLICK_RADIUS_MM, DEFAULT_GROW_RADIUS_MM, DEFAULT_NEGATIVE_REACH_MM,
-        FitOptions, ImageRef, ObjectPrompts, SessionOptions, StepLog, clear_negative_clicks,
-        grow_clicks, honour_clicks, object_logits, object_mask, smooth_box,
+        FitOptions, GROW_FLOOR, ImageRef, ObjectPrompts, SessionOptions, StepLog,
+        clear_negative_clicks, grow_clicks, grow_clicks_until, honour_clicks, object_logits,
+        object_mask, smooth_box,
     };
     let (image, dims, spacing, bbox) = sample_box(7);
     let device = Default::default();
@@ -217,7 +219,17 @@ fn object_mask_applies_the_box_intensities_then_the_click_rules() {
         offset,
     );
     assert!(cleared > 1, "the negative click clears a region: {cleared}");
-    grow_clicks(
+    let mut unstopped = want.clone();
+    let free = grow_clicks(
+        &mut unstopped,
+        &image,
+        dims,
+        spacing,
+        &clicks,
+        Some(bbox),
+        DEFAULT_GROW_RADIUS_MM,
+    );
+    let grown = grow_clicks_until(
         &mut want,
         &image,
         dims,
@@ -225,6 +237,11 @@ fn object_mask_applies_the_box_intensities_then_the_click_rules() {
         &clicks,
         Some(bbox),
         DEFAULT_GROW_RADIUS_MM,
+        |p| offset(p) <= GROW_FLOOR,
+    );
+    assert!(
+        grown < free,
+        "the floor stops the grown region: {grown} of {free}"
     );
     honour_clicks(
         &mut want,
