@@ -262,8 +262,9 @@ impl Logits {
 /// box's smoothness ([`crate::smooth_box`], on the logits with those offsets: it re-sets the
 /// box's voxels), negative clicks that reach
 /// ([`crate::clear_negative_clicks`], on the logits with those offsets), positive clicks that
-/// reach ([`crate::grow_clicks_until`], stopped where those logits are sure of background) and clicks that stick ([`crate::honour`]; so a click's own
-/// neighbourhood wins over both regions).
+/// reach ([`crate::grow_clicks_until`], stopped where those logits are sure of background)
+/// and clicks that stick ([`crate::honour`]; so a click's own neighbourhood wins over both
+/// regions).
 ///
 /// # Errors
 /// As [`object_logits`].
