@@ -13,6 +13,15 @@ use segvol_interactive::{InteractiveSession, diff_box};
 mod common;
 use common::{shared, tiny_corrector, tiny_model};
 
+/// The image every test here runs on (the shipped kidney CT sample, as `f32`), its shape and
+/// spacing.
+fn kidney() -> (Vec<f32>, [usize; 3], [f64; 3]) {
+    let img =
+        segvol_io::read_image(shared().join("data/nifti/ct_kidney_right_img.nii.gz")).unwrap();
+    let (dims, spacing) = (img.dims(), img.spacing());
+    (img.to_f32().data, dims, spacing)
+}
+
 /// A box's mask as every engine finishes it from the model's `logits` with the default
 /// options: the box's intensity model (sure voxels by rank and the box's surround) is fitted,
 /// which is asserted, and its offsets move the logits that the box's smoothness
@@ -23,16 +32,30 @@ fn finished(
     dims: [usize; 3],
     bbox: ([usize; 3], [usize; 3]),
 ) -> Vec<u8> {
+    finished_with(logits, image, dims, bbox, &[]).0
+}
+
+/// [`finished`] with `clicks` teaching the box's intensity model (as the live defaults have
+/// it, `SessionOptions::intensity_fit`); also the fitted model, whose offsets the click rules
+/// read.
+fn finished_with(
+    logits: &[f32],
+    image: &[f32],
+    dims: [usize; 3],
+    bbox: ([usize; 3], [usize; 3]),
+    clicks: &[VoxelClick],
+) -> (Vec<u8>, segvol_interactive::BoxIntensity) {
     let idx = |p: [usize; 3]| (p[0] * dims[1] + p[1]) * dims[2] + p[2];
     let value = |i: usize| f64::from(image[i]);
     let at = |p: [usize; 3]| logits[idx(p)];
-    let m = segvol_interactive::BoxIntensity::fit(dims, bbox, value, at)
+    let fit = segvol_interactive::SessionOptions::live().intensity_fit(clicks);
+    let m = segvol_interactive::BoxIntensity::fit_with(dims, bbox, value, at, fit)
         .expect("the tiny model's box is fitted");
     let mut mask: Vec<u8> = logits.iter().map(|&l| u8::from(l > 0.0)).collect();
     segvol_interactive::smooth_box(&mut mask, dims, bbox, |p| {
         at(p) + m.offset(p, value(idx(p)))
     });
-    mask
+    (mask, m)
 }
 
 #[test]
@@ -40,10 +63,7 @@ fn session_matches_direct_decodes_and_undoes_exactly() {
     let device = Default::default();
     let model = tiny_model();
     let corrector = tiny_corrector();
-    let img =
-        segvol_io::read_image(shared().join("data/nifti/ct_kidney_right_img.nii.gz")).unwrap();
-    let (dims, spacing) = (img.dims(), img.spacing());
-    let image = img.to_f32().data;
+    let (image, dims, spacing) = kidney();
     let mut s = InteractiveSession::new(
         &model,
         Some(&corrector),
@@ -172,10 +192,7 @@ fn tiny_with_text(seed: u64) -> (SegVol<Flex>, SegVol<Flex>) {
 fn text_prompt_alone_and_with_a_box() {
     let device = Default::default();
     let (plain, model) = tiny_with_text(7);
-    let img =
-        segvol_io::read_image(shared().join("data/nifti/ct_kidney_right_img.nii.gz")).unwrap();
-    let (dims, spacing) = (img.dims(), img.spacing());
-    let image = img.to_f32().data;
+    let (image, dims, spacing) = kidney();
     let mask = |l: Vec<f32>| -> Vec<u8> { l.iter().map(|&v| u8::from(v > 0.0)).collect() };
     let text = model.embed_text("kidney").unwrap();
 
@@ -317,10 +334,7 @@ fn clicks_stick_in_the_session_and_the_predictor() {
     };
     let device = Default::default();
     let model = tiny_model();
-    let img =
-        segvol_io::read_image(shared().join("data/nifti/ct_kidney_right_img.nii.gz")).unwrap();
-    let (dims, spacing) = (img.dims(), img.spacing());
-    let image = img.to_f32().data;
+    let (image, dims, spacing) = kidney();
     let (lo, hi) = ([4, 8, 8], [16, 30, 28]);
     // Negative clicks that reach clear a negative click's voxel whatever the model says (their
     // own test is below): off here, so the model alone can leave the voxel in.
@@ -431,10 +445,7 @@ fn positive_clicks_reach_in_the_session_and_the_predictor() {
     };
     let device = Default::default();
     let model = tiny_model();
-    let img =
-        segvol_io::read_image(shared().join("data/nifti/ct_kidney_right_img.nii.gz")).unwrap();
-    let (dims, spacing) = (img.dims(), img.spacing());
-    let image = img.to_f32().data;
+    let (image, dims, spacing) = kidney();
     let (lo, hi) = ([4, 8, 8], [16, 30, 28]);
     let idx = |p: [usize; 3]| (p[0] * dims[1] + p[1]) * dims[2] + p[2];
     let mut raw =
@@ -514,15 +525,12 @@ fn positive_clicks_reach_in_the_session_and_the_predictor() {
 #[test]
 fn positive_clicks_stop_where_the_model_is_sure() {
     use segvol_interactive::{
-        BoxIntensity, DEFAULT_CLICK_RADIUS_MM, DEFAULT_GROW_RADIUS_MM, GROW_FLOOR, SessionOptions,
-        grow_clicks_until, honour_clicks, smooth_box,
+        DEFAULT_CLICK_RADIUS_MM, DEFAULT_GROW_RADIUS_MM, GROW_FLOOR, SessionOptions,
+        grow_clicks_until, honour_clicks,
     };
     let device = Default::default();
     let model = tiny_model();
-    let img =
-        segvol_io::read_image(shared().join("data/nifti/ct_kidney_right_img.nii.gz")).unwrap();
-    let (dims, spacing) = (img.dims(), img.spacing());
-    let image = img.to_f32().data;
+    let (image, dims, spacing) = kidney();
     let (lo, hi) = ([4, 8, 8], [16, 30, 28]);
     let zyx = [15, 23, 17];
     let clicks = [VoxelClick {
@@ -532,14 +540,9 @@ fn positive_clicks_stop_where_the_model_is_sure() {
     let idx = |p: [usize; 3]| (p[0] * dims[1] + p[1]) * dims[2] + p[2];
     let direct = Session::new(&model, &image, dims, &[lo, hi], &device).unwrap();
     let logits = direct.predict(Some((lo, hi)), &clicks).unwrap();
-    let value = |i: usize| f64::from(image[i]);
-    let at = |p: [usize; 3]| logits[idx(p)];
+    let (base, fit) = finished_with(&logits, &image, dims, (lo, hi), &clicks);
+    let logit = |p: [usize; 3]| logits[idx(p)] + fit.offset(p, f64::from(image[idx(p)]));
     let live = SessionOptions::live();
-    let fit = BoxIntensity::fit_with(dims, (lo, hi), value, at, live.intensity_fit(&clicks))
-        .expect("the tiny model's box is fitted");
-    let logit = |p: [usize; 3]| at(p) + fit.offset(p, value(idx(p)));
-    let mut base: Vec<u8> = logits.iter().map(|&l| u8::from(l > 0.0)).collect();
-    smooth_box(&mut base, dims, (lo, hi), logit);
     let grown = |stops: &dyn Fn([usize; 3]) -> bool| {
         let mut m = base.clone();
         grow_clicks_until(
@@ -604,10 +607,7 @@ fn both_engines_start_from_one_set_of_options() {
     assert_eq!(p.options(), SessionOptions::default());
     let batch = SessionOptions::batch();
     assert_eq!(p.with_options(batch).options(), batch);
-    let img =
-        segvol_io::read_image(shared().join("data/nifti/ct_kidney_right_img.nii.gz")).unwrap();
-    let (dims, spacing) = (img.dims(), img.spacing());
-    let image = img.to_f32().data;
+    let (image, dims, spacing) = kidney();
     let mut s =
         InteractiveSession::new(&model, None, &device, image.clone(), dims, spacing).unwrap();
     assert_eq!(s.options(), SessionOptions::default());
