@@ -58,6 +58,35 @@ fn finished_with(
     (mask, m)
 }
 
+/// A positive click's finish as the engines apply it at the default radii: `mask` grown from
+/// `clicks` within `bbox` (`grow_clicks_until`, stopped where `stops` holds; `|_| false` is
+/// `grow_clicks`), then the clicks honoured. Returns how many voxels the grown region added.
+fn grown_and_honoured<T: Copy + Into<f64>>(
+    mask: &mut [u8],
+    image: &[T],
+    dims: [usize; 3],
+    spacing: [f64; 3],
+    clicks: &[VoxelClick],
+    bbox: ([usize; 3], [usize; 3]),
+    stops: impl Fn([usize; 3]) -> bool,
+) -> usize {
+    use segvol_interactive::{
+        DEFAULT_CLICK_RADIUS_MM, DEFAULT_GROW_RADIUS_MM, grow_clicks_until, honour_clicks,
+    };
+    let grown = grow_clicks_until(
+        mask,
+        image,
+        dims,
+        spacing,
+        clicks,
+        Some(bbox),
+        DEFAULT_GROW_RADIUS_MM,
+        stops,
+    );
+    honour_clicks(mask, dims, spacing, clicks, DEFAULT_CLICK_RADIUS_MM, 1, 0);
+    grown
+}
+
 #[test]
 fn session_matches_direct_decodes_and_undoes_exactly() {
     let device = Default::default();
@@ -429,16 +458,13 @@ fn clicks_stick_in_the_session_and_the_predictor() {
 
 /// Positive clicks that reach (`segvol_interactive::grow_clicks`): with the defaults but the
 /// grow floor (tested on its own below), the session's mask after a positive click is the
-/// model's own answer (both rules off) with [`grow_clicks`] and then [`honour_clicks`] applied
-/// to it, on the session's own image; the protocol predictor does the same on its `u8` image.
+/// model's own answer (both rules off) with [`grown_and_honoured`] unstopped (`grow_clicks`,
+/// then `honour_clicks`) applied to it, on the session's own image; the protocol predictor does the same on its `u8` image.
 /// The click is one the tiny model leaves out, so the region has something to add.
 #[test]
 fn positive_clicks_reach_in_the_session_and_the_predictor() {
     use segvol_eval::protocol::{Box3, Predictor};
-    use segvol_interactive::{
-        DEFAULT_CLICK_RADIUS_MM, DEFAULT_GROW_RADIUS_MM, SegVolPredictor, SessionOptions,
-        grow_clicks, honour_clicks,
-    };
+    use segvol_interactive::{SegVolPredictor, SessionOptions};
     let unfloored = SessionOptions {
         grow_floor: false,
         ..SessionOptions::live()
@@ -466,24 +492,22 @@ fn positive_clicks_reach_in_the_session_and_the_predictor() {
         zyx,
         foreground: true,
     }];
-    let finish = |mask: &mut Vec<u8>, grown: usize| {
+    let adds = |grown: usize| {
         assert!(
             grown > 1,
             "the region adds more than the clicked voxel: {grown}"
         );
-        honour_clicks(mask, dims, spacing, &clicks, DEFAULT_CLICK_RADIUS_MM, 1, 0);
     };
     let mut want = raw.mask().to_vec();
-    let n = grow_clicks(
+    adds(grown_and_honoured(
         &mut want,
         &image,
         dims,
         spacing,
         &clicks,
-        Some((lo, hi)),
-        DEFAULT_GROW_RADIUS_MM,
-    );
-    finish(&mut want, n);
+        (lo, hi),
+        |_| false,
+    ));
     let mut default =
         InteractiveSession::new(&model, None, &device, image.clone(), dims, spacing).unwrap();
     default.set_options(unfloored);
@@ -500,16 +524,15 @@ fn positive_clicks_reach_in_the_session_and_the_predictor() {
         .with_click_radius(None)
         .with_click_grow(None);
     let mut want = p_raw.predict(&req).unwrap();
-    let n = grow_clicks(
+    adds(grown_and_honoured(
         &mut want,
         &image_u8,
         dims,
         spacing,
         &clicks,
-        Some((lo, hi)),
-        DEFAULT_GROW_RADIUS_MM,
-    );
-    finish(&mut want, n);
+        (lo, hi),
+        |_| false,
+    ));
     let mut p = SegVolPredictor::new(&model, None, &device).with_options(unfloored);
     assert_eq!(p.predict(&req).unwrap(), want);
 }
@@ -517,17 +540,15 @@ fn positive_clicks_reach_in_the_session_and_the_predictor() {
 /// Positive clicks that stop where the model is sure (`segvol_interactive::GROW_FLOOR`): with
 /// the defaults, the session's mask after a positive click is the model's answer to box and
 /// click (a direct decode) finished by the box's rules (its intensity model, taught by the
-/// click, moving the logits that the smoothness thresholds), grown by `grow_clicks_until`
-/// stopped at the voxels whose logit with those offsets is at or below −2, then honoured. The
+/// click, moving the logits that the smoothness thresholds), grown and honoured
+/// ([`grown_and_honoured`]) with the region stopped at the voxels whose logit with those
+/// offsets is at or below −2. The
 /// floor bites here (the click was found by a scan of the box; the tiny model's logits are
 /// rarely that sure): unstopped, the region is larger, and that is the session's mask with
 /// `grow_floor` off.
 #[test]
 fn positive_clicks_stop_where_the_model_is_sure() {
-    use segvol_interactive::{
-        DEFAULT_CLICK_RADIUS_MM, DEFAULT_GROW_RADIUS_MM, GROW_FLOOR, SessionOptions,
-        grow_clicks_until, honour_clicks,
-    };
+    use segvol_interactive::{GROW_FLOOR, SessionOptions};
     let device = Default::default();
     let model = tiny_model();
     let (image, dims, spacing) = kidney();
@@ -545,25 +566,7 @@ fn positive_clicks_stop_where_the_model_is_sure() {
     let live = SessionOptions::live();
     let grown = |stops: &dyn Fn([usize; 3]) -> bool| {
         let mut m = base.clone();
-        grow_clicks_until(
-            &mut m,
-            &image,
-            dims,
-            spacing,
-            &clicks,
-            Some((lo, hi)),
-            DEFAULT_GROW_RADIUS_MM,
-            stops,
-        );
-        honour_clicks(
-            &mut m,
-            dims,
-            spacing,
-            &clicks,
-            DEFAULT_CLICK_RADIUS_MM,
-            1,
-            0,
-        );
+        grown_and_honoured(&mut m, &image, dims, spacing, &clicks, (lo, hi), stops);
         m
     };
     let want = grown(&|p| logit(p) <= GROW_FLOOR);
