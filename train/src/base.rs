@@ -10,6 +10,11 @@
 //! prediction for each click is a decode of the cached embedding without gradient; the loss is
 //! on the final decode. A fraction of the samples with clicks drop the box (clicks only). The
 //! BCE is boundary-weighted (`1 + α·exp(−d²/(2σ²))`, GRU_CORRECTION.md §7).
+//!
+//! Two options, both off by default (no draw, so older runs replay unchanged):
+//! `loose_box_p` widens a sample's box in plane as the CVPR25 box generator does
+//! ([`crate::data::widen_in_plane`]), and `box_step_p` makes a points-stage sample a box step
+//! (no clicks) before the clicks' count is drawn.
 
 use std::time::Instant;
 
@@ -24,7 +29,7 @@ use segvol_eval::simulate_click;
 use segvol_gru::training::draw_rounds;
 
 use crate::config::{StageSettings, lr_at};
-use crate::data::{Dataset, Rng, Sample, ValCase, box_prompt, splitmix, step_seed};
+use crate::data::{Dataset, Rng, Sample, ValCase, box_prompt, splitmix, step_seed, widen_in_plane};
 use crate::run::{Run, Stage, adamw};
 use crate::validate::quick_validate;
 use crate::{Progress, TrainError};
@@ -84,8 +89,12 @@ pub fn sample_loss<B: AutodiffBackend>(
         device,
     );
     let emb = model.embed(img);
+    let mut bx = box_prompt(&s.gt, grid, rng);
+    if settings.loose_box_p > 0.0 && rng.chance(settings.loose_box_p) {
+        widen_in_plane(&mut bx, grid, rng.below(settings.loose_box_max + 1));
+    }
     let mut prompts = Prompts {
-        boxes: Some(box_prompt(&s.gt, grid, rng)),
+        boxes: Some(bx),
         points: Vec::new(),
         text: None,
         mask: None,
@@ -93,7 +102,8 @@ pub fn sample_loss<B: AutodiffBackend>(
     };
     let has_fg = s.gt.iter().any(|&g| g);
     if stage == Stage::BasePoints && has_fg {
-        let clicks = draw_rounds(rng.mt());
+        let box_step = settings.box_step_p > 0.0 && rng.chance(settings.box_step_p);
+        let clicks = if box_step { 0 } else { draw_rounds(rng.mt()) };
         if clicks > 0 && rng.chance(settings.no_box_p) {
             prompts.boxes = None;
         }

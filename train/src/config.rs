@@ -145,6 +145,18 @@ pub struct StageSettings {
     pub pos_weight_max: f32,
     /// Stage 2: probability that a sample with clicks has no box (clicks only).
     pub no_box_p: f64,
+    /// Probability that a sample's box is widened in plane as the CVPR25 box generator widens
+    /// its boxes ([`crate::data::widen_in_plane`]): the same margin on the four in-plane
+    /// sides, drawn from `0..=loose_box_max` model-grid voxels. The challenge's margin is
+    /// `0..=5 × dim/256` native voxels, up to 10 on a 512² CT, and the zoom-in windows run at
+    /// native resolution, while the boxes of `box_prompt` grow by 0–2 (docs/model-card.md,
+    /// "Loose boxes"). 0 (the default) draws nothing, so older runs replay unchanged.
+    pub loose_box_p: f64,
+    /// The largest in-plane margin of a widened box, in model-grid voxels.
+    pub loose_box_max: usize,
+    /// Stage 2: probability that a sample is a box step (no clicks), drawn before the clicks'
+    /// count (`draw_rounds` gives a box step 1/28 of the time). 0 (the default) draws nothing.
+    pub box_step_p: f64,
     /// Stop the stage after this many minutes of training (it then ends as if done).
     pub max_minutes: Option<f64>,
     /// End the stage after this many steps (1 ≤ n ≤ `steps`) while the learning rate keeps the
@@ -168,6 +180,9 @@ impl Default for StageSettings {
             boundary_sigma: 2.0,
             pos_weight_max: 5.0,
             no_box_p: 0.2,
+            loose_box_p: 0.0,
+            loose_box_max: 10,
+            box_step_p: 0.0,
             max_minutes: None,
             stop_after: None,
         }
@@ -366,6 +381,19 @@ impl TrainConfig {
                 return Err(format!("augment.{name} {p}: need 0 ≤ p ≤ 1"));
             }
         }
+        for (stage, st) in [
+            ("base_box", &self.base_box),
+            ("base_points", &self.base_points),
+        ] {
+            for (name, p) in [
+                ("loose_box_p", st.loose_box_p),
+                ("box_step_p", st.box_step_p),
+            ] {
+                if !(0.0..=1.0).contains(&p) {
+                    return Err(format!("{stage}.{name} {p}: need 0 ≤ p ≤ 1"));
+                }
+            }
+        }
         let z = self.augment.zoom;
         if !(z[0] > 0.0 && z[1] >= z[0]) {
             return Err(format!("augment.zoom {z:?}: need 0 < min ≤ max"));
@@ -437,6 +465,21 @@ mod tests {
             assert!(e.contains(key) && e.contains("1.5"), "{e}");
             let e = TrainConfig::from_toml(&format!("[augment]\n{key} = -0.1\n")).unwrap_err();
             assert!(e.contains(key), "{e}");
+        }
+    }
+
+    #[test]
+    fn stage_probabilities_outside_zero_one_are_refused_by_name() {
+        for section in ["base_box", "base_points"] {
+            for key in ["loose_box_p", "box_step_p"] {
+                let ok = TrainConfig::from_toml(&format!("[{section}]\n{key} = 1.0\n"));
+                assert!(ok.is_ok(), "{section}.{key} = 1: {ok:?}");
+                let e = TrainConfig::from_toml(&format!("[{section}]\n{key} = 1.5\n")).unwrap_err();
+                assert!(
+                    e.contains(section) && e.contains(key) && e.contains("1.5"),
+                    "{e}"
+                );
+            }
         }
     }
 

@@ -710,9 +710,39 @@ pub fn box_prompt(gt: &[bool], dims: [usize; 3], rng: &mut Rng) -> [f32; 6] {
     b
 }
 
+/// Widens a box prompt `[z0, y0, x0, z1, y1, x1]` (inclusive) by `margin` voxels on each of
+/// its four in-plane sides, clipped to `dims`; `z` is left alone. This is what the CVPR25 box
+/// generator does to the tight box of a class's middle slice (`bbox_shift`, the same on every
+/// side; CHALLENGE.md §2.2). The "nothing here" box `[-1; 6]` stays as it is.
+pub fn widen_in_plane(b: &mut [f32; 6], dims: [usize; 3], margin: usize) {
+    if b[0] < 0.0 {
+        return;
+    }
+    let m = margin as f32;
+    for a in 1..3 {
+        b[a] = (b[a] - m).max(0.0);
+        b[a + 3] = (b[a + 3] + m).min((dims[a] - 1) as f32);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn widening_moves_the_in_plane_sides_only_and_clips() {
+        let dims = [8, 20, 30];
+        let mut b = [2.0, 5.0, 3.0, 6.0, 9.0, 27.0];
+        widen_in_plane(&mut b, dims, 4);
+        // y: 5−4 = 1, 9+4 = 13; x: 3−4 clips at 0, 27+4 clips at 29; z untouched.
+        assert_eq!(b, [2.0, 1.0, 0.0, 6.0, 13.0, 29.0]);
+        let mut none = [-1.0; 6];
+        widen_in_plane(&mut none, dims, 4);
+        assert_eq!(none, [-1.0; 6]);
+        let mut same = [2.0, 5.0, 3.0, 6.0, 9.0, 27.0];
+        widen_in_plane(&mut same, dims, 0);
+        assert_eq!(same, [2.0, 5.0, 3.0, 6.0, 9.0, 27.0]);
+    }
 
     #[test]
     fn flips_reverse_one_axis() {
