@@ -91,7 +91,11 @@ pub fn sample_loss<B: AutodiffBackend>(
     let emb = model.embed(img);
     let mut bx = box_prompt(&s.gt, grid, rng);
     if settings.loose_box_p > 0.0 && rng.chance(settings.loose_box_p) {
-        widen_in_plane(&mut bx, grid, rng.below(settings.loose_box_max + 1));
+        widen_in_plane(
+            &mut bx,
+            grid,
+            rng.below(settings.loose_box_max.saturating_add(1)),
+        );
     }
     let mut prompts = Prompts {
         boxes: Some(bx),

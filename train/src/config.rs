@@ -373,25 +373,16 @@ impl TrainConfig {
                 ));
             }
         }
-        for (name, p) in [
-            ("synthetic_p", self.augment.synthetic_p),
-            ("component_p", self.augment.component_p),
+        for (section, name, p) in [
+            ("augment", "synthetic_p", self.augment.synthetic_p),
+            ("augment", "component_p", self.augment.component_p),
+            ("base_box", "loose_box_p", self.base_box.loose_box_p),
+            ("base_box", "box_step_p", self.base_box.box_step_p),
+            ("base_points", "loose_box_p", self.base_points.loose_box_p),
+            ("base_points", "box_step_p", self.base_points.box_step_p),
         ] {
             if !(0.0..=1.0).contains(&p) {
-                return Err(format!("augment.{name} {p}: need 0 ≤ p ≤ 1"));
-            }
-        }
-        for (stage, st) in [
-            ("base_box", &self.base_box),
-            ("base_points", &self.base_points),
-        ] {
-            for (name, p) in [
-                ("loose_box_p", st.loose_box_p),
-                ("box_step_p", st.box_step_p),
-            ] {
-                if !(0.0..=1.0).contains(&p) {
-                    return Err(format!("{stage}.{name} {p}: need 0 ≤ p ≤ 1"));
-                }
+                return Err(format!("{section}.{name} {p}: need 0 ≤ p ≤ 1"));
             }
         }
         let z = self.augment.zoom;
@@ -458,28 +449,24 @@ mod tests {
 
     #[test]
     fn probabilities_outside_zero_one_are_refused_by_name() {
-        for key in ["synthetic_p", "component_p"] {
-            let ok = TrainConfig::from_toml(&format!("[augment]\n{key} = 1.0\n"));
-            assert!(ok.is_ok(), "{key} = 1: {ok:?}");
-            let e = TrainConfig::from_toml(&format!("[augment]\n{key} = 1.5\n")).unwrap_err();
-            assert!(e.contains(key) && e.contains("1.5"), "{e}");
-            let e = TrainConfig::from_toml(&format!("[augment]\n{key} = -0.1\n")).unwrap_err();
-            assert!(e.contains(key), "{e}");
-        }
-    }
-
-    #[test]
-    fn stage_probabilities_outside_zero_one_are_refused_by_name() {
-        for section in ["base_box", "base_points"] {
-            for key in ["loose_box_p", "box_step_p"] {
-                let ok = TrainConfig::from_toml(&format!("[{section}]\n{key} = 1.0\n"));
-                assert!(ok.is_ok(), "{section}.{key} = 1: {ok:?}");
-                let e = TrainConfig::from_toml(&format!("[{section}]\n{key} = 1.5\n")).unwrap_err();
-                assert!(
-                    e.contains(section) && e.contains(key) && e.contains("1.5"),
-                    "{e}"
-                );
-            }
+        for (section, key) in [
+            ("augment", "synthetic_p"),
+            ("augment", "component_p"),
+            ("base_box", "loose_box_p"),
+            ("base_box", "box_step_p"),
+            ("base_points", "loose_box_p"),
+            ("base_points", "box_step_p"),
+        ] {
+            let toml = |v: &str| format!("[{section}]\n{key} = {v}\n");
+            let ok = TrainConfig::from_toml(&toml("1.0"));
+            assert!(ok.is_ok(), "{section}.{key} = 1: {ok:?}");
+            let e = TrainConfig::from_toml(&toml("1.5")).unwrap_err();
+            assert!(
+                e.contains(section) && e.contains(key) && e.contains("1.5"),
+                "{e}"
+            );
+            let e = TrainConfig::from_toml(&toml("-0.1")).unwrap_err();
+            assert!(e.contains(section) && e.contains(key), "{e}");
         }
     }
 
